@@ -1,0 +1,105 @@
+// Command llm-proxy is an OpenAI-compatible LLM gateway whose providers are
+// WebAssembly plugins.
+//
+//	llm-proxy [--config config.toml]     serve
+//	llm-proxy --check [--config FILE]    validate the config and exit
+//	llm-proxy keygen                     print a new random API key
+//	llm-proxy version
+//
+// See README.md for a tour and config.toml for every setting.
+package main
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/llm-proxy/llm-proxy/host/internal/app"
+	"github.com/llm-proxy/llm-proxy/host/internal/config"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
+}
+
+func run(args, environ []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "keygen":
+			var b [24]byte
+			_, _ = rand.Read(b[:])
+			fmt.Fprintln(stdout, "sk-llmproxy-"+hex.EncodeToString(b[:]))
+			return 0
+		case "version":
+			fmt.Fprintln(stdout, "llm-proxy", version)
+			return 0
+		}
+	}
+	fs := flag.NewFlagSet("llm-proxy", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "config.toml", "path of the TOML config file")
+	check := fs.Bool("check", false, "validate the config and exit")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := config.Load(*path, environ)
+	if err != nil {
+		fmt.Fprintf(stderr, "llm-proxy: invalid config %s:\n%v\n", *path, err)
+		return 2
+	}
+	if *check {
+		fmt.Fprintf(stdout, "%s: ok (%d providers)\n", *path, len(cfg.Providers))
+		return 0
+	}
+	log := newLogger(cfg, stderr)
+	a, err := app.New(cfg, environ, log)
+	if err != nil {
+		fmt.Fprintln(stderr, "llm-proxy:", err)
+		if errors.Is(err, app.ErrNoAdminKey) {
+			return 2
+		}
+		return 1
+	}
+	ln, err := net.Listen("tcp", cfg.Server.Listen)
+	if err != nil {
+		fmt.Fprintln(stderr, "llm-proxy:", err)
+		return 1
+	}
+	if err := a.Start(ln); err != nil {
+		fmt.Fprintln(stderr, "llm-proxy:", err)
+		return 1
+	}
+	log.Info("llm-proxy listening", "addr", ln.Addr().String(), "version", version,
+		"plugins_dir", cfg.Plugins.Dir, "providers", len(cfg.Providers))
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	s := <-sig
+	log.Info("shutting down", "signal", s.String(), "deadline", cfg.Server.ShutdownTimeout.String())
+	if err := a.Shutdown(); err != nil {
+		log.Warn("shutdown deadline passed with requests in flight", "err", err)
+	}
+	log.Info("stopped")
+	return 0
+}
+
+func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.Log.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,160 @@
+// Package app wires LLM Proxy together from a config: the plugin registry,
+// the providers and their egress clients, the router and the HTTP server.
+// The binary and the integration tests start the proxy the same way.
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/llm-proxy/llm-proxy/host/internal/config"
+	"github.com/llm-proxy/llm-proxy/host/internal/egress"
+	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
+	"github.com/llm-proxy/llm-proxy/host/internal/router"
+	"github.com/llm-proxy/llm-proxy/host/internal/server"
+)
+
+// ErrNoAdminKey is returned when the admin key variable is empty.
+var ErrNoAdminKey = errors.New("no admin key")
+
+// App is a running proxy.
+type App struct {
+	cfg      *config.Config
+	log      *slog.Logger
+	Registry *plugin.Registry
+	Server   *server.Server
+	cancel   context.CancelFunc
+	served   chan error
+}
+
+// New builds the proxy. environ supplies the admin key and provider
+// secrets (os.Environ() in the binary).
+func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
+	env := envMap(environ)
+	adminKey := env[cfg.Auth.AdminKeyEnv]
+	if adminKey == "" {
+		return nil, fmt.Errorf("%w: set %s to the key clients and admins must send (make one with `llm-proxy keygen`)", ErrNoAdminKey, cfg.Auth.AdminKeyEnv)
+	}
+	cacheDir, err := cfg.CacheDir()
+	if err != nil {
+		return nil, err
+	}
+	reg, err := plugin.NewRegistry(plugin.RegistryOptions{
+		Dir:      cfg.Plugins.Dir,
+		CacheDir: cacheDir,
+		LimitsFor: func(name string) plugin.Limits {
+			return pluginLimits(cfg.Plugins.LimitsFor(name))
+		},
+		Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	providers := make([]*router.Provider, 0, len(cfg.Providers))
+	for _, pc := range cfg.Providers {
+		p, err := newProvider(pc, env, reg, log)
+		if err != nil {
+			return nil, fmt.Errorf("provider %s: %w", pc.Name, err)
+		}
+		providers = append(providers, p)
+	}
+	srv := server.New(server.Options{
+		Router:       router.New(providers),
+		Plugins:      reg,
+		AdminKey:     adminKey,
+		MaxBodyBytes: int(cfg.Server.MaxBodyBytes),
+		ReadTimeout:  cfg.Server.ReadTimeout.Std(),
+		Logger:       log,
+	})
+	return &App{cfg: cfg, log: log, Registry: reg, Server: srv}, nil
+}
+
+
+func newProvider(pc config.ProviderConfig, env map[string]string, reg *plugin.Registry, log *slog.Logger) (*router.Provider, error) {
+	secret := ""
+	if pc.APIKeyEnv != "" {
+		secret = env[pc.APIKeyEnv]
+		if secret == "" {
+			log.Warn("provider key not set; its upstream will refuse requests until it is", "provider", pc.Name, "env", pc.APIKeyEnv)
+		}
+	}
+	opts := map[string]any{}
+	for k, v := range pc.Options {
+		opts[k] = v
+	}
+	guest, err := json.Marshal(map[string]any{
+		"provider": pc.Name,
+		"base_url": strings.TrimRight(pc.BaseURL, "/"),
+		"options":  opts,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("options: %w", err)
+	}
+	d := &authDoer{plugin: pc.Plugin, reg: reg, opts: egress.Options{
+		BaseURL: pc.BaseURL, ExtraHosts: pc.ExtraHosts, AllowPrivateNetwork: pc.AllowPrivateNetwork, Secret: secret,
+	}, clients: map[egress.Auth]*egress.Client{}}
+	return &router.Provider{Name: pc.Name, Plugin: pc.Plugin, Models: pc.Models, Egress: d, GuestConfig: guest}, nil
+}
+
+func envMap(environ []string) map[string]string {
+	m := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+func pluginLimits(l config.Limits) plugin.Limits {
+	return plugin.Limits{
+		MemoryPages:          uint32(l.MemoryPages),
+		RequestTimeout:       l.RequestTimeout.Std(),
+		UpstreamTimeout:      l.UpstreamTimeout.Std(),
+		MaxUpstreamBodyBytes: int64(l.MaxUpstreamBodyBytes),
+		MaxEmitBytes:         int64(l.MaxEmitBytes),
+		MaxHTTPHandles:       l.MaxHTTPHandles,
+		MaxInstances:         l.MaxInstances,
+		RecycleAfterCalls:    l.RecycleAfterCalls,
+		RecycleAfterPages:    uint32(l.RecycleAfterPages),
+	}
+}
+
+// Start loads the plugins, starts watching their folder and serves on ln.
+func (a *App) Start(ln net.Listener) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	a.cancel = cancel
+	if err := a.Registry.LoadAll(ctx); err != nil {
+		cancel()
+		return err
+	}
+	if a.cfg.Plugins.Watch {
+		if err := a.Registry.Watch(ctx); err != nil {
+			a.log.Warn("plugin folder not watched; changes need a restart", "err", err)
+		}
+	}
+	a.served = make(chan error, 1)
+	go func() { a.served <- a.Server.Serve(ln) }()
+	return nil
+}
+
+// Shutdown stops accepting requests, lets in-flight ones (streams too)
+// finish within the configured shutdown timeout, then closes the plugins.
+func (a *App) Shutdown() error {
+	err := a.Server.Shutdown(a.cfg.Server.ShutdownTimeout.Std())
+	if a.cancel != nil {
+		a.cancel()
+	}
+	select {
+	case <-a.served:
+	case <-time.After(time.Second):
+	}
+	a.Registry.Close()
+	return err
+}

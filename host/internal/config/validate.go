@@ -1,0 +1,290 @@
+package config
+
+import (
+	"net"
+	"net/netip"
+	"net/url"
+	"reflect"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Bounds of plugins.limits.memory_pages, in 64 KiB wasm pages.
+const (
+	MinMemoryPages = 32    // 2 MiB
+	MaxMemoryPages = 65536 // 4 GiB, the most a 32-bit wasm memory can hold
+)
+
+// Allowed values of log.level and log.format.
+var (
+	LogLevels  = []string{"debug", "info", "warn", "error"}
+	LogFormats = []string{"text", "json"}
+)
+
+var (
+	providerNameRe = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*$`)
+	envNameRe      = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	hostNameRe     = regexp.MustCompile(`^(?i)[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*\.?$`)
+)
+
+// Validate checks the whole configuration and returns every problem found
+// as a Problems error, or nil when there is none.
+func (c *Config) Validate() error {
+	if ps := c.problems(); len(ps) > 0 {
+		return ps
+	}
+	return nil
+}
+
+func (c *Config) problems() Problems {
+	var ps Problems
+
+	s := c.Server
+	if msg := checkListen(s.Listen); msg != "" {
+		ps.add("server.listen", "%s", msg)
+	}
+	positiveSize(&ps, "server.max_body_bytes", s.MaxBodyBytes)
+	positiveDuration(&ps, "server.shutdown_timeout", s.ShutdownTimeout)
+	positiveDuration(&ps, "server.read_timeout", s.ReadTimeout)
+
+	switch {
+	case c.Auth.AdminKeyEnv == "":
+		ps.add("auth.admin_key_env", "must name the environment variable holding the admin key")
+	case !envNameRe.MatchString(c.Auth.AdminKeyEnv):
+		ps.add("auth.admin_key_env", "must be a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*), got %q", c.Auth.AdminKeyEnv)
+	}
+
+	if !slices.Contains(LogLevels, c.Log.Level) {
+		ps.add("log.level", "must be one of %s, got %q", strings.Join(LogLevels, ", "), c.Log.Level)
+	}
+	if !slices.Contains(LogFormats, c.Log.Format) {
+		ps.add("log.format", "must be one of %s, got %q", strings.Join(LogFormats, ", "), c.Log.Format)
+	}
+
+	if c.Plugins.Dir == "" {
+		ps.add("plugins.dir", "must not be empty")
+	}
+	for _, is := range limitIssues(c.Plugins.Limits) {
+		ps.add(joinKey("plugins.limits", is.key), "%s", is.msg)
+	}
+	overrides := make([]string, 0, len(c.Plugins.LimitsOverride))
+	for name := range c.Plugins.LimitsOverride {
+		overrides = append(overrides, name)
+	}
+	slices.Sort(overrides)
+	for _, name := range overrides {
+		patch := c.Plugins.LimitsOverride[name]
+		set := patch.keys()
+		prefix := joinKey("plugins.limits_override", name)
+		for _, is := range limitIssues(patch.Apply(c.Plugins.Limits)) {
+			// Problems that come only from [plugins.limits] are
+			// reported there already.
+			if slices.ContainsFunc(is.involves, func(k string) bool { return set[k] }) {
+				ps.add(joinKey(prefix, is.key), "%s", is.msg)
+			}
+		}
+	}
+
+	seen := make(map[string]int)
+	for i, p := range c.Providers {
+		validateProvider(&ps, indexKey("providers", i), p)
+		if p.Name == "" {
+			continue
+		}
+		if first, dup := seen[p.Name]; dup {
+			ps.add(indexKey("providers", i)+".name", "duplicate provider name %q (already used by providers[%d])", p.Name, first)
+		} else {
+			seen[p.Name] = i
+		}
+	}
+	return ps
+}
+
+func checkListen(addr string) string {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return `must be host:port, such as "127.0.0.1:8080" or ":8080", got ` + strconv.Quote(addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return "port must be a number from 0 to 65535, got " + strconv.Quote(port)
+	}
+	return ""
+}
+
+func positiveSize(ps *Problems, key string, v ByteSize) {
+	if v <= 0 {
+		ps.add(key, "must be greater than 0, got %d", int64(v))
+	}
+}
+
+func positiveDuration(ps *Problems, key string, v Duration) {
+	if v <= 0 {
+		ps.add(key, "must be greater than 0, got %s", v)
+	}
+}
+
+// limitIssue is a problem with a Limits value.
+type limitIssue struct {
+	key      string   // key the problem is reported under
+	involves []string // keys whose values cause it
+	msg      string
+}
+
+func limitIssues(l Limits) []limitIssue {
+	var out []limitIssue
+	add := func(key, msg string, involves ...string) {
+		out = append(out, limitIssue{key: key, involves: append(involves, key), msg: msg})
+	}
+	memoryOK := l.MemoryPages >= MinMemoryPages && l.MemoryPages <= MaxMemoryPages
+	if !memoryOK {
+		add("memory_pages", "must be between "+strconv.Itoa(MinMemoryPages)+" and "+strconv.Itoa(MaxMemoryPages)+
+			" (64 KiB pages, 2 MiB to 4 GiB), got "+strconv.Itoa(l.MemoryPages))
+	}
+	for _, d := range []struct {
+		key string
+		v   Duration
+	}{
+		{"request_timeout", l.RequestTimeout},
+		{"upstream_timeout", l.UpstreamTimeout},
+	} {
+		if d.v <= 0 {
+			add(d.key, "must be greater than 0, got "+d.v.String())
+		}
+	}
+	for _, s := range []struct {
+		key string
+		v   ByteSize
+	}{
+		{"max_upstream_body_bytes", l.MaxUpstreamBodyBytes},
+		{"max_emit_bytes", l.MaxEmitBytes},
+	} {
+		if s.v <= 0 {
+			add(s.key, "must be greater than 0, got "+strconv.FormatInt(int64(s.v), 10))
+		}
+	}
+	for _, n := range []struct {
+		key string
+		v   int
+	}{
+		{"max_http_handles", l.MaxHTTPHandles},
+		{"max_instances", l.MaxInstances},
+		{"recycle_after_calls", l.RecycleAfterCalls},
+		{"recycle_after_pages", l.RecycleAfterPages},
+	} {
+		if n.v <= 0 {
+			add(n.key, "must be greater than 0, got "+strconv.Itoa(n.v))
+		}
+	}
+	if memoryOK && l.RecycleAfterPages > l.MemoryPages {
+		add("recycle_after_pages", "must not exceed memory_pages ("+strconv.Itoa(l.MemoryPages)+
+			"), got "+strconv.Itoa(l.RecycleAfterPages), "memory_pages")
+	}
+	return out
+}
+
+// keys returns the TOML keys that p sets.
+func (p LimitsPatch) keys() map[string]bool {
+	out := make(map[string]bool)
+	v := reflect.ValueOf(p)
+	for i := range v.NumField() {
+		if !v.Field(i).IsNil() {
+			out[tagName(v.Type().Field(i))] = true
+		}
+	}
+	return out
+}
+
+func validateProvider(ps *Problems, key string, p ProviderConfig) {
+	switch {
+	case p.Name == "":
+		ps.add(key+".name", "required")
+	case !providerNameRe.MatchString(p.Name):
+		ps.add(key+".name", "must match [a-z0-9][a-z0-9._-]* (lowercase letters, digits, '.', '_' and '-'), got %q", p.Name)
+	}
+
+	if strings.TrimSpace(p.Plugin) == "" {
+		ps.add(key+".plugin", "required: the name of the plugin serving this provider")
+	}
+
+	if msg := checkBaseURL(p.BaseURL, p.AllowPrivateNetwork); msg != "" {
+		ps.add(key+".base_url", "%s", msg)
+	}
+
+	if p.APIKeyEnv != "" && !envNameRe.MatchString(p.APIKeyEnv) {
+		ps.add(key+".api_key_env", "must be a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*), got %q", p.APIKeyEnv)
+	}
+
+	if len(p.Models) == 0 {
+		ps.add(key+".models", "must list at least one model")
+	}
+	firstModel := make(map[string]int)
+	for i, m := range p.Models {
+		mkey := indexKey(key+".models", i)
+		if strings.TrimSpace(m) == "" {
+			ps.add(mkey, "must not be empty")
+			continue
+		}
+		if first, dup := firstModel[m]; dup {
+			ps.add(mkey, "duplicate model %q (already listed as models[%d])", m, first)
+			continue
+		}
+		firstModel[m] = i
+	}
+
+	for i, h := range p.ExtraHosts {
+		hkey := indexKey(key+".extra_hosts", i)
+		switch {
+		case h == "":
+			ps.add(hkey, "must not be empty")
+		case !isHost(h):
+			ps.add(hkey, "must be a bare host name or IP address (no scheme, port or path), got %q", h)
+		case !p.AllowPrivateNetwork && isPrivateHost(h):
+			ps.add(hkey, "%q is a loopback or private address; this needs allow_private_network = true", h)
+		}
+	}
+}
+
+func checkBaseURL(raw string, allowPrivate bool) string {
+	if raw == "" {
+		return "required: the absolute http(s) URL of the provider's API"
+	}
+	u, err := url.Parse(raw)
+	if err != nil || !u.IsAbs() || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" {
+		return "must be an absolute http(s) URL with a host, got " + strconv.Quote(raw)
+	}
+	if allowPrivate {
+		return ""
+	}
+	if u.Scheme == "http" {
+		return "plain http:// is only allowed with allow_private_network = true; use https:// or set allow_private_network = true"
+	}
+	if isPrivateHost(u.Hostname()) {
+		return strconv.Quote(u.Hostname()) + " is a loopback or private address; this needs allow_private_network = true"
+	}
+	return ""
+}
+
+func isHost(h string) bool {
+	if _, err := netip.ParseAddr(h); err == nil {
+		return true
+	}
+	return len(h) <= 253 && hostNameRe.MatchString(h)
+}
+
+// isPrivateHost reports whether h is "localhost" or an IP address literal
+// that is not publicly routable. Host names are not resolved here.
+func isPrivateHost(h string) bool {
+	h = strings.TrimSuffix(strings.ToLower(h), ".")
+	if h == "localhost" || strings.HasSuffix(h, ".localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(h)
+	if err != nil {
+		return false
+	}
+	ip = ip.Unmap()
+	return ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() ||
+		ip.IsLinkLocalMulticast() || ip.IsUnspecified()
+}

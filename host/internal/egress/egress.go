@@ -1,0 +1,184 @@
+// Package egress is the only way plugins reach the network. A Client is
+// made per provider: it allows the hosts of the provider's base URL plus the
+// operator's extra hosts, checks every address after DNS resolution (private,
+// loopback and link-local ranges are refused unless the provider may reach
+// private networks), re-checks each redirect, requires HTTPS unless private
+// networks are allowed, and adds the provider's secret to requests bound for
+// the base URL's host. The secret never leaves this package except on the
+// wire to that host.
+package egress
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Errors a request can fail with before it is sent.
+var (
+	ErrHostNotAllowed = errors.New("egress: host not granted to this provider")
+	ErrSchemeDenied   = errors.New("egress: only https is allowed for this provider")
+	ErrPrivateAddress = errors.New("egress: private or loopback address refused")
+)
+
+// Auth says how the secret is attached.
+type Auth struct {
+	Type   string // "header", "query" or "none"
+	Name   string // header or query parameter name
+	Format string // for headers, with "{key}" where the secret goes
+}
+
+// Options configure a Client.
+type Options struct {
+	BaseURL             string
+	ExtraHosts          []string
+	AllowPrivateNetwork bool
+	Auth                Auth
+	Secret              string
+	// Transport overrides the shared transport (tests).
+	Transport http.RoundTripper
+}
+
+// Client sends a provider's upstream requests.
+type Client struct {
+	http     *http.Client
+	authHost string
+	allowed  map[string]bool
+	private  bool
+	auth     Auth
+	secret   string
+}
+
+// New builds a Client. The shared transport keeps connections alive across
+// requests; its dialer refuses private addresses when opts say so.
+func New(opts Options) (*Client, error) {
+	base, err := url.Parse(opts.BaseURL)
+	if err != nil || base.Host == "" {
+		return nil, fmt.Errorf("egress: bad base_url %q", opts.BaseURL)
+	}
+	c := &Client{
+		authHost: strings.ToLower(base.Hostname()),
+		allowed:  map[string]bool{strings.ToLower(base.Hostname()): true},
+		private:  opts.AllowPrivateNetwork,
+		auth:     opts.Auth,
+		secret:   opts.Secret,
+	}
+	for _, h := range opts.ExtraHosts {
+		c.allowed[strings.ToLower(h)] = true
+	}
+	rt := opts.Transport
+	if rt == nil {
+		if c.private {
+			rt = privateTransport
+		} else {
+			rt = publicTransport
+		}
+	}
+	c.http = &http.Client{
+		Transport: rt,
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if len(via) >= 5 {
+				return errors.New("egress: too many redirects")
+			}
+			return c.check(req.URL)
+		},
+	}
+	return c, nil
+}
+
+func (c *Client) check(u *url.URL) error {
+	switch u.Scheme {
+	case "https":
+	case "http":
+		if !c.private {
+			return ErrSchemeDenied
+		}
+	default:
+		return ErrSchemeDenied
+	}
+	if !c.allowed[strings.ToLower(u.Hostname())] {
+		return fmt.Errorf("%w: %s", ErrHostNotAllowed, u.Hostname())
+	}
+	return nil
+}
+
+// Do checks the destination, attaches credentials and sends req.
+func (c *Client) Do(req *http.Request) (*http.Response, error) {
+	if err := c.check(req.URL); err != nil {
+		return nil, err
+	}
+	if c.secret != "" && strings.ToLower(req.URL.Hostname()) == c.authHost {
+		switch c.auth.Type {
+		case "header":
+			req.Header.Set(c.auth.Name, strings.ReplaceAll(c.auth.Format, "{key}", c.secret))
+		case "query":
+			q := req.URL.Query()
+			q.Set(c.auth.Name, c.secret)
+			req.URL.RawQuery = q.Encode()
+		}
+	}
+	return c.http.Do(req)
+}
+
+// IsPrivate reports whether an address must not be reached by providers
+// that may not use private networks.
+func IsPrivate(a netip.Addr) bool {
+	a = a.Unmap()
+	return a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() ||
+		a.IsUnspecified() || a.IsMulticast() || a.IsInterfaceLocalMulticast() ||
+		cgnat.Contains(a) || (a.Is4() && a.As4()[0] == 0)
+}
+
+var cgnat = netip.MustParsePrefix("100.64.0.0/10")
+
+// publicControl runs after DNS resolution, on the address actually dialled.
+func publicControl(network, address string, _ syscall.RawConn) error {
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil {
+		return fmt.Errorf("%w: %s", ErrPrivateAddress, address)
+	}
+	if IsPrivate(ap.Addr()) {
+		return fmt.Errorf("%w: %s", ErrPrivateAddress, ap.Addr())
+	}
+	return nil
+}
+
+func newTransport(private bool) *http.Transport {
+	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	if !private {
+		d.Control = publicControl
+	}
+	return &http.Transport{
+		Proxy:                 nil,
+		DialContext:           d.DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          512,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+}
+
+var (
+	publicTransport  = newTransport(false)
+	privateTransport = newTransport(true)
+)
+
+// IsDenied reports whether err came from a refused destination.
+func IsDenied(err error) bool {
+	return errors.Is(err, ErrHostNotAllowed) || errors.Is(err, ErrSchemeDenied) || errors.Is(err, ErrPrivateAddress)
+}
+
+// IsTimeout reports whether err is a timeout.
+func IsTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}

@@ -1,0 +1,145 @@
+package fakeupstream
+
+import (
+	"net/http"
+	"strconv"
+	"unicode"
+	"unicode/utf8"
+)
+
+const (
+	typeInvalidRequest = "invalid_request_error"
+	systemFingerprint  = "fp_fakeupstream"
+)
+
+// writeError sends an OpenAI error envelope:
+//
+//	{"error":{"message":...,"type":...,"param":...,"code":...}}
+//
+// An empty param or code is sent as JSON null, as OpenAI does.
+func writeError(w http.ResponseWriter, status int, message, typ, param, code string) {
+	b := make([]byte, 0, 128+len(message))
+	b = append(b, `{"error":{"message":`...)
+	b = appendJSONString(b, message)
+	b = append(b, `,"type":`...)
+	b = appendJSONString(b, typ)
+	b = append(b, `,"param":`...)
+	b = appendNullableString(b, param)
+	b = append(b, `,"code":`...)
+	b = appendNullableString(b, code)
+	b = append(b, "}}"...)
+	writeJSON(w, status, b, "")
+}
+
+// writeJSON sends a complete JSON body with an explicit Content-Length.
+func writeJSON(w http.ResponseWriter, status int, body []byte, requestID string) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	if requestID != "" {
+		h.Set("X-Request-Id", requestID)
+	}
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+func appendNullableString(dst []byte, s string) []byte {
+	if s == "" {
+		return append(dst, "null"...)
+	}
+	return appendJSONString(dst, s)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString appends s as a JSON string literal. strconv.AppendQuote is
+// not used because Go quoting differs from JSON (\x.., \a, \U........ are
+// not valid JSON escapes). Invalid UTF-8 becomes U+FFFD, and U+2028/U+2029
+// are escaped like encoding/json does.
+func appendJSONString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				dst = append(dst, '\\', c)
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
+		default:
+			i += size
+			continue
+		}
+		i += size
+		start = i
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
+
+// countWords counts runs of non-space characters; it is the fake's token
+// count.
+func countWords(s string) int {
+	n := 0
+	inWord := false
+	for _, r := range s {
+		if unicode.IsSpace(r) {
+			inWord = false
+		} else if !inWord {
+			inWord = true
+			n++
+		}
+	}
+	return n
+}
+
+// splitText cuts s into n pieces of roughly equal byte length whose
+// concatenation is exactly s. Cuts never fall inside a UTF-8 sequence. When
+// s is shorter than n some pieces are empty.
+func splitText(s string, n int) []string {
+	if n <= 1 {
+		return []string{s}
+	}
+	parts := make([]string, n)
+	prev := 0
+	for i := 1; i <= n; i++ {
+		end := len(s)
+		if i < n {
+			end = i * len(s) / n
+			if end < prev {
+				end = prev
+			}
+			for end < len(s) && !utf8.RuneStart(s[end]) {
+				end++
+			}
+		}
+		parts[i-1] = s[prev:end]
+		prev = end
+	}
+	return parts
+}

@@ -1,0 +1,227 @@
+package plugin
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+
+	"github.com/llm-proxy/llm-proxy/sdk/abi"
+)
+
+// instance is one initialised module. It is used by one call at a time:
+// wazero does not serialise calls into a module.
+type instance struct {
+	mod    api.Module
+	handle api.Function
+	calls  int
+}
+
+// pool holds a version's instances: idle ones in a channel, and a semaphore
+// bounding idle plus busy.
+type pool struct {
+	v    *Version
+	idle chan *instance
+	sem  chan struct{}
+
+	created, discarded, calls, failures atomic.Int64
+}
+
+func newPool(v *Version) *pool {
+	return &pool{
+		v:    v,
+		idle: make(chan *instance, v.limits.MaxInstances),
+		sem:  make(chan struct{}, v.limits.MaxInstances),
+	}
+}
+
+// get returns an idle instance, or starts a new one while under the cap, or
+// waits for one until ctx ends.
+func (p *pool) get(ctx context.Context) (*instance, error) {
+	select {
+	case in := <-p.idle:
+		return in, nil
+	default:
+	}
+	select {
+	case in := <-p.idle:
+		return in, nil
+	case p.sem <- struct{}{}:
+		in, err := p.start(ctx)
+		if err != nil {
+			<-p.sem
+			return nil, err
+		}
+		return in, nil
+	case <-ctx.Done():
+		return nil, ErrBusy
+	}
+}
+
+func (p *pool) start(ctx context.Context) (*instance, error) {
+	cfg := wazero.NewModuleConfig().
+		WithName("").
+		WithStartFunctions(abi.ExportInitialize).
+		WithStdout(p.v.out.stream("stdout")).
+		WithStderr(p.v.out.stream("stderr")).
+		WithSysWalltime().
+		WithSysNanotime().
+		WithSysNanosleep().
+		WithRandSource(rand.Reader)
+	// Initialisation gets its own deadline so a plugin that loops in init
+	// cannot hang the loader.
+	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	mod, err := p.v.runtime.InstantiateModule(ictx, p.v.compiled, cfg)
+	if err != nil {
+		return nil, err
+	}
+	p.created.Add(1)
+	return &instance{mod: mod, handle: mod.ExportedFunction(abi.ExportHandle)}, nil
+}
+
+// put returns an instance after a call; healthy says whether the call ended
+// normally. Unhealthy, worn or oversized instances are closed.
+func (p *pool) put(in *instance, healthy bool) {
+	in.calls++
+	pages := in.mod.Memory().Size() / 65536
+	if !healthy || in.calls >= p.v.limits.RecycleAfterCalls || pages > p.v.limits.RecycleAfterPages || p.v.isRetired() {
+		p.discard(in)
+		return
+	}
+	select {
+	case p.idle <- in:
+	default:
+		p.discard(in)
+	}
+}
+
+func (p *pool) discard(in *instance) {
+	in.mod.Close(context.Background())
+	p.discarded.Add(1)
+	<-p.sem
+}
+
+func (p *pool) drainIdle() {
+	for {
+		select {
+		case in := <-p.idle:
+			p.discard(in)
+		default:
+			return
+		}
+	}
+}
+
+func (p *pool) stats() Stats {
+	idle := len(p.idle)
+	return Stats{
+		Idle:      idle,
+		Busy:      len(p.sem) - idle,
+		Created:   p.created.Load(),
+		Discarded: p.discarded.Load(),
+		Calls:     p.calls.Load(),
+		Failures:  p.failures.Load(),
+	}
+}
+
+func (v *Version) isRetired() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.retired
+}
+
+// guestOutput sends a plugin's stdout and stderr to the host log, a line at
+// a time, tagged with the plugin, at most linesPerSecond lines per second
+// (with a burst); lines over the rate are counted and reported once the
+// rate allows again.
+type guestOutput struct {
+	log     *slog.Logger
+	mu      sync.Mutex
+	tokens  float64
+	last    time.Time
+	dropped int
+}
+
+const (
+	linesPerSecond = 20
+	lineBurst      = 50
+	maxLine        = 4096
+)
+
+func newGuestOutput(l *slog.Logger) *guestOutput {
+	return &guestOutput{log: l, tokens: lineBurst, last: time.Now()}
+}
+
+type outStream struct {
+	g    *guestOutput
+	name string
+	mu   sync.Mutex
+	buf  []byte
+}
+
+func (g *guestOutput) stream(name string) *outStream { return &outStream{g: g, name: name} }
+
+func (s *outStream) Write(b []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.buf = append(s.buf, b...)
+	for {
+		i := bytes.IndexByte(s.buf, '\n')
+		if i < 0 {
+			if len(s.buf) > maxLine {
+				s.g.line(s.name, s.buf[:maxLine])
+				s.buf = s.buf[:0]
+			}
+			return len(b), nil
+		}
+		s.g.line(s.name, s.buf[:min(i, maxLine)])
+		s.buf = s.buf[i+1:]
+	}
+}
+
+func (g *guestOutput) line(stream string, b []byte) {
+	g.mu.Lock()
+	now := time.Now()
+	g.tokens = min(lineBurst, g.tokens+now.Sub(g.last).Seconds()*linesPerSecond)
+	g.last = now
+	if g.tokens < 1 {
+		g.dropped++
+		g.mu.Unlock()
+		return
+	}
+	g.tokens--
+	dropped := g.dropped
+	g.dropped = 0
+	g.mu.Unlock()
+	if dropped > 0 {
+		g.log.Warn("plugin output rate-limited", "dropped_lines", dropped)
+	}
+	g.log.Info("plugin output", "stream", stream, "line", string(b))
+}
+
+// logGuest writes a line the plugin sent through the log host function,
+// under the same rate limit.
+func (g *guestOutput) logGuest(level int32, msg []byte) {
+	g.mu.Lock()
+	now := time.Now()
+	g.tokens = min(lineBurst, g.tokens+now.Sub(g.last).Seconds()*linesPerSecond)
+	g.last = now
+	if g.tokens < 1 {
+		g.dropped++
+		g.mu.Unlock()
+		return
+	}
+	g.tokens--
+	g.mu.Unlock()
+	if len(msg) > maxLine {
+		msg = msg[:maxLine]
+	}
+	g.log.Log(context.Background(), slog.Level(level), "plugin log", "message", string(msg))
+}

@@ -1,0 +1,156 @@
+// Package server is LLM Proxy's HTTP face: the OpenAI-compatible /v1 API,
+// the admin API under /api, and the health endpoints, on Fiber.
+package server
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/llm-proxy/llm-proxy/host/internal/apierror"
+	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
+	"github.com/llm-proxy/llm-proxy/host/internal/router"
+)
+
+// Plugins is what the server needs of the plugin registry.
+type Plugins interface {
+	Lookup(name string) (*plugin.Version, error)
+	List() []plugin.Info
+	Ready() bool
+}
+
+// Options configure a Server.
+type Options struct {
+	Router       *router.Router
+	Plugins      Plugins
+	AdminKey     string
+	MaxBodyBytes int
+	ReadTimeout  time.Duration
+	Logger       *slog.Logger
+}
+
+// Server serves the API.
+type Server struct {
+	app      *fiber.App
+	opts     Options
+	log      *slog.Logger
+	adminKey [32]byte
+}
+
+// New builds the server and its routes.
+func New(o Options) *Server {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.MaxBodyBytes == 0 {
+		o.MaxBodyBytes = 4 << 20
+	}
+	s := &Server{opts: o, log: o.Logger, adminKey: sha256.Sum256([]byte(o.AdminKey))}
+	s.app = fiber.New(fiber.Config{
+		AppName:               "llm-proxy",
+		BodyLimit:             o.MaxBodyBytes,
+		ReadTimeout:           o.ReadTimeout,
+		DisableStartupMessage: true,
+		ErrorHandler:          s.handleError,
+	})
+	s.app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
+	s.app.Get("/readyz", s.readyz)
+
+	v1 := s.app.Group("/v1", s.requireKey)
+	v1.Post("/chat/completions", s.chatCompletions)
+	v1.Post("/embeddings", s.embeddings)
+	v1.Get("/models", s.listModels)
+	v1.Get("/models/+", s.getModel)
+
+	api := s.app.Group("/api", s.requireKey)
+	api.Get("/plugins", func(c *fiber.Ctx) error {
+		return c.JSON(fiber.Map{"object": "list", "data": s.opts.Plugins.List()})
+	})
+	return s
+}
+
+// Serve answers requests on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error { return s.app.Listener(ln) }
+
+// Shutdown stops accepting connections and waits up to timeout for the
+// requests in flight, streams included.
+func (s *Server) Shutdown(timeout time.Duration) error { return s.app.ShutdownWithTimeout(timeout) }
+
+// App exposes the Fiber app (tests use app.Test).
+func (s *Server) App() *fiber.App { return s.app }
+
+func (s *Server) readyz(c *fiber.Ctx) error {
+	if s.opts.Plugins.Ready() {
+		return c.JSON(fiber.Map{"status": "ready"})
+	}
+	return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "not ready", "plugins": s.opts.Plugins.List()})
+}
+
+// requireKey accepts "Authorization: Bearer <key>" (or "x-api-key").
+func (s *Server) requireKey(c *fiber.Ctx) error {
+	key := ""
+	if h := c.Get(fiber.HeaderAuthorization); h != "" {
+		scheme, rest, ok := strings.Cut(h, " ")
+		if ok && strings.EqualFold(scheme, "bearer") {
+			key = strings.TrimSpace(rest)
+		}
+	} else {
+		key = c.Get("x-api-key")
+	}
+	if key == "" {
+		return apierror.New(fiber.StatusUnauthorized, "missing_api_key",
+			"You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.")
+	}
+	sum := sha256.Sum256([]byte(key))
+	if s.opts.AdminKey == "" || subtle.ConstantTimeCompare(sum[:], s.adminKey[:]) != 1 {
+		return apierror.New(fiber.StatusUnauthorized, "invalid_api_key", "Incorrect API key provided.")
+	}
+	c.Locals(keyIDLocal, "admin")
+	return c.Next()
+}
+
+const keyIDLocal = "key_id"
+
+// handleError writes every error as OpenAI-shaped JSON.
+func (s *Server) handleError(c *fiber.Ctx, err error) error {
+	var ae *apierror.Error
+	var fe *fiber.Error
+	switch {
+	case errors.As(err, &ae):
+	case errors.As(err, &fe):
+		switch fe.Code {
+		case fiber.StatusNotFound:
+			ae = apierror.New(fe.Code, "unknown_url", "Unknown request URL: "+c.Method()+" "+c.Path())
+		case fiber.StatusMethodNotAllowed:
+			ae = apierror.New(fe.Code, "method_not_allowed", "Method "+c.Method()+" is not allowed on "+c.Path())
+		case fiber.StatusRequestEntityTooLarge:
+			ae = apierror.New(fe.Code, "request_too_large",
+				"The request body is larger than the limit of "+strconv.Itoa(s.opts.MaxBodyBytes)+" bytes.")
+		default:
+			ae = apierror.New(fe.Code, "", fe.Message)
+		}
+	default:
+		s.log.Error("internal error", "path", c.Path(), "err", err)
+		ae = apierror.New(fiber.StatusInternalServerError, "internal_error", "The proxy failed to handle the request.")
+	}
+	if ae.RetryAfter != "" {
+		c.Set(fiber.HeaderRetryAfter, ae.RetryAfter)
+	}
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	return c.Status(ae.Status).Send(ae.JSON())
+}
+
+func newRequestID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return "req_" + hex.EncodeToString(b[:])
+}

@@ -1,0 +1,381 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
+
+	"github.com/llm-proxy/llm-proxy/host/internal/apierror"
+	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
+	"github.com/llm-proxy/llm-proxy/host/internal/router"
+	"github.com/llm-proxy/llm-proxy/sdk/abi"
+	"github.com/llm-proxy/llm-proxy/sdk/sse"
+)
+
+// request is one /v1 call on its way through the proxy; it becomes the
+// request's log line at the end.
+type request struct {
+	id           string
+	keyID        string
+	start        time.Time
+	op           abi.Op
+	model        string
+	provider     *router.Provider
+	version      *plugin.Version
+	includeUsage bool
+	usage        usage
+	ttfb         time.Duration
+}
+
+type usage struct {
+	prompt, completion, cached int64
+	known                      bool
+}
+
+func (u *usage) set(raw []byte) {
+	r := gjson.ParseBytes(raw)
+	if !r.IsObject() {
+		return
+	}
+	u.prompt = r.Get("prompt_tokens").Int()
+	u.completion = r.Get("completion_tokens").Int()
+	u.cached = r.Get("prompt_tokens_details.cached_tokens").Int()
+	u.known = true
+}
+
+func invalid(param, msg string) *apierror.Error {
+	return apierror.New(fiber.StatusBadRequest, "", msg).WithParam(param)
+}
+
+// parse checks the JSON body and the fields the proxy itself relies on; the
+// rest is the upstream's to judge.
+func parse(body []byte, op abi.Op) (model string, stream bool, includeUsage bool, err *apierror.Error) {
+	if !gjson.ValidBytes(body) {
+		return "", false, false, apierror.New(fiber.StatusBadRequest, "invalid_json",
+			"We could not parse the JSON body of your request. Send valid JSON.")
+	}
+	root := gjson.ParseBytes(body)
+	if !root.IsObject() {
+		return "", false, false, invalid("", "The request body must be a JSON object.")
+	}
+	m := root.Get("model")
+	if m.Type != gjson.String || m.Str == "" {
+		return "", false, false, invalid("model", "you must provide a model parameter")
+	}
+	switch op {
+	case abi.OpChat:
+		msgs := root.Get("messages")
+		if !msgs.IsArray() || len(msgs.Array()) == 0 {
+			return "", false, false, invalid("messages", "'messages' must be a non-empty array")
+		}
+		if st := root.Get("stream"); st.Exists() && st.Type != gjson.True && st.Type != gjson.False && st.Type != gjson.Null {
+			return "", false, false, invalid("stream", "'stream' must be a boolean")
+		}
+		stream = root.Get("stream").Type == gjson.True
+		if so := root.Get("stream_options"); so.Exists() && so.Type != gjson.Null {
+			if !so.IsObject() {
+				return "", false, false, invalid("stream_options", "'stream_options' must be an object")
+			}
+			includeUsage = so.Get("include_usage").Type == gjson.True
+		}
+	case abi.OpEmbeddings:
+		if in := root.Get("input"); !in.Exists() || in.Type == gjson.Null {
+			return "", false, false, invalid("input", "you must provide an input parameter")
+		}
+	}
+	return m.Str, stream, includeUsage, nil
+}
+
+func (s *Server) chatCompletions(c *fiber.Ctx) error { return s.handle(c, abi.OpChat) }
+func (s *Server) embeddings(c *fiber.Ctx) error      { return s.handle(c, abi.OpEmbeddings) }
+
+func (s *Server) handle(c *fiber.Ctx, op abi.Op) error {
+	r := &request{id: newRequestID(), keyID: keyID(c), start: time.Now(), op: op}
+	c.Set("X-Request-Id", r.id)
+	body := c.Body()
+	model, stream, includeUsage, perr := parse(body, op)
+	if perr != nil {
+		return s.finish(c, r, perr)
+	}
+	r.model, r.includeUsage = model, includeUsage
+	p, upstreamModel, ok := s.opts.Router.Resolve(model)
+	if !ok {
+		return s.finish(c, r, apierror.New(fiber.StatusNotFound, "model_not_found",
+			"The model '"+model+"' does not exist or is not served by this proxy.").WithParam("model"))
+	}
+	r.provider = p
+
+	// The unified request: the client's JSON with the upstream model name,
+	// and, for streams, usage always requested (sdk/ABI.md).
+	unified := body
+	var err error
+	if upstreamModel != model {
+		if unified, err = sjson.SetBytes(unified, "model", upstreamModel); err != nil {
+			return s.finish(c, r, invalid("model", "the model parameter could not be rewritten"))
+		}
+	}
+	if stream {
+		op = abi.OpChatStream
+		r.op = op
+		if !includeUsage {
+			if unified, err = sjson.SetBytes(unified, "stream_options.include_usage", true); err != nil {
+				return s.finish(c, r, invalid("stream_options", "'stream_options' could not be extended"))
+			}
+		}
+	}
+	if stream {
+		return s.stream(c, r, unified)
+	}
+	sink := &bufferSink{}
+	cerr := s.call(context.Background(), r, unified, sink, nil)
+	switch {
+	case cerr != nil:
+		return s.finish(c, r, cerr)
+	case sink.fail != nil:
+		return s.finish(c, r, sink.fail)
+	case sink.body == nil:
+		return s.finish(c, r, apierror.New(fiber.StatusBadGateway, "plugin_no_response", "The provider plugin returned no response."))
+	}
+	if sink.usage != nil {
+		r.usage.set(sink.usage)
+	} else if u := gjson.GetBytes(sink.body, "usage"); u.IsObject() {
+		r.usage.set([]byte(u.Raw))
+	}
+	r.ttfb = time.Since(r.start)
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	c.Status(fiber.StatusOK).Send(sink.body)
+	return s.finish(c, r, nil)
+}
+
+// call runs the operation on the provider's plugin. A version retired
+// between lookup and call (a hot reload) is retried on its successor.
+func (s *Server) call(ctx context.Context, r *request, unified []byte, sink plugin.Sink, gone <-chan struct{}) *apierror.Error {
+	for attempt := 0; ; attempt++ {
+		v, err := s.opts.Plugins.Lookup(r.provider.Plugin)
+		if err != nil {
+			return apierror.New(fiber.StatusServiceUnavailable, "plugin_not_loaded",
+				"The plugin '"+r.provider.Plugin+"' of provider '"+r.provider.Name+"' is not loaded.")
+		}
+		r.version = v
+		if capability := capabilityOf(r.op); !v.Manifest.Has(capability) {
+			return apierror.New(fiber.StatusBadRequest, "unsupported_operation",
+				"Provider '"+r.provider.Name+"' does not support "+capability+".")
+		}
+		err = v.Call(ctx, &plugin.Invocation{
+			Op: r.op, Request: unified, Config: r.provider.GuestConfig,
+			Egress: r.provider.Egress, Sink: sink, ClientGone: gone,
+		})
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, plugin.ErrRetired) && attempt < 3:
+			continue
+		case errors.Is(err, plugin.ErrBusy):
+			return apierror.New(fiber.StatusServiceUnavailable, "plugin_busy", "The provider plugin has no free instance; retry shortly.")
+		case errors.Is(err, plugin.ErrTimeout):
+			return apierror.New(fiber.StatusGatewayTimeout, "plugin_timeout", "The provider did not finish within the request deadline.")
+		case errors.Is(err, plugin.ErrOutputLimit):
+			return apierror.New(fiber.StatusBadGateway, "plugin_output_limit", "The provider plugin exceeded its output limit.")
+		default:
+			return apierror.New(fiber.StatusBadGateway, "plugin_failed", "The provider plugin failed while handling the request.")
+		}
+	}
+}
+
+func capabilityOf(op abi.Op) string {
+	switch op {
+	case abi.OpChatStream:
+		return abi.CapChatStream
+	case abi.OpEmbeddings:
+		return abi.CapEmbeddings
+	case abi.OpModels:
+		return abi.CapModels
+	}
+	return abi.CapChat
+}
+
+// bufferSink keeps a non-streamed answer.
+type bufferSink struct {
+	body, usage []byte
+	fail        *apierror.Error
+}
+
+func (b *bufferSink) Chunk([]byte) bool { return false }
+func (b *bufferSink) Body(d []byte)     { b.body = append([]byte(nil), d...) }
+func (b *bufferSink) Usage(d []byte)    { b.usage = append([]byte(nil), d...) }
+func (b *bufferSink) Fail(status int, body []byte, retryAfter string) {
+	b.fail = apierror.FromPlugin(status, body, retryAfter)
+}
+
+// finish writes err (if any) and logs the request.
+func (s *Server) finish(c *fiber.Ctx, r *request, err *apierror.Error) error {
+	status := fiber.StatusOK
+	if err != nil {
+		status = err.Status
+		if e := s.handleError(c, err); e != nil {
+			return e
+		}
+	}
+	s.logRequest(r, status, err)
+	return nil
+}
+
+func (s *Server) logRequest(r *request, status int, err *apierror.Error) {
+	attrs := []slog.Attr{
+		slog.String("id", r.id),
+		slog.String("key", r.keyID),
+		slog.String("op", r.op.String()),
+		slog.String("model", r.model),
+		slog.Int("status", status),
+		slog.Duration("latency", time.Since(r.start)),
+		slog.Duration("ttfb", r.ttfb),
+	}
+	if r.provider != nil {
+		attrs = append(attrs, slog.String("provider", r.provider.Name))
+	}
+	if r.version != nil {
+		attrs = append(attrs, slog.String("plugin", r.version.Manifest.Name+"@"+r.version.Manifest.Version))
+	}
+	if r.usage.known {
+		attrs = append(attrs, slog.Int64("prompt_tokens", r.usage.prompt), slog.Int64("completion_tokens", r.usage.completion),
+			slog.Int64("cached_tokens", r.usage.cached))
+	}
+	if err != nil {
+		attrs = append(attrs, slog.String("error_type", err.Type), slog.String("error_code", err.Code))
+	}
+	s.log.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs...)
+}
+
+func keyID(c *fiber.Ctx) string {
+	if v, ok := c.Locals(keyIDLocal).(string); ok {
+		return v
+	}
+	return ""
+}
+
+func (s *Server) listModels(c *fiber.Ctx) error {
+	return c.JSON(fiber.Map{"object": "list", "data": s.opts.Router.Models()})
+}
+
+func (s *Server) getModel(c *fiber.Ctx) error {
+	id := c.Params("+")
+	for _, m := range s.opts.Router.Models() {
+		if m.ID == id {
+			return c.JSON(m)
+		}
+	}
+	return apierror.New(fiber.StatusNotFound, "model_not_found", "The model '"+id+"' does not exist or is not served by this proxy.").WithParam("model")
+}
+
+// streamSink hands framed SSE events from the plugin's goroutine to the
+// response writer.
+type streamSink struct {
+	r       *request
+	events  chan []byte
+	started chan struct{}
+	gone    chan struct{}
+	first   bool
+	usage   []byte
+	fail    *apierror.Error
+}
+
+func (s *streamSink) Chunk(d []byte) bool {
+	if u := gjson.GetBytes(d, "usage"); u.IsObject() {
+		s.usage = append(s.usage[:0], u.Raw...)
+		// The usage-only chunk the proxy asked for on the client's behalf.
+		if !s.r.includeUsage {
+			if ch := gjson.GetBytes(d, "choices"); ch.IsArray() && len(ch.Array()) == 0 {
+				return true
+			}
+		}
+	}
+	ev := sse.AppendData(make([]byte, 0, len(d)+8), d)
+	if !s.first {
+		s.first = true
+		s.r.ttfb = time.Since(s.r.start)
+		close(s.started)
+	}
+	select {
+	case s.events <- ev:
+		return true
+	case <-s.gone:
+		return false
+	}
+}
+func (s *streamSink) Body([]byte)    {}
+func (s *streamSink) Usage(d []byte) { s.usage = append(s.usage[:0], d...) }
+func (s *streamSink) Fail(status int, body []byte, retryAfter string) {
+	s.fail = apierror.FromPlugin(status, body, retryAfter)
+}
+
+var doneEvent = []byte("data: [DONE]\n\n")
+
+// stream runs a streaming call. The plugin runs on its own goroutine; the
+// response status is chosen when its first event or its end arrives, so an
+// upstream error before the first byte keeps its status and one after it
+// becomes an error event followed by a clean end.
+func (s *Server) stream(c *fiber.Ctx, r *request, unified []byte) error {
+	sink := &streamSink{r: r, events: make(chan []byte, 64), started: make(chan struct{}), gone: make(chan struct{})}
+	done := make(chan *apierror.Error, 1)
+	go func() {
+		err := s.call(context.Background(), r, unified, sink, sink.gone)
+		if err == nil && sink.fail == nil && !sink.first {
+			err = apierror.New(fiber.StatusBadGateway, "plugin_no_response", "The provider plugin returned no response.")
+		}
+		if err == nil {
+			err = sink.fail
+		}
+		done <- err
+		close(sink.events)
+	}()
+	select {
+	case <-sink.started:
+	case err := <-done:
+		if !sink.first {
+			for range sink.events {
+			}
+			return s.finish(c, r, err)
+		}
+		done <- err
+	}
+	c.Set(fiber.HeaderContentType, "text/event-stream")
+	c.Set(fiber.HeaderCacheControl, "no-cache")
+	c.Set(fiber.HeaderConnection, "keep-alive")
+	c.Set("X-Accel-Buffering", "no")
+	c.Status(fiber.StatusOK)
+	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
+		clientGone := false
+		for ev := range sink.events {
+			if clientGone {
+				continue
+			}
+			if _, err := w.Write(ev); err != nil || w.Flush() != nil {
+				clientGone = true
+				close(sink.gone)
+			}
+		}
+		err := <-done
+		status := fiber.StatusOK
+		if !clientGone {
+			if err != nil {
+				status = err.Status
+				w.Write(sse.AppendData(nil, err.JSON()))
+			}
+			w.Write(doneEvent)
+			w.Flush()
+		} else {
+			status = 499
+		}
+		if sink.usage != nil {
+			r.usage.set(sink.usage)
+		}
+		s.logRequest(r, status, err)
+	})
+	return nil
+}

@@ -1,0 +1,144 @@
+package abi
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// Manifest describes a plugin. It travels inside the .wasm file as the JSON
+// payload of the custom section ManifestSection, so the host can read it
+// before compiling or instantiating anything.
+type Manifest struct {
+	// Name identifies the plugin; providers in the config refer to it.
+	// Lower case letters, digits, '.', '_' and '-'.
+	Name string `json:"name"`
+	// Version is the plugin's own version, free-form (semver recommended).
+	Version string `json:"version"`
+	// ABI is "major.minor" of the ABI the plugin was built against.
+	ABI string `json:"abi"`
+	// Description is one line for operators.
+	Description string `json:"description,omitempty"`
+	// Capabilities lists the operations the plugin implements: "chat",
+	// "chat_stream", "embeddings", "models".
+	Capabilities []string `json:"capabilities"`
+	// Auth says how the host attaches the provider's secret to upstream
+	// requests. The plugin never sees the secret.
+	Auth Auth `json:"auth"`
+	// ConfigSchema is a JSON Schema for the provider's `options` table. The
+	// host shows it to operators; it does not enforce it.
+	ConfigSchema json.RawMessage `json:"config_schema,omitempty"`
+}
+
+// Auth declares how a provider authenticates.
+//
+//	{"type":"header","name":"Authorization","format":"Bearer {key}"}
+//	{"type":"header","name":"x-api-key","format":"{key}"}
+//	{"type":"query","name":"key"}
+//	{"type":"none"}
+type Auth struct {
+	Type   string `json:"type"`
+	Name   string `json:"name,omitempty"`
+	Format string `json:"format,omitempty"`
+}
+
+// Capability names.
+const (
+	CapChat       = "chat"
+	CapChatStream = "chat_stream"
+	CapEmbeddings = "embeddings"
+	CapModels     = "models"
+)
+
+// KeyPlaceholder is replaced by the secret in Auth.Format.
+const KeyPlaceholder = "{key}"
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+
+// Errors returned while reading a manifest.
+var (
+	ErrNotWasm         = errors.New("not a WebAssembly binary")
+	ErrNoManifest      = errors.New("no " + ManifestSection + " custom section")
+	ErrDuplicateSecton = errors.New("more than one " + ManifestSection + " custom section")
+)
+
+// ParseManifest decodes and validates a manifest.
+func ParseManifest(b []byte) (*Manifest, error) {
+	var m Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("manifest: %w", err)
+	}
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+// Validate reports every problem of the manifest in one error.
+func (m *Manifest) Validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf("manifest: "+format, a...)) }
+	if !nameRE.MatchString(m.Name) {
+		bad("name %q must match %s", m.Name, nameRE)
+	}
+	if m.Version == "" {
+		bad("version is empty")
+	}
+	if _, _, err := m.ABIVersion(); err != nil {
+		bad("%v", err)
+	}
+	if len(m.Capabilities) == 0 {
+		bad("capabilities is empty")
+	}
+	for _, c := range m.Capabilities {
+		switch c {
+		case CapChat, CapChatStream, CapEmbeddings, CapModels:
+		default:
+			bad("unknown capability %q", c)
+		}
+	}
+	switch m.Auth.Type {
+	case "none":
+	case "header":
+		if !isToken([]byte(m.Auth.Name)) {
+			bad("auth.name %q is not a valid header name", m.Auth.Name)
+		}
+		if !strings.Contains(m.Auth.Format, KeyPlaceholder) {
+			bad("auth.format must contain %s", KeyPlaceholder)
+		}
+	case "query":
+		if m.Auth.Name == "" {
+			bad("auth.name (the query parameter) is empty")
+		}
+	default:
+		bad(`auth.type %q must be "header", "query" or "none"`, m.Auth.Type)
+	}
+	if len(m.ConfigSchema) > 0 && !json.Valid(m.ConfigSchema) {
+		bad("config_schema is not valid JSON")
+	}
+	return errors.Join(errs...)
+}
+
+// ABIVersion splits the ABI field into major and minor.
+func (m *Manifest) ABIVersion() (major, minor int, err error) {
+	a, b, ok := strings.Cut(m.ABI, ".")
+	major, err1 := strconv.Atoi(a)
+	minor, err2 := strconv.Atoi(b)
+	if !ok || err1 != nil || err2 != nil || major < 0 || minor < 0 {
+		return 0, 0, fmt.Errorf("abi %q must be \"major.minor\", e.g. \"%d.%d\"", m.ABI, Major, Minor)
+	}
+	return major, minor, nil
+}
+
+// Has reports whether the plugin declares a capability.
+func (m *Manifest) Has(capability string) bool {
+	for _, c := range m.Capabilities {
+		if c == capability {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,231 @@
+// Package plugintest runs a plugin natively, without wasm, against a host
+// that behaves like LLM Proxy's: it serves the request and config, sends
+// upstream requests with net/http (adding the declared credentials), and
+// records what the plugin emits. A plugin author tests translation logic
+// with plain `go test`, then runs the same cases (see Case) against the
+// built .wasm under the real host.
+package plugintest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+
+	"github.com/llm-proxy/llm-proxy/sdk"
+	"github.com/llm-proxy/llm-proxy/sdk/abi"
+)
+
+// Options describe the provider the plugin serves in a run.
+type Options struct {
+	Provider string
+	BaseURL  string
+	Options  map[string]any
+	Auth     abi.Auth
+	Secret   string
+	// Client sends upstream requests; nil means http.DefaultClient.
+	Client *http.Client
+	// Context bounds upstream requests; nil means context.Background().
+	Context context.Context
+}
+
+// Emit is one thing the plugin sent to the host.
+type Emit struct {
+	Kind   string // "chunk", "body", "usage" or "fail"
+	Status int    // for "fail"
+	Data   []byte
+}
+
+func (e Emit) String() string {
+	if e.Kind == "fail" {
+		return fmt.Sprintf("fail %d %s", e.Status, e.Data)
+	}
+	return e.Kind + " " + string(e.Data)
+}
+
+// Result is what a run produced.
+type Result struct {
+	Ret   int32
+	Emits []Emit
+	Logs  []string
+}
+
+// Run performs one operation of p natively.
+func Run(p sdk.Plugin, op abi.Op, request []byte, o Options) *Result {
+	h := &Host{opts: o, request: request, handles: map[int32]*http.Response{}}
+	ret := sdk.Serve(h, p, op)
+	h.closeAll()
+	return &Result{Ret: ret, Emits: h.emits, Logs: h.logs}
+}
+
+// Host implements sdk.Host natively.
+type Host struct {
+	opts    Options
+	request []byte
+	mu      sync.Mutex
+	handles map[int32]*http.Response
+	next    int32
+	emits   []Emit
+	logs    []string
+}
+
+func copyOut(buf, src []byte) int32 {
+	if len(src) <= cap(buf) {
+		copy(buf[:len(src)], src)
+	}
+	return int32(len(src))
+}
+
+func (h *Host) RequestRead(buf []byte) int32 { return copyOut(buf, h.request) }
+
+func (h *Host) ConfigRead(buf []byte) int32 {
+	opts := h.opts.Options
+	if opts == nil {
+		opts = map[string]any{}
+	}
+	b, _ := json.Marshal(map[string]any{
+		"provider": h.opts.Provider,
+		"base_url": strings.TrimRight(h.opts.BaseURL, "/"),
+		"options":  opts,
+	})
+	return copyOut(buf, b)
+}
+
+func (h *Host) HTTPSend(head, body []byte) int32 {
+	hd, err := abi.ParseHead(head)
+	if err != nil {
+		return int32(abi.StatusInvalid)
+	}
+	u, err := url.Parse(hd.URL)
+	base, _ := url.Parse(h.opts.BaseURL)
+	if err != nil || base == nil || u.Host != base.Host {
+		return int32(abi.StatusDenied)
+	}
+	ctx := h.opts.Context
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	req, err := http.NewRequestWithContext(ctx, hd.Method, hd.URL, strings.NewReader(string(body)))
+	if err != nil {
+		return int32(abi.StatusInvalid)
+	}
+	for _, kv := range hd.Headers {
+		req.Header.Add(kv[0], kv[1])
+	}
+	if h.opts.Secret != "" {
+		switch h.opts.Auth.Type {
+		case "header":
+			req.Header.Set(h.opts.Auth.Name, strings.ReplaceAll(h.opts.Auth.Format, abi.KeyPlaceholder, h.opts.Secret))
+		case "query":
+			q := req.URL.Query()
+			q.Set(h.opts.Auth.Name, h.opts.Secret)
+			req.URL.RawQuery = q.Encode()
+		}
+	}
+	client := h.opts.Client
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return int32(abi.StatusUnreachable)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.next++
+	h.handles[h.next] = resp
+	return h.next
+}
+
+func (h *Host) get(handle int32) *http.Response {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.handles[handle]
+}
+
+func (h *Host) HTTPStatus(handle int32) int32 {
+	r := h.get(handle)
+	if r == nil {
+		return int32(abi.StatusInvalid)
+	}
+	return int32(r.StatusCode)
+}
+
+func (h *Host) HTTPHeader(handle int32, name, buf []byte) int32 {
+	r := h.get(handle)
+	if r == nil {
+		return int32(abi.StatusInvalid)
+	}
+	v := r.Header.Values(string(name))
+	if len(v) == 0 {
+		return int32(abi.StatusNotFound)
+	}
+	return copyOut(buf, []byte(v[0]))
+}
+
+func (h *Host) HTTPRead(handle int32, buf []byte) int32 {
+	r := h.get(handle)
+	if r == nil || cap(buf) == 0 {
+		return int32(abi.StatusInvalid)
+	}
+	for {
+		n, err := r.Body.Read(buf[:cap(buf)])
+		if n > 0 {
+			return int32(n)
+		}
+		if err == io.EOF {
+			return 0
+		}
+		if err != nil {
+			return int32(abi.StatusIO)
+		}
+	}
+}
+
+func (h *Host) HTTPClose(handle int32) int32 {
+	h.mu.Lock()
+	r := h.handles[handle]
+	delete(h.handles, handle)
+	h.mu.Unlock()
+	if r == nil {
+		return int32(abi.StatusInvalid)
+	}
+	r.Body.Close()
+	return 0
+}
+
+func (h *Host) closeAll() {
+	for k := range h.handles {
+		h.HTTPClose(k)
+	}
+}
+
+func (h *Host) Emit(kind abi.Kind, data []byte) int32 {
+	var k string
+	switch kind {
+	case abi.KindChunk:
+		k = "chunk"
+	case abi.KindBody:
+		k = "body"
+	case abi.KindUsage:
+		k = "usage"
+	default:
+		return int32(abi.StatusInvalid)
+	}
+	h.emits = append(h.emits, Emit{Kind: k, Data: append([]byte(nil), data...)})
+	return 0
+}
+
+func (h *Host) Fail(status int32, body []byte) int32 {
+	h.emits = append(h.emits, Emit{Kind: "fail", Status: int(status), Data: append([]byte(nil), body...)})
+	return 0
+}
+
+func (h *Host) Log(level int32, msg []byte) int32 {
+	h.logs = append(h.logs, string(msg))
+	return 0
+}
