@@ -75,7 +75,6 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 	return &App{cfg: cfg, log: log, Registry: reg, Server: srv}, nil
 }
 
-
 func newProvider(pc config.ProviderConfig, env map[string]string, reg *plugin.Registry, log *slog.Logger) (*router.Provider, error) {
 	secret := ""
 	if pc.APIKeyEnv != "" {

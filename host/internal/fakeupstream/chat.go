@@ -323,6 +323,7 @@ func (c *chunkStream) stop() {
 var (
 	deltaRoleText = []byte(`{"role":"assistant","content":"","refusal":null}`)
 	deltaEmpty    = []byte(`{}`)
+	doneEvent     = []byte("data: [DONE]\n\n")
 )
 
 // streamChat sends the reply as server-sent events:
@@ -376,7 +377,7 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, req *chatReq
 		s.clientGone()
 		return
 	}
-	if !c.send([]byte("data: [DONE]\n\n")) {
+	if !c.send(doneEvent) {
 		s.clientGone()
 	}
 }

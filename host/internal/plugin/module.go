@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -32,6 +33,7 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 
 	"github.com/llm-proxy/llm-proxy/sdk/abi"
@@ -188,7 +190,9 @@ func Load(ctx context.Context, wasm []byte, o LoadOptions) (*Version, error) {
 	if err := instantiateHostModule(ctx, v.runtime); err != nil {
 		return fail(err)
 	}
-	v.compiled, err = v.runtime.CompileModule(ctx, wasm)
+	// Compiling is the slow part of a load (seconds for a Go plugin without
+	// the cache); spread it over the cores. It runs off the request path.
+	v.compiled, err = v.runtime.CompileModule(experimental.WithCompilationWorkers(ctx, runtime.GOMAXPROCS(0)), wasm)
 	if err != nil {
 		return fail(fmt.Errorf("compile: %w", err))
 	}

@@ -60,6 +60,7 @@ func New(o Options) *Server {
 		BodyLimit:             o.MaxBodyBytes,
 		ReadTimeout:           o.ReadTimeout,
 		DisableStartupMessage: true,
+		UnescapePath:          true,
 		ErrorHandler:          s.handleError,
 	})
 	s.app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })

@@ -1,0 +1,151 @@
+package app_test
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"log/slog"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+
+	"github.com/llm-proxy/llm-proxy/host/internal/app"
+	"github.com/llm-proxy/llm-proxy/host/internal/config"
+	"github.com/llm-proxy/llm-proxy/host/internal/fakeupstream"
+	"github.com/llm-proxy/llm-proxy/host/internal/testplugins"
+)
+
+const (
+	adminKey    = "sk-test-admin"
+	upstreamKey = "sk-upstream-secret-4f9a"
+)
+
+// proxy is a running LLM Proxy with the real plugins, on loopback, in front
+// of a fake OpenAI upstream.
+type proxy struct {
+	t         *testing.T
+	URL       string
+	Dir       string
+	Upstream  *fakeupstream.Server
+	App       *app.App
+	Logs      *syncBuffer
+	stopped   bool
+	stopMutex sync.Mutex
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// upstreamModels are served by the "fake" provider.
+var upstreamModels = []string{
+	"gpt-4o-mini", "text-embedding-3-small",
+	fakeupstream.ModelFail429, fakeupstream.ModelFail500, fakeupstream.ModelFail400,
+	fakeupstream.ModelSlowHeaders, fakeupstream.ModelStreamErrorMidway, fakeupstream.ModelSlowStream,
+	fakeupstream.ModelBigOutput,
+}
+
+var hostileModels = []string{"panic", "loop", "membomb", "badhost", "badptr", "flood", "exit", "silent", "ok"}
+
+func startProxy(t *testing.T, tweak func(*config.Config)) *proxy {
+	t.Helper()
+	up, err := fakeupstream.Start(fakeupstream.Options{APIKey: upstreamKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(up.Close)
+
+	dir := t.TempDir()
+	testplugins.Install(t, testplugins.Build(t, "plugins/openai"), dir, "openai.wasm")
+	testplugins.Install(t, testplugins.Build(t, "plugins/demo"), dir, "demo.wasm")
+	testplugins.Install(t, testplugins.Build(t, "host/internal/testplugins/hostile"), dir, "hostile.wasm")
+
+	cfg := config.Default()
+	cfg.Plugins.Dir = dir
+	cfg.Plugins.CacheDir = testplugins.CacheDir()
+	cfg.Server.ShutdownTimeout = config.Duration(5 * time.Second)
+	cfg.Providers = []config.ProviderConfig{
+		{Name: "fake", Plugin: "openai", BaseURL: up.URL, APIKeyEnv: "FAKE_UPSTREAM_KEY", Models: upstreamModels, AllowPrivateNetwork: true},
+		{Name: "demo", Plugin: "demo", BaseURL: "http://127.0.0.1", Models: []string{"demo-echo", "demo-story"}, AllowPrivateNetwork: true},
+		{Name: "hostile", Plugin: "hostile", BaseURL: up.URL, APIKeyEnv: "FAKE_UPSTREAM_KEY", Models: hostileModels, AllowPrivateNetwork: true},
+	}
+	timeout := config.Duration(2 * time.Second)
+	pages, emit := 256, config.ByteSize(8<<20)
+	cfg.Plugins.LimitsOverride = map[string]config.LimitsPatch{
+		"hostile": {RequestTimeout: &timeout, MemoryPages: &pages, RecycleAfterPages: &pages, MaxEmitBytes: &emit},
+	}
+	if tweak != nil {
+		tweak(cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	environ := []string{"LLMPROXY_ADMIN_KEY=" + adminKey, "FAKE_UPSTREAM_KEY=" + upstreamKey}
+	a, err := app.New(cfg, environ, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(ln); err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{t: t, URL: "http://" + ln.Addr().String(), Dir: dir, Upstream: up, App: a, Logs: logs}
+	t.Cleanup(func() {
+		p.Stop()
+		if t.Failed() {
+			t.Logf("proxy log:\n%s", logs.String())
+		}
+	})
+	return p
+}
+
+// Stop shuts the proxy down (once).
+func (p *proxy) Stop() {
+	p.stopMutex.Lock()
+	defer p.stopMutex.Unlock()
+	if !p.stopped {
+		p.stopped = true
+		p.App.Shutdown()
+	}
+}
+
+func (p *proxy) client(key string) *openai.Client {
+	c := openai.NewClient(
+		option.WithBaseURL(p.URL+"/v1/"),
+		option.WithAPIKey(key),
+		option.WithMaxRetries(0),
+		option.WithRequestTimeout(20*time.Second),
+	)
+	return &c
+}
+
+// writeFile is a small helper for tests that drop files into the folder.
+func writeFile(t *testing.T, dir, name string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}

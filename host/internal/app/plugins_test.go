@@ -1,0 +1,310 @@
+package app_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
+	"github.com/llm-proxy/llm-proxy/host/internal/testplugins"
+	"github.com/llm-proxy/llm-proxy/sdk/abi"
+)
+
+// TestHostilePlugins: each misbehaviour costs its own request a clear error;
+// the host, the same plugin's next request and other plugins keep serving.
+func TestHostilePlugins(t *testing.T) {
+	p := startProxy(t, nil)
+	c := p.client(adminKey)
+	ctx := context.Background()
+	cases := []struct {
+		model  string
+		stream bool
+		status int
+		msg    string
+	}{
+		{"panic", false, 502, "panic"},
+		{"loop", false, 504, "deadline"},
+		{"membomb", false, 502, "failed"},
+		{"badhost", false, 502, "denied"},
+		{"badptr", false, 502, "statuses -1 -1 -1 -1"},
+		{"exit", false, 502, "failed"},
+		{"silent", false, 502, "no response"},
+		{"flood", true, 0, "output limit"},
+		{"panic", true, 502, "panic"},
+	}
+	for _, tc := range cases {
+		name := tc.model
+		if tc.stream {
+			name += " stream"
+		}
+		t.Run(name, func(t *testing.T) {
+			// Another plugin serves while this one misbehaves.
+			done := make(chan error, 1)
+			go func() {
+				_, err := c.Chat.Completions.New(ctx, chatParams("gpt-4o-mini", "bystander"))
+				done <- err
+			}()
+			if tc.stream {
+				s := c.Chat.Completions.NewStreaming(ctx, chatParams(tc.model, "x"))
+				for s.Next() {
+				}
+				err := s.Err()
+				if err == nil {
+					t.Fatal("stream ended without an error")
+				}
+				msg := err.Error()
+				if tc.status != 0 {
+					e := apiError(t, err)
+					if e.StatusCode != tc.status {
+						t.Fatalf("status %d", e.StatusCode)
+					}
+					msg = e.Message
+				}
+				if !strings.Contains(msg, tc.msg) {
+					t.Fatalf("stream error %q, want one mentioning %q", msg, tc.msg)
+				}
+			} else {
+				_, err := c.Chat.Completions.New(ctx, chatParams(tc.model, "x"))
+				e := apiError(t, err)
+				if e.StatusCode != tc.status || !strings.Contains(e.Message, tc.msg) {
+					t.Fatalf("got %d %q, want %d mentioning %q", e.StatusCode, e.Message, tc.status, tc.msg)
+				}
+			}
+			if err := <-done; err != nil {
+				t.Fatalf("bystander request failed: %v", err)
+			}
+			resp, err := c.Chat.Completions.New(ctx, chatParams("ok", "x"))
+			if err != nil || resp.Choices[0].Message.Content != "fine" {
+				t.Fatalf("hostile plugin did not recover: %v", err)
+			}
+		})
+	}
+	// The upstream never saw the request for the host that was not granted.
+	for _, r := range p.Upstream.Requests() {
+		if strings.Contains(r.Path, "steal") {
+			t.Fatal("denied request reached the network")
+		}
+	}
+	st := pluginInfo(t, p, "hostile").Instances
+	if st.Discarded == 0 || st.Failures == 0 {
+		t.Fatalf("failed instances must be discarded: %+v", st)
+	}
+}
+
+func pluginList(t *testing.T, p *proxy) []plugin.Info {
+	t.Helper()
+	req, _ := http.NewRequest("GET", p.URL+"/api/plugins", nil)
+	req.Header.Set("Authorization", "Bearer "+adminKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("/api/plugins: %d", resp.StatusCode)
+	}
+	var out struct{ Data []plugin.Info }
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatal(err)
+	}
+	return out.Data
+}
+
+// pluginInfo returns the /api/plugins entry of a file (zero if absent).
+func pluginInfo(t *testing.T, p *proxy, file string) plugin.Info {
+	t.Helper()
+	for _, in := range pluginList(t, p) {
+		if in.File == file || in.File == file+".wasm" {
+			return in
+		}
+	}
+	return plugin.Info{}
+}
+
+func TestAPIPluginsNeedsKey(t *testing.T) {
+	p := startProxy(t, nil)
+	resp, err := http.Get(p.URL + "/api/plugins")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	in := pluginInfo(t, p, "openai")
+	if in.Name != "openai" || in.State != plugin.StateReady || len(in.SHA256) != 64 || in.LoadedAt == nil || in.Instances.Created == 0 {
+		t.Fatalf("%+v", in)
+	}
+}
+
+// TestRefusedPlugins: files that break the ABI are refused with a message
+// that says what is wrong, and the rest keeps serving.
+func TestRefusedPlugins(t *testing.T) {
+	p := startProxy(t, nil)
+	openaiWasm, err := os.ReadFile(testplugins.Build(t, "plugins/openai"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifest, _ := abi.ManifestFromWasm(openaiWasm)
+	future := []byte(strings.Replace(string(manifest), `"abi": "1.0"`, `"abi": "2.0"`, 1))
+	future = []byte(strings.Replace(string(future), `"name": "openai"`, `"name": "future"`, 1))
+	futureWasm, err := abi.WithManifest(openaiWasm, future)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := openaiWasm[:len(openaiWasm)-len(manifest)-len(abi.ManifestSection)-4]
+	if _, err := abi.ManifestFromWasm(raw); err == nil {
+		t.Fatal("stripping the manifest section failed")
+	}
+
+	cases := []struct {
+		file string
+		data []byte
+		want string
+	}{
+		{"corrupt.wasm", []byte("\x00asm\x01\x00\x00\x00garbage"), "section"},
+		{"text.wasm", []byte("not wasm at all"), "not a WebAssembly binary"},
+		{"future.wasm", futureWasm, "targets ABI 2.x"},
+		{"badimport.wasm", mustRead(t, testplugins.Build(t, "host/internal/testplugins/badimport")), "llmproxy_v1.read_secret"},
+	}
+	for _, tc := range cases {
+		testplugins.InstallBytes(t, tc.data, p.Dir, tc.file)
+	}
+	for _, tc := range cases {
+		waitFor(t, func() bool {
+			in := pluginInfo(t, p, tc.file)
+			return in.State == plugin.StateFailed && strings.Contains(in.LastError, tc.want)
+		})
+	}
+	in := pluginInfo(t, p, "badimport.wasm")
+	t.Logf("refusal message: %s", in.LastError)
+	if _, err := p.client(adminKey).Chat.Completions.New(context.Background(), chatParams("gpt-4o-mini", "still here")); err != nil {
+		t.Fatal(err)
+	}
+	// An unpacked build (no manifest section) is refused before compiling.
+	testplugins.InstallBytes(t, raw, p.Dir, "unpacked.wasm")
+	waitFor(t, func() bool {
+		return strings.Contains(pluginInfo(t, p, "unpacked.wasm").LastError, "llmproxy-pack")
+	})
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestHotReloadUnderLoad replaces openai.wasm while 16 clients stream
+// without pause: no request fails, and the new version serves within 2s.
+func TestHotReloadUnderLoad(t *testing.T) {
+	p := startProxy(t, nil)
+	c := p.client(adminKey)
+	before := pluginInfo(t, p, "openai")
+
+	// A new build (another build ID: bytes wazero has never compiled) that
+	// also says it is version 1.0.1.
+	wasm := mustRead(t, testplugins.BuildID(t, "plugins/openai", "reload-test-v2"))
+	manifest, _ := abi.ManifestFromWasm(wasm)
+	v2, err := abi.WithManifest(wasm, []byte(strings.Replace(string(manifest), `"version": "1.0.0"`, `"version": "1.0.1"`, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	stop := make(chan struct{})
+	var ok, failed atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	for i := 0; i < 16; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				s := c.Chat.Completions.NewStreaming(context.Background(), chatParams("gpt-4o-mini", "during reload"))
+				var text strings.Builder
+				for s.Next() {
+					if ch := s.Current(); len(ch.Choices) > 0 {
+						text.WriteString(ch.Choices[0].Delta.Content)
+					}
+				}
+				if err := s.Err(); err != nil || text.String() != "echo: during reload" {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+					continue
+				}
+				ok.Add(1)
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	swapStart := time.Now()
+	testplugins.InstallBytes(t, v2, p.Dir, "openai.wasm")
+	var swapped time.Duration
+	waitFor(t, func() bool {
+		in := pluginInfo(t, p, "openai")
+		if in.Version == "1.0.1" {
+			swapped = time.Since(swapStart)
+			return true
+		}
+		return false
+	})
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	t.Logf("%d streams ok, %d failed; new version served %v after the file was replaced", ok.Load(), failed.Load(), swapped)
+	if failed.Load() != 0 {
+		t.Fatalf("%d requests failed during reload; first: %v", failed.Load(), firstErr.Load())
+	}
+	if swapped > 2*time.Second {
+		t.Fatalf("reload took %v", swapped)
+	}
+	after := pluginInfo(t, p, "openai")
+	if after.SHA256 == before.SHA256 || after.Reloads != 1 {
+		t.Fatalf("before %+v after %+v", before, after)
+	}
+	if !strings.Contains(p.Logs.String(), `"plugin version closed" plugin=openai version=1.0.0`) {
+		t.Fatal("the old version was not closed after its last request")
+	}
+
+	// A corrupt replacement leaves 1.0.1 serving, with the error visible.
+	testplugins.InstallBytes(t, []byte("\x00asm\x01\x00\x00\x00\x01\xff"), p.Dir, "openai.wasm")
+	waitFor(t, func() bool { return pluginInfo(t, p, "openai").LastError != "" })
+	in := pluginInfo(t, p, "openai")
+	if in.Version != "1.0.1" || in.State != plugin.StateReady {
+		t.Fatalf("%+v", in)
+	}
+	if _, err := c.Chat.Completions.New(context.Background(), chatParams("gpt-4o-mini", "still served")); err != nil {
+		t.Fatal(err)
+	}
+
+	// Removing the file unloads the plugin; its provider answers 503.
+	if err := os.Remove(filepath.Join(p.Dir, "openai.wasm")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		for _, in := range pluginList(t, p) {
+			if in.File == "openai.wasm" {
+				return false
+			}
+		}
+		return true
+	})
+	_, err = c.Chat.Completions.New(context.Background(), chatParams("gpt-4o-mini", "gone"))
+	if e := apiError(t, err); e.StatusCode != 503 {
+		t.Fatalf("status %d", e.StatusCode)
+	}
+}
