@@ -1,0 +1,145 @@
+package router_test
+
+import (
+	"reflect"
+	"testing"
+
+	"github.com/llm-proxy/llm-proxy/host/internal/router"
+)
+
+// testRouter has, in priority order:
+//
+//	openai:   gpt-4o-mini, gpt-4o, shared
+//	together: meta-llama/Llama-3, shared, gpt-4o
+//	meta-llama: llama-local
+//	empty:    (no models)
+func testRouter() (*router.Router, map[string]*router.Provider) {
+	ps := []*router.Provider{
+		{Name: "openai", Plugin: "openai", Models: []string{"gpt-4o-mini", "gpt-4o", "shared"}},
+		{Name: "together", Plugin: "openai", Models: []string{"meta-llama/Llama-3", "shared", "gpt-4o"}},
+		{Name: "meta-llama", Plugin: "demo", Models: []string{"llama-local"}},
+		{Name: "empty", Plugin: "demo"},
+	}
+	byName := map[string]*router.Provider{}
+	for _, p := range ps {
+		byName[p.Name] = p
+	}
+	return router.New(ps), byName
+}
+
+func TestResolve(t *testing.T) {
+	t.Parallel()
+	r, p := testRouter()
+	tests := []struct {
+		name         string
+		model        string
+		wantProvider string // "" means no match
+		wantModel    string
+	}{
+		{name: "exact in first provider", model: "gpt-4o-mini", wantProvider: "openai", wantModel: "gpt-4o-mini"},
+		{name: "exact in second provider", model: "meta-llama/Llama-3", wantProvider: "together", wantModel: "meta-llama/Llama-3"},
+		{name: "duplicate goes to first provider", model: "shared", wantProvider: "openai", wantModel: "shared"},
+		{name: "duplicate listed in other order", model: "gpt-4o", wantProvider: "openai", wantModel: "gpt-4o"},
+		{name: "exact model with slash beats provider prefix", model: "meta-llama/Llama-3", wantProvider: "together", wantModel: "meta-llama/Llama-3"},
+		{name: "prefix of listed model", model: "openai/gpt-4o", wantProvider: "openai", wantModel: "gpt-4o"},
+		{name: "prefix selects lower-priority provider", model: "together/shared", wantProvider: "together", wantModel: "shared"},
+		{name: "prefix with unlisted model", model: "openai/gpt-5-preview", wantProvider: "openai", wantModel: "gpt-5-preview"},
+		{name: "prefix on provider without models", model: "empty/anything", wantProvider: "empty", wantModel: "anything"},
+		{name: "prefix keeps slashes in the rest", model: "together/meta-llama/Llama-3", wantProvider: "together", wantModel: "meta-llama/Llama-3"},
+		{name: "provider named like a model prefix", model: "meta-llama/Llama-3-70b", wantProvider: "meta-llama", wantModel: "Llama-3-70b"},
+
+		{name: "unknown model", model: "claude-3"},
+		{name: "empty model", model: ""},
+		{name: "unknown provider prefix", model: "anthropic/claude-3"},
+		{name: "prefix without model", model: "openai/"},
+		{name: "slash only", model: "/"},
+		{name: "leading slash", model: "/gpt-4o"},
+		{name: "case sensitive model", model: "GPT-4o"},
+		{name: "case sensitive provider", model: "OpenAI/gpt-4o"},
+		{name: "provider name alone", model: "openai"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, model, ok := r.Resolve(tt.model)
+			if tt.wantProvider == "" {
+				if ok || got != nil || model != "" {
+					t.Fatalf("Resolve(%q) = %v, %q, %v; want no match", tt.model, got, model, ok)
+				}
+				return
+			}
+			if !ok {
+				t.Fatalf("Resolve(%q) found nothing, want %s", tt.model, tt.wantProvider)
+			}
+			if got != p[tt.wantProvider] || model != tt.wantModel {
+				t.Fatalf("Resolve(%q) = %s, %q; want %s, %q", tt.model, got.Name, model, tt.wantProvider, tt.wantModel)
+			}
+		})
+	}
+}
+
+func TestModels(t *testing.T) {
+	t.Parallel()
+	r, _ := testRouter()
+	type entry struct{ ID, OwnedBy, Provider string }
+	want := []entry{
+		// Plain ids, only from the provider each one routes to.
+		{"gpt-4o-mini", "openai", "openai"},
+		{"gpt-4o", "openai", "openai"},
+		{"shared", "openai", "openai"},
+		{"meta-llama/Llama-3", "together", "together"},
+		{"llama-local", "meta-llama", "meta-llama"},
+		// Prefixed ids, for every listing.
+		{"openai/gpt-4o-mini", "openai", "openai"},
+		{"openai/gpt-4o", "openai", "openai"},
+		{"openai/shared", "openai", "openai"},
+		{"together/meta-llama/Llama-3", "together", "together"},
+		{"together/shared", "together", "together"},
+		{"together/gpt-4o", "together", "together"},
+		{"meta-llama/llama-local", "meta-llama", "meta-llama"},
+	}
+	models := r.Models()
+	var got []entry
+	for _, m := range models {
+		if m.Object != "model" {
+			t.Errorf("model %s has object %q, want \"model\"", m.ID, m.Object)
+		}
+		got = append(got, entry{m.ID, m.OwnedBy, m.Provider})
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("Models()\n got %v\nwant %v", got, want)
+	}
+
+	// Every listed id routes to the provider that lists it.
+	for _, m := range models {
+		p, _, ok := r.Resolve(m.ID)
+		if !ok || p.Name != m.Provider {
+			t.Errorf("Resolve(%q) = %v, %v; Models() says it belongs to %s", m.ID, p, ok, m.Provider)
+		}
+	}
+}
+
+func TestEmptyRouter(t *testing.T) {
+	t.Parallel()
+	for _, r := range []*router.Router{router.New(nil), router.New([]*router.Provider{})} {
+		if got := r.Models(); len(got) != 0 {
+			t.Errorf("Models() = %v, want none", got)
+		}
+		if p, m, ok := r.Resolve("x/y"); ok || p != nil || m != "" {
+			t.Errorf("Resolve on an empty router = %v, %q, %v", p, m, ok)
+		}
+		if n := len(r.Providers()); n != 0 {
+			t.Errorf("Providers() has %d entries", n)
+		}
+	}
+}
+
+func TestProvidersKeepsOrder(t *testing.T) {
+	t.Parallel()
+	r, p := testRouter()
+	got := r.Providers()
+	want := []*router.Provider{p["openai"], p["together"], p["meta-llama"], p["empty"]}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("Providers() order differs")
+	}
+}
