@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"strconv"
+	"strings"
 
 	"github.com/llm-proxy/llm-proxy/sdk/abi"
 )
@@ -106,6 +107,11 @@ func (c *Call) Config() (*Config, error) {
 // arrived. The host decides whether the destination is allowed and adds the
 // provider's credentials; headers must not carry them.
 func (c *Call) Send(method, url string, headers [][2]string, body []byte) (*Response, error) {
+	for _, h := range headers {
+		if strings.ContainsAny(h[0], "\r\n:") || strings.ContainsAny(h[1], "\r\n") {
+			return nil, &StatusError{Op: "http_send", Status: abi.StatusInvalid}
+		}
+	}
 	head := abi.AppendHead(c.scratch[:0], method, url, headers)
 	c.scratch = head[:0]
 	h := c.host.HTTPSend(head, body)

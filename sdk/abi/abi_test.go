@@ -711,8 +711,8 @@ func TestManifestFromWasm(t *testing.T) {
 		{name: "preamble only", in: preamble, wantIs: abi.ErrNoManifest},
 		{name: "only other sections", in: module(section(1, []byte{0}), custom("name", []byte("x"))), wantIs: abi.ErrNoManifest},
 		{name: "look-alike name", in: module(custom(abi.ManifestSection+"x", m), custom("llmproxy.manifes", m)), wantIs: abi.ErrNoManifest},
-		{name: "duplicate manifest", in: module(custom(abi.ManifestSection, m), custom(abi.ManifestSection, m)), wantIs: abi.ErrDuplicateSecton},
-		{name: "duplicate with empty first", in: module(custom(abi.ManifestSection, nil), section(1, nil), custom(abi.ManifestSection, m)), wantIs: abi.ErrDuplicateSecton},
+		{name: "duplicate manifest", in: module(custom(abi.ManifestSection, m), custom(abi.ManifestSection, m)), wantIs: abi.ErrDuplicateSection},
+		{name: "duplicate with empty first", in: module(custom(abi.ManifestSection, nil), section(1, nil), custom(abi.ManifestSection, m)), wantIs: abi.ErrDuplicateSection},
 
 		{name: "section id without size", in: raw(preamble, []byte{1}), wantErr: true},
 		{name: "truncated size LEB128", in: raw(preamble, []byte{1, 0x80}), wantErr: true},

@@ -60,9 +60,9 @@ var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 
 // Errors returned while reading a manifest.
 var (
-	ErrNotWasm         = errors.New("not a WebAssembly binary")
-	ErrNoManifest      = errors.New("no " + ManifestSection + " custom section")
-	ErrDuplicateSecton = errors.New("more than one " + ManifestSection + " custom section")
+	ErrNotWasm          = errors.New("not a WebAssembly binary")
+	ErrNoManifest       = errors.New("no " + ManifestSection + " custom section")
+	ErrDuplicateSection = errors.New("more than one " + ManifestSection + " custom section")
 )
 
 // ParseManifest decodes and validates a manifest.
@@ -127,10 +127,19 @@ func (m *Manifest) ABIVersion() (major, minor int, err error) {
 	a, b, ok := strings.Cut(m.ABI, ".")
 	major, err1 := strconv.Atoi(a)
 	minor, err2 := strconv.Atoi(b)
-	if !ok || err1 != nil || err2 != nil || major < 0 || minor < 0 {
+	if !ok || err1 != nil || err2 != nil || !digits(a) || !digits(b) {
 		return 0, 0, fmt.Errorf("abi %q must be \"major.minor\", e.g. \"%d.%d\"", m.ABI, Major, Minor)
 	}
 	return major, minor, nil
+}
+
+func digits(s string) bool {
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // Has reports whether the plugin declares a capability.

@@ -28,7 +28,7 @@ func ManifestFromWasm(wasm []byte) ([]byte, error) {
 		}
 		if name == ManifestSection {
 			if found != nil {
-				return ErrDuplicateSecton
+				return ErrDuplicateSection
 			}
 			found = data
 		}

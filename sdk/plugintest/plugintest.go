@@ -54,8 +54,16 @@ type Result struct {
 	Logs  []string
 }
 
-// Run performs one operation of p natively.
+// runMu serialises runs: like a wasm instance, the SDK serves one call at a
+// time and reuses package-level buffers between calls, so tests that run
+// plugins in parallel take turns here.
+var runMu sync.Mutex
+
+// Run performs one operation of p natively. It is safe to call from
+// parallel tests; runs take turns.
 func Run(p sdk.Plugin, op abi.Op, request []byte, o Options) *Result {
+	runMu.Lock()
+	defer runMu.Unlock()
 	h := &Host{opts: o, request: request, handles: map[int32]*http.Response{}}
 	ret := sdk.Serve(h, p, op)
 	h.closeAll()

@@ -82,15 +82,18 @@ func runUpstream(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	fake, err := fakeupstream.Start(fakeupstream.Options{Chunks: *chunks, ChunkDelay: *delay, DisableRecording: true})
-	if err != nil {
-		return err
-	}
-	defer fake.Close()
 	ln, err := listenLoopback(h.listen)
 	if err != nil {
 		return err
 	}
+	// Start also serves the fake on a port of its own; only its handler is
+	// used here, mounted on the requested address.
+	fake, err := fakeupstream.Start(fakeupstream.Options{Chunks: *chunks, ChunkDelay: *delay, DisableRecording: true})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer fake.Close()
 	srv := &http.Server{Handler: fake.Handler(), ReadHeaderTimeout: 30 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()

@@ -135,3 +135,53 @@ func readMachineInfo(nproc int) machineInfo {
 	}
 	return m
 }
+
+// parseStatBusy returns the busy time of all CPUs together from the
+// contents of /proc/stat, in clock ticks: user, nice, system and steal
+// (time the hypervisor gave to someone else). Interrupt time is left out
+// because the kernel may not charge it to the processes that caused it
+// (loopback traffic is mostly softirq work), which would make our own
+// traffic look like someone else's.
+func parseStatBusy(stat []byte) (uint64, error) {
+	line, _, _ := strings.Cut(string(stat), "\n")
+	f := strings.Fields(line)
+	if len(f) < 5 || f[0] != "cpu" {
+		return 0, errors.New("/proc/stat: no aggregate cpu line")
+	}
+	var busy uint64
+	for i, v := range f[1:] {
+		// Fields: user nice system idle iowait irq softirq steal guest
+		// guest_nice. Guest time is already part of user and nice.
+		if i >= 3 && i != 7 {
+			continue
+		}
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/stat: %w", err)
+		}
+		busy += n
+	}
+	return busy, nil
+}
+
+// machineBusy reads the busy ticks of the whole machine.
+func machineBusy() (uint64, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	return parseStatBusy(b)
+}
+
+// loadAvg returns the 1-minute load average as written in /proc/loadavg.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "unknown"
+	}
+	return f[0]
+}

@@ -11,6 +11,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/tidwall/gjson"
 )
@@ -110,13 +112,13 @@ func FromPlugin(status int, body []byte, retryAfter string) *Error {
 		}
 	}
 	if e.Message == "" {
-		e.Message = string(body)
-		if len(e.Message) > 2048 {
-			e.Message = e.Message[:2048]
-		}
+		e.Message = strings.ToValidUTF8(truncate(string(body), 2048), "")
 	}
 	if e.Message == "" {
 		e.Message = http.StatusText(status)
+	}
+	if e.Message == "" {
+		e.Message = "the provider answered HTTP " + strconv.Itoa(status)
 	}
 	switch {
 	case status == 401 || status == 403:
@@ -128,10 +130,19 @@ func FromPlugin(status int, body []byte, retryAfter string) *Error {
 	case status >= 500 || status < 400:
 		e.Status = http.StatusBadGateway
 	}
-	if e.Type == "" || e.Status == http.StatusBadGateway {
-		if e.Type == "" {
-			e.Type = typeFor(e.Status)
-		}
+	if e.Type == "" {
+		e.Type = typeFor(e.Status)
 	}
 	return e
+}
+
+// truncate cuts s to at most n bytes without splitting a UTF-8 sequence.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }

@@ -95,7 +95,8 @@ type Limits struct {
 	// UpstreamTimeout is how long to wait for an upstream's response
 	// headers. Default: 120s.
 	UpstreamTimeout Duration `koanf:"upstream_timeout"`
-	// MaxUpstreamBodyBytes caps the size of one upstream response body.
+	// MaxUpstreamBodyBytes caps the upstream response bytes one call may
+	// read, over all its upstream requests.
 	// Default: 64MiB.
 	MaxUpstreamBodyBytes ByteSize `koanf:"max_upstream_body_bytes"`
 	// MaxEmitBytes caps the bytes one request may send to the client.

@@ -83,11 +83,19 @@ func New(opts Options) (*Client, error) {
 	}
 	c.http = &http.Client{
 		Transport: rt,
+		// Go's client copies the first request's headers onto redirects
+		// (dropping only Authorization, and only off the domain), so the
+		// secret is removed and re-added per hop: it goes to the base URL's
+		// host and nowhere else.
 		CheckRedirect: func(req *http.Request, via []*http.Request) error {
 			if len(via) >= 5 {
 				return errors.New("egress: too many redirects")
 			}
-			return c.check(req.URL)
+			if err := c.check(req.URL); err != nil {
+				return err
+			}
+			c.authorize(req)
+			return nil
 		},
 	}
 	return c, nil
@@ -114,17 +122,33 @@ func (c *Client) Do(req *http.Request) (*http.Response, error) {
 	if err := c.check(req.URL); err != nil {
 		return nil, err
 	}
-	if c.secret != "" && strings.ToLower(req.URL.Hostname()) == c.authHost {
-		switch c.auth.Type {
-		case "header":
-			req.Header.Set(c.auth.Name, strings.ReplaceAll(c.auth.Format, "{key}", c.secret))
-		case "query":
-			q := req.URL.Query()
-			q.Set(c.auth.Name, c.secret)
-			req.URL.RawQuery = q.Encode()
-		}
-	}
+	c.authorize(req)
 	return c.http.Do(req)
+}
+
+// authorize sets the credential on a request bound for the base URL's host
+// and removes it (whatever the plugin or a redirect put there) otherwise.
+func (c *Client) authorize(req *http.Request) {
+	if c.auth.Type != "header" && c.auth.Type != "query" {
+		return
+	}
+	own := c.secret != "" && strings.EqualFold(req.URL.Hostname(), c.authHost)
+	switch c.auth.Type {
+	case "header":
+		if own {
+			req.Header.Set(c.auth.Name, strings.ReplaceAll(c.auth.Format, "{key}", c.secret))
+		} else {
+			req.Header.Del(c.auth.Name)
+		}
+	case "query":
+		q := req.URL.Query()
+		if own {
+			q.Set(c.auth.Name, c.secret)
+		} else {
+			q.Del(c.auth.Name)
+		}
+		req.URL.RawQuery = q.Encode()
+	}
 }
 
 // IsPrivate reports whether an address must not be reached by providers

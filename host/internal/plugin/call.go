@@ -67,16 +67,16 @@ type callState struct {
 }
 
 type upstream struct {
-	resp     *http.Response
-	cancel   context.CancelFunc
-	timedOut *atomic.Bool
-	closed   bool
+	resp   *http.Response
+	cancel context.CancelFunc
+	closed bool
 }
 
 // Call runs one operation on a warm instance of v. It returns nil when the
-// guest ended normally (whether it answered or reported a failure through
-// the Sink) and ErrBusy, ErrRetired, ErrTimeout, ErrTrap or ErrOutputLimit
-// otherwise; the instance is then discarded.
+// guest returned (whether it answered or reported a failure through the
+// Sink), and ErrBusy, ErrRetired, ErrTimeout, ErrTrap or ErrOutputLimit
+// otherwise. An instance whose call trapped, timed out or returned non-zero
+// is discarded; what it emitted before stays delivered.
 func (v *Version) Call(ctx context.Context, inv *Invocation) error {
 	if !v.acquire() {
 		return ErrRetired
@@ -294,7 +294,7 @@ func hostHTTPSend(_ context.Context, mod api.Module, st *callState, a []uint64) 
 		return int32(abi.StatusUnreachable)
 	}
 	st.retry = resp.Header.Get("Retry-After")
-	st.handles = append(st.handles, &upstream{resp: resp, cancel: cancel, timedOut: timedOut})
+	st.handles = append(st.handles, &upstream{resp: resp, cancel: cancel})
 	st.open++
 	return int32(len(st.handles))
 }
@@ -326,7 +326,7 @@ func hostHTTPRead(_ context.Context, mod api.Module, st *callState, a []uint64) 
 			return 0
 		case st.gone.Load():
 			return int32(abi.StatusClientGone)
-		case u.timedOut.Load() || errors.Is(st.upCtx.Err(), context.DeadlineExceeded) || egress.IsTimeout(err):
+		case errors.Is(st.upCtx.Err(), context.DeadlineExceeded) || egress.IsTimeout(err):
 			return int32(abi.StatusTimeout)
 		}
 		return int32(abi.StatusIO)
@@ -341,12 +341,16 @@ func hostEmit(_ context.Context, mod api.Module, st *callState, a []uint64) int3
 	if st.gone.Load() {
 		return int32(abi.StatusClientGone)
 	}
-	st.emitted += int64(len(data))
-	if st.emitted > st.limits.MaxEmitBytes {
-		st.overLim = true
-		return int32(abi.StatusLimit)
+	kind := abi.Kind(int32(a[0]))
+	if kind == abi.KindChunk || kind == abi.KindBody {
+		// Only bytes bound for the client count against the limit.
+		if st.emitted+int64(len(data)) > st.limits.MaxEmitBytes {
+			st.overLim = true
+			return int32(abi.StatusLimit)
+		}
+		st.emitted += int64(len(data))
 	}
-	switch abi.Kind(int32(a[0])) {
+	switch kind {
 	case abi.KindChunk:
 		if st.inv.Op != abi.OpChatStream {
 			return int32(abi.StatusInvalid)

@@ -207,7 +207,7 @@ type bufferSink struct {
 }
 
 func (b *bufferSink) Chunk([]byte) bool { return false }
-func (b *bufferSink) Body(d []byte)     { b.body = append([]byte(nil), d...) }
+func (b *bufferSink) Body(d []byte)     { b.body = append(make([]byte, 0, len(d)), d...) }
 func (b *bufferSink) Usage(d []byte)    { b.usage = append([]byte(nil), d...) }
 func (b *bufferSink) Fail(status int, body []byte, retryAfter string) {
 	b.fail = apierror.FromPlugin(status, body, retryAfter)

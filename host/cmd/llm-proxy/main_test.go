@@ -1,0 +1,175 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/llm-proxy/llm-proxy/host/internal/testplugins"
+)
+
+func TestBadConfigListsEveryProblem(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bad.toml")
+	os.WriteFile(path, []byte(`
+[server]
+lisen = "127.0.0.1:1"
+[plugins.limits]
+memory_pages = 5
+[[providers]]
+name = "x"
+plugin = "openai"
+base_url = "http://example.com"
+models = ["a"]
+`), 0o644)
+	var out, errb bytes.Buffer
+	code := run([]string{"--config", path}, nil, &out, &errb)
+	if code != 2 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, key := range []string{"server.lisen", "plugins.limits.memory_pages", "providers[0].base_url"} {
+		if !strings.Contains(errb.String(), key) {
+			t.Errorf("stderr does not name %s:\n%s", key, errb.String())
+		}
+	}
+}
+
+func TestCheckAndKeygen(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"--check", "--config", filepath.Join(testplugins.Root(), "config.toml")}, nil, &out, &errb); code != 0 {
+		t.Fatalf("the shipped config.toml is invalid: %s", errb.String())
+	}
+	out.Reset()
+	if code := run([]string{"keygen"}, nil, &out, &errb); code != 0 || !strings.HasPrefix(out.String(), "sk-llmproxy-") || len(out.String()) < 50 {
+		t.Fatalf("keygen: %d %q", code, out.String())
+	}
+}
+
+func TestMissingAdminKey(t *testing.T) {
+	var out, errb bytes.Buffer
+	cfg := filepath.Join(t.TempDir(), "c.toml")
+	os.WriteFile(cfg, []byte("[plugins]\ndir = \""+t.TempDir()+"\"\n"), 0o644)
+	if code := run([]string{"--config", cfg}, nil, &out, &errb); code != 2 || !strings.Contains(errb.String(), "LLMPROXY_ADMIN_KEY") || !strings.Contains(errb.String(), "keygen") {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+}
+
+func freePort(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestSIGTERMDrainsStreams runs the real binary, starts a stream, sends
+// SIGTERM mid-stream: the stream completes, new connections are refused,
+// and the process exits 0.
+func TestSIGTERMDrainsStreams(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "llm-proxy")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	plugins := filepath.Join(dir, "plugins")
+	os.Mkdir(plugins, 0o755)
+	testplugins.Install(t, testplugins.Build(t, "plugins/demo"), plugins, "demo.wasm")
+	addr := freePort(t)
+	cfg := filepath.Join(dir, "config.toml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`
+[server]
+listen = %q
+shutdown_timeout = "20s"
+[plugins]
+dir = %q
+cache_dir = %q
+[[providers]]
+name = "demo"
+plugin = "demo"
+base_url = "http://127.0.0.1"
+allow_private_network = true
+models = ["demo-story"]
+`, addr, plugins, testplugins.CacheDir())), 0o644)
+	var logs bytes.Buffer
+	cmd := exec.Command(bin, "--config", cfg)
+	cmd.Env = append(os.Environ(), "LLMPROXY_ADMIN_KEY=sk-bin-test")
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+		if t.Failed() {
+			t.Logf("proxy log:\n%s", logs.String())
+		}
+	})
+	base := "http://" + addr
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("proxy not ready")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	req, _ := http.NewRequest("POST", base+"/v1/chat/completions",
+		strings.NewReader(`{"model":"demo-story","stream":true,"messages":[{"role":"user","content":"tell me"}]}`))
+	req.Header.Set("Authorization", "Bearer sk-bin-test")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	r := bufio.NewReader(resp.Body)
+	if _, err := r.ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// New connections are refused while the stream drains.
+	time.Sleep(200 * time.Millisecond)
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Error("still accepting connections after SIGTERM")
+	}
+	rest, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatalf("stream broken by shutdown: %v", err)
+	}
+	if !strings.HasSuffix(string(rest), "data: [DONE]\n\n") || !strings.Contains(string(rest), `"end."`) {
+		t.Fatalf("stream did not finish:\n%s", rest)
+	}
+	select {
+	case <-exited:
+		if waitErr != nil {
+			t.Fatalf("exit: %v", waitErr)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("did not exit after the stream ended")
+	}
+}
