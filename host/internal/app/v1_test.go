@@ -3,11 +3,11 @@ package app_test
 import (
 	"bufio"
 	"context"
-	"fmt"
-	"net"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
