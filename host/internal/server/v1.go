@@ -64,6 +64,31 @@ func parse(body []byte, op abi.Op) (model string, stream bool, includeUsage bool
 	if !root.IsObject() {
 		return "", false, false, invalid("", "The request body must be a JSON object.")
 	}
+	// The proxy routes on the first "model" while many JSON parsers keep the
+	// last: a repeated control key could send one model's request to
+	// another's provider, so it is refused.
+	var dup string
+	seen := 0
+	root.ForEach(func(k, _ gjson.Result) bool {
+		bit := 0
+		switch k.Str {
+		case "model":
+			bit = 1
+		case "stream":
+			bit = 2
+		case "stream_options":
+			bit = 4
+		}
+		if seen&bit != 0 {
+			dup = k.Str
+			return false
+		}
+		seen |= bit
+		return true
+	})
+	if dup != "" {
+		return "", false, false, invalid(dup, "'"+dup+"' appears more than once in the request body")
+	}
 	m := root.Get("model")
 	if m.Type != gjson.String || m.Str == "" {
 		return "", false, false, invalid("model", "you must provide a model parameter")
