@@ -19,8 +19,8 @@ import (
 type noPlugins struct{}
 
 func (noPlugins) Lookup(name string) (*plugin.Version, error) { return nil, plugin.ErrNotLoaded }
-func (noPlugins) List() []plugin.Info                          { return nil }
-func (noPlugins) Ready() bool                                  { return false }
+func (noPlugins) List() []plugin.Info                         { return nil }
+func (noPlugins) Ready() bool                                 { return false }
 
 func testServer() *Server {
 	return New(Options{
