@@ -220,12 +220,15 @@ func TestOpenAIEndToEnd(t *testing.T) {
 	})
 }
 
+// waitFor polls cond. The ceiling is generous: loading a build that was
+// never compiled takes seconds under the race detector, which instruments
+// wazero's compiler. Tests that care about speed measure it themselves.
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
+			t.Fatal("condition not met within 60s")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 
 	"github.com/llm-proxy/llm-proxy/sdk/abi"
 )
@@ -78,7 +79,7 @@ func (p *pool) start(ctx context.Context) (*instance, error) {
 	// cannot hang the loader.
 	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	mod, err := p.v.runtime.InstantiateModule(ictx, p.v.compiled, cfg)
+	mod, err := p.v.runtime.InstantiateModule(experimental.WithMemoryAllocator(ictx, memoryAllocator), p.v.compiled, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -90,8 +91,9 @@ func (p *pool) start(ctx context.Context) (*instance, error) {
 // normally. Unhealthy, worn or oversized instances are closed.
 func (p *pool) put(in *instance, healthy bool) {
 	in.calls++
-	pages := in.mod.Memory().Size() / 65536
-	if !healthy || in.calls >= p.v.limits.RecycleAfterCalls || pages > p.v.limits.RecycleAfterPages || p.v.isRetired() {
+	// Size is read only from a healthy instance: a closed one's memory is
+	// already unmapped.
+	if !healthy || in.calls >= p.v.limits.RecycleAfterCalls || in.mod.Memory().Size()/65536 > p.v.limits.RecycleAfterPages || p.v.isRetired() {
 		p.discard(in)
 		return
 	}
