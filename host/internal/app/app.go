@@ -120,6 +120,7 @@ func pluginLimits(l config.Limits) plugin.Limits {
 		MaxEmitBytes:         int64(l.MaxEmitBytes),
 		MaxHTTPHandles:       l.MaxHTTPHandles,
 		MaxInstances:         l.MaxInstances,
+		MaxIdleInstances:     l.MaxIdleInstances,
 		RecycleAfterCalls:    l.RecycleAfterCalls,
 		RecycleAfterPages:    uint32(l.RecycleAfterPages),
 	}

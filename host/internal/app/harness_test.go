@@ -28,7 +28,7 @@ const (
 // proxy is a running LLM Proxy with the real plugins, on loopback, in front
 // of a fake OpenAI upstream.
 type proxy struct {
-	t         *testing.T
+	t         testing.TB
 	URL       string
 	Dir       string
 	Upstream  *fakeupstream.Server
@@ -67,7 +67,14 @@ var hostileModels = []string{"panic", "loop", "membomb", "badhost", "badptr", "f
 
 func startProxy(t *testing.T, tweak func(*config.Config)) *proxy {
 	t.Helper()
-	up, err := fakeupstream.Start(fakeupstream.Options{APIKey: upstreamKey})
+	return startProxyWith(t, tweak, fakeupstream.Options{})
+}
+
+// startProxyWith also sets the fake upstream's options (its key is fixed).
+func startProxyWith(t testing.TB, tweak func(*config.Config), upOpts fakeupstream.Options) *proxy {
+	t.Helper()
+	upOpts.APIKey = upstreamKey
+	up, err := fakeupstream.Start(upOpts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +106,11 @@ func startProxy(t *testing.T, tweak func(*config.Config)) *proxy {
 		t.Fatal(err)
 	}
 	logs := &syncBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	level := slog.LevelDebug
+	if cfg.Log.Level != "info" {
+		_ = level.UnmarshalText([]byte(cfg.Log.Level))
+	}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: level}))
 	environ := []string{"LLMPROXY_ADMIN_KEY=" + adminKey, "FAKE_UPSTREAM_KEY=" + upstreamKey}
 	a, err := app.New(cfg, environ, log)
 	if err != nil {

@@ -105,9 +105,15 @@ type Limits struct {
 	// MaxHTTPHandles caps the upstream requests a single call may have open
 	// at the same time. Default: 8.
 	MaxHTTPHandles int `koanf:"max_http_handles"`
-	// MaxInstances caps the warm instances kept per plugin version, which
-	// is also the number of calls that may run concurrently. Default: 64.
+	// MaxInstances caps the instances per plugin version, idle and busy,
+	// which is also the number of calls that may run concurrently (a stream
+	// holds its instance until it ends). Default: 64.
 	MaxInstances int `koanf:"max_instances"`
+	// MaxIdleInstances caps the warm instances kept between calls; the
+	// others are closed when their call ends, returning their memory (about
+	// 4 MiB each for a Go plugin). A value above MaxInstances acts as
+	// MaxInstances. Default: 8.
+	MaxIdleInstances int `koanf:"max_idle_instances"`
 	// RecycleAfterCalls discards an instance after it served this many
 	// calls. Default: 10000.
 	RecycleAfterCalls int `koanf:"recycle_after_calls"`
@@ -135,6 +141,8 @@ type LimitsPatch struct {
 	MaxHTTPHandles *int `koanf:"max_http_handles"`
 	// MaxInstances overrides Limits.MaxInstances when set. Default: nil.
 	MaxInstances *int `koanf:"max_instances"`
+	// MaxIdleInstances overrides Limits.MaxIdleInstances when set. Default: nil.
+	MaxIdleInstances *int `koanf:"max_idle_instances"`
 	// RecycleAfterCalls overrides Limits.RecycleAfterCalls when set.
 	// Default: nil.
 	RecycleAfterCalls *int `koanf:"recycle_after_calls"`
@@ -183,6 +191,7 @@ func DefaultLimits() Limits {
 		MaxEmitBytes:         64 * MiB,
 		MaxHTTPHandles:       8,
 		MaxInstances:         64,
+		MaxIdleInstances:     8,
 		RecycleAfterCalls:    10000,
 		RecycleAfterPages:    512,
 	}
@@ -223,6 +232,7 @@ func (p LimitsPatch) Apply(l Limits) Limits {
 	set(&l.MemoryPages, p.MemoryPages)
 	set(&l.MaxHTTPHandles, p.MaxHTTPHandles)
 	set(&l.MaxInstances, p.MaxInstances)
+	set(&l.MaxIdleInstances, p.MaxIdleInstances)
 	set(&l.RecycleAfterCalls, p.RecycleAfterCalls)
 	set(&l.RecycleAfterPages, p.RecycleAfterPages)
 	if p.RequestTimeout != nil {

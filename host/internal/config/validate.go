@@ -170,6 +170,7 @@ func limitIssues(l Limits) []limitIssue {
 	}{
 		{"max_http_handles", l.MaxHTTPHandles},
 		{"max_instances", l.MaxInstances},
+		{"max_idle_instances", l.MaxIdleInstances},
 		{"recycle_after_calls", l.RecycleAfterCalls},
 		{"recycle_after_pages", l.RecycleAfterPages},
 	} {

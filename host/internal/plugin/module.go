@@ -49,6 +49,7 @@ type Limits struct {
 	MaxEmitBytes         int64         // bytes one call may emit to the client
 	MaxHTTPHandles       int           // upstream requests open at once in one call
 	MaxInstances         int           // instances per version, idle and busy
+	MaxIdleInstances     int           // warm instances kept between calls
 	RecycleAfterCalls    int           // calls before an instance is replaced
 	RecycleAfterPages    uint32        // memory size after which it is replaced
 }
@@ -62,6 +63,7 @@ var DefaultLimits = Limits{
 	MaxEmitBytes:         64 << 20,
 	MaxHTTPHandles:       8,
 	MaxInstances:         64,
+	MaxIdleInstances:     8,
 	RecycleAfterCalls:    10000,
 	RecycleAfterPages:    512,
 }
@@ -89,6 +91,10 @@ func (l Limits) withDefaults() Limits {
 	if l.MaxInstances == 0 {
 		l.MaxInstances = d.MaxInstances
 	}
+	if l.MaxIdleInstances == 0 {
+		l.MaxIdleInstances = d.MaxIdleInstances
+	}
+	l.MaxIdleInstances = min(l.MaxIdleInstances, l.MaxInstances)
 	if l.RecycleAfterCalls == 0 {
 		l.RecycleAfterCalls = d.RecycleAfterCalls
 	}

@@ -24,8 +24,9 @@ type instance struct {
 	calls  int
 }
 
-// pool holds a version's instances: idle ones in a channel, and a semaphore
-// bounding idle plus busy.
+// pool holds a version's instances: up to MaxIdleInstances idle ones in a
+// channel (an instance finishing a call when it is full is closed), and a
+// semaphore bounding idle plus busy at MaxInstances.
 type pool struct {
 	v    *Version
 	idle chan *instance
@@ -37,7 +38,7 @@ type pool struct {
 func newPool(v *Version) *pool {
 	return &pool{
 		v:    v,
-		idle: make(chan *instance, v.limits.MaxInstances),
+		idle: make(chan *instance, v.limits.MaxIdleInstances),
 		sem:  make(chan struct{}, v.limits.MaxInstances),
 	}
 }
