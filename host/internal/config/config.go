@@ -109,10 +109,11 @@ type Limits struct {
 	// which is also the number of calls that may run concurrently (a stream
 	// holds its instance until it ends). Default: 64.
 	MaxInstances int `koanf:"max_instances"`
-	// MaxIdleInstances caps the warm instances kept between calls; the
-	// others are closed when their call ends, returning their memory (about
-	// 4 MiB each for a Go plugin). A value above MaxInstances acts as
-	// MaxInstances. Default: 8.
+	// MaxIdleInstances is how many warm instances survive a quiet period.
+	// Idle instances that no call needed for 30 seconds are closed, down to
+	// this number, returning their memory (about 4 MiB each for a Go
+	// plugin); a steady load keeps what it uses. A value above MaxInstances
+	// acts as MaxInstances. Default: 8.
 	MaxIdleInstances int `koanf:"max_idle_instances"`
 	// RecycleAfterCalls discards an instance after it served this many
 	// calls. Default: 10000.

@@ -49,7 +49,7 @@ type Limits struct {
 	MaxEmitBytes         int64         // bytes one call may emit to the client
 	MaxHTTPHandles       int           // upstream requests open at once in one call
 	MaxInstances         int           // instances per version, idle and busy
-	MaxIdleInstances     int           // warm instances kept between calls
+	MaxIdleInstances     int           // warm instances kept through a quiet period
 	RecycleAfterCalls    int           // calls before an instance is replaced
 	RecycleAfterPages    uint32        // memory size after which it is replaced
 }
@@ -209,6 +209,7 @@ func Load(ctx context.Context, wasm []byte, o LoadOptions) (*Version, error) {
 	// One warm instance proves that _initialize runs and the pool starts warm.
 	in, err := v.pool.get(ctx)
 	if err != nil {
+		v.pool.close()
 		return fail(fmt.Errorf("instantiate: %w", err))
 	}
 	v.pool.put(in, true)
@@ -319,7 +320,7 @@ func (v *Version) Closed() bool {
 
 func (v *Version) close() {
 	ctx := context.Background()
-	v.pool.drainIdle()
+	v.pool.close()
 	v.compiled.Close(ctx)
 	v.runtime.Close(ctx)
 	v.log.Info("plugin version closed", "sha256", v.SHA256[:12])

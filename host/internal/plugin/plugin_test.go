@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/llm-proxy/llm-proxy/host/internal/egress"
 	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
@@ -254,3 +255,50 @@ func (discard) Chunk([]byte) bool        { return true }
 func (discard) Body([]byte)              {}
 func (discard) Usage([]byte)             {}
 func (discard) Fail(int, []byte, string) {}
+
+// TestIdleInstancesFollowDemand: a burst leaves warm instances behind; the
+// ones no call needs for a whole reap interval are closed, down to
+// MaxIdleInstances, while a steady load keeps its instances.
+func TestIdleInstancesFollowDemand(t *testing.T) {
+	defer plugin.SetReapInterval(100 * time.Millisecond)()
+	v := load(t, "host/internal/testplugins/hostile", plugin.Limits{MaxInstances: 8, MaxIdleInstances: 2})
+	started, release := make(chan struct{}, 6), make(chan struct{})
+	var wg sync.WaitGroup
+	for i := 0; i < 6; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sink := &countingGate{started: started, release: release}
+			v.Call(context.Background(), &plugin.Invocation{Op: abi.OpChatStream, Request: []byte(`{"model":"ok"}`), Config: guestConfig("http://x"), Sink: sink})
+		}()
+	}
+	for i := 0; i < 6; i++ {
+		<-started
+	}
+	close(release)
+	wg.Wait()
+	if st := v.Stats(); st.Idle != 6 {
+		t.Fatalf("after the burst: %+v", st)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for v.Stats().Idle > 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("idle instances not reaped: %+v", v.Stats())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st := v.Stats(); st.Idle != 2 || st.Discarded != 4 {
+		t.Fatalf("want 2 warm instances left: %+v", st)
+	}
+}
+
+type countingGate struct {
+	discard
+	started, release chan struct{}
+}
+
+func (g *countingGate) Chunk([]byte) bool {
+	g.started <- struct{}{}
+	<-g.release
+	return true
+}

@@ -24,22 +24,75 @@ type instance struct {
 	calls  int
 }
 
-// pool holds a version's instances: up to MaxIdleInstances idle ones in a
-// channel (an instance finishing a call when it is full is closed), and a
-// semaphore bounding idle plus busy at MaxInstances.
+// pool holds a version's instances: idle ones in a channel and a semaphore
+// bounding idle plus busy at MaxInstances.
+//
+// Idle instances follow demand: every reapInterval the pool closes the idle
+// instances that no call needed during the interval (the lowest idle count
+// it saw), keeping at least MaxIdleInstances. A steady load keeps its
+// instances warm; after a burst, memory goes back within two intervals.
 type pool struct {
 	v    *Version
 	idle chan *instance
 	sem  chan struct{}
+	stop chan struct{}
+
+	lowWater atomic.Int64 // fewest idle instances seen since the last reap
 
 	created, discarded, calls, failures atomic.Int64
 }
 
+// reapInterval is how often unneeded idle instances are closed.
+var reapInterval = 30 * time.Second
+
 func newPool(v *Version) *pool {
-	return &pool{
+	p := &pool{
 		v:    v,
-		idle: make(chan *instance, v.limits.MaxIdleInstances),
+		idle: make(chan *instance, v.limits.MaxInstances),
 		sem:  make(chan struct{}, v.limits.MaxInstances),
+		stop: make(chan struct{}),
+	}
+	go p.reapLoop(reapInterval)
+	return p
+}
+
+func (p *pool) reapLoop(every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+			p.reap()
+		}
+	}
+}
+
+// reap closes the idle instances that went unused for a whole interval,
+// down to MaxIdleInstances.
+func (p *pool) reap() {
+	unused := int(p.lowWater.Swap(int64(len(p.idle))))
+	excess := min(unused, len(p.idle)-p.v.limits.MaxIdleInstances)
+	for ; excess > 0; excess-- {
+		select {
+		case in := <-p.idle:
+			p.discard(in)
+		default:
+			return
+		}
+	}
+	p.lowWater.Store(int64(len(p.idle)))
+}
+
+// noteIdle lowers the low-water mark after an instance was taken.
+func (p *pool) noteIdle() {
+	n := int64(len(p.idle))
+	for {
+		cur := p.lowWater.Load()
+		if n >= cur || p.lowWater.CompareAndSwap(cur, n) {
+			return
+		}
 	}
 }
 
@@ -48,9 +101,11 @@ func newPool(v *Version) *pool {
 func (p *pool) get(ctx context.Context) (*instance, error) {
 	select {
 	case in := <-p.idle:
+		p.noteIdle()
 		return in, nil
 	default:
 	}
+	p.lowWater.Store(0)
 	select {
 	case in := <-p.idle:
 		return in, nil
@@ -109,6 +164,16 @@ func (p *pool) discard(in *instance) {
 	in.mod.Close(context.Background())
 	p.discarded.Add(1)
 	<-p.sem
+}
+
+// close stops the reaper and closes the idle instances.
+func (p *pool) close() {
+	select {
+	case <-p.stop:
+	default:
+		close(p.stop)
+	}
+	p.drainIdle()
 }
 
 func (p *pool) drainIdle() {
