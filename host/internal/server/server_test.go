@@ -125,3 +125,17 @@ func FuzzParseRequest(f *testing.F) {
 		}
 	})
 }
+
+func TestHasUsageObject(t *testing.T) {
+	for in, want := range map[string]bool{
+		`{"choices":[],"usage":{"prompt_tokens":1}}`:             true,
+		`{"usage" :  {"prompt_tokens":1}}`:                       true,
+		`{"choices":[{"delta":{"content":"x"}}],"usage":null}`:   false,
+		`{"choices":[{"delta":{"content":"x"}}]}`:                false,
+		`{"choices":[{"delta":{"content":"say \"usage\": {"}}]}`: false, // escaped quotes inside a string never match
+	} {
+		if got := hasUsageObject([]byte(in)); got != want {
+			t.Errorf("%s: got %v", in, got)
+		}
+	}
+}

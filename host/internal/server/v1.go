@@ -2,9 +2,11 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -298,41 +300,85 @@ func (s *Server) getModel(c *fiber.Ctx) error {
 	return apierror.New(fiber.StatusNotFound, "model_not_found", "The model '"+id+"' does not exist or is not served by this proxy.").WithParam("model")
 }
 
-// streamSink hands framed SSE events from the plugin's goroutine to the
-// response writer.
+// streamSink writes a plugin's events to the client. Until the response
+// has started it holds the first event; once fasthttp hands over the
+// response writer, the plugin's goroutine writes and flushes each event
+// itself, with no goroutine hop per chunk.
 type streamSink struct {
-	r       *request
-	events  chan []byte
-	started chan struct{}
-	gone    chan struct{}
-	first   bool
-	usage   []byte
-	fail    *apierror.Error
+	r        *request
+	started  chan struct{}      // closed at the first event
+	attach   chan *bufio.Writer // the response writer, once the response started
+	gone     chan struct{}      // closed when the client is gone or never attached
+	goneOnce sync.Once
+	w        *bufio.Writer
+	buf      []byte
+	first    bool
+	usage    []byte
+	fail     *apierror.Error
+}
+
+// usageKey finds a "usage" member whose value is an object; most chunks
+// have none or "usage":null, so this is a byte search before any parsing.
+var usageKey = []byte(`"usage"`)
+
+func hasUsageObject(d []byte) bool {
+	i := bytes.Index(d, usageKey)
+	if i < 0 {
+		return false
+	}
+	rest := bytes.TrimLeft(d[i+len(usageKey):], " \t\r\n")
+	if len(rest) == 0 || rest[0] != ':' {
+		return true // not a plain member: let the parser decide
+	}
+	rest = bytes.TrimLeft(rest[1:], " \t\r\n")
+	return len(rest) > 0 && rest[0] == '{'
 }
 
 func (s *streamSink) Chunk(d []byte) bool {
-	if u := gjson.GetBytes(d, "usage"); u.IsObject() {
-		s.usage = append(s.usage[:0], u.Raw...)
-		// The usage-only chunk the proxy asked for on the client's behalf.
-		if !s.r.includeUsage {
-			if ch := gjson.GetBytes(d, "choices"); ch.IsArray() && len(ch.Array()) == 0 {
-				return true
+	if hasUsageObject(d) {
+		if u := gjson.GetBytes(d, "usage"); u.IsObject() {
+			s.usage = append(s.usage[:0], u.Raw...)
+			// The usage-only chunk the proxy asked for on the client's behalf.
+			if !s.r.includeUsage {
+				if ch := gjson.GetBytes(d, "choices"); ch.IsArray() && len(ch.Array()) == 0 {
+					return true
+				}
 			}
 		}
 	}
-	ev := sse.AppendData(make([]byte, 0, len(d)+8), d)
+	s.buf = sse.AppendData(s.buf[:0], d)
 	if !s.first {
 		s.first = true
 		s.r.ttfb = time.Since(s.r.start)
 		close(s.started)
+		select {
+		case s.w = <-s.attach:
+		case <-s.gone:
+			return false
+		}
 	}
+	return s.write(s.buf)
+}
+
+func (s *streamSink) write(ev []byte) bool {
+	if _, err := s.w.Write(ev); err != nil || s.w.Flush() != nil {
+		s.clientGone()
+		return false
+	}
+	return true
+}
+
+func (s *streamSink) clientGone() { s.goneOnce.Do(func() { close(s.gone) }) }
+
+func (s *streamSink) isGone() bool {
 	select {
-	case s.events <- ev:
-		return true
 	case <-s.gone:
+		return true
+	default:
 		return false
 	}
 }
+
 func (s *streamSink) Body([]byte)    {}
 func (s *streamSink) Usage(d []byte) { s.usage = append(s.usage[:0], d...) }
 func (s *streamSink) Fail(status int, body []byte, retryAfter string) {
@@ -341,13 +387,14 @@ func (s *streamSink) Fail(status int, body []byte, retryAfter string) {
 
 var doneEvent = []byte("data: [DONE]\n\n")
 
-// stream runs a streaming call. The plugin runs on its own goroutine; the
-// response status is chosen when its first event or its end arrives, so an
-// upstream error before the first byte keeps its status and one after it
-// becomes an error event followed by a clean end.
+// stream runs a streaming call on its own goroutine. The response status is
+// chosen when the first event or the end of the call arrives: an upstream
+// error before the first byte keeps its status; one after it becomes an
+// error event followed by a clean end.
 func (s *Server) stream(c *fiber.Ctx, r *request, unified []byte) error {
-	sink := &streamSink{r: r, events: make(chan []byte, 64), started: make(chan struct{}), gone: make(chan struct{})}
-	done := make(chan *apierror.Error, 1)
+	sink := &streamSink{r: r, started: make(chan struct{}), attach: make(chan *bufio.Writer), gone: make(chan struct{})}
+	done := make(chan *apierror.Error, 1) // the call's outcome, before the response started
+	finished := make(chan struct{})       // the call and its tail were written
 	go func() {
 		err := s.call(context.Background(), r, unified, sink, sink.gone)
 		if err == nil && sink.fail == nil && !sink.first {
@@ -356,51 +403,46 @@ func (s *Server) stream(c *fiber.Ctx, r *request, unified []byte) error {
 		if err == nil {
 			err = sink.fail
 		}
-		done <- err
-		close(sink.events)
+		if !sink.first {
+			done <- err
+			return
+		}
+		// The response has started (or the client left while it was
+		// starting): finish it here, on the goroutine that wrote it.
+		status := fiber.StatusOK
+		switch {
+		case sink.isGone():
+			status = 499
+		case err != nil:
+			status = err.Status
+			if sink.write(sse.AppendData(sink.buf[:0], err.JSON())) {
+				sink.write(doneEvent)
+			}
+		default:
+			sink.write(doneEvent)
+		}
+		if sink.usage != nil {
+			r.usage.set(sink.usage)
+		}
+		s.logRequest(r, status, err)
+		close(finished)
 	}()
 	select {
 	case <-sink.started:
 	case err := <-done:
-		if !sink.first {
-			for range sink.events {
-			}
-			return s.finish(c, r, err)
-		}
-		done <- err
+		return s.finish(c, r, err)
 	}
 	c.Set(fiber.HeaderContentType, "text/event-stream")
 	c.Set(fiber.HeaderCacheControl, "no-cache")
 	c.Set(fiber.HeaderConnection, "keep-alive")
 	c.Set("X-Accel-Buffering", "no")
 	c.Status(fiber.StatusOK)
+	// fasthttp runs this on a goroutine of its own as soon as it is set, and
+	// copies what it writes to the connection; it is always called, so the
+	// plugin's goroutine never waits for a writer in vain.
 	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
-		clientGone := false
-		for ev := range sink.events {
-			if clientGone {
-				continue
-			}
-			if _, err := w.Write(ev); err != nil || w.Flush() != nil {
-				clientGone = true
-				close(sink.gone)
-			}
-		}
-		err := <-done
-		status := fiber.StatusOK
-		if !clientGone {
-			if err != nil {
-				status = err.Status
-				w.Write(sse.AppendData(nil, err.JSON()))
-			}
-			w.Write(doneEvent)
-			w.Flush()
-		} else {
-			status = 499
-		}
-		if sink.usage != nil {
-			r.usage.set(sink.usage)
-		}
-		s.logRequest(r, status, err)
+		sink.attach <- w
+		<-finished
 	})
 	return nil
 }
