@@ -184,7 +184,7 @@ func (b *bench) report() string {
 	fmt.Fprintf(&out, "- Requests per path, direct / bare / llm-proxy (each run lasts at least %s for CPU, %s for latency): CPU %s non-stream and %s streams at c=%d; latency %s at c=1 and %s at c=32; TTFB %s streams at c=1; after a warm-up of %d requests and %d streams at c=32.\n",
 		f.sz.cpuDur, f.sz.latDur, counts(f.cpuChat), counts(f.cpuStream), conc, counts(f.latC1), counts(f.latC32), counts(f.ttfb), f.sz.warmChat, f.sz.warmStream)
 	fmt.Fprintf(&out, "- Streams carry 20 content chunks and ask for usage; SSE events per stream (direct / bare / llm-proxy): %s.\n", joinInts(f.events))
-	fmt.Fprintf(&out, "- Memory streams use the fake's slow-stream model (a chunk every 50 ms) and are dropped after %s of samples. llm-proxy's RSS was %s right after /readyz (one plugin instance). It had %d live plugin instances after the warm-up and %d after the %d streams (its pool keeps up to 64 warm and never shrinks when idle)%s.\n",
+	fmt.Fprintf(&out, "- Memory streams use the fake's slow-stream model (a chunk every 50 ms) and are dropped after %s of samples. llm-proxy's RSS was %s right after /readyz (one plugin instance). It had %d live plugin instances after the warm-up and %d after the %d streams (idle instances beyond max_idle_instances are closed only after 30-60 s unused, so they are all still there)%s.\n",
 		f.sz.hold, fmtMiB(f.rssStart), f.instancesBefore, f.instancesAfter, f.sz.openStreams, perInstance(f))
 	if f.quick {
 		fmt.Fprintf(&out, "- Quick run: the short warm-up leaves llm-proxy's plugin instances still growing their memory, so its CPU and tail-latency figures are pessimistic and vary from run to run. Use the full run for numbers to quote.\n")
