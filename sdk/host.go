@@ -13,6 +13,7 @@ type Host interface {
 	HTTPStatus(handle int32) int32
 	HTTPHeader(handle int32, name, buf []byte) int32
 	HTTPRead(handle int32, buf []byte) int32
+	HTTPReadEvent(handle int32, buf []byte) int32
 	HTTPClose(handle int32) int32
 	Emit(kind abi.Kind, data []byte) int32
 	Fail(httpStatus int32, body []byte) int32

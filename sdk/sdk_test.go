@@ -23,6 +23,7 @@ import (
 	"github.com/llm-proxy/llm-proxy/sdk"
 	"github.com/llm-proxy/llm-proxy/sdk/abi"
 	"github.com/llm-proxy/llm-proxy/sdk/plugintest"
+	"github.com/llm-proxy/llm-proxy/sdk/sse"
 )
 
 // handler is a Plugin that runs the same function for every operation.
@@ -53,6 +54,9 @@ type scriptHost struct {
 	reads      [][]byte
 	endStatus  int32
 	emitStatus int32
+
+	parser  sse.Parser
+	pending []byte
 
 	heads  []string
 	closed []int32
@@ -94,6 +98,41 @@ func (h *scriptHost) HTTPRead(_ int32, buf []byte) int32 {
 	}
 	return int32(n)
 }
+
+// HTTPReadEvent parses the scripted reads the way the host does, so the
+// tests of ForwardSSE still see events split across reads.
+func (h *scriptHost) HTTPReadEvent(handle int32, buf []byte) int32 {
+	if h.pending != nil {
+		return h.deliver(buf, h.pending)
+	}
+	for {
+		if ev, ok := h.parser.Next(); ok {
+			return h.deliver(buf, ev.Data)
+		}
+		if len(h.reads) == 0 {
+			if h.endStatus != 0 {
+				return h.endStatus
+			}
+			if ev, ok := h.parser.Flush(); ok {
+				return h.deliver(buf, ev.Data)
+			}
+			return 0
+		}
+		h.parser.Feed(h.reads[0])
+		h.reads = h.reads[1:]
+	}
+}
+
+func (h *scriptHost) deliver(buf, data []byte) int32 {
+	if len(data) > cap(buf) {
+		h.pending = append([]byte{}, data...)
+		return int32(len(data))
+	}
+	copy(buf[:len(data)], data)
+	h.pending = nil
+	return int32(len(data))
+}
+
 func (h *scriptHost) HTTPClose(handle int32) int32 {
 	h.closed = append(h.closed, handle)
 	return 0
@@ -930,12 +969,12 @@ func TestForwardSSEFailures(t *testing.T) {
 		{
 			name:      "read error after an event",
 			host:      &scriptHost{reads: [][]byte{[]byte("data: {\"a\":1}\n\ndata: {\"b\"")}, endStatus: int32(abi.StatusIO)},
-			wantEmits: []string{`chunk {"a":1}`, "fail 502 http_read: upstream i/o error"},
+			wantEmits: []string{`chunk {"a":1}`, "fail 502 http_read_event: upstream i/o error"},
 		},
 		{
 			name:      "read timeout",
 			host:      &scriptHost{reads: [][]byte{[]byte("data: {\"a\":1}\n\n")}, endStatus: int32(abi.StatusTimeout)},
-			wantEmits: []string{`chunk {"a":1}`, "fail 504 http_read: timeout"},
+			wantEmits: []string{`chunk {"a":1}`, "fail 504 http_read_event: timeout"},
 		},
 		{
 			name:       "client gone stops the stream without a fail",

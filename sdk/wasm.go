@@ -34,6 +34,9 @@ func hostHTTPHeader(handle int32, name unsafe.Pointer, nameLen uint32, buf unsaf
 //go:wasmimport llmproxy_v1 http_read
 func hostHTTPRead(handle int32, buf unsafe.Pointer, capacity uint32) int32
 
+//go:wasmimport llmproxy_v1 http_read_event
+func hostHTTPReadEvent(handle int32, buf unsafe.Pointer, capacity uint32) int32
+
 //go:wasmimport llmproxy_v1 http_close
 func hostHTTPClose(handle int32) int32
 
@@ -69,6 +72,9 @@ func (wasmHost) HTTPHeader(h int32, name, buf []byte) int32 {
 }
 func (wasmHost) HTTPRead(h int32, buf []byte) int32 {
 	return hostHTTPRead(h, ptr(buf), uint32(cap(buf)))
+}
+func (wasmHost) HTTPReadEvent(h int32, buf []byte) int32 {
+	return hostHTTPReadEvent(h, ptr(buf), uint32(cap(buf)))
 }
 func (wasmHost) HTTPClose(h int32) int32 { return hostHTTPClose(h) }
 func (wasmHost) Emit(kind abi.Kind, data []byte) int32 {

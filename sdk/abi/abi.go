@@ -154,23 +154,27 @@ const (
 	FnHTTPStatus  = "http_status"  // (handle) -> status code
 	FnHTTPHeader  = "http_header"  // (handle, name, name_len, buf, cap) -> len
 	FnHTTPRead    = "http_read"    // (handle, buf, cap) -> n
-	FnHTTPClose   = "http_close"   // (handle) -> status
-	FnEmit        = "emit"         // (kind, buf, len) -> status
-	FnFail        = "fail"         // (http_status, buf, len) -> status
-	FnLog         = "log"          // (level, buf, len) -> status
+	// FnHTTPReadEvent returns the data of the next Server-Sent Event of a
+	// response body, parsed by the host: (handle, buf, cap) -> len.
+	FnHTTPReadEvent = "http_read_event"
+	FnHTTPClose     = "http_close" // (handle) -> status
+	FnEmit          = "emit"       // (kind, buf, len) -> status
+	FnFail          = "fail"       // (http_status, buf, len) -> status
+	FnLog           = "log"        // (level, buf, len) -> status
 )
 
 // HostFunctions lists every function of ImportModule with its number of i32
 // parameters. Every one returns a single i32.
 var HostFunctions = map[string]int{
-	FnRequestRead: 2,
-	FnConfigRead:  2,
-	FnHTTPSend:    4,
-	FnHTTPStatus:  1,
-	FnHTTPHeader:  5,
-	FnHTTPRead:    3,
-	FnHTTPClose:   1,
-	FnEmit:        3,
-	FnFail:        3,
-	FnLog:         3,
+	FnRequestRead:   2,
+	FnConfigRead:    2,
+	FnHTTPSend:      4,
+	FnHTTPStatus:    1,
+	FnHTTPHeader:    5,
+	FnHTTPRead:      3,
+	FnHTTPReadEvent: 3,
+	FnHTTPClose:     1,
+	FnEmit:          3,
+	FnFail:          3,
+	FnLog:           3,
 }

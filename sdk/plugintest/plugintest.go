@@ -18,6 +18,7 @@ import (
 
 	"github.com/llm-proxy/llm-proxy/sdk"
 	"github.com/llm-proxy/llm-proxy/sdk/abi"
+	"github.com/llm-proxy/llm-proxy/sdk/sse"
 )
 
 // Options describe the provider the plugin serves in a run.
@@ -64,7 +65,7 @@ var runMu sync.Mutex
 func Run(p sdk.Plugin, op abi.Op, request []byte, o Options) *Result {
 	runMu.Lock()
 	defer runMu.Unlock()
-	h := &Host{opts: o, request: request, handles: map[int32]*http.Response{}}
+	h := &Host{opts: o, request: request, handles: map[int32]*http.Response{}, events: map[int32]*eventState{}}
 	ret := sdk.Serve(h, p, op)
 	h.closeAll()
 	return &Result{Ret: ret, Emits: h.emits, Logs: h.logs}
@@ -76,6 +77,7 @@ type Host struct {
 	request []byte
 	mu      sync.Mutex
 	handles map[int32]*http.Response
+	events  map[int32]*eventState
 	next    int32
 	emits   []Emit
 	logs    []string
@@ -192,6 +194,61 @@ func (h *Host) HTTPRead(handle int32, buf []byte) int32 {
 			return int32(abi.StatusIO)
 		}
 	}
+}
+
+// HTTPReadEvent parses the body natively, as the real host does.
+func (h *Host) HTTPReadEvent(handle int32, buf []byte) int32 {
+	r := h.get(handle)
+	if r == nil {
+		return int32(abi.StatusInvalid)
+	}
+	st := h.events[handle]
+	if st == nil {
+		st = &eventState{}
+		h.events[handle] = st
+	}
+	deliver := func(data []byte) int32 {
+		if len(data) > cap(buf) {
+			if st.pending == nil {
+				st.pending = append([]byte{}, data...)
+			}
+			return int32(len(data))
+		}
+		copy(buf[:len(data)], data)
+		st.pending = nil
+		return int32(len(data))
+	}
+	if st.pending != nil {
+		return deliver(st.pending)
+	}
+	chunk := make([]byte, 4096)
+	for {
+		if ev, ok := st.p.Next(); ok {
+			return deliver(ev.Data)
+		}
+		if st.p.Err() != nil {
+			return int32(abi.StatusLimit)
+		}
+		if st.eof {
+			if ev, ok := st.p.Flush(); ok {
+				return deliver(ev.Data)
+			}
+			return 0
+		}
+		n, err := r.Body.Read(chunk)
+		st.p.Feed(chunk[:n])
+		if err == io.EOF {
+			st.eof = true
+		} else if err != nil {
+			return int32(abi.StatusIO)
+		}
+	}
+}
+
+type eventState struct {
+	p       sse.Parser
+	eof     bool
+	pending []byte
 }
 
 func (h *Host) HTTPClose(handle int32) int32 {

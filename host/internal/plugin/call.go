@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/llm-proxy/llm-proxy/host/internal/egress"
 	"github.com/llm-proxy/llm-proxy/sdk/abi"
+	"github.com/llm-proxy/llm-proxy/sdk/sse"
 )
 
 // Sink receives what a plugin emits during one call. The byte slices alias
@@ -70,6 +72,27 @@ type upstream struct {
 	resp   *http.Response
 	cancel context.CancelFunc
 	closed bool
+	raw    bool // read with http_read
+	// http_read_event state
+	events  *sse.Parser
+	rbuf    *[]byte
+	eof     bool
+	pending []byte // an event that did not fit the guest's buffer
+}
+
+// readBufs holds the read buffers of event-parsed upstream bodies.
+var readBufs = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+
+func (u *upstream) release() {
+	if !u.closed {
+		u.closed = true
+		u.resp.Body.Close()
+		u.cancel()
+	}
+	if u.rbuf != nil {
+		readBufs.Put(u.rbuf)
+		u.rbuf = nil
+	}
 }
 
 // Call runs one operation on a warm instance of v. It returns nil when the
@@ -142,10 +165,8 @@ func firstLine(s string) string {
 
 func (st *callState) closeAll() {
 	for _, u := range st.handles {
-		if u != nil && !u.closed {
-			u.closed = true
-			u.resp.Body.Close()
-			u.cancel()
+		if u != nil {
+			u.release()
 		}
 	}
 }
@@ -207,17 +228,16 @@ var hostFns = []hostFn{
 		return copyOut(mod, uint32(a[3]), uint32(a[4]), []byte(vals[0]))
 	}},
 	{abi.FnHTTPRead, hostHTTPRead},
+	{abi.FnHTTPReadEvent, hostHTTPReadEvent},
 	{abi.FnHTTPClose, func(_ context.Context, _ api.Module, st *callState, a []uint64) int32 {
 		u := st.handle(a[0])
 		if u == nil {
 			return int32(abi.StatusInvalid)
 		}
 		if !u.closed {
-			u.closed = true
-			u.resp.Body.Close()
-			u.cancel()
 			st.open--
 		}
+		u.release()
 		return 0
 	}},
 	{abi.FnEmit, hostEmit},
@@ -302,9 +322,10 @@ func hostHTTPSend(_ context.Context, mod api.Module, st *callState, a []uint64) 
 func hostHTTPRead(_ context.Context, mod api.Module, st *callState, a []uint64) int32 {
 	u := st.handle(a[0])
 	buf, ok := view(mod, uint32(a[1]), uint32(a[2]))
-	if u == nil || !ok || len(buf) == 0 || u.closed {
+	if u == nil || !ok || len(buf) == 0 || u.closed || u.events != nil {
 		return int32(abi.StatusInvalid)
 	}
+	u.raw = true
 	if st.readN >= st.limits.MaxUpstreamBodyBytes {
 		return int32(abi.StatusLimit)
 	}
@@ -324,13 +345,85 @@ func hostHTTPRead(_ context.Context, mod api.Module, st *callState, a []uint64) 
 			continue
 		case err == io.EOF:
 			return 0
-		case st.gone.Load():
-			return int32(abi.StatusClientGone)
-		case errors.Is(st.upCtx.Err(), context.DeadlineExceeded) || egress.IsTimeout(err):
-			return int32(abi.StatusTimeout)
 		}
-		return int32(abi.StatusIO)
+		return st.readError(err)
 	}
+}
+
+// readError maps a failed upstream body read to a status.
+func (st *callState) readError(err error) int32 {
+	switch {
+	case st.gone.Load():
+		return int32(abi.StatusClientGone)
+	case errors.Is(st.upCtx.Err(), context.DeadlineExceeded) || egress.IsTimeout(err):
+		return int32(abi.StatusTimeout)
+	}
+	return int32(abi.StatusIO)
+}
+
+// hostHTTPReadEvent returns the data of the next Server-Sent Event of an
+// upstream body, parsed natively: parsing in the guest cost about 7 us per
+// event, parsing here a fraction of one. It reads from the upstream only
+// until one complete event is there, so events reach the client as they
+// arrive. An event larger than the guest's buffer is kept for the retry.
+func hostHTTPReadEvent(_ context.Context, mod api.Module, st *callState, a []uint64) int32 {
+	u := st.handle(a[0])
+	ptr, capacity := uint32(a[1]), uint32(a[2])
+	if u == nil || u.closed || u.raw {
+		return int32(abi.StatusInvalid)
+	}
+	if u.pending != nil {
+		return u.deliver(mod, ptr, capacity, u.pending)
+	}
+	if u.events == nil {
+		u.events = new(sse.Parser)
+		u.rbuf = readBufs.Get().(*[]byte)
+	}
+	for {
+		if ev, ok := u.events.Next(); ok {
+			return u.deliver(mod, ptr, capacity, ev.Data)
+		}
+		if u.events.Err() != nil {
+			return int32(abi.StatusLimit)
+		}
+		if u.eof {
+			if ev, ok := u.events.Flush(); ok {
+				return u.deliver(mod, ptr, capacity, ev.Data)
+			}
+			return 0
+		}
+		if st.readN >= st.limits.MaxUpstreamBodyBytes {
+			return int32(abi.StatusLimit)
+		}
+		buf := (*u.rbuf)[:min(int64(len(*u.rbuf)), st.limits.MaxUpstreamBodyBytes-st.readN)]
+		n, err := u.resp.Body.Read(buf)
+		st.readN += int64(n)
+		if n > 0 {
+			u.events.Feed(buf[:n])
+		}
+		switch {
+		case err == io.EOF:
+			u.eof = true
+		case err != nil:
+			return st.readError(err)
+		}
+	}
+}
+
+// deliver copies an event's data into the guest's buffer when it fits and
+// returns its length either way (keeping it for the retry when it does not).
+func (u *upstream) deliver(mod api.Module, ptr, capacity uint32, data []byte) int32 {
+	if len(data) > int(capacity) {
+		if u.pending == nil {
+			u.pending = bytes.Clone(data)
+		}
+		return int32(len(data))
+	}
+	if len(data) > 0 && !mod.Memory().Write(ptr, data) {
+		return int32(abi.StatusInvalid)
+	}
+	u.pending = nil
+	return int32(len(data))
 }
 
 func hostEmit(_ context.Context, mod api.Module, st *callState, a []uint64) int32 {
