@@ -288,8 +288,15 @@ func TestHotReloadUnderLoad(t *testing.T) {
 	if failed.Load() != 0 {
 		t.Fatalf("%d requests failed during reload; first: %v", failed.Load(), firstErr.Load())
 	}
-	if swapped > 2*time.Second {
-		t.Fatalf("reload took %v", swapped)
+	// The 2 s budget holds for a normal build (the Taskfile's test task runs
+	// this test once without -race too); the race detector instruments
+	// wazero's loader, so under it only a loose ceiling applies.
+	budget := 2 * time.Second
+	if raceEnabled {
+		budget = 15 * time.Second
+	}
+	if swapped > budget {
+		t.Fatalf("reload took %v, budget %v", swapped, budget)
 	}
 	after := pluginInfo(t, p, "openai")
 	if after.SHA256 == before.SHA256 || after.Reloads != 1 {
