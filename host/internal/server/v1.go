@@ -157,6 +157,11 @@ func (s *Server) handle(c *fiber.Ctx, op abi.Op) error {
 		}
 	}
 	if stream {
+		// The plugin's goroutine outlives this handler: give it its own copy
+		// rather than rely on how long fasthttp keeps the request buffer.
+		if &unified[0] == &body[0] {
+			unified = bytes.Clone(unified)
+		}
 		return s.stream(c, r, unified)
 	}
 	sink := &bufferSink{}
