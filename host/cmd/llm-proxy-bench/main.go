@@ -276,6 +276,9 @@ dir = %s
 watch = true
 cache_dir = %s
 
+[database]
+path = %s
+
 [[providers]]
 name = "fake"
 plugin = "openai"
@@ -283,7 +286,8 @@ base_url = %s
 api_key_env = ""
 models = ["gpt-4o-mini", "slow-stream"]
 allow_private_network = true
-`, quote(fmt.Sprintf("127.0.0.1:%d", port)), quote(pluginsDir), quote(cacheDir), quote(upstreamURL))
+`, quote(fmt.Sprintf("127.0.0.1:%d", port)), quote(pluginsDir), quote(cacheDir),
+		quote(filepath.Join(filepath.Dir(pluginsDir), "llm-proxy.db")), quote(upstreamURL))
 }
 
 func (b *bench) run(proxyBin, pluginWasm string) error {

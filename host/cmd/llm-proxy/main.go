@@ -4,12 +4,14 @@
 //	llm-proxy [--config config.toml]     serve
 //	llm-proxy --check [--config FILE]    validate the config and exit
 //	llm-proxy keygen                     print a new random API key
+//	llm-proxy migrate status             where the database stands
 //	llm-proxy version
 //
 // See README.md for a tour and config.toml for every setting.
 package main
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -21,9 +23,11 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/llm-proxy/llm-proxy/host/internal/app"
 	"github.com/llm-proxy/llm-proxy/host/internal/config"
+	"github.com/llm-proxy/llm-proxy/host/internal/store"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -44,6 +48,8 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		case "version":
 			fmt.Fprintln(stdout, "llm-proxy", version)
 			return 0
+		case "migrate":
+			return migrate(args[1:], environ, stdout, stderr)
 		}
 	}
 	fs := flag.NewFlagSet("llm-proxy", flag.ContinueOnError)
@@ -91,6 +97,41 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		log.Warn("shutdown deadline passed with requests in flight", "err", err)
 	}
 	log.Info("stopped")
+	return 0
+}
+
+// migrate implements `llm-proxy migrate status [--config FILE]`: where the
+// database stands against the migrations built into this binary. It never
+// changes the database; the server applies pending migrations at start.
+func migrate(args, environ []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] != "status" {
+		fmt.Fprintln(stderr, "usage: llm-proxy migrate status [--config FILE]")
+		return 2
+	}
+	fs := flag.NewFlagSet("llm-proxy migrate status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "config.toml", "path of the TOML config file")
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	cfg, err := config.Load(*path, environ)
+	if err != nil {
+		fmt.Fprintf(stderr, "llm-proxy: invalid config %s:\n%v\n", *path, err)
+		return 2
+	}
+	states, err := store.MigrationStatus(context.Background(), cfg.Database.Path)
+	if err != nil {
+		fmt.Fprintln(stderr, "llm-proxy:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "database %s\n", cfg.Database.Path)
+	for _, m := range states {
+		state := "pending"
+		if m.Applied {
+			state = "applied " + m.AppliedAt.Format(time.RFC3339)
+		}
+		fmt.Fprintf(stdout, "%05d  %-30s %s\n", m.Version, m.Name, state)
+	}
 	return 0
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llm-proxy/llm-proxy/host/internal/store"
 	"github.com/llm-proxy/llm-proxy/host/internal/testplugins"
 )
 
@@ -97,13 +99,15 @@ shutdown_timeout = "20s"
 [plugins]
 dir = %q
 cache_dir = %q
+[database]
+path = %q
 [[providers]]
 name = "demo"
 plugin = "demo"
 base_url = "http://127.0.0.1"
 allow_private_network = true
 models = ["demo-story"]
-`, addr, plugins, testplugins.CacheDir())), 0o644)
+`, addr, plugins, testplugins.CacheDir(), filepath.Join(dir, "llm-proxy.db"))), 0o644)
 	var logs bytes.Buffer
 	cmd := exec.Command(bin, "--config", cfg)
 	cmd.Env = append(os.Environ(), "LLMPROXY_ADMIN_KEY=sk-bin-test")
@@ -171,5 +175,20 @@ models = ["demo-story"]
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("did not exit after the stream ended")
+	}
+	// The request log was written before the process exited.
+	st, err := store.Open(context.Background(), store.Options{Path: filepath.Join(dir, "llm-proxy.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var n int
+	if err := st.Reader().Get(&n, `SELECT count(*) FROM request_logs WHERE model = 'demo-story' AND status = 200 AND stream = 1 AND completion_tokens > 0`); err != nil || n != 1 {
+		t.Fatalf("request log rows after SIGTERM: %d %v", n, err)
+	}
+	// And migrate status reports the schema.
+	var out, errb bytes.Buffer
+	if code := run([]string{"migrate", "status", "--config", cfg}, nil, &out, &errb); code != 0 || !strings.Contains(out.String(), "00001") || !strings.Contains(out.String(), "applied") {
+		t.Fatalf("migrate status: %d %s %s", code, out.String(), errb.String())
 	}
 }

@@ -16,8 +16,10 @@ import (
 	"github.com/llm-proxy/llm-proxy/host/internal/config"
 	"github.com/llm-proxy/llm-proxy/host/internal/egress"
 	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
+	"github.com/llm-proxy/llm-proxy/host/internal/requestlog"
 	"github.com/llm-proxy/llm-proxy/host/internal/router"
 	"github.com/llm-proxy/llm-proxy/host/internal/server"
+	"github.com/llm-proxy/llm-proxy/host/internal/store"
 )
 
 // ErrNoAdminKey is returned when the admin key variable is empty.
@@ -29,9 +31,14 @@ type App struct {
 	log      *slog.Logger
 	Registry *plugin.Registry
 	Server   *server.Server
+	store    *store.Store
+	requests *requestlog.Logger
 	cancel   context.CancelFunc
 	served   chan error
 }
+
+// Store is the proxy's database.
+func (a *App) Store() *store.Store { return a.store }
 
 // New builds the proxy. environ supplies the admin key and provider
 // secrets (os.Environ() in the binary).
@@ -64,15 +71,21 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 		}
 		providers = append(providers, p)
 	}
+	st, err := store.Open(context.Background(), store.Options{Path: cfg.Database.Path})
+	if err != nil {
+		return nil, err
+	}
+	requests := requestlog.New(&storeSink{st: st}, requestlog.Options{QueueSize: cfg.Logs.QueueSize, Logger: log})
 	srv := server.New(server.Options{
 		Router:       router.New(providers),
 		Plugins:      reg,
+		Requests:     requests,
 		AdminKey:     adminKey,
 		MaxBodyBytes: int(cfg.Server.MaxBodyBytes),
 		ReadTimeout:  cfg.Server.ReadTimeout.Std(),
 		Logger:       log,
 	})
-	return &App{cfg: cfg, log: log, Registry: reg, Server: srv}, nil
+	return &App{cfg: cfg, log: log, Registry: reg, Server: srv, store: st, requests: requests}, nil
 }
 
 func newProvider(pc config.ProviderConfig, env map[string]string, reg *plugin.Registry, log *slog.Logger) (*router.Provider, error) {
@@ -139,22 +152,35 @@ func (a *App) Start(ln net.Listener) error {
 			a.log.Warn("plugin folder not watched; changes need a restart", "err", err)
 		}
 	}
+	go a.pruneLoop(ctx)
 	a.served = make(chan error, 1)
 	go func() { a.served <- a.Server.Serve(ln) }()
 	return nil
 }
 
 // Shutdown stops accepting requests, lets in-flight ones (streams too)
-// finish within the configured shutdown timeout, then closes the plugins.
+// finish within the configured shutdown timeout, writes the request log
+// queue to the database, then closes the plugins and the database.
 func (a *App) Shutdown() error {
 	err := a.Server.Shutdown(a.cfg.Server.ShutdownTimeout.Std())
 	if a.cancel != nil {
 		a.cancel()
 	}
-	select {
-	case <-a.served:
-	case <-time.After(time.Second):
+	if a.served != nil {
+		select {
+		case <-a.served:
+		case <-time.After(time.Second):
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if lerr := a.requests.Close(ctx); lerr != nil {
+		a.log.Error("request log not fully written", "err", lerr)
+		err = errors.Join(err, lerr)
 	}
 	a.Registry.Close()
+	if serr := a.store.Close(); serr != nil {
+		err = errors.Join(err, serr)
+	}
 	return err
 }

@@ -88,6 +88,7 @@ func startProxyWith(t testing.TB, tweak func(*config.Config), upOpts fakeupstrea
 	cfg := config.Default()
 	cfg.Plugins.Dir = dir
 	cfg.Plugins.CacheDir = testplugins.CacheDir()
+	cfg.Database.Path = filepath.Join(t.TempDir(), "llm-proxy.db")
 	cfg.Server.ShutdownTimeout = config.Duration(5 * time.Second)
 	cfg.Providers = []config.ProviderConfig{
 		{Name: "fake", Plugin: "openai", BaseURL: up.URL, APIKeyEnv: "FAKE_UPSTREAM_KEY", Models: upstreamModels, AllowPrivateNetwork: true},

@@ -15,6 +15,24 @@ import (
 	"time"
 )
 
+// DatabaseConfig is the [database] section.
+type DatabaseConfig struct {
+	// Path of the SQLite file, created on first start with its folder.
+	// Default: "data/llm-proxy.db".
+	Path string `koanf:"path"`
+}
+
+// RequestLogsConfig is the [logs] section: the request log in the
+// database, one row per finished /v1 request.
+type RequestLogsConfig struct {
+	// RetentionDays is how long rows are kept; older ones are pruned in
+	// small batches every hour. 0 keeps them forever. Default: 30.
+	RetentionDays int `koanf:"retention_days"`
+	// QueueSize bounds the rows waiting for the database writer; when it
+	// is full, new rows are dropped and counted. Default: 10000.
+	QueueSize int `koanf:"queue_size"`
+}
+
 // Config is the complete configuration of the proxy.
 type Config struct {
 	// Server holds the HTTP listener settings ([server]). Each field
@@ -29,6 +47,10 @@ type Config struct {
 	// Plugins holds the WebAssembly plugin settings ([plugins]). Each field
 	// documents its own default.
 	Plugins PluginsConfig `koanf:"plugins"`
+	// Database holds the SQLite settings ([database]).
+	Database DatabaseConfig `koanf:"database"`
+	// Logs holds the request log settings ([logs]).
+	Logs RequestLogsConfig `koanf:"logs"`
 	// Providers lists the upstream providers ([[providers]]). Default: none.
 	Providers []ProviderConfig `koanf:"providers"`
 }
@@ -220,6 +242,8 @@ func Default() *Config {
 			Watch:  true,
 			Limits: DefaultLimits(),
 		},
+		Database: DatabaseConfig{Path: "data/llm-proxy.db"},
+		Logs:     RequestLogsConfig{RetentionDays: 30, QueueSize: 10000},
 	}
 }
 

@@ -56,6 +56,16 @@ func (c *Config) problems() Problems {
 		ps.add("auth.admin_key_env", "must be a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*), got %q", c.Auth.AdminKeyEnv)
 	}
 
+	if c.Database.Path == "" {
+		ps.add("database.path", "must name the SQLite file")
+	}
+	if c.Logs.RetentionDays < 0 {
+		ps.add("logs.retention_days", "must be 0 (keep forever) or more, got %d", c.Logs.RetentionDays)
+	}
+	if c.Logs.QueueSize <= 0 {
+		ps.add("logs.queue_size", "must be greater than 0, got %d", c.Logs.QueueSize)
+	}
+
 	if !slices.Contains(LogLevels, c.Log.Level) {
 		ps.add("log.level", "must be one of %s, got %q", strings.Join(LogLevels, ", "), c.Log.Level)
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/llm-proxy/llm-proxy/host/internal/apierror"
 	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
+	"github.com/llm-proxy/llm-proxy/host/internal/requestlog"
 	"github.com/llm-proxy/llm-proxy/host/internal/router"
 )
 
@@ -28,10 +29,18 @@ type Plugins interface {
 	Ready() bool
 }
 
+// Requests receives every finished /v1 request (the async request log). Log
+// must not block.
+type Requests interface {
+	Log(requestlog.Entry)
+	Stats() requestlog.Stats
+}
+
 // Options configure a Server.
 type Options struct {
 	Router       *router.Router
 	Plugins      Plugins
+	Requests     Requests // optional
 	AdminKey     string
 	MaxBodyBytes int
 	ReadTimeout  time.Duration
@@ -75,6 +84,15 @@ func New(o Options) *Server {
 	api := s.app.Group("/api", s.requireKey)
 	api.Get("/plugins", func(c *fiber.Ctx) error {
 		return c.JSON(fiber.Map{"object": "list", "data": s.opts.Plugins.List()})
+	})
+	api.Get("/stats", func(c *fiber.Ctx) error {
+		out := fiber.Map{}
+		if s.opts.Requests != nil {
+			st := s.opts.Requests.Stats()
+			out["request_log"] = fiber.Map{"queued": st.Queued, "written": st.Written, "dropped": st.Dropped,
+				"failed": st.Failed, "batches": st.Batches, "queue_len": st.QueueLen}
+		}
+		return c.JSON(out)
 	})
 	return s
 }
@@ -150,8 +168,16 @@ func (s *Server) handleError(c *fiber.Ctx, err error) error {
 	return c.Status(ae.Status).Send(ae.JSON())
 }
 
+// newRequestID makes ids that sort by time (6 bytes of Unix milliseconds,
+// then 6 random bytes), so request log rows land at the end of the primary
+// key index instead of at random places in it.
 func newRequestID() string {
 	var b [12]byte
-	_, _ = rand.Read(b[:])
+	ms := uint64(time.Now().UnixMilli())
+	for i := 5; i >= 0; i-- {
+		b[i] = byte(ms)
+		ms >>= 8
+	}
+	_, _ = rand.Read(b[6:])
 	return "req_" + hex.EncodeToString(b[:])
 }

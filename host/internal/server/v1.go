@@ -15,6 +15,7 @@ import (
 
 	"github.com/llm-proxy/llm-proxy/host/internal/apierror"
 	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
+	"github.com/llm-proxy/llm-proxy/host/internal/requestlog"
 	"github.com/llm-proxy/llm-proxy/host/internal/router"
 	"github.com/llm-proxy/llm-proxy/sdk/abi"
 	"github.com/llm-proxy/llm-proxy/sdk/sse"
@@ -282,6 +283,27 @@ func (s *Server) logRequest(r *request, status int, err *apierror.Error) {
 		attrs = append(attrs, slog.String("error_type", err.Type), slog.String("error_code", err.Code))
 	}
 	s.log.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs...)
+	if s.opts.Requests == nil {
+		return
+	}
+	e := requestlog.Entry{
+		ID: r.id, Time: r.start, Model: r.model, Status: status,
+		Latency: time.Since(r.start), TTFB: r.ttfb, Stream: r.op == abi.OpChatStream,
+		PromptTokens: r.usage.prompt, CompletionTokens: r.usage.completion, CachedTokens: r.usage.cached,
+	}
+	if r.keyID != "admin" {
+		e.KeyID = r.keyID
+	}
+	if r.provider != nil {
+		e.Provider = r.provider.Name
+	}
+	if r.version != nil {
+		e.Plugin, e.PluginVersion = r.version.Manifest.Name, r.version.Manifest.Version
+	}
+	if err != nil {
+		e.ErrorType = err.Type
+	}
+	s.opts.Requests.Log(e)
 }
 
 func keyID(c *fiber.Ctx) string {

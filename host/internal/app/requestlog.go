@@ -1,0 +1,65 @@
+package app
+
+import (
+	"context"
+	"database/sql"
+	"time"
+
+	"github.com/llm-proxy/llm-proxy/host/internal/requestlog"
+	"github.com/llm-proxy/llm-proxy/host/internal/store"
+)
+
+// storeSink writes request log batches to the database: one transaction
+// per batch, on the request log's single writer goroutine.
+type storeSink struct {
+	st   *store.Store
+	rows []store.RequestLog
+}
+
+func (s *storeSink) WriteBatch(ctx context.Context, batch []requestlog.Entry) error {
+	s.rows = s.rows[:0]
+	for i := range batch {
+		s.rows = append(s.rows, toRow(&batch[i]))
+	}
+	return s.st.InsertLogs(ctx, s.rows)
+}
+
+func toRow(e *requestlog.Entry) store.RequestLog {
+	null := func(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }
+	body := func(b []byte) sql.NullString { return sql.NullString{String: string(b), Valid: b != nil} }
+	return store.RequestLog{
+		ID: e.ID, TS: e.Time.UnixMilli(), KeyID: null(e.KeyID),
+		Model: e.Model, Provider: e.Provider, Plugin: e.Plugin, PluginVersion: e.PluginVersion,
+		Status: e.Status, ErrorType: null(e.ErrorType),
+		LatencyMS: float64(e.Latency) / float64(time.Millisecond), TTFBMS: float64(e.TTFB) / float64(time.Millisecond),
+		Stream: e.Stream, PromptTokens: e.PromptTokens, CompletionTokens: e.CompletionTokens,
+		CachedTokens: e.CachedTokens, CostUSD: e.CostUSD,
+		RequestBody: body(e.RequestBody), ResponseBody: body(e.ResponseBody),
+	}
+}
+
+// pruneLoop deletes request log rows older than the retention, every hour
+// and once at start, in small batches so the writer is never held long.
+func (a *App) pruneLoop(ctx context.Context) {
+	days := a.cfg.Logs.RetentionDays
+	if days <= 0 {
+		return
+	}
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		before := time.Now().AddDate(0, 0, -days)
+		if n, err := a.store.PruneLogs(ctx, before, 500); err != nil {
+			if ctx.Err() == nil {
+				a.log.Warn("request log retention", "err", err)
+			}
+		} else if n > 0 {
+			a.log.Info("request log pruned", "rows", n, "older_than", before.Format(time.RFC3339))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
