@@ -5,6 +5,8 @@
 //	llm-proxy --check [--config FILE]    validate the config and exit
 //	llm-proxy keygen                     print a new random API key
 //	llm-proxy migrate status             where the database stands
+//	llm-proxy keys create --name N [--models a,b] [--expires 30d]
+//	llm-proxy keys list | revoke ID | rotate ID   (flags before ID)
 //	llm-proxy version
 //
 // See README.md for a tour and config.toml for every setting.
@@ -50,6 +52,8 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 			return 0
 		case "migrate":
 			return migrate(args[1:], environ, stdout, stderr)
+		case "keys":
+			return keysCmd(args[1:], environ, stdout, stderr)
 		}
 	}
 	fs := flag.NewFlagSet("llm-proxy", flag.ContinueOnError)

@@ -192,3 +192,37 @@ models = ["demo-story"]
 		t.Fatalf("migrate status: %d %s %s", code, out.String(), errb.String())
 	}
 }
+
+func TestKeysCommand(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.toml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("[plugins]\ndir = %q\n[database]\npath = %q\n", dir, filepath.Join(dir, "db"))), 0o644)
+	var out, errb bytes.Buffer
+	if code := run([]string{"keys", "create", "--config", cfg, "--name", "ci", "--models", "a, b", "--expires", "30d"}, nil, &out, &errb); code != 0 {
+		t.Fatalf("create: %d %s", code, errb.String())
+	}
+	secret := strings.TrimSpace(out.String())
+	if !strings.HasPrefix(secret, "sk-lp-") || !strings.Contains(errb.String(), "shown only once") {
+		t.Fatalf("create printed %q / %q", secret, errb.String())
+	}
+	out.Reset()
+	run([]string{"keys", "list", "--config", cfg}, nil, &out, &errb)
+	fields := strings.Fields(strings.Split(out.String(), "\n")[1])
+	if len(fields) < 6 || fields[1] != "ci" || fields[3] != "a,b" || fields[5] != "active" || strings.Contains(out.String(), secret) {
+		t.Fatalf("list:\n%s", out.String())
+	}
+	id := fields[0]
+	out.Reset()
+	if code := run([]string{"keys", "revoke", "--config", cfg, id}, nil, &out, &errb); code != 0 {
+		t.Fatalf("revoke: %d %s", code, errb.String())
+	}
+	out.Reset()
+	run([]string{"keys", "list", "--config", cfg}, nil, &out, &errb)
+	if !strings.Contains(out.String(), "revoked") {
+		t.Fatalf("list after revoke:\n%s", out.String())
+	}
+	errb.Reset()
+	if code := run([]string{"keys", "create", "--config", cfg, "--expires", "soon", "--name", "x"}, nil, &out, &errb); code != 2 || !strings.Contains(errb.String(), "30d") {
+		t.Fatalf("bad expiry: %d %s", code, errb.String())
+	}
+}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/llm-proxy/llm-proxy/host/internal/config"
 	"github.com/llm-proxy/llm-proxy/host/internal/egress"
+	"github.com/llm-proxy/llm-proxy/host/internal/keys"
 	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
 	"github.com/llm-proxy/llm-proxy/host/internal/requestlog"
 	"github.com/llm-proxy/llm-proxy/host/internal/router"
@@ -33,6 +34,7 @@ type App struct {
 	Server   *server.Server
 	store    *store.Store
 	requests *requestlog.Logger
+	keys     *keys.Registry
 	cancel   context.CancelFunc
 	served   chan error
 }
@@ -75,17 +77,23 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
+	ks, err := keys.Open(context.Background(), st, log)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	requests := requestlog.New(&storeSink{st: st}, requestlog.Options{QueueSize: cfg.Logs.QueueSize, Logger: log})
 	srv := server.New(server.Options{
 		Router:       router.New(providers),
 		Plugins:      reg,
 		Requests:     requests,
+		Keys:         ks,
 		AdminKey:     adminKey,
 		MaxBodyBytes: int(cfg.Server.MaxBodyBytes),
 		ReadTimeout:  cfg.Server.ReadTimeout.Std(),
 		Logger:       log,
 	})
-	return &App{cfg: cfg, log: log, Registry: reg, Server: srv, store: st, requests: requests}, nil
+	return &App{cfg: cfg, log: log, Registry: reg, Server: srv, store: st, requests: requests, keys: ks}, nil
 }
 
 func newProvider(pc config.ProviderConfig, env map[string]string, reg *plugin.Registry, log *slog.Logger) (*router.Provider, error) {
@@ -153,6 +161,7 @@ func (a *App) Start(ln net.Listener) error {
 		}
 	}
 	go a.pruneLoop(ctx)
+	go a.keys.Watch(ctx, time.Second)
 	a.served = make(chan error, 1)
 	go func() { a.served <- a.Server.Serve(ln) }()
 	return nil

@@ -3,6 +3,7 @@
 package server
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -17,6 +18,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/llm-proxy/llm-proxy/host/internal/apierror"
+	"github.com/llm-proxy/llm-proxy/host/internal/keys"
 	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
 	"github.com/llm-proxy/llm-proxy/host/internal/requestlog"
 	"github.com/llm-proxy/llm-proxy/host/internal/router"
@@ -36,10 +38,20 @@ type Requests interface {
 	Stats() requestlog.Stats
 }
 
+// Keys is what the server needs of the client API keys.
+type Keys interface {
+	Authenticate(presented string, now time.Time) (*keys.Key, error)
+	Create(ctx context.Context, req keys.CreateRequest, now time.Time) (string, *keys.Key, error)
+	List() []*keys.Key
+	Revoke(ctx context.Context, id string, now time.Time) (*keys.Key, error)
+	Rotate(ctx context.Context, id string) (string, *keys.Key, error)
+}
+
 // Options configure a Server.
 type Options struct {
 	Router       *router.Router
 	Plugins      Plugins
+	Keys         Keys     // optional: without it only the admin key is accepted
 	Requests     Requests // optional
 	AdminKey     string
 	MaxBodyBytes int
@@ -75,13 +87,13 @@ func New(o Options) *Server {
 	s.app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	s.app.Get("/readyz", s.readyz)
 
-	v1 := s.app.Group("/v1", s.requireKey)
+	v1 := s.app.Group("/v1", s.requireClient)
 	v1.Post("/chat/completions", s.chatCompletions)
 	v1.Post("/embeddings", s.embeddings)
 	v1.Get("/models", s.listModels)
 	v1.Get("/models/+", s.getModel)
 
-	api := s.app.Group("/api", s.requireKey)
+	api := s.app.Group("/api", s.requireAdmin)
 	api.Get("/plugins", func(c *fiber.Ctx) error {
 		return c.JSON(fiber.Map{"object": "list", "data": s.opts.Plugins.List()})
 	})
@@ -94,6 +106,13 @@ func New(o Options) *Server {
 		}
 		return c.JSON(out)
 	})
+	if o.Keys != nil {
+		api.Get("/keys", s.listKeys)
+		api.Post("/keys", s.createKey)
+		api.Delete("/keys/:id", s.revokeKey)
+		api.Post("/keys/:id/revoke", s.revokeKey)
+		api.Post("/keys/:id/rotate", s.rotateKey)
+	}
 	return s
 }
 
@@ -114,28 +133,66 @@ func (s *Server) readyz(c *fiber.Ctx) error {
 	return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "not ready", "plugins": s.opts.Plugins.List()})
 }
 
-// requireKey accepts "Authorization: Bearer <key>" (or "x-api-key").
-func (s *Server) requireKey(c *fiber.Ctx) error {
-	key := ""
+// presentedKey reads "Authorization: Bearer <key>" (or "x-api-key").
+func presentedKey(c *fiber.Ctx) string {
 	if h := c.Get(fiber.HeaderAuthorization); h != "" {
 		scheme, rest, ok := strings.Cut(h, " ")
 		if ok && strings.EqualFold(scheme, "bearer") {
-			key = strings.TrimSpace(rest)
+			return strings.TrimSpace(rest)
 		}
-	} else {
-		key = c.Get("x-api-key")
+		return ""
 	}
-	if key == "" {
-		return apierror.New(fiber.StatusUnauthorized, "missing_api_key",
-			"You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.")
-	}
+	return c.Get("x-api-key")
+}
+
+var errMissingKey = apierror.New(fiber.StatusUnauthorized, "missing_api_key",
+	"You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.")
+
+func (s *Server) isAdmin(key string) bool {
 	sum := sha256.Sum256([]byte(key))
-	if s.opts.AdminKey == "" || subtle.ConstantTimeCompare(sum[:], s.adminKey[:]) != 1 {
-		return apierror.New(fiber.StatusUnauthorized, "invalid_api_key", "Incorrect API key provided.")
+	return s.opts.AdminKey != "" && subtle.ConstantTimeCompare(sum[:], s.adminKey[:]) == 1
+}
+
+// requireClient accepts the admin key or a valid client key.
+func (s *Server) requireClient(c *fiber.Ctx) error {
+	key := presentedKey(c)
+	if key == "" {
+		return errMissingKey
+	}
+	if s.isAdmin(key) {
+		c.Locals(keyIDLocal, "admin")
+		return c.Next()
+	}
+	if s.opts.Keys != nil {
+		k, err := s.opts.Keys.Authenticate(key, time.Now())
+		switch {
+		case err == nil:
+			c.Locals(keyIDLocal, k.ID)
+			c.Locals(keyLocal, k)
+			return c.Next()
+		case errors.Is(err, keys.ErrExpired):
+			return apierror.New(fiber.StatusUnauthorized, "expired_api_key", "This API key has expired.")
+		case errors.Is(err, keys.ErrRevoked):
+			return apierror.New(fiber.StatusUnauthorized, "revoked_api_key", "This API key has been revoked.")
+		}
+	}
+	return apierror.New(fiber.StatusUnauthorized, "invalid_api_key", "Incorrect API key provided.")
+}
+
+// requireAdmin accepts the admin key only.
+func (s *Server) requireAdmin(c *fiber.Ctx) error {
+	key := presentedKey(c)
+	if key == "" {
+		return errMissingKey
+	}
+	if !s.isAdmin(key) {
+		return apierror.New(fiber.StatusUnauthorized, "invalid_api_key", "This endpoint needs the admin key.")
 	}
 	c.Locals(keyIDLocal, "admin")
 	return c.Next()
 }
+
+const keyLocal = "client_key"
 
 const keyIDLocal = "key_id"
 

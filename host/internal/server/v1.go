@@ -14,6 +14,7 @@ import (
 	"github.com/tidwall/sjson"
 
 	"github.com/llm-proxy/llm-proxy/host/internal/apierror"
+	"github.com/llm-proxy/llm-proxy/host/internal/keys"
 	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
 	"github.com/llm-proxy/llm-proxy/host/internal/requestlog"
 	"github.com/llm-proxy/llm-proxy/host/internal/router"
@@ -132,6 +133,10 @@ func (s *Server) handle(c *fiber.Ctx, op abi.Op) error {
 		return s.finish(c, r, perr)
 	}
 	r.model, r.includeUsage = model, includeUsage
+	if k, ok := c.Locals(keyLocal).(*keys.Key); ok && !k.Allows(model) {
+		return s.finish(c, r, apierror.New(fiber.StatusForbidden, "model_not_allowed",
+			"This API key may not use the model '"+model+"'.").WithParam("model"))
+	}
 	p, upstreamModel, ok := s.opts.Router.Resolve(model)
 	if !ok {
 		return s.finish(c, r, apierror.New(fiber.StatusNotFound, "model_not_found",

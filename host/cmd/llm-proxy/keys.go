@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/llm-proxy/llm-proxy/host/internal/config"
+	"github.com/llm-proxy/llm-proxy/host/internal/keys"
+	"github.com/llm-proxy/llm-proxy/host/internal/store"
+)
+
+const keysUsage = `usage:
+  llm-proxy keys create --name NAME [--models a,b] [--expires 30d|RFC3339] [--config FILE]
+  llm-proxy keys list [--config FILE]
+  llm-proxy keys revoke [--config FILE] ID
+  llm-proxy keys rotate [--config FILE] ID`
+
+// keysCmd manages client API keys in the database named by the config. A
+// running proxy picks the changes up within a second.
+func keysCmd(args, environ []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, keysUsage)
+		return 2
+	}
+	verb := args[0]
+	fs := flag.NewFlagSet("llm-proxy keys "+verb, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "config.toml", "path of the TOML config file")
+	name := fs.String("name", "", "a name for the key (create)")
+	models := fs.String("models", "", "comma-separated model allow-list; empty allows all (create)")
+	expires := fs.String("expires", "", "expiry: 30d, 12h or an RFC 3339 time; empty never expires (create)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	cfg, err := config.Load(*path, environ)
+	if err != nil {
+		fmt.Fprintf(stderr, "llm-proxy: invalid config %s:\n%v\n", *path, err)
+		return 2
+	}
+	ctx := context.Background()
+	st, err := store.Open(ctx, store.Options{Path: cfg.Database.Path})
+	if err != nil {
+		fmt.Fprintln(stderr, "llm-proxy:", err)
+		return 1
+	}
+	defer st.Close()
+	reg, err := keys.Open(ctx, st, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		fmt.Fprintln(stderr, "llm-proxy:", err)
+		return 1
+	}
+	now := time.Now()
+	fail := func(err error) int {
+		fmt.Fprintln(stderr, "llm-proxy:", err)
+		if errors.Is(err, keys.ErrBadInput) || errors.Is(err, keys.ErrNotFound) {
+			return 2
+		}
+		return 1
+	}
+	switch verb {
+	case "create":
+		exp, err := keys.ParseExpiry(*expires, now)
+		if err != nil {
+			return fail(err)
+		}
+		var list []string
+		for _, m := range strings.Split(*models, ",") {
+			if m = strings.TrimSpace(m); m != "" {
+				list = append(list, m)
+			}
+		}
+		secret, k, err := reg.Create(ctx, keys.CreateRequest{Name: *name, Models: list, ExpiresAt: exp}, now)
+		if err != nil {
+			return fail(err)
+		}
+		fmt.Fprintf(stdout, "%s\n", secret)
+		fmt.Fprintf(stderr, "created key %s (%s); the secret above is shown only once\n", k.ID, k.Name)
+	case "list":
+		w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "ID\tNAME\tPREFIX\tMODELS\tEXPIRES\tSTATE")
+		for _, k := range reg.List() {
+			state, exp := "active", "never"
+			if k.ExpiresAt != nil {
+				exp = k.ExpiresAt.Format(time.RFC3339)
+				if !now.Before(*k.ExpiresAt) {
+					state = "expired"
+				}
+			}
+			if k.RevokedAt != nil {
+				state = "revoked"
+			}
+			ms := strings.Join(k.Models, ",")
+			if ms == "" {
+				ms = "*"
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Name, k.Prefix, ms, exp, state)
+		}
+		w.Flush()
+	case "revoke", "rotate":
+		if fs.NArg() != 1 {
+			fmt.Fprintln(stderr, keysUsage)
+			return 2
+		}
+		if verb == "revoke" {
+			if _, err := reg.Revoke(ctx, fs.Arg(0), now); err != nil {
+				return fail(err)
+			}
+			fmt.Fprintf(stdout, "revoked %s\n", fs.Arg(0))
+		} else {
+			secret, _, err := reg.Rotate(ctx, fs.Arg(0))
+			if err != nil {
+				return fail(err)
+			}
+			fmt.Fprintln(stdout, secret)
+		}
+	default:
+		fmt.Fprintln(stderr, keysUsage)
+		return 2
+	}
+	return 0
+}

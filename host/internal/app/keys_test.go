@@ -1,0 +1,126 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+type createdKey struct {
+	ID     string   `json:"id"`
+	Key    string   `json:"key"`
+	Prefix string   `json:"prefix"`
+	Models []string `json:"models"`
+}
+
+func adminCall(t *testing.T, p *proxy, method, path, body string) (int, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(method, p.URL+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+adminKey)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	b.ReadFrom(resp.Body)
+	return resp.StatusCode, b.Bytes()
+}
+
+func createKey(t *testing.T, p *proxy, body string) createdKey {
+	t.Helper()
+	status, b := adminCall(t, p, "POST", "/api/keys", body)
+	if status != 201 {
+		t.Fatalf("create key: %d %s", status, b)
+	}
+	var k createdKey
+	if err := json.Unmarshal(b, &k); err != nil || !strings.HasPrefix(k.Key, "sk-lp-") || !strings.HasPrefix(k.Key, k.Prefix) {
+		t.Fatalf("create key: %s %v", b, err)
+	}
+	return k
+}
+
+// TestAuthMatrix drives every client-key case through the official SDK.
+func TestAuthMatrix(t *testing.T) {
+	p := startProxy(t, nil)
+	ctx := context.Background()
+	ok := createKey(t, p, `{"name":"ok"}`)
+	limited := createKey(t, p, `{"name":"limited","models":["demo-echo"]}`)
+	soon := createKey(t, p, `{"name":"soon","expires_at":"`+time.Now().Add(1500*time.Millisecond).UTC().Format(time.RFC3339Nano)+`"}`)
+	revoked := createKey(t, p, `{"name":"revoked"}`)
+
+	chat := func(key, model string) error {
+		_, err := p.client(key).Chat.Completions.New(ctx, chatParams(model, "hi"))
+		return err
+	}
+	for name, key := range map[string]string{"admin key": adminKey, "client key": ok.Key, "limited key, allowed model": limited.Key, "key before expiry": soon.Key} {
+		model := "gpt-4o-mini"
+		if key == limited.Key {
+			model = "demo-echo"
+		}
+		if err := chat(key, model); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	expect := func(name string, err error, status int, code string) {
+		t.Helper()
+		e := apiError(t, err)
+		if e.StatusCode != status || e.Code != code {
+			t.Errorf("%s: got %d %q, want %d %q", name, e.StatusCode, e.Code, status, code)
+		}
+	}
+	expect("no key", chat("", "gpt-4o-mini"), 401, "missing_api_key")
+	expect("wrong key", chat("sk-lp-not-a-real-key", "gpt-4o-mini"), 401, "invalid_api_key")
+	expect("model outside the allow-list", chat(limited.Key, "gpt-4o-mini"), 403, "model_not_allowed")
+
+	// Revocation through the API applies at once.
+	if status, b := adminCall(t, p, "DELETE", "/api/keys/"+revoked.ID, ""); status != 200 {
+		t.Fatalf("revoke: %d %s", status, b)
+	}
+	expect("revoked key", chat(revoked.Key, "gpt-4o-mini"), 401, "revoked_api_key")
+
+	// Rotation: the old secret stops working, the new one works.
+	status, b := adminCall(t, p, "POST", "/api/keys/"+ok.ID+"/rotate", "")
+	var rotated createdKey
+	if status != 200 || json.Unmarshal(b, &rotated) != nil || rotated.Key == ok.Key {
+		t.Fatalf("rotate: %d %s", status, b)
+	}
+	expect("rotated-out key", chat(ok.Key, "gpt-4o-mini"), 401, "invalid_api_key")
+	if err := chat(rotated.Key, "gpt-4o-mini"); err != nil {
+		t.Fatalf("rotated key: %v", err)
+	}
+
+	// Expiry.
+	time.Sleep(1600 * time.Millisecond)
+	expect("expired key", chat(soon.Key, "gpt-4o-mini"), 401, "expired_api_key")
+
+	// Client keys cannot use the admin API; the list never shows secrets.
+	req, _ := http.NewRequest("GET", p.URL+"/api/keys", nil)
+	req.Header.Set("Authorization", "Bearer "+rotated.Key)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 401 {
+		t.Fatalf("client key on the admin API: %v %v", err, resp)
+	}
+	_, list := adminCall(t, p, "GET", "/api/keys", "")
+	if bytes.Contains(list, []byte(rotated.Key)) || !bytes.Contains(list, []byte(rotated.Prefix)) {
+		t.Fatalf("key list: %s", list)
+	}
+	// The database holds hashes, never the secrets.
+	var n int
+	if err := p.App.Store().Reader().Get(&n, `SELECT count(*) FROM api_keys WHERE CAST(hash AS TEXT) LIKE '%sk-lp-%' OR name LIKE '%sk-lp-%'`); err != nil || n != 0 {
+		t.Fatalf("secrets in the database: %d %v", n, err)
+	}
+	// Bad requests are refused with a reason.
+	for _, body := range []string{`{"name":""}`, `{"name":"x","expires_at":"2001-01-01T00:00:00Z"}`, `not json`} {
+		if status, b := adminCall(t, p, "POST", "/api/keys", body); status != 400 {
+			t.Errorf("%s: %d %s", body, status, b)
+		}
+	}
+	if status, _ := adminCall(t, p, "DELETE", "/api/keys/key_nope", ""); status != 404 {
+		t.Errorf("revoke unknown: %d", status)
+	}
+}

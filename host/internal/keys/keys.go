@@ -1,0 +1,339 @@
+// Package keys manages client API keys ("virtual keys"): created with a
+// random secret shown once, stored only as a SHA-256 hash with a visible
+// prefix, limited to a model allow-list, an expiry, and revocable.
+//
+// The request path never reads the database: Authenticate looks the key's
+// hash up in an in-memory table. Changes made through this package apply
+// at once; changes made by another process on the same database (the
+// `llm-proxy keys` command) are picked up by a poll every second, so a
+// revocation takes effect within a second either way.
+package keys
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/llm-proxy/llm-proxy/host/internal/secrets"
+	"github.com/llm-proxy/llm-proxy/host/internal/store"
+)
+
+// Errors of Authenticate and the management calls.
+var (
+	ErrUnknown  = errors.New("unknown API key")
+	ErrExpired  = errors.New("API key expired")
+	ErrRevoked  = errors.New("API key revoked")
+	ErrNotFound = errors.New("no such key")
+	ErrBadInput = errors.New("invalid key request")
+)
+
+// Key is a client API key as listed; the secret itself is never kept.
+type Key struct {
+	ID        string     `json:"id"`
+	Name      string     `json:"name"`
+	Prefix    string     `json:"prefix"`
+	Models    []string   `json:"models"`
+	CreatedAt time.Time  `json:"created_at"`
+	ExpiresAt *time.Time `json:"expires_at"`
+	RevokedAt *time.Time `json:"revoked_at"`
+	hash      [32]byte
+}
+
+// Allows reports whether the key may use model (an empty list allows all).
+func (k *Key) Allows(model string) bool {
+	if len(k.Models) == 0 {
+		return true
+	}
+	return slices.Contains(k.Models, model)
+}
+
+type row struct {
+	ID        string        `db:"id"`
+	Name      string        `db:"name"`
+	Prefix    string        `db:"prefix"`
+	Hash      []byte        `db:"hash"`
+	Models    string        `db:"models"`
+	CreatedAt int64         `db:"created_at"`
+	ExpiresAt sql.NullInt64 `db:"expires_at"`
+	RevokedAt sql.NullInt64 `db:"revoked_at"`
+}
+
+func (r row) key() (*Key, error) {
+	k := &Key{ID: r.ID, Name: r.Name, Prefix: r.Prefix, CreatedAt: time.UnixMilli(r.CreatedAt).UTC()}
+	if len(r.Hash) != 32 {
+		return nil, fmt.Errorf("key %s: bad hash length %d", r.ID, len(r.Hash))
+	}
+	copy(k.hash[:], r.Hash)
+	if err := json.Unmarshal([]byte(r.Models), &k.Models); err != nil {
+		return nil, fmt.Errorf("key %s: models: %w", r.ID, err)
+	}
+	if k.Models == nil {
+		k.Models = []string{}
+	}
+	if r.ExpiresAt.Valid {
+		t := time.UnixMilli(r.ExpiresAt.Int64).UTC()
+		k.ExpiresAt = &t
+	}
+	if r.RevokedAt.Valid {
+		t := time.UnixMilli(r.RevokedAt.Int64).UTC()
+		k.RevokedAt = &t
+	}
+	return k, nil
+}
+
+// Registry is the key table and its in-memory copy.
+type Registry struct {
+	st  *store.Store
+	log *slog.Logger
+
+	mu     sync.RWMutex
+	byHash map[[32]byte]*Key
+	mark   string // fingerprint of the table at the last load
+}
+
+// Open loads the keys from the database.
+func Open(ctx context.Context, st *store.Store, log *slog.Logger) (*Registry, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	r := &Registry{st: st, log: log, byHash: map[[32]byte]*Key{}}
+	if err := r.reload(ctx); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// Authenticate returns the key a client presented, from memory.
+func (r *Registry) Authenticate(presented string, now time.Time) (*Key, error) {
+	h := secrets.HashAPIKey(presented)
+	r.mu.RLock()
+	k := r.byHash[h]
+	r.mu.RUnlock()
+	if k == nil || subtle.ConstantTimeCompare(k.hash[:], h[:]) != 1 {
+		return nil, ErrUnknown
+	}
+	switch {
+	case k.RevokedAt != nil:
+		return nil, ErrRevoked
+	case k.ExpiresAt != nil && !now.Before(*k.ExpiresAt):
+		return nil, ErrExpired
+	}
+	return k, nil
+}
+
+// Watch polls the database every interval for changes made by other
+// processes until ctx ends.
+func (r *Registry) Watch(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := r.refresh(ctx); err != nil && ctx.Err() == nil {
+				r.log.Warn("api keys refresh", "err", err)
+			}
+		}
+	}
+}
+
+// fingerprint changes whenever a key is added, rotated, revoked or deleted.
+const fingerprintSQL = `SELECT count(*) || ':' || coalesce(max(created_at), 0) || ':' ||
+	coalesce(sum(coalesce(revoked_at, 0)), 0) || ':' || coalesce(group_concat(hex(substr(hash, 1, 4)), ''), '')
+	FROM api_keys`
+
+func (r *Registry) refresh(ctx context.Context) error {
+	var mark string
+	if err := r.st.Reader().GetContext(ctx, &mark, fingerprintSQL); err != nil {
+		return err
+	}
+	r.mu.RLock()
+	same := mark == r.mark
+	r.mu.RUnlock()
+	if same {
+		return nil
+	}
+	return r.reload(ctx)
+}
+
+func (r *Registry) reload(ctx context.Context) error {
+	var mark string
+	var rows []row
+	err := withTx(ctx, r.st.Reader(), func(tx *sqlx.Tx) error {
+		if err := tx.GetContext(ctx, &mark, fingerprintSQL); err != nil {
+			return err
+		}
+		return tx.SelectContext(ctx, &rows, `SELECT id, name, prefix, hash, models, created_at, expires_at, revoked_at FROM api_keys`)
+	})
+	if err != nil {
+		return fmt.Errorf("load api keys: %w", err)
+	}
+	m := make(map[[32]byte]*Key, len(rows))
+	for _, rw := range rows {
+		k, err := rw.key()
+		if err != nil {
+			return err
+		}
+		m[k.hash] = k
+	}
+	r.mu.Lock()
+	r.byHash, r.mark = m, mark
+	r.mu.Unlock()
+	return nil
+}
+
+func withTx(ctx context.Context, db *sqlx.DB, fn func(*sqlx.Tx) error) error {
+	tx, err := db.BeginTxx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	return fn(tx)
+}
+
+// CreateRequest describes a new key.
+type CreateRequest struct {
+	Name      string     `json:"name"`
+	Models    []string   `json:"models"`
+	ExpiresAt *time.Time `json:"expires_at"`
+}
+
+// Create makes a key and returns its secret, which is not stored.
+func (r *Registry) Create(ctx context.Context, req CreateRequest, now time.Time) (string, *Key, error) {
+	req.Name = strings.TrimSpace(req.Name)
+	if req.Name == "" || len(req.Name) > 200 {
+		return "", nil, fmt.Errorf("%w: name must be 1 to 200 characters", ErrBadInput)
+	}
+	for _, m := range req.Models {
+		if strings.TrimSpace(m) == "" {
+			return "", nil, fmt.Errorf("%w: models must not contain empty names", ErrBadInput)
+		}
+	}
+	if req.ExpiresAt != nil && !req.ExpiresAt.After(now) {
+		return "", nil, fmt.Errorf("%w: expires_at is in the past", ErrBadInput)
+	}
+	secret, prefix, hash := secrets.NewAPIKey()
+	models := req.Models
+	if models == nil {
+		models = []string{}
+	}
+	mj, _ := json.Marshal(models)
+	id := newID()
+	var expires sql.NullInt64
+	if req.ExpiresAt != nil {
+		expires = sql.NullInt64{Int64: req.ExpiresAt.UnixMilli(), Valid: true}
+	}
+	_, err := r.st.Writer().ExecContext(ctx,
+		`INSERT INTO api_keys (id, name, prefix, hash, models, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		id, req.Name, prefix, hash[:], string(mj), now.UnixMilli(), expires)
+	if err != nil {
+		return "", nil, fmt.Errorf("create api key: %w", err)
+	}
+	if err := r.reload(ctx); err != nil {
+		return "", nil, err
+	}
+	k, err := r.Get(id)
+	return secret, k, err
+}
+
+// List returns every key, newest first.
+func (r *Registry) List() []*Key {
+	r.mu.RLock()
+	out := make([]*Key, 0, len(r.byHash))
+	for _, k := range r.byHash {
+		out = append(out, k)
+	}
+	r.mu.RUnlock()
+	slices.SortFunc(out, func(a, b *Key) int {
+		if c := b.CreatedAt.Compare(a.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return out
+}
+
+// Get returns one key by id.
+func (r *Registry) Get(id string) (*Key, error) {
+	for _, k := range r.List() {
+		if k.ID == id {
+			return k, nil
+		}
+	}
+	return nil, ErrNotFound
+}
+
+// Revoke disables a key for good; revoking twice is not an error.
+func (r *Registry) Revoke(ctx context.Context, id string, now time.Time) (*Key, error) {
+	res, err := r.st.Writer().ExecContext(ctx,
+		`UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?`, now.UnixMilli(), id)
+	if err != nil {
+		return nil, fmt.Errorf("revoke api key: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return nil, ErrNotFound
+	}
+	if err := r.reload(ctx); err != nil {
+		return nil, err
+	}
+	return r.Get(id)
+}
+
+// Rotate gives a key a new secret; the old one stops working at once.
+func (r *Registry) Rotate(ctx context.Context, id string) (string, *Key, error) {
+	secret, prefix, hash := secrets.NewAPIKey()
+	res, err := r.st.Writer().ExecContext(ctx,
+		`UPDATE api_keys SET hash = ?, prefix = ? WHERE id = ? AND revoked_at IS NULL`, hash[:], prefix, id)
+	if err != nil {
+		return "", nil, fmt.Errorf("rotate api key: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return "", nil, ErrNotFound
+	}
+	if err := r.reload(ctx); err != nil {
+		return "", nil, err
+	}
+	k, err := r.Get(id)
+	return secret, k, err
+}
+
+func newID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return "key_" + hex.EncodeToString(b[:])
+}
+
+// ParseExpiry reads "30d", "12h", "90m" (relative to now) or an RFC 3339
+// time; "" means never.
+func ParseExpiry(s string, now time.Time) (*time.Time, error) {
+	if s == "" {
+		return nil, nil
+	}
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return &t, nil
+	}
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		var days int
+		if _, err := fmt.Sscanf(n, "%d", &days); err == nil && days > 0 && fmt.Sprint(days) == n {
+			t := now.AddDate(0, 0, days)
+			return &t, nil
+		}
+	} else if d, err := time.ParseDuration(s); err == nil && d > 0 {
+		t := now.Add(d)
+		return &t, nil
+	}
+	return nil, fmt.Errorf("%w: expiry %q: use e.g. 30d, 12h or an RFC 3339 time", ErrBadInput, s)
+}

@@ -1,0 +1,247 @@
+package logquery
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/llm-proxy/llm-proxy/host/internal/store"
+)
+
+// Page sizes of [Logs].
+const (
+	DefaultLimit = 50
+	MaxLimit     = 500
+)
+
+// LogFilter selects the rows [Logs] returns. The zero value selects every
+// row, 50 at a time. Every condition that is set must hold.
+type LogFilter struct {
+	// From and To bound the request time: From <= ts < To. A zero time
+	// leaves that side open.
+	From, To time.Time
+	// KeyID, Model and Provider match their column exactly when non-empty.
+	// KeyID "admin" ([AdminKey]) selects the admin key's requests, whose
+	// key_id is NULL.
+	KeyID, Model, Provider string
+	// Status matches the HTTP status exactly; 0 matches any.
+	Status int
+	// StatusClass matches a class of statuses: "1xx" to "5xx" (letters in
+	// either case); "" matches any. It is the alternative to Status; if
+	// both are set, both must hold.
+	StatusClass string
+	// Limit is the page size: 0 (or less) means 50, more than 500 means
+	// 500.
+	Limit int
+	// Cursor continues a walk: pass the NextCursor of the previous page,
+	// with the same filter. Empty starts at the newest row.
+	Cursor string
+}
+
+// LogRow is one request as the admin API shows it. Bodies are not
+// included: a page of 500 rows with bodies could weigh megabytes.
+type LogRow struct {
+	ID string `json:"id"`
+	// TS is when the request arrived (UTC, RFC 3339 with the fraction).
+	TS time.Time `json:"ts"`
+	// KeyID is the client key's id, absent for the admin key.
+	KeyID string `json:"key_id,omitempty"`
+	// Model, Provider, Plugin and PluginVersion are empty when the
+	// request failed before it was routed.
+	Model         string `json:"model"`
+	Provider      string `json:"provider"`
+	Plugin        string `json:"plugin"`
+	PluginVersion string `json:"plugin_version"`
+	Status        int    `json:"status"`
+	// ErrorType is the OpenAI error type, absent on success.
+	ErrorType string `json:"error_type,omitempty"`
+	// LatencyMS is the time to the last byte, TTFBMS to the first, both
+	// in milliseconds.
+	LatencyMS        float64 `json:"latency_ms"`
+	TTFBMS           float64 `json:"ttfb_ms"`
+	Stream           bool    `json:"stream"`
+	PromptTokens     int64   `json:"prompt_tokens"`
+	CompletionTokens int64   `json:"completion_tokens"`
+	CachedTokens     int64   `json:"cached_tokens"`
+	CostUSD          float64 `json:"cost_usd"`
+}
+
+// LogPage is one page of [Logs]. Data is never null in JSON: an empty page
+// is "data": [].
+type LogPage struct {
+	Data []LogRow `json:"data"`
+	// NextCursor continues the walk; absent on the last page.
+	NextCursor string `json:"next_cursor,omitempty"`
+}
+
+// logColumns are the columns Logs reads: every column but the bodies.
+const logColumns = `id, ts, key_id, model, provider, plugin, plugin_version,
+	status, error_type, latency_ms, ttfb_ms, stream, prompt_tokens,
+	completion_tokens, cached_tokens, cost_usd`
+
+// Logs returns one page of the rows that match f, newest first.
+//
+// Pages are cut by keyset pagination on (ts, id), both descending: rows
+// with the same ts come in descending id order, and the cursor holds the
+// (ts, id) of the last row of a page, so the next page starts strictly
+// after it. A walk therefore sees every row that existed when it started
+// exactly once, however many rows share a timestamp, and rows logged
+// during the walk (newer than its start) do not shift its pages. Every
+// page costs about the same, however deep into the log it is.
+//
+// A cursor carries no filter: pass the same filter with it, or the walk
+// continues from that point under the new filter. A cursor that Logs did
+// not produce is an error wrapping [ErrBadCursor] and [ErrBadFilter], as
+// is a bad StatusClass.
+func Logs(ctx context.Context, db *sqlx.DB, f LogFilter) (LogPage, error) {
+	query, args, limit, err := logsQuery(f)
+	if err != nil {
+		return LogPage{}, fmt.Errorf("logs: %w", err)
+	}
+	var rows []store.RequestLog
+	if err := db.SelectContext(ctx, &rows, query, args...); err != nil {
+		return LogPage{}, fmt.Errorf("logs: %w", err)
+	}
+	page := LogPage{Data: make([]LogRow, 0, min(len(rows), limit))}
+	for i := range rows {
+		if i == limit {
+			// The extra row only says that there is a next page.
+			last := &rows[limit-1]
+			page.NextCursor = encodeCursor(last.TS, last.ID)
+			break
+		}
+		page.Data = append(page.Data, toLogRow(&rows[i]))
+	}
+	return page, nil
+}
+
+// logsQuery builds the statement of Logs and returns it with its
+// arguments and the page size. It asks for one row more than the page size
+// to learn whether a next page exists.
+func logsQuery(f LogFilter) (query string, args []any, limit int, err error) {
+	limit = f.Limit
+	switch {
+	case limit <= 0:
+		limit = DefaultLimit
+	case limit > MaxLimit:
+		limit = MaxLimit
+	}
+
+	var w where
+	w.dimensions(f.From, f.To, f.KeyID, f.Model, f.Provider)
+	if f.Status != 0 {
+		w.add("status = ?", f.Status)
+	}
+	if f.StatusClass != "" {
+		lo, ok := statusClass(f.StatusClass)
+		if !ok {
+			return "", nil, 0, badValue("status", f.StatusClass, `must be a status code or one of "1xx" to "5xx"`)
+		}
+		w.add("status >= ? AND status < ?", lo, lo+100)
+	}
+	if f.Cursor != "" {
+		ts, id, err := decodeCursor(f.Cursor)
+		if err != nil {
+			return "", nil, 0, err
+		}
+		// Rows strictly after (ts, id) in (ts DESC, id DESC) order. The
+		// first condition alone is a range on ts that an index can seek
+		// to; the second drops the rows of the cursor's own ts up to and
+		// including the cursor's row.
+		w.add("ts <= ? AND (ts < ? OR id < ?)", ts, ts, id)
+	}
+
+	query = "SELECT " + logColumns + " FROM request_logs" + w.String() +
+		" ORDER BY ts DESC, id DESC LIMIT ?"
+	return query, append(w.args, limit+1), limit, nil
+}
+
+// statusClass returns the lowest status of a class such as "4xx".
+func statusClass(s string) (lo int, ok bool) {
+	if len(s) != 3 || s[0] < '1' || s[0] > '5' || !strings.EqualFold(s[1:], "xx") {
+		return 0, false
+	}
+	return int(s[0]-'0') * 100, true
+}
+
+// toLogRow converts a stored row to its API form.
+func toLogRow(r *store.RequestLog) LogRow {
+	return LogRow{
+		ID:               r.ID,
+		TS:               fromMilli(r.TS),
+		KeyID:            r.KeyID.String,
+		Model:            r.Model,
+		Provider:         r.Provider,
+		Plugin:           r.Plugin,
+		PluginVersion:    r.PluginVersion,
+		Status:           r.Status,
+		ErrorType:        r.ErrorType.String,
+		LatencyMS:        r.LatencyMS,
+		TTFBMS:           r.TTFBMS,
+		Stream:           r.Stream,
+		PromptTokens:     r.PromptTokens,
+		CompletionTokens: r.CompletionTokens,
+		CachedTokens:     r.CachedTokens,
+		CostUSD:          r.CostUSD,
+	}
+}
+
+// The cursor is the unpadded base64url encoding of
+//
+//	byte 0     format version, cursorVersion
+//	bytes 1-8  ts of the last row, big-endian int64
+//	bytes 9-   id of the last row, 1 to maxCursorID bytes of UTF-8
+//
+// It is opaque to clients; the version lets the format change without
+// misreading cursors handed out by an older binary.
+const (
+	cursorVersion = 1
+	cursorHead    = 9
+	maxCursorID   = 256
+)
+
+// maxCursorLen is the longest valid cursor string, checked before decoding.
+var maxCursorLen = base64.RawURLEncoding.EncodedLen(cursorHead + maxCursorID)
+
+// encodeCursor returns the cursor for the row (ts, id).
+func encodeCursor(ts int64, id string) string {
+	b := make([]byte, cursorHead, cursorHead+len(id))
+	b[0] = cursorVersion
+	binary.BigEndian.PutUint64(b[1:cursorHead], uint64(ts))
+	b = append(b, id...)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// decodeCursor reads a cursor made by encodeCursor. Anything else is a
+// *FilterError wrapping ErrBadCursor.
+func decodeCursor(s string) (ts int64, id string, err error) {
+	bad := func() error {
+		return &FilterError{
+			Param:  "cursor",
+			Value:  s,
+			Reason: "not a cursor returned by a previous page",
+			cause:  ErrBadCursor,
+		}
+	}
+	if len(s) > maxCursorLen {
+		return 0, "", bad()
+	}
+	// Strict refuses stray bits in the last character, so that a cursor
+	// has exactly one spelling.
+	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
+	if err != nil || len(b) <= cursorHead || b[0] != cursorVersion {
+		return 0, "", bad()
+	}
+	ts = int64(binary.BigEndian.Uint64(b[1:cursorHead]))
+	id = string(b[cursorHead:])
+	if ts < 0 || len(id) > maxCursorID || !utf8.ValidString(id) {
+		return 0, "", bad()
+	}
+	return ts, id, nil
+}
