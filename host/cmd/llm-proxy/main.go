@@ -81,6 +81,11 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		}
 		return 1
 	}
+	// Signals are caught before the first request can arrive: a SIGTERM
+	// must always mean a graceful shutdown, never the default exit.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sig)
 	ln, err := net.Listen("tcp", cfg.Server.Listen)
 	if err != nil {
 		fmt.Fprintln(stderr, "llm-proxy:", err)
@@ -93,8 +98,6 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	log.Info("llm-proxy listening", "addr", ln.Addr().String(), "version", version,
 		"plugins_dir", cfg.Plugins.Dir, "providers", len(cfg.Providers))
 
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	s := <-sig
 	log.Info("shutting down", "signal", s.String(), "deadline", cfg.Server.ShutdownTimeout.String())
 	if err := a.Shutdown(); err != nil {

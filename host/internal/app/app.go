@@ -88,6 +88,7 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 		Plugins:      reg,
 		Requests:     requests,
 		Keys:         ks,
+		LogDB:        st.Reader(),
 		AdminKey:     adminKey,
 		MaxBodyBytes: int(cfg.Server.MaxBodyBytes),
 		ReadTimeout:  cfg.Server.ReadTimeout.Std(),

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/llm-proxy/llm-proxy/host/internal/fakeupstream"
@@ -80,5 +82,73 @@ func TestRequestLogRows(t *testing.T) {
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil || st.RequestLog.Written != 4 || st.RequestLog.Dropped != 0 {
 		t.Fatalf("stats %+v %v", st, err)
+	}
+
+	// The same rows through the admin API.
+	type page struct {
+		Data []struct {
+			ID     string `json:"id"`
+			Model  string `json:"model"`
+			Status int    `json:"status"`
+		} `json:"data"`
+		NextCursor string `json:"next_cursor"`
+	}
+	get := func(path string, v any) int {
+		t.Helper()
+		status, b := adminCall(t, p, "GET", path, "")
+		if v != nil && status == 200 {
+			if err := json.Unmarshal(b, v); err != nil {
+				t.Fatalf("%s: %v %s", path, err, b)
+			}
+		}
+		return status
+	}
+	var pg page
+	if get("/api/logs?model=gpt-4o-mini", &pg) != 200 || len(pg.Data) != 2 {
+		t.Fatalf("logs by model: %+v", pg)
+	}
+	pg = page{}
+	if get("/api/logs?status=4xx", &pg) != 200 || len(pg.Data) != 2 {
+		t.Fatalf("logs by status class: %+v", pg)
+	}
+	seen := map[string]bool{}
+	cursor := ""
+	for i := 0; i < 10; i++ {
+		pg = page{}
+		get("/api/logs?limit=1&cursor="+cursor, &pg)
+		for _, r := range pg.Data {
+			seen[r.ID] = true
+		}
+		if cursor = pg.NextCursor; cursor == "" {
+			break
+		}
+	}
+	if len(seen) != 4 {
+		t.Fatalf("pagination saw %d rows", len(seen))
+	}
+	if status, b := adminCall(t, p, "GET", "/api/logs?limit=0", ""); status != 400 || !strings.Contains(string(b), `"param":"limit"`) {
+		t.Fatalf("bad limit: %d %s", status, b)
+	}
+	pg = page{}
+	if get("/api/logs?model="+url.QueryEscape("x' OR 1=1 --"), &pg) != 200 || len(pg.Data) != 0 {
+		t.Fatalf("injection: %+v", pg)
+	}
+	var usage struct {
+		Data []struct {
+			Group    string `json:"group"`
+			Requests int64  `json:"requests"`
+			Errors   int64  `json:"errors"`
+		} `json:"data"`
+	}
+	if get("/api/usage?group_by=model&bucket=day", &usage) != 200 {
+		t.Fatal("usage failed")
+	}
+	byModel := map[string][2]int64{}
+	for _, u := range usage.Data {
+		r := byModel[u.Group]
+		byModel[u.Group] = [2]int64{r[0] + u.Requests, r[1] + u.Errors}
+	}
+	if byModel["gpt-4o-mini"] != [2]int64{2, 0} || byModel["no-such-model"] != [2]int64{1, 1} {
+		t.Fatalf("usage by model: %+v", usage.Data)
 	}
 }

@@ -22,8 +22,11 @@
 // SQLite can match against them: equality on the dimension column and a
 // plain range on ts (ts >= ? AND ts < ?), never a function of a column.
 // SQLite then picks one index per query, normally the one of the narrowest
-// equality, and reads only the rows in range. The tests check the plans
-// with EXPLAIN QUERY PLAN.
+// equality, and reads only the rows in range; a page of logs is read in
+// index order and stops after the page. A status class ("5xx") is the one
+// filter that is not a plain equality; [Logs] explains how it still uses
+// the (status, ts) index. The tests check the plans with EXPLAIN QUERY
+// PLAN.
 //
 // # Keys
 //

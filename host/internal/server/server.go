@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/jmoiron/sqlx"
 
 	"github.com/llm-proxy/llm-proxy/host/internal/apierror"
 	"github.com/llm-proxy/llm-proxy/host/internal/keys"
@@ -49,9 +50,11 @@ type Keys interface {
 
 // Options configure a Server.
 type Options struct {
-	Router       *router.Router
-	Plugins      Plugins
-	Keys         Keys     // optional: without it only the admin key is accepted
+	Router  *router.Router
+	Plugins Plugins
+	Keys    Keys // optional: without it only the admin key is accepted
+	// LogDB answers /api/logs and /api/usage (a read-only pool); optional.
+	LogDB        *sqlx.DB
 	Requests     Requests // optional
 	AdminKey     string
 	MaxBodyBytes int
@@ -106,6 +109,10 @@ func New(o Options) *Server {
 		}
 		return c.JSON(out)
 	})
+	if o.LogDB != nil {
+		api.Get("/logs", s.logs)
+		api.Get("/usage", s.usage)
+	}
 	if o.Keys != nil {
 		api.Get("/keys", s.listKeys)
 		api.Post("/keys", s.createKey)
