@@ -17,6 +17,7 @@ import (
 	"github.com/llm-proxy/llm-proxy/host/internal/egress"
 	"github.com/llm-proxy/llm-proxy/host/internal/keys"
 	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
+	"github.com/llm-proxy/llm-proxy/host/internal/pricing"
 	"github.com/llm-proxy/llm-proxy/host/internal/requestlog"
 	"github.com/llm-proxy/llm-proxy/host/internal/router"
 	"github.com/llm-proxy/llm-proxy/host/internal/server"
@@ -89,6 +90,7 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 		Requests:     requests,
 		Keys:         ks,
 		LogDB:        st.Reader(),
+		Prices:       prices(cfg.Prices),
 		AdminKey:     adminKey,
 		MaxBodyBytes: int(cfg.Server.MaxBodyBytes),
 		ReadTimeout:  cfg.Server.ReadTimeout.Std(),
@@ -121,6 +123,14 @@ func newProvider(pc config.ProviderConfig, env map[string]string, reg *plugin.Re
 		BaseURL: pc.BaseURL, ExtraHosts: pc.ExtraHosts, AllowPrivateNetwork: pc.AllowPrivateNetwork, Secret: secret,
 	}, clients: map[egress.Auth]*egress.Client{}}
 	return &router.Provider{Name: pc.Name, Plugin: pc.Plugin, Models: pc.Models, Egress: d, GuestConfig: guest}, nil
+}
+
+func prices(c map[string]config.PriceConfig) pricing.Table {
+	t := make(pricing.Table, len(c))
+	for model, p := range c {
+		t[model] = pricing.Price{Input: p.Input, Output: p.Output, CachedInput: p.CachedInput}
+	}
+	return t
 }
 
 func envMap(environ []string) map[string]string {

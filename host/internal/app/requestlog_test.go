@@ -3,11 +3,13 @@ package app_test
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
 
+	"github.com/llm-proxy/llm-proxy/host/internal/config"
 	"github.com/llm-proxy/llm-proxy/host/internal/fakeupstream"
 	"github.com/llm-proxy/llm-proxy/host/internal/store"
 )
@@ -15,7 +17,9 @@ import (
 // TestRequestLogRows: every finished /v1 request becomes one row in the
 // database, written in the background, with usage from streams too.
 func TestRequestLogRows(t *testing.T) {
-	p := startProxy(t, nil)
+	p := startProxy(t, func(cfg *config.Config) {
+		cfg.Prices = map[string]config.PriceConfig{"gpt-4o-mini": {Input: 1, Output: 2}}
+	})
 	c := p.client(adminKey)
 	ctx := context.Background()
 	if _, err := c.Chat.Completions.New(ctx, chatParams("gpt-4o-mini", "log me")); err != nil {
@@ -58,6 +62,11 @@ func TestRequestLogRows(t *testing.T) {
 		if r.Status != 200 || r.Provider != "fake" || r.Plugin != "openai" || r.PluginVersion != "1.0.0" ||
 			r.PromptTokens == 0 || r.CompletionTokens == 0 || r.ErrorType.Valid || r.KeyID.Valid || r.LatencyMS <= 0 {
 			t.Fatalf("row %+v", r)
+		}
+	}
+	for _, r := range []store.RequestLog{chat, stream} {
+		if want := float64(r.PromptTokens+2*r.CompletionTokens) / 1e6; math.Abs(r.CostUSD-want) > 1e-12 {
+			t.Fatalf("cost %v, want %v: %+v", r.CostUSD, want, r)
 		}
 	}
 	if chat.Stream || !stream.Stream || stream.TTFBMS <= 0 {

@@ -33,6 +33,17 @@ type RequestLogsConfig struct {
 	QueueSize int `koanf:"queue_size"`
 }
 
+// PriceConfig is one model's price in USD per million tokens.
+type PriceConfig struct {
+	// Input is the price of prompt tokens. Default: 0.
+	Input float64 `koanf:"input"`
+	// Output is the price of completion tokens. Default: 0.
+	Output float64 `koanf:"output"`
+	// CachedInput is the price of prompt tokens served from the provider's
+	// cache; unset means the input price. Default: unset.
+	CachedInput *float64 `koanf:"cached_input"`
+}
+
 // Config is the complete configuration of the proxy.
 type Config struct {
 	// Server holds the HTTP listener settings ([server]). Each field
@@ -51,6 +62,10 @@ type Config struct {
 	Database DatabaseConfig `koanf:"database"`
 	// Logs holds the request log settings ([logs]).
 	Logs RequestLogsConfig `koanf:"logs"`
+	// Prices gives each model's price per million tokens
+	// ([prices."<model>"]), from which every request's cost is computed.
+	// Default: none (cost 0).
+	Prices map[string]PriceConfig `koanf:"prices"`
 	// Providers lists the upstream providers ([[providers]]). Default: none.
 	Providers []ProviderConfig `koanf:"providers"`
 }

@@ -290,6 +290,14 @@ func (c *checker) value(key string, t reflect.Type, v any) (any, bool) {
 			}
 			return v, true
 		}
+	case reflect.Float32, reflect.Float64:
+		// A number written without a decimal point is still a number.
+		switch x := v.(type) {
+		case float64:
+			return x, true
+		case int64:
+			return float64(x), true
+		}
 	case reflect.Interface:
 		return v, true
 	case reflect.Struct:
@@ -373,6 +381,8 @@ func describeType(t reflect.Type) string {
 		return "a boolean (true or false)"
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
 		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
 	case reflect.Struct, reflect.Map:
 		return "a table"
 	case reflect.Slice:

@@ -56,6 +56,12 @@ func (c *Config) problems() Problems {
 		ps.add("auth.admin_key_env", "must be a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*), got %q", c.Auth.AdminKeyEnv)
 	}
 
+	for model, p := range c.Prices {
+		key := "prices." + strconv.Quote(model)
+		if p.Input < 0 || p.Output < 0 || (p.CachedInput != nil && *p.CachedInput < 0) {
+			ps.add(key, "prices must not be negative")
+		}
+	}
 	if c.Database.Path == "" {
 		ps.add("database.path", "must name the SQLite file")
 	}

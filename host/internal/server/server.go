@@ -21,6 +21,7 @@ import (
 	"github.com/llm-proxy/llm-proxy/host/internal/apierror"
 	"github.com/llm-proxy/llm-proxy/host/internal/keys"
 	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
+	"github.com/llm-proxy/llm-proxy/host/internal/pricing"
 	"github.com/llm-proxy/llm-proxy/host/internal/requestlog"
 	"github.com/llm-proxy/llm-proxy/host/internal/router"
 )
@@ -54,7 +55,9 @@ type Options struct {
 	Plugins Plugins
 	Keys    Keys // optional: without it only the admin key is accepted
 	// LogDB answers /api/logs and /api/usage (a read-only pool); optional.
-	LogDB        *sqlx.DB
+	LogDB *sqlx.DB
+	// Prices turns each request's tokens into its cost; optional.
+	Prices       pricing.Table
 	Requests     Requests // optional
 	AdminKey     string
 	MaxBodyBytes int

@@ -25,16 +25,17 @@ import (
 // request is one /v1 call on its way through the proxy; it becomes the
 // request's log line at the end.
 type request struct {
-	id           string
-	keyID        string
-	start        time.Time
-	op           abi.Op
-	model        string
-	provider     *router.Provider
-	version      *plugin.Version
-	includeUsage bool
-	usage        usage
-	ttfb         time.Duration
+	id            string
+	keyID         string
+	start         time.Time
+	op            abi.Op
+	model         string
+	upstreamModel string
+	provider      *router.Provider
+	version       *plugin.Version
+	includeUsage  bool
+	usage         usage
+	ttfb          time.Duration
 }
 
 type usage struct {
@@ -142,7 +143,7 @@ func (s *Server) handle(c *fiber.Ctx, op abi.Op) error {
 		return s.finish(c, r, apierror.New(fiber.StatusNotFound, "model_not_found",
 			"The model '"+model+"' does not exist or is not served by this proxy.").WithParam("model"))
 	}
-	r.provider = p
+	r.provider, r.upstreamModel = p, upstreamModel
 
 	// The unified request: the client's JSON with the upstream model name,
 	// and, for streams, usage always requested (sdk/ABI.md).
@@ -280,9 +281,10 @@ func (s *Server) logRequest(r *request, status int, err *apierror.Error) {
 	if r.version != nil {
 		attrs = append(attrs, slog.String("plugin", r.version.Manifest.Name+"@"+r.version.Manifest.Version))
 	}
+	cost := s.opts.Prices.Cost(r.model, r.upstreamModel, r.usage.prompt, r.usage.completion, r.usage.cached)
 	if r.usage.known {
 		attrs = append(attrs, slog.Int64("prompt_tokens", r.usage.prompt), slog.Int64("completion_tokens", r.usage.completion),
-			slog.Int64("cached_tokens", r.usage.cached))
+			slog.Int64("cached_tokens", r.usage.cached), slog.Float64("cost_usd", cost))
 	}
 	if err != nil {
 		attrs = append(attrs, slog.String("error_type", err.Type), slog.String("error_code", err.Code))
@@ -295,6 +297,7 @@ func (s *Server) logRequest(r *request, status int, err *apierror.Error) {
 		ID: r.id, Time: r.start, Model: r.model, Status: status,
 		Latency: time.Since(r.start), TTFB: r.ttfb, Stream: r.op == abi.OpChatStream,
 		PromptTokens: r.usage.prompt, CompletionTokens: r.usage.completion, CachedTokens: r.usage.cached,
+		CostUSD: cost,
 	}
 	if r.keyID != "admin" {
 		e.KeyID = r.keyID
