@@ -11,7 +11,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/llm-proxy/llm-proxy/host/internal/config"
 	"github.com/llm-proxy/llm-proxy/host/internal/keys"
 	"github.com/llm-proxy/llm-proxy/host/internal/store"
 )
@@ -39,9 +38,8 @@ func keysCmd(args, environ []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
-	cfg, err := config.Load(*path, environ)
-	if err != nil {
-		fmt.Fprintf(stderr, "llm-proxy: invalid config %s:\n%v\n", *path, err)
+	cfg, ok := loadConfig(*path, environ, stderr)
+	if !ok {
 		return 2
 	}
 	ctx := context.Background()

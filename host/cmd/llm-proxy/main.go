@@ -63,9 +63,8 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	cfg, err := config.Load(*path, environ)
-	if err != nil {
-		fmt.Fprintf(stderr, "llm-proxy: invalid config %s:\n%v\n", *path, err)
+	cfg, ok := loadConfig(*path, environ, stderr)
+	if !ok {
 		return 2
 	}
 	if *check {
@@ -121,9 +120,8 @@ func migrate(args, environ []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
-	cfg, err := config.Load(*path, environ)
-	if err != nil {
-		fmt.Fprintf(stderr, "llm-proxy: invalid config %s:\n%v\n", *path, err)
+	cfg, ok := loadConfig(*path, environ, stderr)
+	if !ok {
 		return 2
 	}
 	states, err := store.MigrationStatus(context.Background(), cfg.Database.Path)
@@ -140,6 +138,16 @@ func migrate(args, environ []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%05d  %-30s %s\n", m.Version, m.Name, state)
 	}
 	return 0
+}
+
+// loadConfig loads and validates the config, printing every problem.
+func loadConfig(path string, environ []string, stderr io.Writer) (*config.Config, bool) {
+	cfg, err := config.Load(path, environ)
+	if err != nil {
+		fmt.Fprintf(stderr, "llm-proxy: invalid config %s:\n%v\n", path, err)
+		return nil, false
+	}
+	return cfg, true
 }
 
 func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
