@@ -243,7 +243,8 @@ func randomKey() string {
 }
 
 // proxyEnv is the environment of llm-proxy: ours without any LLMPROXY_*
-// override that could change the config under test, plus the admin key.
+// override that could change the config under test, plus the admin key and
+// a throwaway encryption key.
 func proxyEnv(key string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
@@ -251,7 +252,9 @@ func proxyEnv(key string) []string {
 			env = append(env, kv)
 		}
 	}
-	return append(env, "LLMPROXY_ADMIN_KEY="+key)
+	var enc [32]byte
+	_, _ = rand.Read(enc[:])
+	return append(env, "LLMPROXY_ADMIN_KEY="+key, "LLMPROXY_ENCRYPTION_KEY="+hex.EncodeToString(enc[:]))
 }
 
 // quote makes a TOML basic string.

@@ -3,10 +3,12 @@
 //
 //	llm-proxy [--config config.toml]     serve
 //	llm-proxy --check [--config FILE]    validate the config and exit
-//	llm-proxy keygen                     print a new random API key
+//	llm-proxy keygen                     print a new random admin key
+//	llm-proxy keygen --encryption-key [--file F]   a new 32-byte master key
 //	llm-proxy migrate status             where the database stands
 //	llm-proxy keys create --name N [--models a,b] [--expires 30d]
 //	llm-proxy keys list | revoke ID | rotate ID   (flags before ID)
+//	llm-proxy rotate-encryption-key --new-key-file F
 //	llm-proxy version
 //
 // See README.md for a tour and config.toml for every setting.
@@ -29,6 +31,7 @@ import (
 
 	"github.com/llm-proxy/llm-proxy/host/internal/app"
 	"github.com/llm-proxy/llm-proxy/host/internal/config"
+	"github.com/llm-proxy/llm-proxy/host/internal/secrets"
 	"github.com/llm-proxy/llm-proxy/host/internal/store"
 )
 
@@ -43,10 +46,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		switch args[0] {
 		case "keygen":
-			var b [24]byte
-			_, _ = rand.Read(b[:])
-			fmt.Fprintln(stdout, "sk-llmproxy-"+hex.EncodeToString(b[:]))
-			return 0
+			return keygen(args[1:], stdout, stderr)
 		case "version":
 			fmt.Fprintln(stdout, "llm-proxy", version)
 			return 0
@@ -54,6 +54,8 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 			return migrate(args[1:], environ, stdout, stderr)
 		case "keys":
 			return keysCmd(args[1:], environ, stdout, stderr)
+		case "rotate-encryption-key":
+			return rotateKey(args[1:], environ, stdout, stderr)
 		}
 	}
 	fs := flag.NewFlagSet("llm-proxy", flag.ContinueOnError)
@@ -75,7 +77,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	a, err := app.New(cfg, environ, log)
 	if err != nil {
 		fmt.Fprintln(stderr, "llm-proxy:", err)
-		if errors.Is(err, app.ErrNoAdminKey) {
+		if errors.Is(err, app.ErrNoAdminKey) || errors.Is(err, app.ErrNoEncryptionKey) {
 			return 2
 		}
 		return 1
@@ -136,6 +138,33 @@ func migrate(args, environ []string, stdout, stderr io.Writer) int {
 			state = "applied " + m.AppliedAt.Format(time.RFC3339)
 		}
 		fmt.Fprintf(stdout, "%05d  %-30s %s\n", m.Version, m.Name, state)
+	}
+	return 0
+}
+
+// keygen prints a new admin key, or with --encryption-key a new 32-byte
+// master key (written to --file with mode 0600, never over an existing file).
+func keygen(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("llm-proxy keygen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	enc := fs.Bool("encryption-key", false, "make the 32-byte master key instead of an admin key")
+	file := fs.String("file", "", "with --encryption-key: write the key to this new file (mode 0600)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	switch {
+	case !*enc:
+		var b [24]byte
+		_, _ = rand.Read(b[:])
+		fmt.Fprintln(stdout, "sk-llmproxy-"+hex.EncodeToString(b[:]))
+	case *file == "":
+		fmt.Fprintln(stdout, secrets.NewKeyString())
+	default:
+		if err := secrets.WriteKeyFile(*file); err != nil {
+			fmt.Fprintln(stderr, "llm-proxy:", err)
+			return 1
+		}
+		fmt.Fprintf(stderr, "wrote a new encryption key to %s (mode 0600); keep a copy: without it stored secrets cannot be read\n", *file)
 	}
 	return 0
 }

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llm-proxy/llm-proxy/host/internal/secrets"
 	"github.com/llm-proxy/llm-proxy/host/internal/store"
 	"github.com/llm-proxy/llm-proxy/host/internal/testplugins"
 )
@@ -110,7 +111,7 @@ models = ["demo-story"]
 `, addr, plugins, testplugins.CacheDir(), filepath.Join(dir, "llm-proxy.db"))), 0o644)
 	var logs bytes.Buffer
 	cmd := exec.Command(bin, "--config", cfg)
-	cmd.Env = append(os.Environ(), "LLMPROXY_ADMIN_KEY=sk-bin-test")
+	cmd.Env = append(os.Environ(), "LLMPROXY_ADMIN_KEY=sk-bin-test", "LLMPROXY_ENCRYPTION_KEY="+secrets.NewKeyString())
 	cmd.Stderr = &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -224,5 +225,79 @@ func TestKeysCommand(t *testing.T) {
 	errb.Reset()
 	if code := run([]string{"keys", "create", "--config", cfg, "--expires", "soon", "--name", "x"}, nil, &out, &errb); code != 2 || !strings.Contains(errb.String(), "30d") {
 		t.Fatalf("bad expiry: %d %s", code, errb.String())
+	}
+}
+
+func TestEncryptionKey(t *testing.T) {
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "enc.key")
+	cfg := filepath.Join(dir, "c.toml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("[plugins]\ndir = %q\n[database]\npath = %q\n[security]\nencryption_key_file = %q\n",
+		dir, filepath.Join(dir, "db"), keyFile)), 0o644)
+	env := []string{"LLMPROXY_ADMIN_KEY=sk-x"}
+
+	// Without a key the server refuses to start and says how to make one.
+	var out, errb bytes.Buffer
+	if code := run([]string{"--config", cfg}, env, &out, &errb); code != 2 || !strings.Contains(errb.String(), "keygen --encryption-key --file "+keyFile) {
+		t.Fatalf("no key: %d %s", code, errb.String())
+	}
+	// A wrong length is refused too.
+	errb.Reset()
+	if code := run([]string{"--config", cfg}, append(env, "LLMPROXY_ENCRYPTION_KEY=abcd"), &out, &errb); code != 1 || !strings.Contains(errb.String(), "32") {
+		t.Fatalf("short key: %d %s", code, errb.String())
+	}
+	// keygen writes a 0600 file and never overwrites it.
+	if code := run([]string{"keygen", "--encryption-key", "--file", keyFile}, nil, &out, &errb); code != 0 {
+		t.Fatalf("keygen: %s", errb.String())
+	}
+	if fi, err := os.Stat(keyFile); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v %v", fi, err)
+	}
+	before, _ := os.ReadFile(keyFile)
+	if code := run([]string{"keygen", "--encryption-key", "--file", keyFile}, nil, &out, &errb); code == 0 {
+		t.Fatal("keygen overwrote a key file")
+	}
+	if after, _ := os.ReadFile(keyFile); !bytes.Equal(before, after) {
+		t.Fatal("key file changed")
+	}
+
+	// rotate-encryption-key reseals every stored secret under the new key.
+	oldKey, err := secrets.LoadKey("", keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(context.Background(), store.Options{Path: filepath.Join(dir, "db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, _ := oldKey.Seal([]byte("sk-provider-secret"), []byte("prov_1"))
+	if _, err := st.Writer().Exec(`INSERT INTO providers (id, name, plugin, base_url, secret_ciphertext, created_at, updated_at) VALUES ('prov_1', 'p', 'openai', 'https://x', ?, 0, 0)`, sealed); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	newFile := filepath.Join(dir, "new.key")
+	run([]string{"keygen", "--encryption-key", "--file", newFile}, nil, &out, &errb)
+	out.Reset()
+	if code := run([]string{"rotate-encryption-key", "--config", cfg, "--new-key-file", newFile}, nil, &out, &errb); code != 0 || !strings.Contains(out.String(), "re-encrypted 1") {
+		t.Fatalf("rotate: %d %s %s", code, out.String(), errb.String())
+	}
+	newKey, _ := secrets.LoadKey("", newFile)
+	st, err = store.Open(context.Background(), store.Options{Path: filepath.Join(dir, "db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var now []byte
+	st.Reader().Get(&now, `SELECT secret_ciphertext FROM providers WHERE id = 'prov_1'`)
+	if got, err := newKey.Open(now, []byte("prov_1")); err != nil || string(got) != "sk-provider-secret" {
+		t.Fatalf("after rotation: %q %v", got, err)
+	}
+	if _, err := oldKey.Open(now, []byte("prov_1")); err == nil {
+		t.Fatal("the old key still opens the secret")
+	}
+	// The database file holds no secret in clear.
+	raw, _ := os.ReadFile(filepath.Join(dir, "db"))
+	if bytes.Contains(raw, []byte("sk-provider-secret")) {
+		t.Fatal("provider secret in clear in the database file")
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"strings"
@@ -20,12 +21,18 @@ import (
 	"github.com/llm-proxy/llm-proxy/host/internal/pricing"
 	"github.com/llm-proxy/llm-proxy/host/internal/requestlog"
 	"github.com/llm-proxy/llm-proxy/host/internal/router"
+	"github.com/llm-proxy/llm-proxy/host/internal/secrets"
 	"github.com/llm-proxy/llm-proxy/host/internal/server"
 	"github.com/llm-proxy/llm-proxy/host/internal/store"
 )
 
-// ErrNoAdminKey is returned when the admin key variable is empty.
-var ErrNoAdminKey = errors.New("no admin key")
+// Errors that stop the proxy from starting until the operator acts.
+var (
+	// ErrNoAdminKey: the admin key variable is empty.
+	ErrNoAdminKey = errors.New("no admin key")
+	// ErrNoEncryptionKey: neither the key variable nor the key file exists.
+	ErrNoEncryptionKey = errors.New("no encryption key")
+)
 
 // App is a running proxy.
 type App struct {
@@ -36,6 +43,7 @@ type App struct {
 	store    *store.Store
 	requests *requestlog.Logger
 	keys     *keys.Registry
+	key      *secrets.Key // signs sessions and seals stored secrets
 	cancel   context.CancelFunc
 	served   chan error
 }
@@ -50,6 +58,10 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 	adminKey := env[cfg.Auth.AdminKeyEnv]
 	if adminKey == "" {
 		return nil, fmt.Errorf("%w: set %s to the key clients and admins must send (make one with `llm-proxy keygen`)", ErrNoAdminKey, cfg.Auth.AdminKeyEnv)
+	}
+	key, err := loadEncryptionKey(cfg, env)
+	if err != nil {
+		return nil, err
 	}
 	cacheDir, err := cfg.CacheDir()
 	if err != nil {
@@ -96,7 +108,7 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 		ReadTimeout:  cfg.Server.ReadTimeout.Std(),
 		Logger:       log,
 	})
-	return &App{cfg: cfg, log: log, Registry: reg, Server: srv, store: st, requests: requests, keys: ks}, nil
+	return &App{cfg: cfg, log: log, Registry: reg, Server: srv, store: st, requests: requests, keys: ks, key: key}, nil
 }
 
 func newProvider(pc config.ProviderConfig, env map[string]string, reg *plugin.Registry, log *slog.Logger) (*router.Provider, error) {
@@ -123,6 +135,21 @@ func newProvider(pc config.ProviderConfig, env map[string]string, reg *plugin.Re
 		BaseURL: pc.BaseURL, ExtraHosts: pc.ExtraHosts, AllowPrivateNetwork: pc.AllowPrivateNetwork, Secret: secret,
 	}, clients: map[egress.Auth]*egress.Client{}}
 	return &router.Provider{Name: pc.Name, Plugin: pc.Plugin, Models: pc.Models, Egress: d, GuestConfig: guest}, nil
+}
+
+// loadEncryptionKey reads the mandatory master key and, when there is none,
+// says exactly how to make one.
+func loadEncryptionKey(cfg *config.Config, env map[string]string) (*secrets.Key, error) {
+	sc := cfg.Security
+	key, err := secrets.LoadKey(env[sc.EncryptionKeyEnv], sc.EncryptionKeyFile)
+	switch {
+	case err == nil:
+		return key, nil
+	case errors.Is(err, fs.ErrNotExist) || errors.Is(err, secrets.ErrNoKey):
+		return nil, fmt.Errorf("%w: set %s to 32 random bytes (64 hex characters), or create the key file %s with `llm-proxy keygen --encryption-key --file %s`",
+			ErrNoEncryptionKey, sc.EncryptionKeyEnv, sc.EncryptionKeyFile, sc.EncryptionKeyFile)
+	}
+	return nil, fmt.Errorf("encryption key: %w", err)
 }
 
 func prices(c map[string]config.PriceConfig) pricing.Table {

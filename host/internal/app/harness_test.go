@@ -21,8 +21,10 @@ import (
 )
 
 const (
-	adminKey    = "sk-test-admin"
-	upstreamKey = "sk-upstream-secret-4f9a"
+	// testEncryptionKey is the master key of test proxies (64 hex digits).
+	testEncryptionKey = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+	adminKey          = "sk-test-admin"
+	upstreamKey       = "sk-upstream-secret-4f9a"
 )
 
 // proxy is a running LLM Proxy with the real plugins, on loopback, in front
@@ -112,7 +114,7 @@ func startProxyWith(t testing.TB, tweak func(*config.Config), upOpts fakeupstrea
 		_ = level.UnmarshalText([]byte(cfg.Log.Level))
 	}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: level}))
-	environ := []string{"LLMPROXY_ADMIN_KEY=" + adminKey, "FAKE_UPSTREAM_KEY=" + upstreamKey}
+	environ := []string{"LLMPROXY_ADMIN_KEY=" + adminKey, "FAKE_UPSTREAM_KEY=" + upstreamKey, "LLMPROXY_ENCRYPTION_KEY=" + testEncryptionKey}
 	a, err := app.New(cfg, environ, log)
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,16 @@ import (
 	"time"
 )
 
+// SecurityConfig is the [security] section.
+type SecurityConfig struct {
+	// EncryptionKeyEnv names the variable that may hold the 32-byte master
+	// key (64 hex characters or base64). Default: "LLMPROXY_ENCRYPTION_KEY".
+	EncryptionKeyEnv string `koanf:"encryption_key_env"`
+	// EncryptionKeyFile is read when that variable is empty; it must not be
+	// readable by group or others. Default: "data/encryption.key".
+	EncryptionKeyFile string `koanf:"encryption_key_file"`
+}
+
 // DatabaseConfig is the [database] section.
 type DatabaseConfig struct {
 	// Path of the SQLite file, created on first start with its folder.
@@ -58,6 +68,8 @@ type Config struct {
 	// Plugins holds the WebAssembly plugin settings ([plugins]). Each field
 	// documents its own default.
 	Plugins PluginsConfig `koanf:"plugins"`
+	// Security holds the encryption key settings ([security]).
+	Security SecurityConfig `koanf:"security"`
 	// Database holds the SQLite settings ([database]).
 	Database DatabaseConfig `koanf:"database"`
 	// Logs holds the request log settings ([logs]).
@@ -257,6 +269,7 @@ func Default() *Config {
 			Watch:  true,
 			Limits: DefaultLimits(),
 		},
+		Security: SecurityConfig{EncryptionKeyEnv: "LLMPROXY_ENCRYPTION_KEY", EncryptionKeyFile: "data/encryption.key"},
 		Database: DatabaseConfig{Path: "data/llm-proxy.db"},
 		Logs:     RequestLogsConfig{RetentionDays: 30, QueueSize: 10000},
 	}

@@ -62,6 +62,9 @@ func (c *Config) problems() Problems {
 			ps.add(key, "prices must not be negative")
 		}
 	}
+	if !envNameRe.MatchString(c.Security.EncryptionKeyEnv) {
+		ps.add("security.encryption_key_env", "must be a valid environment variable name, got %q", c.Security.EncryptionKeyEnv)
+	}
 	if c.Database.Path == "" {
 		ps.add("database.path", "must name the SQLite file")
 	}
