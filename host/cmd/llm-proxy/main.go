@@ -9,6 +9,7 @@
 //	llm-proxy keys create --name N [--models a,b] [--expires 30d]
 //	llm-proxy keys list | revoke ID | rotate ID   (flags before ID)
 //	llm-proxy rotate-encryption-key --new-key-file F
+//	llm-proxy users create --name N [--admin]     password on stdin
 //	llm-proxy version
 //
 // See README.md for a tour and config.toml for every setting.
@@ -54,6 +55,8 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 			return migrate(args[1:], environ, stdout, stderr)
 		case "keys":
 			return keysCmd(args[1:], environ, stdout, stderr)
+		case "users":
+			return usersCmd(args[1:], environ, stdout, stderr)
 		case "rotate-encryption-key":
 			return rotateKey(args[1:], environ, stdout, stderr)
 		}

@@ -301,3 +301,32 @@ func TestEncryptionKey(t *testing.T) {
 		t.Fatal("provider secret in clear in the database file")
 	}
 }
+
+func TestUsersCommand(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.toml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("[plugins]\ndir = %q\n[database]\npath = %q\n", dir, filepath.Join(dir, "db"))), 0o644)
+	defer func(old io.Reader) { stdin = old }(stdin)
+	var out, errb bytes.Buffer
+	stdin = strings.NewReader("a fine password\n")
+	if code := run([]string{"users", "create", "--config", cfg, "--name", "root", "--admin"}, nil, &out, &errb); code != 0 || !strings.Contains(out.String(), "created admin root") {
+		t.Fatalf("create: %d %s %s", code, out.String(), errb.String())
+	}
+	stdin = strings.NewReader("")
+	errb.Reset()
+	if code := run([]string{"users", "create", "--config", cfg, "--name", "v"}, nil, &out, &errb); code == 0 || !strings.Contains(errb.String(), "standard input") {
+		t.Fatalf("no password: %d %s", code, errb.String())
+	}
+	out.Reset()
+	run([]string{"users", "list", "--config", cfg}, nil, &out, &errb)
+	if !strings.Contains(out.String(), "root") || !strings.Contains(out.String(), "admin") || strings.Contains(out.String(), "fine password") {
+		t.Fatalf("list:\n%s", out.String())
+	}
+	if code := run([]string{"users", "disable", "--config", cfg, "--name", "root"}, nil, &out, &errb); code != 0 {
+		t.Fatalf("disable: %s", errb.String())
+	}
+	raw, _ := os.ReadFile(filepath.Join(dir, "db"))
+	if bytes.Contains(raw, []byte("a fine password")) {
+		t.Fatal("password in clear in the database")
+	}
+}

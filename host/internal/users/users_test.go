@@ -1,0 +1,79 @@
+package users_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/llm-proxy/llm-proxy/host/internal/secrets"
+	"github.com/llm-proxy/llm-proxy/host/internal/store"
+	"github.com/llm-proxy/llm-proxy/host/internal/users"
+)
+
+func TestUsers(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.Open(ctx, store.Options{Path: filepath.Join(t.TempDir(), "db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	us := users.New(st)
+	now := time.Now()
+
+	u, err := us.Create(ctx, "alice", "correct horse", users.RoleAdmin, now)
+	if err != nil || u.Role != users.RoleAdmin || u.Disabled {
+		t.Fatalf("%+v %v", u, err)
+	}
+	var hash string
+	if err := st.Reader().Get(&hash, `SELECT password_hash FROM users WHERE username = 'alice'`); err != nil {
+		t.Fatal(err)
+	}
+	if cost, err := bcrypt.Cost([]byte(hash)); err != nil || cost != 12 {
+		t.Fatalf("bcrypt cost %d %v", cost, err)
+	}
+	for name, tc := range map[string]struct {
+		user, pw, role string
+		want           error
+	}{
+		"duplicate":      {"alice", "another pw", users.RoleViewer, users.ErrExists},
+		"bad username":   {"al ice", "long enough", users.RoleViewer, users.ErrBadUsername},
+		"bad role":       {"bob", "long enough", "root", users.ErrBadRole},
+		"short password": {"bob", "short", users.RoleViewer, secrets.ErrPasswordTooShort},
+	} {
+		if _, err := us.Create(ctx, tc.user, tc.pw, tc.role, now); !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v, want %v", name, err, tc.want)
+		}
+	}
+
+	if got, err := us.Authenticate(ctx, "alice", "correct horse"); err != nil || got.Username != "alice" {
+		t.Fatalf("login: %v %v", got, err)
+	}
+	// Wrong password and unknown user give the same answer.
+	for _, c := range [][2]string{{"alice", "wrong password"}, {"nobody", "correct horse"}} {
+		if _, err := us.Authenticate(ctx, c[0], c[1]); !errors.Is(err, users.ErrBadLogin) || err.Error() != users.ErrBadLogin.Error() {
+			t.Errorf("%v: %v", c, err)
+		}
+	}
+	if err := us.SetPassword(ctx, "alice", "new password!", now.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := us.Authenticate(ctx, "alice", "correct horse"); !errors.Is(err, users.ErrBadLogin) {
+		t.Fatal("old password still works")
+	}
+	if got, _ := us.Get(ctx, "alice"); !got.PasswordChangedAt.After(got.CreatedAt) {
+		t.Fatalf("password_changed_at not moved: %+v", got)
+	}
+	if err := us.SetDisabled(ctx, "alice", true, now); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := us.Authenticate(ctx, "alice", "new password!"); !errors.Is(err, users.ErrBadLogin) {
+		t.Fatal("a disabled user logged in")
+	}
+	if err := us.SetDisabled(ctx, "nobody", true, now); !errors.Is(err, users.ErrNotFound) {
+		t.Fatal(err)
+	}
+}
