@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/llm-proxy/llm-proxy/host/internal/keys"
-	"github.com/llm-proxy/llm-proxy/host/internal/store"
 )
 
 const keysUsage = `usage:
@@ -38,17 +37,12 @@ func keysCmd(args, environ []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
-	cfg, ok := loadConfig(*path, environ, stderr)
-	if !ok {
-		return 2
-	}
-	ctx := context.Background()
-	st, err := store.Open(ctx, store.Options{Path: cfg.Database.Path})
-	if err != nil {
-		fmt.Fprintln(stderr, "llm-proxy:", err)
-		return 1
+	_, st, code := openDatabase(*path, environ, stderr)
+	if st == nil {
+		return code
 	}
 	defer st.Close()
+	ctx := context.Background()
 	reg, err := keys.Open(ctx, st, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		fmt.Fprintln(stderr, "llm-proxy:", err)

@@ -182,6 +182,21 @@ func loadConfig(path string, environ []string, stderr io.Writer) (*config.Config
 	return cfg, true
 }
 
+// openDatabase loads the config and opens its database for a command,
+// printing any problem; when st is nil, code is the exit status.
+func openDatabase(path string, environ []string, stderr io.Writer) (cfg *config.Config, st *store.Store, code int) {
+	cfg, ok := loadConfig(path, environ, stderr)
+	if !ok {
+		return nil, nil, 2
+	}
+	st, err := store.Open(context.Background(), store.Options{Path: cfg.Database.Path})
+	if err != nil {
+		fmt.Fprintln(stderr, "llm-proxy:", err)
+		return nil, nil, 1
+	}
+	return cfg, st, 0
+}
+
 func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.Log.Level))

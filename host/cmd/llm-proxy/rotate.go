@@ -7,8 +7,8 @@ import (
 	"io"
 	"strings"
 
+	"github.com/llm-proxy/llm-proxy/host/internal/app"
 	"github.com/llm-proxy/llm-proxy/host/internal/secrets"
-	"github.com/llm-proxy/llm-proxy/host/internal/store"
 )
 
 // rotateKey implements `llm-proxy rotate-encryption-key --new-key-file F`:
@@ -23,37 +23,32 @@ func rotateKey(args, environ []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	cfg, ok := loadConfig(*path, environ, stderr)
-	if !ok {
-		return 2
+	cfg, st, code := openDatabase(*path, environ, stderr)
+	if st == nil {
+		return code
 	}
-	env := map[string]string{}
-	for _, kv := range environ {
-		if k, v, ok := strings.Cut(kv, "="); ok {
-			env[k] = v
-		}
-	}
-	oldKey, err := secrets.LoadKey(env[cfg.Security.EncryptionKeyEnv], cfg.Security.EncryptionKeyFile)
+	defer st.Close()
+	oldKey, err := app.LoadEncryptionKey(cfg, environ)
 	if err != nil {
 		fmt.Fprintln(stderr, "llm-proxy: current key:", err)
 		return 1
 	}
-	if *newFile == "" && env["LLMPROXY_NEW_ENCRYPTION_KEY"] == "" {
+	newEnv := ""
+	for _, kv := range environ {
+		if v, ok := strings.CutPrefix(kv, "LLMPROXY_NEW_ENCRYPTION_KEY="); ok {
+			newEnv = v
+		}
+	}
+	if *newFile == "" && newEnv == "" {
 		fmt.Fprintln(stderr, "llm-proxy: give the new key with --new-key-file F or LLMPROXY_NEW_ENCRYPTION_KEY")
 		return 2
 	}
-	newKey, err := secrets.LoadKey(env["LLMPROXY_NEW_ENCRYPTION_KEY"], *newFile)
+	newKey, err := secrets.LoadKey(newEnv, *newFile)
 	if err != nil {
 		fmt.Fprintln(stderr, "llm-proxy: new key:", err)
 		return 1
 	}
 	ctx := context.Background()
-	st, err := store.Open(ctx, store.Options{Path: cfg.Database.Path})
-	if err != nil {
-		fmt.Fprintln(stderr, "llm-proxy:", err)
-		return 1
-	}
-	defer st.Close()
 	n, err := st.ResealProviderSecrets(ctx, func(id string, sealed []byte) ([]byte, error) {
 		return secrets.Reseal(oldKey, newKey, sealed, []byte(id))
 	})

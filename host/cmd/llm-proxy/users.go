@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/llm-proxy/llm-proxy/host/internal/secrets"
-	"github.com/llm-proxy/llm-proxy/host/internal/store"
 	"github.com/llm-proxy/llm-proxy/host/internal/users"
 )
 
@@ -41,17 +40,12 @@ func usersCmd(args, environ []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
-	cfg, ok := loadConfig(*path, environ, stderr)
-	if !ok {
-		return 2
-	}
-	ctx := context.Background()
-	st, err := store.Open(ctx, store.Options{Path: cfg.Database.Path})
-	if err != nil {
-		fmt.Fprintln(stderr, "llm-proxy:", err)
-		return 1
+	_, st, code := openDatabase(*path, environ, stderr)
+	if st == nil {
+		return code
 	}
 	defer st.Close()
+	ctx := context.Background()
 	us := users.New(st)
 	now := time.Now()
 	fail := func(err error) int {

@@ -137,8 +137,12 @@ func newProvider(pc config.ProviderConfig, env map[string]string, reg *plugin.Re
 	return &router.Provider{Name: pc.Name, Plugin: pc.Plugin, Models: pc.Models, Egress: d, GuestConfig: guest}, nil
 }
 
-// loadEncryptionKey reads the mandatory master key and, when there is none,
-// says exactly how to make one.
+// LoadEncryptionKey reads the master key the config names, from environ
+// or the key file; when there is none the error says how to make one.
+func LoadEncryptionKey(cfg *config.Config, environ []string) (*secrets.Key, error) {
+	return loadEncryptionKey(cfg, envMap(environ))
+}
+
 func loadEncryptionKey(cfg *config.Config, env map[string]string) (*secrets.Key, error) {
 	sc := cfg.Security
 	key, err := secrets.LoadKey(env[sc.EncryptionKeyEnv], sc.EncryptionKeyFile)

@@ -75,6 +75,12 @@ func TestAuthMatrix(t *testing.T) {
 		}
 	}
 	expect("no key", chat("", "gpt-4o-mini"), 401, "missing_api_key")
+	// The key may also come as x-api-key.
+	req, _ := http.NewRequest("GET", p.URL+"/v1/models", nil)
+	req.Header.Set("x-api-key", ok.Key)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("x-api-key: %v %v", err, resp)
+	}
 	expect("wrong key", chat("sk-lp-not-a-real-key", "gpt-4o-mini"), 401, "invalid_api_key")
 	expect("model outside the allow-list", chat(limited.Key, "gpt-4o-mini"), 403, "model_not_allowed")
 
@@ -100,7 +106,7 @@ func TestAuthMatrix(t *testing.T) {
 	expect("expired key", chat(soon.Key, "gpt-4o-mini"), 401, "expired_api_key")
 
 	// Client keys cannot use the admin API; the list never shows secrets.
-	req, _ := http.NewRequest("GET", p.URL+"/api/keys", nil)
+	req, _ = http.NewRequest("GET", p.URL+"/api/keys", nil)
 	req.Header.Set("Authorization", "Bearer "+rotated.Key)
 	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 401 {
 		t.Fatalf("client key on the admin API: %v %v", err, resp)

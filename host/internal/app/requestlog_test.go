@@ -6,8 +6,10 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/llm-proxy/llm-proxy/host/internal/config"
 	"github.com/llm-proxy/llm-proxy/host/internal/fakeupstream"
@@ -159,5 +161,39 @@ func TestRequestLogRows(t *testing.T) {
 	}
 	if byModel["gpt-4o-mini"] != [2]int64{2, 0} || byModel["no-such-model"] != [2]int64{1, 1} {
 		t.Fatalf("usage by model: %+v", usage.Data)
+	}
+}
+
+// TestRetention: rows older than [logs] retention_days are pruned by the
+// running proxy, newer ones are kept.
+func TestRetention(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "seeded.db")
+	st, err := store.Open(context.Background(), store.Options{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	rows := []store.RequestLog{
+		{ID: "req_old", TS: now.AddDate(0, 0, -8).UnixMilli(), Model: "m", Status: 200},
+		{ID: "req_new", TS: now.AddDate(0, 0, -6).UnixMilli(), Model: "m", Status: 200},
+	}
+	if err := st.InsertLogs(context.Background(), rows); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	p := startProxy(t, func(cfg *config.Config) {
+		cfg.Database.Path = path
+		cfg.Logs.RetentionDays = 7
+	})
+	var ids []string
+	waitFor(t, func() bool {
+		ids = nil
+		if err := p.App.Store().Reader().Select(&ids, `SELECT id FROM request_logs ORDER BY id`); err != nil {
+			t.Fatal(err)
+		}
+		return len(ids) == 1
+	})
+	if ids[0] != "req_new" {
+		t.Fatalf("kept %v", ids)
 	}
 }

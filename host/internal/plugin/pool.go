@@ -254,42 +254,40 @@ func (s *outStream) Write(b []byte) (int, error) {
 	}
 }
 
-func (g *guestOutput) line(stream string, b []byte) {
+// limit takes one line's worth of the rate; it reports whether the line
+// may be logged and how many were dropped since the last one that was.
+func (g *guestOutput) limit() (ok bool, dropped int) {
 	g.mu.Lock()
+	defer g.mu.Unlock()
 	now := time.Now()
 	g.tokens = min(lineBurst, g.tokens+now.Sub(g.last).Seconds()*linesPerSecond)
 	g.last = now
 	if g.tokens < 1 {
 		g.dropped++
-		g.mu.Unlock()
-		return
+		return false, 0
 	}
 	g.tokens--
-	dropped := g.dropped
-	g.dropped = 0
-	g.mu.Unlock()
+	dropped, g.dropped = g.dropped, 0
+	return true, dropped
+}
+
+func (g *guestOutput) emit(level slog.Level, msg string, attrs ...any) {
+	ok, dropped := g.limit()
+	if !ok {
+		return
+	}
 	if dropped > 0 {
 		g.log.Warn("plugin output rate-limited", "dropped_lines", dropped)
 	}
-	g.log.Info("plugin output", "stream", stream, "line", string(b))
+	g.log.Log(context.Background(), level, msg, attrs...)
+}
+
+func (g *guestOutput) line(stream string, b []byte) {
+	g.emit(slog.LevelInfo, "plugin output", "stream", stream, "line", string(b))
 }
 
 // logGuest writes a line the plugin sent through the log host function,
-// under the same rate limit.
+// under the same rate limit as its stdout and stderr.
 func (g *guestOutput) logGuest(level int32, msg []byte) {
-	g.mu.Lock()
-	now := time.Now()
-	g.tokens = min(lineBurst, g.tokens+now.Sub(g.last).Seconds()*linesPerSecond)
-	g.last = now
-	if g.tokens < 1 {
-		g.dropped++
-		g.mu.Unlock()
-		return
-	}
-	g.tokens--
-	g.mu.Unlock()
-	if len(msg) > maxLine {
-		msg = msg[:maxLine]
-	}
-	g.log.Log(context.Background(), slog.Level(level), "plugin log", "message", string(msg))
+	g.emit(slog.Level(level), "plugin log", "message", string(msg[:min(len(msg), maxLine)]))
 }

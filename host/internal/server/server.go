@@ -120,7 +120,6 @@ func New(o Options) *Server {
 		api.Get("/keys", s.listKeys)
 		api.Post("/keys", s.createKey)
 		api.Delete("/keys/:id", s.revokeKey)
-		api.Post("/keys/:id/revoke", s.revokeKey)
 		api.Post("/keys/:id/rotate", s.rotateKey)
 	}
 	return s

@@ -265,39 +265,14 @@ func (s *Server) finish(c *fiber.Ctx, r *request, err *apierror.Error) error {
 	return nil
 }
 
+// logRequest records a finished request: one row for the request log
+// and, when info logging is on, one log line with the same fields.
 func (s *Server) logRequest(r *request, status int, err *apierror.Error) {
-	attrs := []slog.Attr{
-		slog.String("id", r.id),
-		slog.String("key", r.keyID),
-		slog.String("op", r.op.String()),
-		slog.String("model", r.model),
-		slog.Int("status", status),
-		slog.Duration("latency", time.Since(r.start)),
-		slog.Duration("ttfb", r.ttfb),
-	}
-	if r.provider != nil {
-		attrs = append(attrs, slog.String("provider", r.provider.Name))
-	}
-	if r.version != nil {
-		attrs = append(attrs, slog.String("plugin", r.version.Manifest.Name+"@"+r.version.Manifest.Version))
-	}
-	cost := s.opts.Prices.Cost(r.model, r.upstreamModel, r.usage.prompt, r.usage.completion, r.usage.cached)
-	if r.usage.known {
-		attrs = append(attrs, slog.Int64("prompt_tokens", r.usage.prompt), slog.Int64("completion_tokens", r.usage.completion),
-			slog.Int64("cached_tokens", r.usage.cached), slog.Float64("cost_usd", cost))
-	}
-	if err != nil {
-		attrs = append(attrs, slog.String("error_type", err.Type), slog.String("error_code", err.Code))
-	}
-	s.log.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs...)
-	if s.opts.Requests == nil {
-		return
-	}
 	e := requestlog.Entry{
 		ID: r.id, Time: r.start, Model: r.model, Status: status,
 		Latency: time.Since(r.start), TTFB: r.ttfb, Stream: r.op == abi.OpChatStream,
 		PromptTokens: r.usage.prompt, CompletionTokens: r.usage.completion, CachedTokens: r.usage.cached,
-		CostUSD: cost,
+		CostUSD: s.opts.Prices.Cost(r.model, r.upstreamModel, r.usage.prompt, r.usage.completion, r.usage.cached),
 	}
 	if r.keyID != "admin" {
 		e.KeyID = r.keyID
@@ -311,7 +286,32 @@ func (s *Server) logRequest(r *request, status int, err *apierror.Error) {
 	if err != nil {
 		e.ErrorType = err.Type
 	}
-	s.opts.Requests.Log(e)
+	if s.opts.Requests != nil {
+		s.opts.Requests.Log(e)
+	}
+	ctx := context.Background()
+	if !s.log.Enabled(ctx, slog.LevelInfo) {
+		return
+	}
+	attrs := []slog.Attr{
+		slog.String("id", e.ID), slog.String("key", r.keyID), slog.String("op", r.op.String()),
+		slog.String("model", e.Model), slog.Int("status", status),
+		slog.Duration("latency", e.Latency), slog.Duration("ttfb", e.TTFB),
+	}
+	if e.Provider != "" {
+		attrs = append(attrs, slog.String("provider", e.Provider))
+	}
+	if e.Plugin != "" {
+		attrs = append(attrs, slog.String("plugin", e.Plugin+"@"+e.PluginVersion))
+	}
+	if r.usage.known {
+		attrs = append(attrs, slog.Int64("prompt_tokens", e.PromptTokens), slog.Int64("completion_tokens", e.CompletionTokens),
+			slog.Int64("cached_tokens", e.CachedTokens), slog.Float64("cost_usd", e.CostUSD))
+	}
+	if err != nil {
+		attrs = append(attrs, slog.String("error_type", err.Type), slog.String("error_code", err.Code))
+	}
+	s.log.LogAttrs(ctx, slog.LevelInfo, "request", attrs...)
 }
 
 func keyID(c *fiber.Ctx) string {
