@@ -43,6 +43,7 @@ type App struct {
 	store    *store.Store
 	requests *requestlog.Logger
 	keys     *keys.Registry
+	routes   *router.Live // the providers the server routes to
 	key      *secrets.Key // signs sessions and seals stored secrets
 	cancel   context.CancelFunc
 	served   chan error
@@ -95,9 +96,10 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 		st.Close()
 		return nil, err
 	}
+	routes := router.NewLive(router.New(providers))
 	requests := requestlog.New(&storeSink{st: st}, requestlog.Options{QueueSize: cfg.Logs.QueueSize, Logger: log})
 	srv := server.New(server.Options{
-		Router:       router.New(providers),
+		Router:       routes,
 		Plugins:      reg,
 		Requests:     requests,
 		Keys:         ks,
@@ -108,7 +110,7 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 		ReadTimeout:  cfg.Server.ReadTimeout.Std(),
 		Logger:       log,
 	})
-	return &App{cfg: cfg, log: log, Registry: reg, Server: srv, store: st, requests: requests, keys: ks, key: key}, nil
+	return &App{cfg: cfg, log: log, Registry: reg, Server: srv, store: st, requests: requests, keys: ks, routes: routes, key: key}, nil
 }
 
 func newProvider(pc config.ProviderConfig, env map[string]string, reg *plugin.Registry, log *slog.Logger) (*router.Provider, error) {

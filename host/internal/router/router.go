@@ -8,6 +8,7 @@ package router
 
 import (
 	"strings"
+	"sync/atomic"
 
 	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
 )
@@ -88,3 +89,21 @@ func (r *Router) Models() []Model {
 
 // Providers returns the providers in priority order.
 func (r *Router) Providers() []*Provider { return r.providers }
+
+// Live holds the current Router and lets it be replaced while requests
+// are being served: a request resolves against whichever Router was
+// current when it asked, and a swap never blocks a request.
+type Live struct{ cur atomic.Pointer[Router] }
+
+// NewLive starts a Live holder with r.
+func NewLive(r *Router) *Live {
+	l := &Live{}
+	l.cur.Store(r)
+	return l
+}
+
+// Load returns the current Router.
+func (l *Live) Load() *Router { return l.cur.Load() }
+
+// Store makes r the current Router.
+func (l *Live) Store(r *Router) { l.cur.Store(r) }

@@ -51,7 +51,7 @@ type Keys interface {
 
 // Options configure a Server.
 type Options struct {
-	Router  *router.Router
+	Router  *router.Live // the providers; swapped when they change
 	Plugins Plugins
 	Keys    Keys // optional: without it only the admin key is accepted
 	// LogDB answers /api/logs and /api/usage (a read-only pool); optional.

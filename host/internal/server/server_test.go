@@ -24,7 +24,7 @@ func (noPlugins) Ready() bool                                 { return false }
 
 func testServer() *Server {
 	return New(Options{
-		Router:   router.New([]*router.Provider{{Name: "p", Plugin: "x", Models: []string{"m"}}}),
+		Router:   router.NewLive(router.New([]*router.Provider{{Name: "p", Plugin: "x", Models: []string{"m"}}})),
 		Plugins:  noPlugins{},
 		AdminKey: "k",
 	})

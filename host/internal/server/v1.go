@@ -138,7 +138,7 @@ func (s *Server) handle(c *fiber.Ctx, op abi.Op) error {
 		return s.finish(c, r, apierror.New(fiber.StatusForbidden, "model_not_allowed",
 			"This API key may not use the model '"+model+"'.").WithParam("model"))
 	}
-	p, upstreamModel, ok := s.opts.Router.Resolve(model)
+	p, upstreamModel, ok := s.opts.Router.Load().Resolve(model)
 	if !ok {
 		return s.finish(c, r, apierror.New(fiber.StatusNotFound, "model_not_found",
 			"The model '"+model+"' does not exist or is not served by this proxy.").WithParam("model"))
@@ -322,12 +322,12 @@ func keyID(c *fiber.Ctx) string {
 }
 
 func (s *Server) listModels(c *fiber.Ctx) error {
-	return c.JSON(fiber.Map{"object": "list", "data": s.opts.Router.Models()})
+	return c.JSON(fiber.Map{"object": "list", "data": s.opts.Router.Load().Models()})
 }
 
 func (s *Server) getModel(c *fiber.Ctx) error {
 	id := c.Params("+")
-	for _, m := range s.opts.Router.Models() {
+	for _, m := range s.opts.Router.Load().Models() {
 		if m.ID == id {
 			return c.JSON(m)
 		}
