@@ -322,6 +322,15 @@ func TestUsersCommand(t *testing.T) {
 	if !strings.Contains(out.String(), "root") || !strings.Contains(out.String(), "admin") || strings.Contains(out.String(), "fine password") {
 		t.Fatalf("list:\n%s", out.String())
 	}
+	// root is the only admin: disabling it would lock everyone out.
+	errb.Reset()
+	if code := run([]string{"users", "disable", "--config", cfg, "--name", "root"}, nil, &out, &errb); code == 0 || !strings.Contains(errb.String(), "only enabled admin") {
+		t.Fatalf("disable last admin: %d %s", code, errb.String())
+	}
+	stdin = strings.NewReader("another password\n")
+	if code := run([]string{"users", "create", "--config", cfg, "--name", "ops", "--admin"}, nil, &out, &errb); code != 0 {
+		t.Fatalf("create: %s", errb.String())
+	}
 	if code := run([]string{"users", "disable", "--config", cfg, "--name", "root"}, nil, &out, &errb); code != 0 {
 		t.Fatalf("disable: %s", errb.String())
 	}

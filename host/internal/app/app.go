@@ -23,7 +23,9 @@ import (
 	"github.com/llm-proxy/llm-proxy/host/internal/router"
 	"github.com/llm-proxy/llm-proxy/host/internal/secrets"
 	"github.com/llm-proxy/llm-proxy/host/internal/server"
+	"github.com/llm-proxy/llm-proxy/host/internal/sessions"
 	"github.com/llm-proxy/llm-proxy/host/internal/store"
+	"github.com/llm-proxy/llm-proxy/host/internal/users"
 )
 
 // Errors that stop the proxy from starting until the operator acts.
@@ -98,7 +100,10 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 	}
 	routes := router.NewLive(router.New(providers))
 	requests := requestlog.New(&storeSink{st: st}, requestlog.Options{QueueSize: cfg.Logs.QueueSize, Logger: log})
+	accounts := users.New(st)
 	srv := server.New(server.Options{
+		Sessions:     sessions.New(key, accounts, sessions.Options{TTL: cfg.Auth.SessionTTL.Std()}),
+		Users:        accounts,
 		Router:       routes,
 		Plugins:      reg,
 		Requests:     requests,

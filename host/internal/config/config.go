@@ -102,6 +102,9 @@ type AuthConfig struct {
 	// AdminKeyEnv names the environment variable that holds the admin key.
 	// The key itself never appears in the file. Default: "LLMPROXY_ADMIN_KEY".
 	AdminKeyEnv string `koanf:"admin_key_env"`
+	// SessionTTL is how long a dashboard login lasts; between one minute
+	// and 30 days. Default: 12h.
+	SessionTTL Duration `koanf:"session_ttl"`
 }
 
 // LogConfig configures logging.
@@ -259,6 +262,7 @@ func Default() *Config {
 		},
 		Auth: AuthConfig{
 			AdminKeyEnv: "LLMPROXY_ADMIN_KEY",
+			SessionTTL:  Duration(12 * time.Hour),
 		},
 		Log: LogConfig{
 			Level:  "info",

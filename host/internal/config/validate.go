@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Bounds of plugins.limits.memory_pages, in 64 KiB wasm pages.
@@ -54,6 +55,9 @@ func (c *Config) problems() Problems {
 		ps.add("auth.admin_key_env", "must name the environment variable holding the admin key")
 	case !envNameRe.MatchString(c.Auth.AdminKeyEnv):
 		ps.add("auth.admin_key_env", "must be a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*), got %q", c.Auth.AdminKeyEnv)
+	}
+	if ttl := c.Auth.SessionTTL.Std(); ttl < time.Minute || ttl > 30*24*time.Hour {
+		ps.add("auth.session_ttl", "must be between 1m and 720h (30 days), got %s", ttl)
 	}
 
 	for model, p := range c.Prices {

@@ -54,6 +54,10 @@ type Options struct {
 	Router  *router.Live // the providers; swapped when they change
 	Plugins Plugins
 	Keys    Keys // optional: without it only the admin key is accepted
+	// Sessions and Users enable dashboard logins and /api/users; both or
+	// neither. Without them the admin API takes the admin key only.
+	Sessions Sessions
+	Users    Users
 	// LogDB answers /api/logs and /api/usage (a read-only pool); optional.
 	LogDB *sqlx.DB
 	// Prices turns each request's tokens into its cost; optional.
@@ -99,7 +103,20 @@ func New(o Options) *Server {
 	v1.Get("/models", s.listModels)
 	v1.Get("/models/+", s.getModel)
 
-	api := s.app.Group("/api", s.requireAdmin)
+	if o.Sessions != nil {
+		s.app.Post("/api/login", s.login)
+		s.app.Post("/api/logout", s.logout)
+	}
+	api := s.app.Group("/api", s.requireAPI)
+	api.Get("/session", s.session)
+	if o.Sessions != nil {
+		api.Post("/session/password", s.changeOwnPassword)
+		api.Get("/users", s.listUsers)
+		api.Post("/users", s.createUser)
+		api.Get("/users/:username", s.getUser)
+		api.Patch("/users/:username", s.updateUser)
+		api.Delete("/users/:username", s.deleteUser)
+	}
 	api.Get("/plugins", func(c *fiber.Ctx) error {
 		return c.JSON(fiber.Map{"object": "list", "data": s.opts.Plugins.List()})
 	})
@@ -186,19 +203,6 @@ func (s *Server) requireClient(c *fiber.Ctx) error {
 		}
 	}
 	return apierror.New(fiber.StatusUnauthorized, "invalid_api_key", "Incorrect API key provided.")
-}
-
-// requireAdmin accepts the admin key only.
-func (s *Server) requireAdmin(c *fiber.Ctx) error {
-	key := presentedKey(c)
-	if key == "" {
-		return errMissingKey
-	}
-	if !s.isAdmin(key) {
-		return apierror.New(fiber.StatusUnauthorized, "invalid_api_key", "This endpoint needs the admin key.")
-	}
-	c.Locals(keyIDLocal, "admin")
-	return c.Next()
 }
 
 const keyLocal = "client_key"

@@ -32,6 +32,9 @@ var (
 	ErrBadRole     = errors.New(`role must be "admin" or "viewer"`)
 	// ErrBadLogin is the one answer to a failed login, whatever failed.
 	ErrBadLogin = errors.New("wrong username or password")
+	// ErrLastAdmin refuses to remove, disable or demote the only enabled
+	// admin, which would leave nobody able to manage the dashboard.
+	ErrLastAdmin = errors.New("this is the only enabled admin; make another admin first")
 )
 
 var usernameRE = regexp.MustCompile(`^[A-Za-z0-9._@-]{1,64}$`)
@@ -106,6 +109,20 @@ func (s *Store) get(ctx context.Context, username string) (*row, error) {
 	return &r, nil
 }
 
+// GetByID returns an account by id.
+func (s *Store) GetByID(ctx context.Context, id string) (*User, error) {
+	var r row
+	err := s.st.Reader().GetContext(ctx, &r, `SELECT id, username, role, disabled, password_hash, created_at, password_changed_at, updated_at
+		FROM users WHERE id = ?`, id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read user: %w", err)
+	}
+	return r.user(), nil
+}
+
 // Get returns an account by username.
 func (s *Store) Get(ctx context.Context, username string) (*User, error) {
 	r, err := s.get(ctx, username)
@@ -159,9 +176,70 @@ func (s *Store) SetPassword(ctx context.Context, username, password string, now 
 		hash, now.UnixMilli(), now.UnixMilli(), username)
 }
 
-// SetDisabled disables or re-enables an account.
+// SetDisabled disables or re-enables an account. The only enabled admin
+// cannot be disabled (ErrLastAdmin).
 func (s *Store) SetDisabled(ctx context.Context, username string, disabled bool, now time.Time) error {
-	return s.update(ctx, `UPDATE users SET disabled = ?, updated_at = ? WHERE username = ?`, disabled, now.UnixMilli(), username)
+	if disabled {
+		return s.updateKeepingAdmin(ctx, username, `UPDATE users SET disabled = 1, updated_at = ? WHERE username = ?`, now.UnixMilli(), username)
+	}
+	return s.update(ctx, `UPDATE users SET disabled = 0, updated_at = ? WHERE username = ?`, now.UnixMilli(), username)
+}
+
+// SetRole changes an account's role. The only enabled admin cannot be
+// made a viewer (ErrLastAdmin).
+func (s *Store) SetRole(ctx context.Context, username, role string, now time.Time) error {
+	if role != RoleAdmin && role != RoleViewer {
+		return ErrBadRole
+	}
+	if role == RoleAdmin {
+		return s.update(ctx, `UPDATE users SET role = 'admin', updated_at = ? WHERE username = ?`, now.UnixMilli(), username)
+	}
+	return s.updateKeepingAdmin(ctx, username, `UPDATE users SET role = 'viewer', updated_at = ? WHERE username = ?`, now.UnixMilli(), username)
+}
+
+// Delete removes an account. The only enabled admin cannot be removed
+// (ErrLastAdmin).
+func (s *Store) Delete(ctx context.Context, username string) error {
+	return s.updateKeepingAdmin(ctx, username, `DELETE FROM users WHERE username = ?`, username)
+}
+
+// updateKeepingAdmin runs a statement that may take away an enabled
+// admin, and undoes it if no enabled admin would be left. Only accounts
+// that were enabled admins are guarded, so a database with no admin at
+// all (before `llm-proxy users create --admin`) can still be changed.
+func (s *Store) updateKeepingAdmin(ctx context.Context, username, query string, args ...any) (err error) {
+	tx, err := s.st.Writer().BeginTxx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("update user: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	var wasAdmin bool
+	switch err := tx.GetContext(ctx, &wasAdmin, `SELECT role = 'admin' AND disabled = 0 FROM users WHERE username = ?`, username); {
+	case errors.Is(err, sql.ErrNoRows):
+		return ErrNotFound
+	case err != nil:
+		return fmt.Errorf("update user: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, query, args...); err != nil {
+		return fmt.Errorf("update user: %w", err)
+	}
+	if wasAdmin {
+		var left int
+		if err := tx.GetContext(ctx, &left, `SELECT count(*) FROM users WHERE role = 'admin' AND disabled = 0`); err != nil {
+			return fmt.Errorf("update user: %w", err)
+		}
+		if left == 0 {
+			return ErrLastAdmin
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("update user: %w", err)
+	}
+	return nil
 }
 
 func (s *Store) update(ctx context.Context, query string, args ...any) error {

@@ -67,6 +67,29 @@ func TestUsers(t *testing.T) {
 	if got, _ := us.Get(ctx, "alice"); !got.PasswordChangedAt.After(got.CreatedAt) {
 		t.Fatalf("password_changed_at not moved: %+v", got)
 	}
+	// The only enabled admin can be neither disabled, demoted nor removed.
+	if err := us.SetDisabled(ctx, "alice", true, now); !errors.Is(err, users.ErrLastAdmin) {
+		t.Fatalf("disabling the last admin: %v", err)
+	}
+	if err := us.SetRole(ctx, "alice", users.RoleViewer, now); !errors.Is(err, users.ErrLastAdmin) {
+		t.Fatalf("demoting the last admin: %v", err)
+	}
+	if err := us.Delete(ctx, "alice"); !errors.Is(err, users.ErrLastAdmin) {
+		t.Fatalf("removing the last admin: %v", err)
+	}
+	if got, _ := us.Get(ctx, "alice"); got == nil || got.Disabled || got.Role != users.RoleAdmin {
+		t.Fatalf("a refused change was kept: %+v", got)
+	}
+	carol, err := us.Create(ctx, "carol", "long enough", users.RoleViewer, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := us.SetRole(ctx, "carol", users.RoleAdmin, now); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := us.GetByID(ctx, carol.ID); err != nil || got.Username != "carol" || got.Role != users.RoleAdmin {
+		t.Fatalf("by id: %+v %v", got, err)
+	}
 	if err := us.SetDisabled(ctx, "alice", true, now); err != nil {
 		t.Fatal(err)
 	}
@@ -74,6 +97,22 @@ func TestUsers(t *testing.T) {
 		t.Fatal("a disabled user logged in")
 	}
 	if err := us.SetDisabled(ctx, "nobody", true, now); !errors.Is(err, users.ErrNotFound) {
+		t.Fatal(err)
+	}
+	// With alice disabled, carol is the last admin; a viewer goes freely.
+	if err := us.Delete(ctx, "carol"); !errors.Is(err, users.ErrLastAdmin) {
+		t.Fatalf("removing the last admin: %v", err)
+	}
+	if _, err := us.Create(ctx, "dave", "long enough", users.RoleViewer, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := us.Delete(ctx, "dave"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := us.Get(ctx, "dave"); !errors.Is(err, users.ErrNotFound) {
+		t.Fatalf("removed user still there: %v", err)
+	}
+	if _, err := us.GetByID(ctx, "usr_nope"); !errors.Is(err, users.ErrNotFound) {
 		t.Fatal(err)
 	}
 }

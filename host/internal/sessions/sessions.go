@@ -1,0 +1,288 @@
+// Package sessions signs dashboard users in and out.
+//
+// A login checks the password (bcrypt, through the users package), then
+// issues a token signed with the master key (secrets.IssueSession) that
+// travels in a cookie. Tokens alone are not enough: every session also has
+// an entry in this process's memory, so a session ends for good when its
+// user logs out, changes password, is disabled or removed, or when the
+// process restarts. Each check also reads the account, so a change made
+// by another process (the `llm-proxy users` command) takes effect on the
+// next request, and the role in force is always the account's current one.
+//
+// Failed logins are throttled per account name and per client address
+// (see Options). A throttled login is refused before any password is
+// checked, with the time to wait; the account name is counted whether or
+// not such an account exists, so throttling tells nothing about which
+// accounts exist either.
+package sessions
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/llm-proxy/llm-proxy/host/internal/secrets"
+	"github.com/llm-proxy/llm-proxy/host/internal/users"
+)
+
+// Errors of Login and Check.
+var (
+	// ErrBadLogin: the username or the password is wrong, or the account
+	// is disabled. Which one is not said.
+	ErrBadLogin = users.ErrBadLogin
+	// ErrInvalid: the token is malformed, altered, signed by another key,
+	// expired, or its session has ended.
+	ErrInvalid = errors.New("the session is not valid; sign in again")
+)
+
+// ThrottledError is a login refused because of too many failures.
+type ThrottledError struct {
+	RetryAfter time.Duration
+}
+
+func (e *ThrottledError) Error() string {
+	return fmt.Sprintf("too many failed logins; try again in %s", e.RetryAfter.Round(time.Second))
+}
+
+// Accounts is what sessions need of the users package.
+type Accounts interface {
+	Authenticate(ctx context.Context, username, password string) (*users.User, error)
+	GetByID(ctx context.Context, id string) (*users.User, error)
+}
+
+// Options configure a Manager. Zero values take the defaults given.
+type Options struct {
+	TTL time.Duration // how long a session lasts; default 12h
+	// AccountFailures failed logins for one account name within
+	// FailureWindow block further tries at that name until the window
+	// ends. Default 5.
+	AccountFailures int
+	// AddressFailures failed logins from one client address within
+	// FailureWindow block that address. Default 20.
+	AddressFailures int
+	FailureWindow   time.Duration // default 15m
+	// MaxPerUser is the most sessions one user may hold; a new login
+	// beyond it ends that user's oldest session. Default 20.
+	MaxPerUser int
+	// Now is the clock (tests); default time.Now.
+	Now func() time.Time
+}
+
+// Session is a checked session with the account it belongs to.
+type Session struct {
+	ID        string      `json:"-"`
+	CSRF      string      `json:"csrf_token"`
+	ExpiresAt time.Time   `json:"expires_at"`
+	User      *users.User `json:"user"`
+}
+
+// Manager issues, checks and ends sessions.
+type Manager struct {
+	key      *secrets.Key
+	accounts Accounts
+	o        Options
+
+	byAccount *throttle
+	byAddress *throttle
+	// bcrypt at cost 12 takes a core for about 0.3 s; at most one login
+	// per core runs at a time so a burst of logins cannot starve requests.
+	checking chan struct{}
+
+	mu        sync.Mutex
+	live      map[string]*entry // by session id
+	lastSweep time.Time
+}
+
+type entry struct {
+	userID  string
+	issued  time.Time // with the clock's full precision
+	expires time.Time
+}
+
+// New makes a Manager signing with key.
+func New(key *secrets.Key, accounts Accounts, o Options) *Manager {
+	if o.TTL <= 0 {
+		o.TTL = 12 * time.Hour
+	}
+	if o.AccountFailures <= 0 {
+		o.AccountFailures = 5
+	}
+	if o.AddressFailures <= 0 {
+		o.AddressFailures = 20
+	}
+	if o.FailureWindow <= 0 {
+		o.FailureWindow = 15 * time.Minute
+	}
+	if o.MaxPerUser <= 0 {
+		o.MaxPerUser = 20
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Manager{
+		key: key, accounts: accounts, o: o,
+		byAccount: newThrottle(o.AccountFailures, o.FailureWindow, 100_000),
+		byAddress: newThrottle(o.AddressFailures, o.FailureWindow, 100_000),
+		checking:  make(chan struct{}, runtime.GOMAXPROCS(0)),
+		live:      map[string]*entry{},
+	}
+}
+
+// TTL is how long new sessions last.
+func (m *Manager) TTL() time.Duration { return m.o.TTL }
+
+// Login checks username and password for a client at addr and starts a
+// session. It returns the token for the cookie. Errors: ErrBadLogin,
+// *ThrottledError, or a database error.
+func (m *Manager) Login(ctx context.Context, username, password, addr string) (string, *Session, error) {
+	now := m.o.Now()
+	// Names differing only in case count as one, so case games do not
+	// multiply an attacker's tries.
+	acct, from := "u:"+strings.ToLower(username), "a:"+addr
+	if wait, ok := m.byAccount.blocked(acct, now); ok {
+		return "", nil, &ThrottledError{RetryAfter: wait}
+	}
+	if wait, ok := m.byAddress.blocked(from, now); ok {
+		return "", nil, &ThrottledError{RetryAfter: wait}
+	}
+	select {
+	case m.checking <- struct{}{}:
+	case <-ctx.Done():
+		return "", nil, ctx.Err()
+	}
+	u, err := m.accounts.Authenticate(ctx, username, password)
+	<-m.checking
+	if err != nil {
+		if errors.Is(err, users.ErrBadLogin) {
+			now = m.o.Now()
+			m.byAccount.fail(acct, now)
+			m.byAddress.fail(from, now)
+		}
+		return "", nil, err
+	}
+	m.byAccount.reset(acct)
+	token, s, err := m.start(u)
+	return token, s, err
+}
+
+// Start begins a session for u without a password (after a password
+// change, to replace the sessions that change ended).
+func (m *Manager) Start(u *users.User) (string, *Session, error) { return m.start(u) }
+
+func (m *Manager) start(u *users.User) (string, *Session, error) {
+	now := m.o.Now()
+	token, s, err := m.key.IssueSession(u.ID, u.Role, m.o.TTL, now)
+	if err != nil {
+		return "", nil, err
+	}
+	m.mu.Lock()
+	m.sweepLocked(now)
+	m.live[s.ID] = &entry{userID: u.ID, issued: now, expires: s.ExpiresAt}
+	m.trimLocked(u.ID)
+	m.mu.Unlock()
+	return token, &Session{ID: s.ID, CSRF: s.CSRF, ExpiresAt: s.ExpiresAt, User: u}, nil
+}
+
+// Check returns the session a token stands for, with its account as it is
+// now. Every failure is ErrInvalid (or a database error).
+func (m *Manager) Check(ctx context.Context, token string) (*Session, error) {
+	now := m.o.Now()
+	s, err := m.key.VerifySession(token, now)
+	if err != nil {
+		return nil, ErrInvalid
+	}
+	m.mu.Lock()
+	e := m.live[s.ID]
+	m.mu.Unlock()
+	if e == nil || e.userID != s.UserID {
+		return nil, ErrInvalid
+	}
+	u, err := m.accounts.GetByID(ctx, s.UserID)
+	switch {
+	case errors.Is(err, users.ErrNotFound):
+		m.RevokeUser(s.UserID)
+		return nil, ErrInvalid
+	case err != nil:
+		return nil, err
+	}
+	// A disabled account, or a password changed after the session began
+	// (here or by another process), ends the session.
+	if u.Disabled || u.PasswordChangedAt.After(e.issued) {
+		m.end(s.ID)
+		return nil, ErrInvalid
+	}
+	return &Session{ID: s.ID, CSRF: s.CSRF, ExpiresAt: s.ExpiresAt, User: u}, nil
+}
+
+// Logout ends the session of token, if it is a valid one.
+func (m *Manager) Logout(token string) {
+	if s, err := m.key.VerifySession(token, m.o.Now()); err == nil {
+		m.end(s.ID)
+	}
+}
+
+func (m *Manager) end(id string) {
+	m.mu.Lock()
+	delete(m.live, id)
+	m.mu.Unlock()
+}
+
+// RevokeUser ends every session of a user and returns how many ended.
+func (m *Manager) RevokeUser(userID string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for id, e := range m.live {
+		if e.userID == userID {
+			delete(m.live, id)
+			n++
+		}
+	}
+	return n
+}
+
+// Count is the number of live sessions (for tests and stats).
+func (m *Manager) Count() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.live)
+}
+
+// sweepLocked drops expired sessions, at most once a minute.
+func (m *Manager) sweepLocked(now time.Time) {
+	if now.Sub(m.lastSweep) < time.Minute {
+		return
+	}
+	m.lastSweep = now
+	for id, e := range m.live {
+		if !now.Before(e.expires) {
+			delete(m.live, id)
+		}
+	}
+}
+
+// trimLocked ends a user's oldest sessions beyond MaxPerUser.
+func (m *Manager) trimLocked(userID string) {
+	for {
+		n := 0
+		var oldestID string
+		var oldest time.Time
+		for id, e := range m.live {
+			if e.userID != userID {
+				continue
+			}
+			n++
+			if oldestID == "" || e.issued.Before(oldest) {
+				oldestID, oldest = id, e.issued
+			}
+		}
+		if n <= m.o.MaxPerUser {
+			return
+		}
+		delete(m.live, oldestID)
+	}
+}

@@ -1,0 +1,336 @@
+package sessions
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/llm-proxy/llm-proxy/host/internal/secrets"
+	"github.com/llm-proxy/llm-proxy/host/internal/users"
+)
+
+// accounts is an in-memory Accounts with plain-text passwords, so these
+// tests need no bcrypt and no database.
+type accounts struct {
+	mu    sync.Mutex
+	users map[string]*users.User
+	pw    map[string]string
+}
+
+func newAccounts() *accounts {
+	return &accounts{users: map[string]*users.User{}, pw: map[string]string{}}
+}
+
+func (a *accounts) add(name, pw, role string) *users.User {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	u := &users.User{ID: "usr_" + name, Username: name, Role: role, PasswordChangedAt: time.Unix(0, 0)}
+	a.users[u.ID], a.pw[name] = u, pw
+	return u
+}
+
+func (a *accounts) Authenticate(_ context.Context, name, pw string) (*users.User, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, u := range a.users {
+		if u.Username == name && a.pw[name] == pw && !u.Disabled {
+			c := *u
+			return &c, nil
+		}
+	}
+	return nil, users.ErrBadLogin
+}
+
+func (a *accounts) GetByID(_ context.Context, id string) (*users.User, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	u := a.users[id]
+	if u == nil {
+		return nil, users.ErrNotFound
+	}
+	c := *u
+	return &c, nil
+}
+
+func (a *accounts) change(id string, f func(*users.User)) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	f(a.users[id])
+}
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+func setup(t *testing.T, o Options) (*Manager, *accounts, *clock) {
+	t.Helper()
+	key, err := secrets.ParseKey(strings.Repeat("ab", 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	o.Now = clk.now
+	acc := newAccounts()
+	return New(key, acc, o), acc, clk
+}
+
+func TestLoginCheckLogout(t *testing.T) {
+	ctx := context.Background()
+	m, acc, _ := setup(t, Options{})
+	acc.add("alice", "right password", users.RoleAdmin)
+
+	if _, _, err := m.Login(ctx, "alice", "wrong", "10.0.0.1"); !errors.Is(err, ErrBadLogin) {
+		t.Fatalf("wrong password: %v", err)
+	}
+	if _, _, err := m.Login(ctx, "nobody", "right password", "10.0.0.1"); !errors.Is(err, ErrBadLogin) {
+		t.Fatalf("unknown user: %v", err)
+	}
+	token, s, err := m.Login(ctx, "alice", "right password", "10.0.0.1")
+	if err != nil || s.User.Username != "alice" || len(s.CSRF) != 32 || s.ExpiresAt.Sub(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)) != 12*time.Hour {
+		t.Fatalf("login: %+v %v", s, err)
+	}
+	got, err := m.Check(ctx, token)
+	if err != nil || got.ID != s.ID || got.CSRF != s.CSRF || got.User.Role != users.RoleAdmin {
+		t.Fatalf("check: %+v %v", got, err)
+	}
+	// Any changed character invalidates the token.
+	for i := 0; i < len(token); i++ {
+		b := []byte(token)
+		b[i] ^= 1
+		if _, err := m.Check(ctx, string(b)); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("token altered at %d accepted: %v", i, err)
+		}
+	}
+	m.Logout(token)
+	if _, err := m.Check(ctx, token); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("after logout: %v", err)
+	}
+	if m.Count() != 0 {
+		t.Fatalf("%d sessions left", m.Count())
+	}
+}
+
+func TestSessionEnds(t *testing.T) {
+	ctx := context.Background()
+	m, acc, clk := setup(t, Options{TTL: time.Hour})
+	u := acc.add("bob", "password1", users.RoleViewer)
+	login := func() string {
+		t.Helper()
+		token, _, err := m.Login(ctx, "bob", "password1", "10.0.0.2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return token
+	}
+	valid := func(token string) bool {
+		_, err := m.Check(ctx, token)
+		if err != nil && !errors.Is(err, ErrInvalid) {
+			t.Fatal(err)
+		}
+		return err == nil
+	}
+
+	t.Run("expiry", func(t *testing.T) {
+		token := login()
+		clk.advance(time.Hour - time.Second)
+		if !valid(token) {
+			t.Fatal("ended before its ttl")
+		}
+		clk.advance(time.Second)
+		if valid(token) {
+			t.Fatal("valid at its expiry")
+		}
+	})
+	t.Run("password changed", func(t *testing.T) {
+		token := login()
+		clk.advance(time.Millisecond)
+		acc.change(u.ID, func(u *users.User) { u.PasswordChangedAt = clk.now() })
+		if valid(token) {
+			t.Fatal("valid after a password change")
+		}
+		clk.advance(time.Millisecond)
+		if !valid(login()) {
+			t.Fatal("a login after the change is refused")
+		}
+	})
+	t.Run("disabled", func(t *testing.T) {
+		token := login()
+		acc.change(u.ID, func(u *users.User) { u.Disabled = true })
+		if valid(token) {
+			t.Fatal("valid for a disabled user")
+		}
+		acc.change(u.ID, func(u *users.User) { u.Disabled = false })
+		if valid(token) {
+			t.Fatal("an ended session came back")
+		}
+	})
+	t.Run("role follows the account", func(t *testing.T) {
+		token := login()
+		acc.change(u.ID, func(u *users.User) { u.Role = users.RoleAdmin })
+		s, err := m.Check(ctx, token)
+		if err != nil || s.User.Role != users.RoleAdmin {
+			t.Fatalf("%+v %v", s, err)
+		}
+		acc.change(u.ID, func(u *users.User) { u.Role = users.RoleViewer })
+	})
+	t.Run("revoked", func(t *testing.T) {
+		a, b := login(), login()
+		if n := m.RevokeUser(u.ID); n < 2 {
+			t.Fatalf("revoked %d", n)
+		}
+		if valid(a) || valid(b) {
+			t.Fatal("valid after RevokeUser")
+		}
+	})
+	t.Run("removed user", func(t *testing.T) {
+		token := login()
+		acc.mu.Lock()
+		delete(acc.users, u.ID)
+		acc.mu.Unlock()
+		if valid(token) {
+			t.Fatal("valid for a removed user")
+		}
+	})
+}
+
+func TestRestartEndsSessions(t *testing.T) {
+	ctx := context.Background()
+	m, acc, clk := setup(t, Options{})
+	acc.add("carol", "password1", users.RoleAdmin)
+	token, _, err := m.Login(ctx, "carol", "password1", "10.0.0.3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A second manager with the same key (a restarted process) has not
+	// issued the session, so it refuses the genuine token.
+	other := New(m.key, acc, Options{Now: clk.now})
+	if _, err := other.Check(ctx, token); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("accepted by another process: %v", err)
+	}
+}
+
+func TestMaxPerUser(t *testing.T) {
+	ctx := context.Background()
+	m, acc, clk := setup(t, Options{MaxPerUser: 3})
+	acc.add("dan", "password1", users.RoleViewer)
+	var tokens []string
+	for i := 0; i < 5; i++ {
+		token, _, err := m.Login(ctx, "dan", "password1", "10.0.0.4")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokens = append(tokens, token)
+		clk.advance(time.Second)
+	}
+	for i, token := range tokens {
+		_, err := m.Check(ctx, token)
+		if (err == nil) != (i >= 2) {
+			t.Errorf("session %d: %v", i, err)
+		}
+	}
+}
+
+func TestThrottle(t *testing.T) {
+	ctx := context.Background()
+	m, acc, clk := setup(t, Options{AccountFailures: 3, AddressFailures: 5, FailureWindow: time.Minute})
+	acc.add("erin", "password1", users.RoleAdmin)
+	acc.add("frank", "password1", users.RoleAdmin)
+
+	// Three failures for erin, from different addresses, block erin ...
+	for i := 0; i < 3; i++ {
+		if _, _, err := m.Login(ctx, "erin", "wrong", "10.1.0."+string(rune('1'+i))); !errors.Is(err, ErrBadLogin) {
+			t.Fatal(err)
+		}
+	}
+	_, _, err := m.Login(ctx, "Erin", "password1", "10.1.0.9")
+	var te *ThrottledError
+	if !errors.As(err, &te) || te.RetryAfter != time.Minute {
+		t.Fatalf("right password while throttled: %v", err)
+	}
+	// ... but not frank.
+	if _, _, err := m.Login(ctx, "frank", "password1", "10.1.0.1"); err != nil {
+		t.Fatalf("another account: %v", err)
+	}
+	// An unknown name is throttled the same way as a real one.
+	for i := 0; i < 3; i++ {
+		m.Login(ctx, "ghost", "wrong", "10.2.0.1")
+	}
+	if _, _, err := m.Login(ctx, "ghost", "wrong", "10.2.0.2"); !errors.As(err, &te) {
+		t.Fatalf("unknown name not throttled: %v", err)
+	}
+	// The window ends.
+	clk.advance(time.Minute)
+	if _, _, err := m.Login(ctx, "erin", "password1", "10.1.0.9"); err != nil {
+		t.Fatalf("after the window: %v", err)
+	}
+
+	// Five failures from one address block it for every account.
+	for i := 0; i < 5; i++ {
+		m.Login(ctx, "user"+string(rune('a'+i)), "wrong", "10.3.0.1")
+	}
+	if _, _, err := m.Login(ctx, "frank", "password1", "10.3.0.1"); !errors.As(err, &te) {
+		t.Fatalf("address not throttled: %v", err)
+	}
+	if _, _, err := m.Login(ctx, "frank", "password1", "10.3.0.2"); err != nil {
+		t.Fatalf("another address: %v", err)
+	}
+}
+
+func TestThrottleBounded(t *testing.T) {
+	th := newThrottle(2, time.Minute, 100)
+	now := time.Now()
+	for i := 0; i < 1000; i++ {
+		th.fail(string(rune(i)), now.Add(time.Duration(i)*time.Millisecond))
+	}
+	if n := len(th.keys); n > 100 {
+		t.Fatalf("%d keys kept, limit 100", n)
+	}
+	// Ended windows are swept to make room.
+	th.fail("late", now.Add(2*time.Minute))
+	if n := len(th.keys); n != 1 {
+		t.Fatalf("%d keys after the sweep", n)
+	}
+}
+
+func TestConcurrentUse(t *testing.T) {
+	ctx := context.Background()
+	m, acc, _ := setup(t, Options{MaxPerUser: 5})
+	u := acc.add("gina", "password1", users.RoleAdmin)
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 50; i++ {
+				token, _, err := m.Login(ctx, "gina", "password1", "10.9.0.1")
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				m.Check(ctx, token)
+				switch i % 10 {
+				case 3:
+					m.Logout(token)
+				case 7:
+					m.RevokeUser(u.ID)
+				}
+				m.Login(ctx, "nobody", "wrong", "10.9.0."+string(rune('0'+g)))
+			}
+		}(g)
+	}
+	wg.Wait()
+	if n := m.Count(); n > 5 {
+		t.Fatalf("%d sessions for one user, at most 5 allowed", n)
+	}
+}
