@@ -160,6 +160,19 @@ func TestDashboardSessions(t *testing.T) {
 			t.Fatalf("session: %d %s", a.status, a.body)
 		}
 		expect(t, "read with a session", b.call("GET", "/api/keys", "", ""), 200, "")
+
+		// Behind a TLS-terminating proxy the cookie is Secure.
+		req, _ := http.NewRequest("POST", p.URL+"/api/login", strings.NewReader(`{"username":"alice","password":"alice password"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Forwarded-Proto", "https")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if set := resp.Header.Get("Set-Cookie"); resp.StatusCode != 200 || !strings.Contains(set, "; secure") {
+			t.Errorf("login over https: %d, Set-Cookie %q", resp.StatusCode, set)
+		}
 	})
 
 	t.Run("csrf", func(t *testing.T) {
