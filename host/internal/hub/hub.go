@@ -74,6 +74,7 @@ type Hub struct {
 	unsub chan *Subscriber
 
 	active atomic.Int64 // subscribers, read by Publish's fast path
+
 	published, delivered, droppedIn, cutOff, subscribed, unsubscribed atomic.Uint64
 
 	stopOnce sync.Once

@@ -15,10 +15,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gofiber/contrib/websocket"
 	"github.com/gofiber/fiber/v2"
 	"github.com/jmoiron/sqlx"
 
 	"github.com/llm-proxy/llm-proxy/host/internal/apierror"
+	"github.com/llm-proxy/llm-proxy/host/internal/hub"
 	"github.com/llm-proxy/llm-proxy/host/internal/keys"
 	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
 	"github.com/llm-proxy/llm-proxy/host/internal/pricing"
@@ -58,6 +60,8 @@ type Options struct {
 	// neither. Without them the admin API takes the admin key only.
 	Sessions Sessions
 	Users    Users
+	// Hub, when set, feeds GET /api/ws and gets request.started events.
+	Hub *hub.Hub
 	// LogDB answers /api/logs and /api/usage (a read-only pool); optional.
 	LogDB *sqlx.DB
 	// Prices turns each request's tokens into its cost; optional.
@@ -109,6 +113,9 @@ func New(o Options) *Server {
 	}
 	api := s.app.Group("/api", s.requireAPI)
 	api.Get("/session", s.session)
+	if o.Hub != nil {
+		api.Get("/ws", s.wsCheck, websocket.New(s.wsServe))
+	}
 	if o.Sessions != nil {
 		api.Post("/session/password", s.changeOwnPassword)
 		api.Get("/users", s.listUsers)

@@ -14,6 +14,7 @@ import (
 	"github.com/tidwall/sjson"
 
 	"github.com/llm-proxy/llm-proxy/host/internal/apierror"
+	"github.com/llm-proxy/llm-proxy/host/internal/hub"
 	"github.com/llm-proxy/llm-proxy/host/internal/keys"
 	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
 	"github.com/llm-proxy/llm-proxy/host/internal/requestlog"
@@ -134,6 +135,7 @@ func (s *Server) handle(c *fiber.Ctx, op abi.Op) error {
 		return s.finish(c, r, perr)
 	}
 	r.model, r.includeUsage = model, includeUsage
+	s.opts.Hub.Publish(hub.RequestStarted, startedEvent{ID: r.id, TS: r.start.UTC(), KeyID: nonAdmin(r.keyID), Model: model, Stream: stream, Op: op.String()})
 	if k, ok := c.Locals(keyLocal).(*keys.Key); ok && !k.Allows(model) {
 		return s.finish(c, r, apierror.New(fiber.StatusForbidden, "model_not_allowed",
 			"This API key may not use the model '"+model+"'.").WithParam("model"))
@@ -480,4 +482,22 @@ func (s *Server) stream(c *fiber.Ctx, r *request, unified []byte) error {
 		<-finished
 	})
 	return nil
+}
+
+// startedEvent is the live view's notice of a request being served.
+type startedEvent struct {
+	ID     string    `json:"id"`
+	TS     time.Time `json:"ts"`
+	KeyID  string    `json:"key_id,omitempty"`
+	Model  string    `json:"model"`
+	Stream bool      `json:"stream"`
+	Op     string    `json:"op"`
+}
+
+// nonAdmin is a key id as logs show it: empty for the admin key.
+func nonAdmin(keyID string) string {
+	if keyID == "admin" {
+		return ""
+	}
+	return keyID
 }
