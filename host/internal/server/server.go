@@ -54,6 +54,8 @@ type Options struct {
 	Router  *router.Live // the providers; swapped when they change
 	Plugins Plugins
 	Keys    Keys // optional: without it only the admin key is accepted
+	// Providers answers /api/providers; optional.
+	Providers Providers
 	// LogDB answers /api/logs and /api/usage (a read-only pool); optional.
 	LogDB *sqlx.DB
 	// Prices turns each request's tokens into its cost; optional.
@@ -121,6 +123,9 @@ func New(o Options) *Server {
 		api.Post("/keys", s.createKey)
 		api.Delete("/keys/:id", s.revokeKey)
 		api.Post("/keys/:id/rotate", s.rotateKey)
+	}
+	if o.Providers != nil {
+		s.providerRoutes(api)
 	}
 	return s
 }
