@@ -19,6 +19,7 @@ import (
 	"github.com/llm-proxy/llm-proxy/host/internal/keys"
 	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
 	"github.com/llm-proxy/llm-proxy/host/internal/pricing"
+	"github.com/llm-proxy/llm-proxy/host/internal/providers"
 	"github.com/llm-proxy/llm-proxy/host/internal/requestlog"
 	"github.com/llm-proxy/llm-proxy/host/internal/router"
 	"github.com/llm-proxy/llm-proxy/host/internal/secrets"
@@ -36,23 +37,31 @@ var (
 	ErrNoEncryptionKey = errors.New("no encryption key")
 )
 
+// providersPoll is how often the providers table is checked for changes
+// made by another process (a second proxy on the same database).
+const providersPoll = 2 * time.Second
+
 // App is a running proxy.
 type App struct {
-	cfg      *config.Config
-	log      *slog.Logger
-	Registry *plugin.Registry
-	Server   *server.Server
-	store    *store.Store
-	requests *requestlog.Logger
-	keys     *keys.Registry
-	routes   *router.Live // the providers the server routes to
-	key      *secrets.Key // signs sessions and seals stored secrets
-	cancel   context.CancelFunc
-	served   chan error
+	cfg       *config.Config
+	log       *slog.Logger
+	Registry  *plugin.Registry
+	Server    *server.Server
+	store     *store.Store
+	requests  *requestlog.Logger
+	keys      *keys.Registry
+	providers *providers.Manager // config and database providers; rebuilds routes on change
+	routes    *router.Live       // the providers the server routes to
+	key       *secrets.Key       // signs sessions and seals stored secrets
+	cancel    context.CancelFunc
+	served    chan error
 }
 
 // Store is the proxy's database.
 func (a *App) Store() *store.Store { return a.store }
+
+// Routes is the holder of the current router (its providers).
+func (a *App) Routes() *router.Live { return a.routes }
 
 // New builds the proxy. environ supplies the admin key and provider
 // secrets (os.Environ() in the binary).
@@ -81,14 +90,6 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	providers := make([]*router.Provider, 0, len(cfg.Providers))
-	for _, pc := range cfg.Providers {
-		p, err := newProvider(pc, env, reg, log)
-		if err != nil {
-			return nil, fmt.Errorf("provider %s: %w", pc.Name, err)
-		}
-		providers = append(providers, p)
-	}
 	st, err := store.Open(context.Background(), store.Options{Path: cfg.Database.Path})
 	if err != nil {
 		return nil, err
@@ -98,7 +99,28 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 		st.Close()
 		return nil, err
 	}
-	routes := router.NewLive(router.New(providers))
+	routes := router.NewLive(router.New(nil))
+	pm, err := providers.Open(context.Background(), providers.Options{
+		Store:  st,
+		Key:    key,
+		Live:   routes,
+		Config: cfg.Providers,
+		ConfigSecret: func(pc config.ProviderConfig) string {
+			secret := env[pc.APIKeyEnv]
+			if pc.APIKeyEnv != "" && secret == "" {
+				log.Warn("provider key not set; its upstream will refuse requests until it is", "provider", pc.Name, "env", pc.APIKeyEnv)
+			}
+			return secret
+		},
+		Build: func(pc config.ProviderConfig, secret string) (*router.Provider, error) {
+			return newProvider(pc, secret, reg)
+		},
+		Logger: log,
+	})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	requests := requestlog.New(&storeSink{st: st}, requestlog.Options{QueueSize: cfg.Logs.QueueSize, Logger: log})
 	accounts := users.New(st)
 	srv := server.New(server.Options{
@@ -108,6 +130,7 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 		Plugins:      reg,
 		Requests:     requests,
 		Keys:         ks,
+		Providers:    pm,
 		LogDB:        st.Reader(),
 		Prices:       prices(cfg.Prices),
 		AdminKey:     adminKey,
@@ -115,17 +138,13 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 		ReadTimeout:  cfg.Server.ReadTimeout.Std(),
 		Logger:       log,
 	})
-	return &App{cfg: cfg, log: log, Registry: reg, Server: srv, store: st, requests: requests, keys: ks, routes: routes, key: key}, nil
+	return &App{cfg: cfg, log: log, Registry: reg, Server: srv, store: st, requests: requests, keys: ks, providers: pm, routes: routes, key: key}, nil
 }
 
-func newProvider(pc config.ProviderConfig, env map[string]string, reg *plugin.Registry, log *slog.Logger) (*router.Provider, error) {
-	secret := ""
-	if pc.APIKeyEnv != "" {
-		secret = env[pc.APIKeyEnv]
-		if secret == "" {
-			log.Warn("provider key not set; its upstream will refuse requests until it is", "provider", pc.Name, "env", pc.APIKeyEnv)
-		}
-	}
+// newProvider builds the request path's provider from its definition and
+// secret. The secret goes to the egress client only: the plugin's config
+// (GuestConfig) never holds it.
+func newProvider(pc config.ProviderConfig, secret string, reg *plugin.Registry) (*router.Provider, error) {
 	opts := map[string]any{}
 	for k, v := range pc.Options {
 		opts[k] = v
@@ -211,6 +230,7 @@ func (a *App) Start(ln net.Listener) error {
 	}
 	go a.pruneLoop(ctx)
 	go a.keys.Watch(ctx, time.Second)
+	go a.providers.Watch(ctx, providersPoll)
 	a.served = make(chan error, 1)
 	go func() { a.served <- a.Server.Serve(ln) }()
 	return nil

@@ -220,32 +220,43 @@ func (p LimitsPatch) keys() map[string]bool {
 	return out
 }
 
+// ValidateProvider checks one provider by the rules a [[providers]] block
+// of the config file must follow, and returns every problem found with a
+// key relative to the provider ("name", "base_url", "models[1]"), or nil.
+// Providers managed through the admin API are checked with it, so a
+// provider is accepted or refused the same way wherever it is defined.
+func ValidateProvider(p ProviderConfig) Problems {
+	var ps Problems
+	validateProvider(&ps, "", p)
+	return ps
+}
+
 func validateProvider(ps *Problems, key string, p ProviderConfig) {
 	switch {
 	case p.Name == "":
-		ps.add(key+".name", "required")
+		ps.add(joinKey(key, "name"), "required")
 	case !providerNameRe.MatchString(p.Name):
-		ps.add(key+".name", "must match [a-z0-9][a-z0-9._-]* (lowercase letters, digits, '.', '_' and '-'), got %q", p.Name)
+		ps.add(joinKey(key, "name"), "must match [a-z0-9][a-z0-9._-]* (lowercase letters, digits, '.', '_' and '-'), got %q", p.Name)
 	}
 
 	if strings.TrimSpace(p.Plugin) == "" {
-		ps.add(key+".plugin", "required: the name of the plugin serving this provider")
+		ps.add(joinKey(key, "plugin"), "required: the name of the plugin serving this provider")
 	}
 
 	if msg := checkBaseURL(p.BaseURL, p.AllowPrivateNetwork); msg != "" {
-		ps.add(key+".base_url", "%s", msg)
+		ps.add(joinKey(key, "base_url"), "%s", msg)
 	}
 
 	if p.APIKeyEnv != "" && !envNameRe.MatchString(p.APIKeyEnv) {
-		ps.add(key+".api_key_env", "must be a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*), got %q", p.APIKeyEnv)
+		ps.add(joinKey(key, "api_key_env"), "must be a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*), got %q", p.APIKeyEnv)
 	}
 
 	if len(p.Models) == 0 {
-		ps.add(key+".models", "must list at least one model")
+		ps.add(joinKey(key, "models"), "must list at least one model")
 	}
 	firstModel := make(map[string]int)
 	for i, m := range p.Models {
-		mkey := indexKey(key+".models", i)
+		mkey := indexKey(joinKey(key, "models"), i)
 		if strings.TrimSpace(m) == "" {
 			ps.add(mkey, "must not be empty")
 			continue
@@ -258,7 +269,7 @@ func validateProvider(ps *Problems, key string, p ProviderConfig) {
 	}
 
 	for i, h := range p.ExtraHosts {
-		hkey := indexKey(key+".extra_hosts", i)
+		hkey := indexKey(joinKey(key, "extra_hosts"), i)
 		switch {
 		case h == "":
 			ps.add(hkey, "must not be empty")

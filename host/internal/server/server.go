@@ -62,6 +62,8 @@ type Options struct {
 	Users    Users
 	// Hub, when set, feeds GET /api/ws and gets request.started events.
 	Hub *hub.Hub
+	// Providers answers /api/providers; optional.
+	Providers Providers
 	// LogDB answers /api/logs and /api/usage (a read-only pool); optional.
 	LogDB *sqlx.DB
 	// Prices turns each request's tokens into its cost; optional.
@@ -145,6 +147,9 @@ func New(o Options) *Server {
 		api.Post("/keys", s.createKey)
 		api.Delete("/keys/:id", s.revokeKey)
 		api.Post("/keys/:id/rotate", s.rotateKey)
+	}
+	if o.Providers != nil {
+		s.providerRoutes(api)
 	}
 	return s
 }
