@@ -16,6 +16,7 @@ import (
 
 	"github.com/llm-proxy/llm-proxy/host/internal/config"
 	"github.com/llm-proxy/llm-proxy/host/internal/egress"
+	"github.com/llm-proxy/llm-proxy/host/internal/hub"
 	"github.com/llm-proxy/llm-proxy/host/internal/keys"
 	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
 	"github.com/llm-proxy/llm-proxy/host/internal/pricing"
@@ -53,6 +54,9 @@ type App struct {
 	providers *providers.Manager // config and database providers; rebuilds routes on change
 	routes    *router.Live       // the providers the server routes to
 	key       *secrets.Key       // signs sessions and seals stored secrets
+	hub       *hub.Hub           // live events for dashboards
+	stopHub   context.CancelFunc
+	hubDone   chan struct{}
 	cancel    context.CancelFunc
 	served    chan error
 }
@@ -79,7 +83,9 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
+	events := hub.New(hub.Options{Logger: log})
 	reg, err := plugin.NewRegistry(plugin.RegistryOptions{
+		OnChange: func(in plugin.Info) { events.Publish(pluginEvent(in), in) },
 		Dir:      cfg.Plugins.Dir,
 		CacheDir: cacheDir,
 		LimitsFor: func(name string) plugin.Limits {
@@ -121,11 +127,13 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 		st.Close()
 		return nil, err
 	}
-	requests := requestlog.New(&storeSink{st: st}, requestlog.Options{QueueSize: cfg.Logs.QueueSize, Logger: log})
+	requests := requestlog.New(&storeSink{st: st}, requestlog.Options{QueueSize: cfg.Logs.QueueSize, Logger: log,
+		Broadcaster: finishedEvents{events}})
 	accounts := users.New(st)
 	srv := server.New(server.Options{
 		Sessions:     sessions.New(key, accounts, sessions.Options{TTL: cfg.Auth.SessionTTL.Std()}),
 		Users:        accounts,
+		Hub:          events,
 		Router:       routes,
 		Plugins:      reg,
 		Requests:     requests,
@@ -138,7 +146,7 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 		ReadTimeout:  cfg.Server.ReadTimeout.Std(),
 		Logger:       log,
 	})
-	return &App{cfg: cfg, log: log, Registry: reg, Server: srv, store: st, requests: requests, keys: ks, providers: pm, routes: routes, key: key}, nil
+	return &App{cfg: cfg, log: log, Registry: reg, Server: srv, store: st, requests: requests, keys: ks, providers: pm, routes: routes, key: key, hub: events}, nil
 }
 
 // newProvider builds the request path's provider from its definition and
@@ -228,6 +236,9 @@ func (a *App) Start(ln net.Listener) error {
 			a.log.Warn("plugin folder not watched; changes need a restart", "err", err)
 		}
 	}
+	hubCtx, stopHub := context.WithCancel(context.Background())
+	a.stopHub, a.hubDone = stopHub, make(chan struct{})
+	go func() { a.hub.Run(hubCtx); close(a.hubDone) }()
 	go a.pruneLoop(ctx)
 	go a.keys.Watch(ctx, time.Second)
 	go a.providers.Watch(ctx, providersPoll)
@@ -240,6 +251,12 @@ func (a *App) Start(ln net.Listener) error {
 // finish within the configured shutdown timeout, writes the request log
 // queue to the database, then closes the plugins and the database.
 func (a *App) Shutdown() error {
+	// Dashboards are told first and disconnected, so their connections do
+	// not hold the shutdown up.
+	if a.stopHub != nil {
+		a.stopHub()
+		<-a.hubDone
+	}
 	err := a.Server.Shutdown(a.cfg.Server.ShutdownTimeout.Std())
 	if a.cancel != nil {
 		a.cancel()

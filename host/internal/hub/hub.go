@@ -114,6 +114,10 @@ func New(o Options) *Hub {
 	}
 }
 
+// Active reports whether any dashboard is listening; publishers whose
+// event costs something to build check it first.
+func (h *Hub) Active() bool { return h != nil && h.active.Load() > 0 }
+
 // Publish offers an event to every subscriber. It never blocks.
 func (h *Hub) Publish(typ string, data any) {
 	if h == nil || h.active.Load() == 0 {

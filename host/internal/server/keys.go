@@ -8,6 +8,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/llm-proxy/llm-proxy/host/internal/apierror"
+	"github.com/llm-proxy/llm-proxy/host/internal/hub"
 	"github.com/llm-proxy/llm-proxy/host/internal/keys"
 )
 
@@ -41,6 +42,7 @@ func (s *Server) createKey(c *fiber.Ctx) error {
 	if err != nil {
 		return keyError(err)
 	}
+	s.opts.Hub.Publish(hub.KeyCreated, keyEvent(k))
 	return c.Status(fiber.StatusCreated).JSON(keyWithSecret{Key: k, Secret: secret})
 }
 
@@ -49,6 +51,7 @@ func (s *Server) revokeKey(c *fiber.Ctx) error {
 	if err != nil {
 		return keyError(err)
 	}
+	s.opts.Hub.Publish(hub.KeyRevoked, keyEvent(k))
 	return c.JSON(k)
 }
 
@@ -57,5 +60,12 @@ func (s *Server) rotateKey(c *fiber.Ctx) error {
 	if err != nil {
 		return keyError(err)
 	}
+	s.opts.Hub.Publish(hub.KeyRotated, keyEvent(k))
 	return c.JSON(keyWithSecret{Key: k, Secret: secret})
+}
+
+// keyEvent is what the live view learns of a key change: which key, never
+// its secret. The page reloads GET /api/keys for the rest.
+func keyEvent(k *keys.Key) map[string]string {
+	return map[string]string{"id": k.ID, "name": k.Name, "prefix": k.Prefix}
 }

@@ -135,7 +135,9 @@ func (s *Server) handle(c *fiber.Ctx, op abi.Op) error {
 		return s.finish(c, r, perr)
 	}
 	r.model, r.includeUsage = model, includeUsage
-	s.opts.Hub.Publish(hub.RequestStarted, startedEvent{ID: r.id, TS: r.start.UTC(), KeyID: nonAdmin(r.keyID), Model: model, Stream: stream, Op: op.String()})
+	if s.opts.Hub.Active() {
+		s.opts.Hub.Publish(hub.RequestStarted, startedEvent{ID: r.id, TS: r.start.UTC(), KeyID: nonAdmin(r.keyID), Model: model, Stream: stream, Op: op.String()})
+	}
 	if k, ok := c.Locals(keyLocal).(*keys.Key); ok && !k.Allows(model) {
 		return s.finish(c, r, apierror.New(fiber.StatusForbidden, "model_not_allowed",
 			"This API key may not use the model '"+model+"'.").WithParam("model"))
