@@ -13,6 +13,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gofiber/contrib/websocket"
@@ -81,7 +82,11 @@ type Server struct {
 	opts     Options
 	log      *slog.Logger
 	adminKey [32]byte
+	inFlight atomic.Int64 // /v1 requests begun and not yet logged
 }
+
+// InFlight is the number of /v1 requests being served.
+func (s *Server) InFlight() int64 { return s.inFlight.Load() }
 
 // New builds the server and its routes.
 func New(o Options) *Server {
@@ -130,7 +135,10 @@ func New(o Options) *Server {
 		return c.JSON(fiber.Map{"object": "list", "data": s.opts.Plugins.List()})
 	})
 	api.Get("/stats", func(c *fiber.Ctx) error {
-		out := fiber.Map{}
+		out := fiber.Map{"in_flight": s.inFlight.Load()}
+		if o.Hub != nil {
+			out["hub"] = o.Hub.Stats()
+		}
 		if s.opts.Requests != nil {
 			st := s.opts.Requests.Stats()
 			out["request_log"] = fiber.Map{"queued": st.Queued, "written": st.Written, "dropped": st.Dropped,
