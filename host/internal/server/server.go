@@ -19,6 +19,7 @@ import (
 	"github.com/gofiber/contrib/websocket"
 	"github.com/gofiber/fiber/v2"
 	"github.com/jmoiron/sqlx"
+	"github.com/valyala/fasthttp"
 
 	"github.com/llm-proxy/llm-proxy/host/internal/apierror"
 	"github.com/llm-proxy/llm-proxy/host/internal/hub"
@@ -34,7 +35,12 @@ type Plugins interface {
 	Lookup(name string) (*plugin.Version, error)
 	List() []plugin.Info
 	Ready() bool
+	Install(ctx context.Context, file string, data []byte) (plugin.Info, error)
 }
+
+// MaxPluginUpload is the largest plugin file PUT /api/plugins/{file}
+// accepts; every other request is held to Options.MaxBodyBytes.
+const MaxPluginUpload = 64 << 20
 
 // Requests receives every finished /v1 request (the async request log). Log
 // must not block.
@@ -134,6 +140,14 @@ func New(o Options) *Server {
 	api.Get("/plugins", func(c *fiber.Ctx) error {
 		return c.JSON(fiber.Map{"object": "list", "data": s.opts.Plugins.List()})
 	})
+	api.Put("/plugins/:file", s.uploadPlugin)
+	// Plugin files are bigger than API bodies: only their upload may be.
+	s.app.Server().HeaderReceived = func(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+		if string(h.Method()) == fiber.MethodPut && strings.HasPrefix(string(h.RequestURI()), "/api/plugins/") {
+			return fasthttp.RequestConfig{MaxRequestBodySize: max(MaxPluginUpload, o.MaxBodyBytes)}
+		}
+		return fasthttp.RequestConfig{}
+	}
 	api.Get("/stats", func(c *fiber.Ctx) error {
 		out := fiber.Map{"in_flight": s.inFlight.Load()}
 		if o.Hub != nil {
