@@ -162,6 +162,7 @@ func New(o Options) *Server {
 	})
 	if o.LogDB != nil {
 		api.Get("/logs", s.logs)
+		api.Get("/logs/export", s.exportLogs)
 		api.Get("/usage", s.usage)
 	}
 	if o.Keys != nil {
