@@ -160,7 +160,7 @@ func (p *Policy) redactJSON(dst, src []byte) []byte {
 	if len(p.fields) == 0 {
 		return src
 	}
-	var stack []byte  // '{' or '[' for each open container
+	var stack []byte   // '{' or '[' for each open container
 	expectKey := false // the next string in an object is a key
 	redactNext := false
 	last := 0 // src[last:] has not been copied to dst yet
