@@ -114,6 +114,7 @@ func New(o Options) *Server {
 	})
 	if o.LogDB != nil {
 		api.Get("/logs", s.logs)
+		api.Get("/logs/:id", s.logDetail)
 		api.Get("/usage", s.usage)
 	}
 	if o.Keys != nil {
