@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/llm-proxy/llm-proxy/host/internal/bodylog"
 	"github.com/llm-proxy/llm-proxy/host/internal/config"
 	"github.com/llm-proxy/llm-proxy/host/internal/egress"
 	"github.com/llm-proxy/llm-proxy/host/internal/keys"
@@ -97,7 +98,12 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 		return nil, err
 	}
 	routes := router.NewLive(router.New(providers))
-	requests := requestlog.New(&storeSink{st: st}, requestlog.Options{QueueSize: cfg.Logs.QueueSize, Logger: log})
+	sink, logBodyBytes := &storeSink{st: st}, 0
+	if cfg.Logs.Bodies {
+		logBodyBytes = int(cfg.Logs.MaxBodyBytes)
+		sink.bodies = bodylog.New(logBodyBytes, cfg.Logs.RedactFields)
+	}
+	requests := requestlog.New(sink, requestlog.Options{QueueSize: cfg.Logs.QueueSize, Logger: log})
 	srv := server.New(server.Options{
 		Router:       routes,
 		Plugins:      reg,
@@ -107,6 +113,7 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 		Prices:       prices(cfg.Prices),
 		AdminKey:     adminKey,
 		MaxBodyBytes: int(cfg.Server.MaxBodyBytes),
+		LogBodyBytes: logBodyBytes,
 		ReadTimeout:  cfg.Server.ReadTimeout.Std(),
 		Logger:       log,
 	})

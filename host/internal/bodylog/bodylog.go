@@ -2,8 +2,8 @@
 // log, when [logs] bodies is on.
 //
 // The work is split so that the request path pays only for a copy. On the
-// request path, [Copy] takes at most the configured number of bytes of a
-// body. On the request log's writer goroutine, [Policy.Prepare] replaces
+// request path, [Copy] and [Keep] take at most the configured number of
+// bytes of a body. On the request log's writer goroutine, [Policy.Prepare] replaces
 // the values of the configured JSON keys by "[REDACTED]", cuts the result
 // to the cap again and, when the body was longer than the cap, marks it
 // with a suffix that says how long it was:
@@ -47,6 +47,16 @@ func Copy(b []byte, max int) []byte {
 		return nil
 	}
 	return append(make([]byte, 0, min(len(b), max)), b[:min(len(b), max)]...)
+}
+
+// Keep returns b itself when it is within max bytes, and otherwise a copy
+// of its first max bytes, so that a queued row never holds more than the
+// cap. The caller must not modify b afterwards.
+func Keep(b []byte, max int) []byte {
+	if len(b) <= max {
+		return b
+	}
+	return Copy(b, max)
 }
 
 // Policy is the cap and the redacted keys. Its methods are safe for

@@ -61,6 +61,7 @@ type Options struct {
 	Requests     Requests // optional
 	AdminKey     string
 	MaxBodyBytes int
+	LogBodyBytes int // above 0: bytes of each /v1 body kept for the request log ([logs] bodies)
 	ReadTimeout  time.Duration
 	Logger       *slog.Logger
 }

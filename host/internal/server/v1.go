@@ -14,6 +14,7 @@ import (
 	"github.com/tidwall/sjson"
 
 	"github.com/llm-proxy/llm-proxy/host/internal/apierror"
+	"github.com/llm-proxy/llm-proxy/host/internal/bodylog"
 	"github.com/llm-proxy/llm-proxy/host/internal/keys"
 	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
 	"github.com/llm-proxy/llm-proxy/host/internal/requestlog"
@@ -36,6 +37,11 @@ type request struct {
 	includeUsage  bool
 	usage         usage
 	ttfb          time.Duration
+
+	// With [logs] bodies on: the first bytes of the request and response
+	// bodies, and their full sizes.
+	reqBody, respBody []byte
+	reqSize, respSize int
 }
 
 type usage struct {
@@ -129,6 +135,10 @@ func (s *Server) handle(c *fiber.Ctx, op abi.Op) error {
 	r := &request{id: newRequestID(), keyID: keyID(c), start: time.Now(), op: op}
 	c.Set("X-Request-Id", r.id)
 	body := c.Body()
+	if n := s.opts.LogBodyBytes; n > 0 {
+		// fasthttp reuses the request buffer once the handler returns.
+		r.reqBody, r.reqSize = bodylog.Copy(body, n), len(body)
+	}
 	model, stream, includeUsage, perr := parse(body, op)
 	if perr != nil {
 		return s.finish(c, r, perr)
@@ -187,6 +197,11 @@ func (s *Server) handle(c *fiber.Ctx, op abi.Op) error {
 		r.usage.set([]byte(u.Raw))
 	}
 	r.ttfb = time.Since(r.start)
+	if n := s.opts.LogBodyBytes; n > 0 {
+		// The sink's buffer is this request's own, and fasthttp only
+		// reads it.
+		r.respBody, r.respSize = bodylog.Keep(sink.body, n), len(sink.body)
+	}
 	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 	c.Status(fiber.StatusOK).Send(sink.body)
 	return s.finish(c, r, nil)
@@ -260,6 +275,10 @@ func (s *Server) finish(c *fiber.Ctx, r *request, err *apierror.Error) error {
 		if e := s.handleError(c, err); e != nil {
 			return e
 		}
+		if n := s.opts.LogBodyBytes; n > 0 {
+			b := err.JSON() // what handleError sent
+			r.respBody, r.respSize = bodylog.Keep(b, n), len(b)
+		}
 	}
 	s.logRequest(r, status, err)
 	return nil
@@ -272,7 +291,8 @@ func (s *Server) logRequest(r *request, status int, err *apierror.Error) {
 		ID: r.id, Time: r.start, Model: r.model, Status: status,
 		Latency: time.Since(r.start), TTFB: r.ttfb, Stream: r.op == abi.OpChatStream,
 		PromptTokens: r.usage.prompt, CompletionTokens: r.usage.completion, CachedTokens: r.usage.cached,
-		CostUSD: s.opts.Prices.Cost(r.model, r.upstreamModel, r.usage.prompt, r.usage.completion, r.usage.cached),
+		CostUSD:     s.opts.Prices.Cost(r.model, r.upstreamModel, r.usage.prompt, r.usage.completion, r.usage.cached),
+		RequestBody: r.reqBody, ResponseBody: r.respBody, RequestBodySize: r.reqSize, ResponseBodySize: r.respSize,
 	}
 	if r.keyID != "admin" {
 		e.KeyID = r.keyID
@@ -350,6 +370,12 @@ type streamSink struct {
 	first    bool
 	usage    []byte
 	fail     *apierror.Error
+
+	// With [logs] bodies on: the events written to the client, up to
+	// keepMax bytes, and how many bytes were written in all.
+	kept    []byte
+	keepMax int
+	written int
 }
 
 // usageKey finds a "usage" member whose value is an object; most chunks
@@ -400,6 +426,12 @@ func (s *streamSink) write(ev []byte) bool {
 		s.clientGone()
 		return false
 	}
+	if s.keepMax > 0 {
+		s.written += len(ev)
+		if room := s.keepMax - len(s.kept); room > 0 {
+			s.kept = append(s.kept, ev[:min(room, len(ev))]...)
+		}
+	}
 	return true
 }
 
@@ -427,7 +459,8 @@ var doneEvent = []byte("data: [DONE]\n\n")
 // error before the first byte keeps its status; one after it becomes an
 // error event followed by a clean end.
 func (s *Server) stream(c *fiber.Ctx, r *request, unified []byte) error {
-	sink := &streamSink{r: r, started: make(chan struct{}), attach: make(chan *bufio.Writer), gone: make(chan struct{})}
+	sink := &streamSink{r: r, started: make(chan struct{}), attach: make(chan *bufio.Writer), gone: make(chan struct{}),
+		keepMax: s.opts.LogBodyBytes}
 	done := make(chan *apierror.Error, 1) // the call's outcome, before the response started
 	finished := make(chan struct{})       // the call and its tail were written
 	go func() {
@@ -458,6 +491,9 @@ func (s *Server) stream(c *fiber.Ctx, r *request, unified []byte) error {
 		}
 		if sink.usage != nil {
 			r.usage.set(sink.usage)
+		}
+		if sink.keepMax > 0 {
+			r.respBody, r.respSize = sink.kept, sink.written
 		}
 		s.logRequest(r, status, err)
 		close(finished)
