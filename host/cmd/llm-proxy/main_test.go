@@ -209,7 +209,7 @@ func TestKeysCommand(t *testing.T) {
 	out.Reset()
 	run([]string{"keys", "list", "--config", cfg}, nil, &out, &errb)
 	fields := strings.Fields(strings.Split(out.String(), "\n")[1])
-	if len(fields) < 6 || fields[1] != "ci" || fields[3] != "a,b" || fields[5] != "active" || strings.Contains(out.String(), secret) {
+	if len(fields) != 7 || fields[1] != "ci" || fields[3] != "a,b" || fields[5] != "active" || fields[6] != "never" || strings.Contains(out.String(), secret) {
 		t.Fatalf("list:\n%s", out.String())
 	}
 	id := fields[0]

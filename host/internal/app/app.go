@@ -48,7 +48,16 @@ type App struct {
 	key      *secrets.Key // signs sessions and seals stored secrets
 	cancel   context.CancelFunc
 	served   chan error
+
+	// KeyUsageFlushEvery is how often the client keys' last-used stamps
+	// are written to the database (and once more at shutdown). New sets
+	// it to DefaultKeyUsageFlushEvery; change it before Start.
+	KeyUsageFlushEvery time.Duration
+	flushed            chan struct{} // closed when the flush loop has returned
 }
+
+// DefaultKeyUsageFlushEvery is the default of App.KeyUsageFlushEvery.
+const DefaultKeyUsageFlushEvery = 5 * time.Second
 
 // Store is the proxy's database.
 func (a *App) Store() *store.Store { return a.store }
@@ -117,7 +126,8 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 		ReadTimeout:  cfg.Server.ReadTimeout.Std(),
 		Logger:       log,
 	})
-	return &App{cfg: cfg, log: log, Registry: reg, Server: srv, store: st, requests: requests, keys: ks, routes: routes, key: key}, nil
+	return &App{cfg: cfg, log: log, Registry: reg, Server: srv, store: st, requests: requests, keys: ks, routes: routes, key: key,
+		KeyUsageFlushEvery: DefaultKeyUsageFlushEvery}, nil
 }
 
 func newProvider(pc config.ProviderConfig, env map[string]string, reg *plugin.Registry, log *slog.Logger) (*router.Provider, error) {
@@ -213,14 +223,20 @@ func (a *App) Start(ln net.Listener) error {
 	}
 	go a.pruneLoop(ctx)
 	go a.keys.Watch(ctx, time.Second)
+	a.flushed = make(chan struct{})
+	go func() {
+		defer close(a.flushed)
+		a.keys.FlushUsageEvery(ctx, a.KeyUsageFlushEvery)
+	}()
 	a.served = make(chan error, 1)
 	go func() { a.served <- a.Server.Serve(ln) }()
 	return nil
 }
 
 // Shutdown stops accepting requests, lets in-flight ones (streams too)
-// finish within the configured shutdown timeout, writes the request log
-// queue to the database, then closes the plugins and the database.
+// finish within the configured shutdown timeout, writes the keys'
+// last-used stamps and the request log queue to the database, then closes
+// the plugins and the database.
 func (a *App) Shutdown() error {
 	err := a.Server.Shutdown(a.cfg.Server.ShutdownTimeout.Std())
 	if a.cancel != nil {
@@ -234,6 +250,13 @@ func (a *App) Shutdown() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if a.flushed != nil {
+		<-a.flushed // the loop stopped with a.cancel: one flush at a time
+	}
+	if _, kerr := a.keys.FlushUsage(ctx); kerr != nil {
+		a.log.Error("api keys: last_used_at not written", "err", kerr)
+		err = errors.Join(err, kerr)
+	}
 	if lerr := a.requests.Close(ctx); lerr != nil {
 		a.log.Error("request log not fully written", "err", lerr)
 		err = errors.Join(err, lerr)
