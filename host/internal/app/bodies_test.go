@@ -42,10 +42,10 @@ func getLog(t *testing.T, p *proxy, id string) logDetail {
 // bodies of each request are stored, capped and redacted, and shown by
 // GET /api/logs/{id} only; no key of any kind ends up in them.
 func TestRequestLogBodies(t *testing.T) {
-	const max = 2048
+	const limit = 2048
 	p := startProxy(t, func(cfg *config.Config) {
 		cfg.Logs.Bodies = true
-		cfg.Logs.MaxBodyBytes = max
+		cfg.Logs.MaxBodyBytes = limit
 		// The fake upstream's system_fingerprint stands for a secret in a
 		// response.
 		cfg.Logs.RedactFields = append(config.DefaultRedactFields(), "system_fingerprint")
@@ -101,11 +101,11 @@ func TestRequestLogBodies(t *testing.T) {
 	cut := getLog(t, p, resp.Header.Get("X-Request-Id"))
 	for name, b := range map[string]string{"request": *cut.RequestBody, "response": *cut.ResponseBody} {
 		i := strings.Index(b, "…[truncated from ")
-		if i != max {
-			t.Fatalf("%s body cut at %d, want %d: ...%s", name, i, max, b[max-20:])
+		if i != limit {
+			t.Fatalf("%s body cut at %d, want %d: ...%s", name, i, limit, b[limit-20:])
 		}
 		size, err := strconv.Atoi(strings.TrimSuffix(b[i+len("…[truncated from "):], " bytes]"))
-		if err != nil || size <= max || b[i:] != bodylog.TruncatedSuffix(size) {
+		if err != nil || size <= limit || b[i:] != bodylog.TruncatedSuffix(size) {
 			t.Fatalf("%s body mark %q", name, b[i:])
 		}
 	}

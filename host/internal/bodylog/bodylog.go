@@ -40,23 +40,23 @@ func TruncatedSuffix(size int) string {
 	return truncatedPrefix + strconv.Itoa(size) + " bytes]"
 }
 
-// Copy returns a copy of at most max bytes of b; a nil b stays nil. It is
-// the only body work done on the request path.
-func Copy(b []byte, max int) []byte {
+// Copy returns a copy of at most n bytes of b; a nil b stays nil.
+func Copy(b []byte, n int) []byte {
 	if b == nil {
 		return nil
 	}
-	return append(make([]byte, 0, min(len(b), max)), b[:min(len(b), max)]...)
+	n = min(len(b), n)
+	return append(make([]byte, 0, n), b[:n]...)
 }
 
-// Keep returns b itself when it is within max bytes, and otherwise a copy
-// of its first max bytes, so that a queued row never holds more than the
-// cap. The caller must not modify b afterwards.
-func Keep(b []byte, max int) []byte {
-	if len(b) <= max {
+// Keep returns b itself when it is within n bytes, and otherwise a copy of
+// its first n bytes, so that a queued row never holds more than the cap.
+// The caller must not modify b afterwards.
+func Keep(b []byte, n int) []byte {
+	if len(b) <= n {
 		return b
 	}
-	return Copy(b, max)
+	return Copy(b, n)
 }
 
 // Policy is the cap and the redacted keys. Its methods are safe for

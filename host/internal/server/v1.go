@@ -37,11 +37,28 @@ type request struct {
 	includeUsage  bool
 	usage         usage
 	ttfb          time.Duration
+	bodies        *bodies // nil unless [logs] bodies is on
+}
 
-	// With [logs] bodies on: the first bytes of the request and response
-	// bodies, and their full sizes.
-	reqBody, respBody []byte
+// bodies is what the request log keeps of one request's bodies: the first
+// max bytes of each, and their full sizes.
+type bodies struct {
+	max               int
+	req, resp         []byte
 	reqSize, respSize int
+}
+
+// keepResponse keeps a response body the request owns and nobody modifies.
+func (b *bodies) keepResponse(body []byte) {
+	b.resp, b.respSize = bodylog.Keep(body, b.max), len(body)
+}
+
+// appendResponse adds bytes sent to a streaming client.
+func (b *bodies) appendResponse(d []byte) {
+	b.respSize += len(d)
+	if room := b.max - len(b.resp); room > 0 {
+		b.resp = append(b.resp, d[:min(room, len(d))]...)
+	}
 }
 
 type usage struct {
@@ -137,7 +154,7 @@ func (s *Server) handle(c *fiber.Ctx, op abi.Op) error {
 	body := c.Body()
 	if n := s.opts.LogBodyBytes; n > 0 {
 		// fasthttp reuses the request buffer once the handler returns.
-		r.reqBody, r.reqSize = bodylog.Copy(body, n), len(body)
+		r.bodies = &bodies{max: n, req: bodylog.Copy(body, n), reqSize: len(body)}
 	}
 	model, stream, includeUsage, perr := parse(body, op)
 	if perr != nil {
@@ -197,10 +214,10 @@ func (s *Server) handle(c *fiber.Ctx, op abi.Op) error {
 		r.usage.set([]byte(u.Raw))
 	}
 	r.ttfb = time.Since(r.start)
-	if n := s.opts.LogBodyBytes; n > 0 {
+	if r.bodies != nil {
 		// The sink's buffer is this request's own, and fasthttp only
 		// reads it.
-		r.respBody, r.respSize = bodylog.Keep(sink.body, n), len(sink.body)
+		r.bodies.keepResponse(sink.body)
 	}
 	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 	c.Status(fiber.StatusOK).Send(sink.body)
@@ -275,9 +292,8 @@ func (s *Server) finish(c *fiber.Ctx, r *request, err *apierror.Error) error {
 		if e := s.handleError(c, err); e != nil {
 			return e
 		}
-		if n := s.opts.LogBodyBytes; n > 0 {
-			b := err.JSON() // what handleError sent
-			r.respBody, r.respSize = bodylog.Keep(b, n), len(b)
+		if r.bodies != nil {
+			r.bodies.keepResponse(err.JSON()) // what handleError sent
 		}
 	}
 	s.logRequest(r, status, err)
@@ -291,8 +307,10 @@ func (s *Server) logRequest(r *request, status int, err *apierror.Error) {
 		ID: r.id, Time: r.start, Model: r.model, Status: status,
 		Latency: time.Since(r.start), TTFB: r.ttfb, Stream: r.op == abi.OpChatStream,
 		PromptTokens: r.usage.prompt, CompletionTokens: r.usage.completion, CachedTokens: r.usage.cached,
-		CostUSD:     s.opts.Prices.Cost(r.model, r.upstreamModel, r.usage.prompt, r.usage.completion, r.usage.cached),
-		RequestBody: r.reqBody, ResponseBody: r.respBody, RequestBodySize: r.reqSize, ResponseBodySize: r.respSize,
+		CostUSD: s.opts.Prices.Cost(r.model, r.upstreamModel, r.usage.prompt, r.usage.completion, r.usage.cached),
+	}
+	if b := r.bodies; b != nil {
+		e.RequestBody, e.ResponseBody, e.RequestBodySize, e.ResponseBodySize = b.req, b.resp, b.reqSize, b.respSize
 	}
 	if r.keyID != "admin" {
 		e.KeyID = r.keyID
@@ -370,12 +388,6 @@ type streamSink struct {
 	first    bool
 	usage    []byte
 	fail     *apierror.Error
-
-	// With [logs] bodies on: the events written to the client, up to
-	// keepMax bytes, and how many bytes were written in all.
-	kept    []byte
-	keepMax int
-	written int
 }
 
 // usageKey finds a "usage" member whose value is an object; most chunks
@@ -426,11 +438,8 @@ func (s *streamSink) write(ev []byte) bool {
 		s.clientGone()
 		return false
 	}
-	if s.keepMax > 0 {
-		s.written += len(ev)
-		if room := s.keepMax - len(s.kept); room > 0 {
-			s.kept = append(s.kept, ev[:min(room, len(ev))]...)
-		}
+	if s.r.bodies != nil {
+		s.r.bodies.appendResponse(ev)
 	}
 	return true
 }
@@ -459,8 +468,7 @@ var doneEvent = []byte("data: [DONE]\n\n")
 // error before the first byte keeps its status; one after it becomes an
 // error event followed by a clean end.
 func (s *Server) stream(c *fiber.Ctx, r *request, unified []byte) error {
-	sink := &streamSink{r: r, started: make(chan struct{}), attach: make(chan *bufio.Writer), gone: make(chan struct{}),
-		keepMax: s.opts.LogBodyBytes}
+	sink := &streamSink{r: r, started: make(chan struct{}), attach: make(chan *bufio.Writer), gone: make(chan struct{})}
 	done := make(chan *apierror.Error, 1) // the call's outcome, before the response started
 	finished := make(chan struct{})       // the call and its tail were written
 	go func() {
@@ -491,9 +499,6 @@ func (s *Server) stream(c *fiber.Ctx, r *request, unified []byte) error {
 		}
 		if sink.usage != nil {
 			r.usage.set(sink.usage)
-		}
-		if sink.keepMax > 0 {
-			r.respBody, r.respSize = sink.kept, sink.written
 		}
 		s.logRequest(r, status, err)
 		close(finished)
