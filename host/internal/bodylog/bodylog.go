@@ -66,10 +66,10 @@ type Policy struct {
 	fields map[string]struct{} // lower case
 }
 
-// New returns a policy that keeps max bytes of a body and redacts the
+// New returns a policy that keeps limit bytes of a body and redacts the
 // values of fields (JSON object keys, matched without regard to case).
-func New(max int, fields []string) *Policy {
-	p := &Policy{max: max, fields: make(map[string]struct{}, len(fields))}
+func New(limit int, fields []string) *Policy {
+	p := &Policy{max: limit, fields: make(map[string]struct{}, len(fields))}
 	for _, f := range fields {
 		p.fields[strings.ToLower(f)] = struct{}{}
 	}
@@ -112,53 +112,64 @@ func runeStart(b []byte, n int) int {
 }
 
 // redactSSE redacts the data of each event. An event's data lines are
-// joined as SSE clients join them, redacted as one JSON text and written
-// back one line per line of the result, so a value is redacted even when
-// the data is spread over several lines.
+// joined as SSE clients join them, redacted as one JSON text and, if that
+// changed anything, written back one line per line of the result, so a
+// value is redacted even when the data is spread over several lines. With
+// nothing to redact it returns b itself.
 func (p *Policy) redactSSE(b []byte) []byte {
-	var out, data []byte
-	var lines int // data lines of the current event
-	flush := func() {
-		if lines == 0 {
-			return
+	var out []byte // nil until an event changes
+	last := 0      // b[last:] has not been copied to out yet
+	var joined []byte
+	for pos := 0; pos < len(b); {
+		start, lines, cut := pos, 0, false
+		var data []byte
+		for pos < len(b) && bytes.HasPrefix(b[pos:], []byte("data:")) {
+			end := bytes.IndexByte(b[pos:], '\n')
+			next := pos + end + 1
+			if end < 0 { // the cap cut this line
+				end, next, cut = len(b)-pos, len(b), true
+			}
+			v := bytes.TrimPrefix(b[pos+len("data:"):pos+end], []byte(" "))
+			switch lines {
+			case 0:
+				data = v
+			case 1:
+				joined = append(append(append(joined[:0], data...), '\n'), v...)
+				data = joined
+			default:
+				joined = append(append(joined, '\n'), v...)
+				data = joined
+			}
+			lines++
+			pos = next
 		}
-		for line := range bytes.SplitSeq(p.redactJSON(nil, data), []byte("\n")) {
+		if lines == 0 { // another line: kept as it is
+			end := bytes.IndexByte(b[pos:], '\n')
+			if end < 0 {
+				break
+			}
+			pos += end + 1
+			continue
+		}
+		red, changed := p.redact(nil, data)
+		if !changed {
+			continue
+		}
+		out = append(out, b[last:start]...)
+		for line := range bytes.SplitSeq(red, []byte("\n")) {
 			out = append(out, "data: "...)
 			out = append(out, line...)
 			out = append(out, '\n')
 		}
-		data, lines = data[:0], 0
+		if cut {
+			out = out[:len(out)-1]
+		}
+		last = pos
 	}
-	for len(b) > 0 {
-		line := b
-		end := bytes.IndexByte(b, '\n')
-		complete := end >= 0
-		if complete {
-			line, b = b[:end], b[end+1:]
-		} else {
-			b = nil
-		}
-		if v, ok := bytes.CutPrefix(line, []byte("data:")); ok {
-			v = bytes.TrimPrefix(v, []byte(" "))
-			if lines > 0 {
-				data = append(data, '\n')
-			}
-			data = append(data, v...)
-			lines++
-			if !complete { // the cap cut this line
-				flush()
-				out = out[:len(out)-1]
-			}
-			continue
-		}
-		flush()
-		out = append(out, line...)
-		if complete {
-			out = append(out, '\n')
-		}
+	if out == nil {
+		return b
 	}
-	flush()
-	return out
+	return append(out, b[last:]...)
 }
 
 // redactJSON appends src to dst with the value of every member whose key
@@ -167,14 +178,20 @@ func (p *Policy) redactSSE(b []byte) []byte {
 // is, and a value that src ends in the middle of is redacted to the end.
 // With nothing to redact it returns src itself.
 func (p *Policy) redactJSON(dst, src []byte) []byte {
+	out, _ := p.redact(dst, src)
+	return out
+}
+
+// redact is redactJSON, and reports whether it changed anything.
+func (p *Policy) redact(dst, src []byte) (_ []byte, changed bool) {
 	if len(p.fields) == 0 {
-		return src
+		return src, false
 	}
-	var stack []byte   // '{' or '[' for each open container
-	expectKey := false // the next string in an object is a key
+	var stackBuf [32]byte
+	stack := stackBuf[:0] // '{' or '[' for each open container
+	expectKey := false    // the next string in an object is a key
 	redactNext := false
 	last := 0 // src[last:] has not been copied to dst yet
-	changed := false
 	for i := 0; i < len(src); {
 		switch c := src[i]; c {
 		case '"':
@@ -221,9 +238,9 @@ func (p *Policy) redactJSON(dst, src []byte) []byte {
 		i++
 	}
 	if !changed {
-		return src
+		return src, false
 	}
-	return append(dst, src[last:]...)
+	return append(dst, src[last:]...), true
 }
 
 // isField reports whether the JSON string s (with its quotes; the closing
@@ -239,6 +256,22 @@ func (p *Policy) isField(s []byte) bool {
 			return false
 		}
 		name = []byte(u)
+	}
+	var buf [64]byte
+	if len(name) <= len(buf) {
+		lower := buf[:len(name)]
+		ascii := true
+		for i, c := range name {
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			lower[i] = c
+			ascii = ascii && c < utf8.RuneSelf
+		}
+		if ascii {
+			_, ok := p.fields[string(lower)] // a map lookup does not allocate
+			return ok
+		}
 	}
 	_, ok := p.fields[strings.ToLower(string(name))]
 	return ok
