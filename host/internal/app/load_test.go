@@ -19,7 +19,8 @@ import (
 // TestLoadEveryRequestLogged: 2,000 requests, half of them streamed, from
 // 32 concurrent clients through the official SDK, become exactly 2,000
 // request log rows whose token counts add up to what the upstream
-// reported.
+// reported. The full count runs under -race too: about 25 s on two shared
+// cores, so raceEnabled does not lower it.
 func TestLoadEveryRequestLogged(t *testing.T) {
 	if testing.Short() {
 		t.Skip("2,000 requests")
