@@ -241,34 +241,14 @@ func (h *Hist) MergeBinary(b []byte) error {
 // decode appends the bins of the encoded histogram b to dst, and returns
 // them with their total count.
 func decode(dst []Bin, b []byte) ([]Bin, int64, error) {
-	if len(b) == 0 || b[0] != formatV1 {
-		return dst, 0, fmt.Errorf("%w: unknown format", ErrCorrupt)
+	r := reader{b: b}
+	if err := r.start(); err != nil {
+		return dst, 0, err
 	}
-	b = b[1:]
-	slot, total := -1, int64(0)
-	for len(b) > 0 {
-		d, k := binary.Uvarint(b)
-		if k <= 0 || d >= numSlots || (slot >= 0 && d == 0) {
-			return dst, 0, fmt.Errorf("%w: bad slot", ErrCorrupt)
-		}
-		b = b[k:]
-		c, k := binary.Uvarint(b)
-		if k <= 0 || c == 0 || c > math.MaxInt64-uint64(total) {
-			return dst, 0, fmt.Errorf("%w: bad count", ErrCorrupt)
-		}
-		b = b[k:]
-		if slot < 0 {
-			slot = int(d) // the first distance is from slot 0
-		} else {
-			slot += int(d)
-		}
-		if slot >= numSlots {
-			return dst, 0, fmt.Errorf("%w: slot out of range", ErrCorrupt)
-		}
-		dst = append(dst, Bin{Slot: slot, Count: int64(c)})
-		total += int64(c)
+	for r.next() {
+		dst = append(dst, Bin{Slot: r.slot, Count: int64(r.count)})
 	}
-	return dst, total, nil
+	return dst, int64(r.total), r.err
 }
 
 // AppendBinary appends the encoding of h to b.
@@ -290,16 +270,110 @@ func (h *Hist) AppendBinary(b []byte) []byte {
 
 // MergeEncoded returns the encoding of the sum of two encoded histograms.
 // It is what the database calls to merge a rollup row's histogram with a
-// new batch's.
+// new batch's. It reads both encodings in step and writes the sum, without
+// decoding either into memory.
 func MergeEncoded(a, b []byte) ([]byte, error) {
-	var h Hist
-	if err := h.MergeBinary(a); err != nil {
-		return nil, err
+	return AppendMerged(make([]byte, 0, len(a)+len(b)), a, b)
+}
+
+// AppendMerged appends the encoding of the sum of two encoded histograms
+// to dst. a and b are only read during the call.
+func AppendMerged(dst, a, b []byte) ([]byte, error) {
+	ra, rb := reader{b: a}, reader{b: b}
+	if err := ra.start(); err != nil {
+		return dst, err
 	}
-	if err := h.MergeBinary(b); err != nil {
-		return nil, err
+	if err := rb.start(); err != nil {
+		return dst, err
 	}
-	return h.AppendBinary(make([]byte, 0, len(a)+len(b))), nil
+	dst = append(dst, formatV1)
+	prev := -1
+	emit := func(slot int, count uint64) {
+		d := slot - prev
+		if prev < 0 {
+			d = slot
+		}
+		dst = binary.AppendUvarint(dst, uint64(d))
+		dst = binary.AppendUvarint(dst, count)
+		prev = slot
+	}
+	okA, okB := ra.next(), rb.next()
+	for okA && okB {
+		switch {
+		case ra.slot < rb.slot:
+			emit(ra.slot, ra.count)
+			okA = ra.next()
+		case ra.slot > rb.slot:
+			emit(rb.slot, rb.count)
+			okB = rb.next()
+		default:
+			if ra.count > math.MaxInt64-rb.count {
+				return dst, fmt.Errorf("%w: count overflow", ErrCorrupt)
+			}
+			emit(ra.slot, ra.count+rb.count)
+			okA, okB = ra.next(), rb.next()
+		}
+	}
+	for ; okA; okA = ra.next() {
+		emit(ra.slot, ra.count)
+	}
+	for ; okB; okB = rb.next() {
+		emit(rb.slot, rb.count)
+	}
+	if ra.err != nil {
+		return dst, ra.err
+	}
+	return dst, rb.err
+}
+
+// reader walks the bins of an encoded histogram.
+type reader struct {
+	b     []byte
+	slot  int
+	count uint64
+	total uint64
+	err   error
+}
+
+// start checks the format byte.
+func (r *reader) start() error {
+	if len(r.b) == 0 || r.b[0] != formatV1 {
+		return fmt.Errorf("%w: unknown format", ErrCorrupt)
+	}
+	r.b, r.slot = r.b[1:], -1
+	return nil
+}
+
+// next reads the next bin into slot and count; it returns false at the end
+// or on an error, kept in err.
+func (r *reader) next() bool {
+	if len(r.b) == 0 || r.err != nil {
+		return false
+	}
+	d, k := binary.Uvarint(r.b)
+	if k <= 0 || d >= numSlots || (r.slot >= 0 && d == 0) {
+		r.err = fmt.Errorf("%w: bad slot", ErrCorrupt)
+		return false
+	}
+	r.b = r.b[k:]
+	c, k := binary.Uvarint(r.b)
+	if k <= 0 || c == 0 || c > math.MaxInt64-r.total {
+		r.err = fmt.Errorf("%w: bad count", ErrCorrupt)
+		return false
+	}
+	r.b = r.b[k:]
+	if r.slot < 0 {
+		r.slot = int(d) // the first distance is from slot 0
+	} else {
+		r.slot += int(d)
+	}
+	if r.slot >= numSlots {
+		r.err = fmt.Errorf("%w: slot out of range", ErrCorrupt)
+		return false
+	}
+	r.count = c
+	r.total += c
+	return true
 }
 
 // Percentile returns the p-th percentile (0 < p ≤ 100) by the nearest-rank

@@ -221,3 +221,23 @@ func BenchmarkMergeBinary(b *testing.B) {
 		}
 	}
 }
+
+func BenchmarkMergeEncoded(b *testing.B) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	var big, small Hist
+	for range 5000 {
+		big.Add(math.Exp(rng.NormFloat64()*0.6 + 6))
+	}
+	for range 3 {
+		small.Add(math.Exp(rng.NormFloat64()*0.6 + 6))
+	}
+	eb, es := big.AppendBinary(nil), small.AppendBinary(nil)
+	b.Logf("%d and %d bytes", len(eb), len(es))
+	buf := make([]byte, 0, 4096)
+	for b.Loop() {
+		var err error
+		if buf, err = AppendMerged(buf[:0], eb, es); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
