@@ -99,15 +99,30 @@ func TestPercentile(t *testing.T) {
 			}
 			parts[rng.IntN(3)].Add(values[i])
 		}
-		// Merge the parts in several ways: directly and through the encoding.
+		// Merge the parts in several ways: directly, through the encoding,
+		// and in a Sum of encodings and values.
 		var direct, encoded Hist
+		var sum Sum
 		for i := range parts {
 			direct.Merge(&parts[i])
 			if err := encoded.MergeBinary(parts[i].AppendBinary(nil)); err != nil {
 				t.Fatal(err)
 			}
+			if i < 2 {
+				if err := sum.AddEncoded(parts[i].AppendBinary(nil)); err != nil {
+					t.Fatal(err)
+				}
+			}
 		}
-		for _, h := range []*Hist{&direct, &encoded} {
+		for _, b := range parts[2].Bins() {
+			for range b.Count {
+				sum.AddValue(Value(b.Slot))
+			}
+		}
+		for _, h := range []interface {
+			Count() int64
+			Percentile(int) float64
+		}{&direct, &encoded, &sum} {
 			if h.Count() != int64(n) {
 				t.Fatalf("trial %d: count %d, want %d", trial, h.Count(), n)
 			}
@@ -120,8 +135,31 @@ func TestPercentile(t *testing.T) {
 		}
 	}
 	var empty Hist
-	if empty.Percentile(50) != 0 {
+	var emptySum Sum
+	if empty.Percentile(50) != 0 || emptySum.Percentile(50) != 0 {
 		t.Error("empty histogram: want 0")
+	}
+}
+
+// TestSumWidens adds slots far apart, in both directions.
+func TestSumWidens(t *testing.T) {
+	t.Parallel()
+	var s Sum
+	var h Hist
+	for _, v := range []float64{100, 1e-6, 5e6, 0, 100, 7, 1e12, 3} {
+		s.AddValue(v)
+		h.Add(v)
+	}
+	if s.Count() != h.Count() {
+		t.Fatalf("count %d, want %d", s.Count(), h.Count())
+	}
+	for p := 1; p <= 100; p++ {
+		if s.Percentile(p) != h.Percentile(p) {
+			t.Errorf("p%d = %g, want %g", p, s.Percentile(p), h.Percentile(p))
+		}
+	}
+	if err := s.AddEncoded([]byte{9}); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("AddEncoded(garbage) = %v", err)
 	}
 }
 
