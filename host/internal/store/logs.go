@@ -206,8 +206,8 @@ func (w *logWriter) insertOne(r *RequestLog, index int) error {
 // batch does nothing.
 //
 // The same transaction keeps usage_rollups in step: the batch is summed in
-// memory per hour, key, model, provider and status class, and each of
-// those groups is added to its hour row with one upsert (and to its day
+// memory per hour, key, model and provider, and each of those groups is
+// added to its hour row with one upsert (and to its day
 // row too, for a request in a day that CompactRollups has summed already).
 // A batch of a few hundred requests touches a few dozen groups.
 func (s *Store) InsertLogs(ctx context.Context, rows []RequestLog) (err error) {

@@ -128,17 +128,3 @@ func migrationName(s *goose.Source) string {
 	}
 	return filepath.Base(s.Path)
 }
-
-// SchemaVersion returns the version of the newest migration this binary
-// knows: the version of a database that Open has brought up to date.
-func SchemaVersion() (int64, error) {
-	st, err := pendingStates()
-	if err != nil {
-		return 0, err
-	}
-	var v int64
-	for _, m := range st {
-		v = max(v, m.Version)
-	}
-	return v, nil
-}

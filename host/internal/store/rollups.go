@@ -53,8 +53,8 @@ func init() {
 }
 
 // Rollup is one row of the usage_rollups table: the requests of one group
-// (key, model, provider, status class) in one hour or day. The db tags are
-// the column names.
+// (key, model, provider) in one hour or day. The db tags are the column
+// names.
 type Rollup struct {
 	// Period is PeriodHour or PeriodDay, Bucket the start of the hour or
 	// day in Unix milliseconds.
@@ -65,11 +65,12 @@ type Rollup struct {
 	KeyID    string `db:"key_id"`
 	Model    string `db:"model"`
 	Provider string `db:"provider"`
-	// StatusClass is status / 100: 2 for 2xx. The row's requests are all
-	// errors (status >= 400) when it is 4 or more, and none are otherwise.
-	StatusClass int `db:"status_class"`
+	// Requests counts the requests, Errors those with a status of 400 or
+	// more, ServerErrors those with a status of 500 or more.
+	Requests     int64 `db:"requests"`
+	Errors       int64 `db:"errors"`
+	ServerErrors int64 `db:"server_errors"`
 	// Sums over the row's requests.
-	Requests         int64   `db:"requests"`
 	PromptTokens     int64   `db:"prompt_tokens"`
 	CompletionTokens int64   `db:"completion_tokens"`
 	CachedTokens     int64   `db:"cached_tokens"`
@@ -84,16 +85,18 @@ type Rollup struct {
 
 // RollupColumns are the columns of usage_rollups in the order of the
 // fields of Rollup, for SELECT statements.
-const RollupColumns = `period, bucket, key_id, model, provider, status_class,
-	requests, prompt_tokens, completion_tokens, cached_tokens, cost_usd,
+const RollupColumns = `period, bucket, key_id, model, provider,
+	requests, errors, server_errors, prompt_tokens, completion_tokens, cached_tokens, cost_usd,
 	latency_sum_ms, ttfb_sum_ms, latency_hist, ttfb_hist`
 
 // upsertRollupSQL adds one group's sums to its rollup row, creating the
 // row if needed. Its parameters are in the order of RollupColumns.
 const upsertRollupSQL = `INSERT INTO usage_rollups (` + RollupColumns + `)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (period, bucket, key_id, model, provider, status_class) DO UPDATE SET
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (period, bucket, key_id, model, provider) DO UPDATE SET
 	requests          = requests + excluded.requests,
+	errors            = errors + excluded.errors,
+	server_errors     = server_errors + excluded.server_errors,
 	prompt_tokens     = prompt_tokens + excluded.prompt_tokens,
 	completion_tokens = completion_tokens + excluded.completion_tokens,
 	cached_tokens     = cached_tokens + excluded.cached_tokens,
@@ -113,9 +116,6 @@ func FloorBucket(ts, period int64) int64 {
 	}
 	return b
 }
-
-// StatusClass returns the status class a rollup counts status in.
-func StatusClass(status int) int { return status / 100 }
 
 // noDays is the days_until of a database where no day is summed yet.
 const noDays = math.MinInt64
@@ -139,7 +139,6 @@ func readDaysUntil(ctx context.Context, q interface {
 type rollupKey struct {
 	period, bucket       int64
 	key, model, provider string
-	class                int
 }
 
 func compareKeys(a, b rollupKey) int {
@@ -149,15 +148,15 @@ func compareKeys(a, b rollupKey) int {
 		strings.Compare(a.key, b.key),
 		strings.Compare(a.model, b.model),
 		strings.Compare(a.provider, b.provider),
-		cmp.Compare(a.class, b.class),
 	)
 }
 
 // rollupSums are the sums of one group, before they are written.
 type rollupSums struct {
-	requests, prompt, completion, cached int64
-	cost, latency, ttfb                  float64
-	latHist, ttfbHist                    histogram.Hist
+	requests, errors, serverErrors int64
+	prompt, completion, cached     int64
+	cost, latency, ttfb            float64
+	latHist, ttfbHist              histogram.Hist
 }
 
 // rollupAgg sums request logs, or rollup rows, per rollup row in memory,
@@ -195,11 +194,16 @@ func (a *rollupAgg) add(r *RequestLog) {
 	k := rollupKey{
 		period: PeriodHour, bucket: FloorBucket(r.TS, PeriodHour),
 		key: r.KeyID.String, model: r.Model, provider: r.Provider,
-		class: StatusClass(r.Status),
 	}
 	for {
 		s := a.sums(k)
 		s.requests++
+		if r.Status >= 400 {
+			s.errors++
+		}
+		if r.Status >= 500 {
+			s.serverErrors++
+		}
 		s.prompt += r.PromptTokens
 		s.completion += r.CompletionTokens
 		s.cached += r.CachedTokens
@@ -222,6 +226,8 @@ func (a *rollupAgg) add(r *RequestLog) {
 func (a *rollupAgg) addRollup(k rollupKey, r *Rollup) error {
 	s := a.sums(k)
 	s.requests += r.Requests
+	s.errors += r.Errors
+	s.serverErrors += r.ServerErrors
 	s.prompt += r.PromptTokens
 	s.completion += r.CompletionTokens
 	s.cached += r.CachedTokens
@@ -250,8 +256,8 @@ func (a *rollupAgg) flush(ctx context.Context, stmt *sql.Stmt) error {
 		a.lat = s.latHist.AppendBinary(a.lat[:0])
 		a.ttfb = s.ttfbHist.AppendBinary(a.ttfb[:0])
 		if _, err := stmt.ExecContext(ctx,
-			k.period, k.bucket, k.key, k.model, k.provider, k.class,
-			s.requests, s.prompt, s.completion, s.cached, s.cost,
+			k.period, k.bucket, k.key, k.model, k.provider,
+			s.requests, s.errors, s.serverErrors, s.prompt, s.completion, s.cached, s.cost,
 			s.latency, s.ttfb, a.lat, a.ttfb,
 		); err != nil {
 			return fmt.Errorf("rollup of %s: %w", time.UnixMilli(k.bucket).UTC().Format(time.RFC3339), err)
@@ -334,7 +340,7 @@ func (s *Store) compactDay(ctx context.Context, st *writeStmts, limit int64) (do
 	agg := newRollupAgg(noDays)
 	for i := range hours {
 		h := &hours[i]
-		k := rollupKey{period: PeriodDay, bucket: day, key: h.KeyID, model: h.Model, provider: h.Provider, class: h.StatusClass}
+		k := rollupKey{period: PeriodDay, bucket: day, key: h.KeyID, model: h.Model, provider: h.Provider}
 		if err := agg.addRollup(k, h); err != nil {
 			return false, fmt.Errorf("rollup of %s: %w", time.UnixMilli(h.Bucket).UTC().Format(time.RFC3339), err)
 		}
@@ -441,8 +447,9 @@ func (s *Store) PruneRollups(ctx context.Context, before time.Time, batch int) (
 			// A bucket ends at bucket + p: it is wholly before the cutoff
 			// when bucket <= cutoff - p.
 			res, err := s.w.ExecContext(ctx,
-				`DELETE FROM usage_rollups WHERE rowid IN (
-					SELECT rowid FROM usage_rollups WHERE period = ? AND bucket <= ? LIMIT ?
+				`DELETE FROM usage_rollups WHERE (period, bucket, key_id, model, provider) IN (
+					SELECT period, bucket, key_id, model, provider FROM usage_rollups
+					WHERE period = ? AND bucket <= ? LIMIT ?
 				)`, p, cutoff-p, batch)
 			if err != nil {
 				return total, fmt.Errorf("prune rollups: %w", err)

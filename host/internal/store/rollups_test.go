@@ -78,13 +78,19 @@ func wantRollups(t *testing.T, s *Store, daysUntil int64) map[rollupKey]*Rollup 
 			if p == PeriodDay && b >= daysUntil {
 				continue
 			}
-			k := rollupKey{p, b, r.KeyID.String, r.Model, r.Provider, r.Status / 100}
+			k := rollupKey{p, b, r.KeyID.String, r.Model, r.Provider}
 			w := want[k]
 			if w == nil {
-				w = &Rollup{Period: p, Bucket: b, KeyID: k.key, Model: k.model, Provider: k.provider, StatusClass: k.class}
+				w = &Rollup{Period: p, Bucket: b, KeyID: k.key, Model: k.model, Provider: k.provider}
 				want[k], lat[k], ttfb[k] = w, new(histogram.Hist), new(histogram.Hist)
 			}
 			w.Requests++
+			if r.Status >= 400 {
+				w.Errors++
+			}
+			if r.Status >= 500 {
+				w.ServerErrors++
+			}
 			w.PromptTokens += r.PromptTokens
 			w.CompletionTokens += r.CompletionTokens
 			w.CachedTokens += r.CachedTokens
@@ -117,13 +123,13 @@ func checkRollups(t *testing.T, s *Store) {
 	}
 	bad := 0
 	for _, g := range got {
-		k := rollupKey{g.Period, g.Bucket, g.KeyID, g.Model, g.Provider, g.StatusClass}
+		k := rollupKey{g.Period, g.Bucket, g.KeyID, g.Model, g.Provider}
 		w := want[k]
 		delete(want, k)
 		if w == nil {
 			t.Errorf("rollup %+v counts no request", k)
 			bad++
-		} else if g.Requests != w.Requests || g.PromptTokens != w.PromptTokens || g.CompletionTokens != w.CompletionTokens ||
+		} else if g.Requests != w.Requests || g.Errors != w.Errors || g.ServerErrors != w.ServerErrors || g.PromptTokens != w.PromptTokens || g.CompletionTokens != w.CompletionTokens ||
 			g.CachedTokens != w.CachedTokens || g.CostUSD != w.CostUSD || g.LatencySumMS != w.LatencySumMS ||
 			g.TTFBSumMS != w.TTFBSumMS || !bytes.Equal(g.LatencyHist, w.LatencyHist) || !bytes.Equal(g.TTFBHist, w.TTFBHist) {
 			t.Errorf("rollup %+v:\n got %+v\nwant %+v", k, g, *w)
@@ -216,10 +222,10 @@ func TestRollupsOfOneBatch(t *testing.T) {
 		t.Fatalf("%d rollups, want 3: %+v", len(got), got)
 	}
 	first := got[0]
-	if first.Period != PeriodHour || first.Bucket != h || first.KeyID != "" || first.StatusClass != 2 || first.Requests != 2 ||
+	if first.Period != PeriodHour || first.Bucket != h || first.KeyID != "" || first.Requests != 2 || first.Errors != 0 ||
 		first.PromptTokens != 11 || first.CompletionTokens != 22 || first.CachedTokens != 33 || first.CostUSD != 0.75 ||
 		first.LatencySumMS != 400 || first.TTFBSumMS != 40 {
-		t.Errorf("first hour, admin key, 2xx: %+v", first)
+		t.Errorf("first hour, admin key: %+v", first)
 	}
 	var hist histogram.Hist
 	if err := hist.MergeBinary(first.LatencyHist); err != nil {
@@ -228,7 +234,7 @@ func TestRollupsOfOneBatch(t *testing.T) {
 	if hist.Count() != 2 || hist.Percentile(50) < 99 || hist.Percentile(50) > 101 || hist.Percentile(100) < 297 || hist.Percentile(100) > 303 {
 		t.Errorf("latency histogram: %v", hist.Bins())
 	}
-	if got[1].KeyID != "k" || got[1].StatusClass != 5 || got[1].Bucket != h {
+	if got[1].KeyID != "k" || got[1].Errors != 1 || got[1].ServerErrors != 1 || got[1].Bucket != h {
 		t.Errorf("second rollup: %+v", got[1])
 	}
 	if got[2].Bucket != h+PeriodHour || got[2].Requests != 1 {

@@ -20,16 +20,18 @@
 //
 // [Fixture] returns the path of a database of FixtureRows rows over the 30
 // days before FixtureEnd, built on first use into the temporary directory
-// ([os.TempDir]/llm-proxy-bench) and reused by later runs and other test
+// ([os.TempDir]/llm-proxy-fixtures) and reused by later runs and other test
 // binaries, since building it takes tens of seconds. The file name holds
-// the schema version and the generator's version, so a schema change or a
-// change here builds a new file; older files are removed then. Delete the
+// a hash of the migrations and the generator's version, so a schema change
+// or a change here builds a new file; older files are removed then. Delete the
 // directory to reclaim the space (about 400 MB).
 package storetest
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -44,6 +46,7 @@ import (
 	"time"
 
 	"github.com/llm-proxy/llm-proxy/host/internal/store"
+	"github.com/llm-proxy/llm-proxy/migrations"
 )
 
 // Model is one model of the generated rows.
@@ -243,9 +246,27 @@ var FixtureEnd = time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
 // FixtureStart is the start of the shared database's time span.
 var FixtureStart = FixtureEnd.AddDate(0, 0, -FixtureDays)
 
-// genVersion changes whenever Gen makes different rows, so that an old
-// fixture file is not reused.
+// genVersion changes whenever Gen makes different rows, or the store
+// writes them differently in a way the migration files do not show, so
+// that an old fixture file is not reused.
 const genVersion = 1
+
+// schemaHash returns a short hash of the migration files and genVersion:
+// the key of the fixture file.
+func schemaHash() (string, error) {
+	h := sha256.New()
+	fmt.Fprintf(h, "gen %d\n", genVersion)
+	err := fs.WalkDir(migrations.FS, ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(migrations.FS, path)
+		fmt.Fprintf(h, "%s %d\n", path, len(b))
+		h.Write(b)
+		return err
+	})
+	return hex.EncodeToString(h.Sum(nil))[:12], err
+}
 
 // Fixture returns the path of the shared database, building it first if
 // no usable one exists. Open it with store.Open; do not write to it.
@@ -271,15 +292,15 @@ func OpenFixture(tb testing.TB) *store.Store {
 }
 
 func fixture(ctx context.Context, logf func(string, ...any)) (string, error) {
-	schema, err := store.SchemaVersion()
+	schema, err := schemaHash()
 	if err != nil {
 		return "", err
 	}
-	dir := filepath.Join(os.TempDir(), "llm-proxy-bench")
+	dir := filepath.Join(os.TempDir(), "llm-proxy-fixtures")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
 	}
-	name := fmt.Sprintf("logs-%d-schema%d-gen%d.db", FixtureRows, schema, genVersion)
+	name := fmt.Sprintf("logs-%d-%s.db", FixtureRows, schema)
 	path := filepath.Join(dir, name)
 	if _, err := os.Stat(path); err == nil {
 		return path, nil
@@ -308,6 +329,10 @@ func fixture(ctx context.Context, logf func(string, ...any)) (string, error) {
 	// No ANALYZE: the proxy does not run it either, and the plans must
 	// be good without statistics.
 	n, err := s.LoadLogs(ctx, Rows(FixtureSeed, FixtureStart, FixtureEnd, FixtureRows))
+	if err == nil {
+		// Sum the days as the proxy would have by FixtureEnd.
+		_, err = s.CompactRollups(ctx, FixtureEnd)
+	}
 	if cerr := s.Close(); err == nil {
 		err = cerr
 	}
