@@ -38,28 +38,56 @@ func toRow(e *requestlog.Entry) store.RequestLog {
 	}
 }
 
-// pruneLoop deletes request log rows older than the retention, every hour
-// and once at start, in small batches so the writer is never held long.
+// compactAfter is how long after midnight (UTC) the day's usage rollups
+// are summed: most requests that started that day have been logged by then.
+// One that is logged later still counts, just at a little more cost.
+const compactAfter = time.Hour
+
+// pruneLoop maintains the request log, every hour and once at start: it
+// sums the usage rollups of the days that are over into day rows, then
+// deletes log rows and rollups older than the retention, in small batches
+// so the writer is never held long.
 func (a *App) pruneLoop(ctx context.Context) {
-	days := a.cfg.Logs.RetentionDays
-	if days <= 0 {
-		return
-	}
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
-		before := time.Now().AddDate(0, 0, -days)
-		if n, err := a.store.PruneLogs(ctx, before, 500); err != nil {
-			if ctx.Err() == nil {
-				a.log.Warn("request log retention", "err", err)
-			}
-		} else if n > 0 {
-			a.log.Info("request log pruned", "rows", n, "older_than", before.Format(time.RFC3339))
-		}
+		a.maintainLog(ctx, time.Now())
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// maintainLog does one round of pruneLoop's work.
+func (a *App) maintainLog(ctx context.Context, now time.Time) {
+	warn := func(what string, err error) {
+		if ctx.Err() == nil {
+			a.log.Warn(what, "err", err)
+		}
+	}
+	if n, err := a.store.CompactRollups(ctx, now.Add(-compactAfter)); err != nil {
+		warn("usage rollups", err)
+	} else if n > 0 {
+		a.log.Info("usage rollups summed per day", "days", n)
+	}
+	days := a.cfg.Logs.RetentionDays
+	if days <= 0 {
+		return
+	}
+	before := now.AddDate(0, 0, -days)
+	if n, err := a.store.PruneLogs(ctx, before, 500); err != nil {
+		// Rollups go only after their rows: /api/logs trusts them to say
+		// where rows are.
+		warn("request log retention", err)
+		return
+	} else if n > 0 {
+		a.log.Info("request log pruned", "rows", n, "older_than", before.Format(time.RFC3339))
+	}
+	if n, err := a.store.PruneRollups(ctx, before, 500); err != nil {
+		warn("usage rollup retention", err)
+	} else if n > 0 {
+		a.log.Info("usage rollups pruned", "rows", n, "older_than", before.Format(time.RFC3339))
 	}
 }
