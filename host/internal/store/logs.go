@@ -85,40 +85,52 @@ func logArgs(args []any, r *RequestLog) []any {
 // writeStmts are the statements of a logWriter, prepared once on the
 // writer connection and reused by every transaction.
 type writeStmts struct {
-	once                   sync.Once
-	err                    error
+	mu                     sync.Mutex
+	prepared               bool
 	insertOne, insertChunk *sql.Stmt
 	upsertRollup           *sql.Stmt
 }
 
-// statements returns the prepared statements of the writer connection.
+// statements returns the prepared statements of the writer connection,
+// preparing them on first use.
 func (s *Store) statements(ctx context.Context) (*writeStmts, error) {
 	st := &s.stmts
-	st.once.Do(func() {
-		prepare := func(q string) *sql.Stmt {
-			if st.err != nil {
-				return nil
-			}
-			var stmt *sql.Stmt
-			stmt, st.err = s.w.PrepareContext(ctx, q)
-			return stmt
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.prepared {
+		return st, nil
+	}
+	var err error
+	prepare := func(q string) *sql.Stmt {
+		if err != nil {
+			return nil
 		}
-		st.insertOne = prepare(insertLogSQL)
-		st.insertChunk = prepare(insertChunkSQL)
-		st.upsertRollup = prepare(upsertRollupSQL)
-	})
-	return st, st.err
+		var stmt *sql.Stmt
+		stmt, err = s.w.PrepareContext(ctx, q)
+		return stmt
+	}
+	one, chunk, upsert := prepare(insertLogSQL), prepare(insertChunkSQL), prepare(upsertRollupSQL)
+	if err != nil {
+		for _, stmt := range []*sql.Stmt{one, chunk, upsert} {
+			if stmt != nil {
+				stmt.Close()
+			}
+		}
+		return nil, err
+	}
+	st.insertOne, st.insertChunk, st.upsertRollup, st.prepared = one, chunk, upsert, true
+	return st, nil
 }
 
-// close closes the statements that were prepared.
+// close closes the statements, if they were prepared.
 func (st *writeStmts) close() error {
-	var errs []error
-	for _, stmt := range []*sql.Stmt{st.insertOne, st.insertChunk, st.upsertRollup} {
-		if stmt != nil {
-			errs = append(errs, stmt.Close())
-		}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if !st.prepared {
+		return nil
 	}
-	return errors.Join(errs...)
+	st.prepared = false
+	return errors.Join(st.insertOne.Close(), st.insertChunk.Close(), st.upsertRollup.Close())
 }
 
 // logWriter inserts request logs and keeps their rollups in step, inside

@@ -53,7 +53,7 @@ func randomRows(rng *rand.Rand, prefix string, n, days int) []RequestLog {
 func insertInBatches(t *testing.T, s *Store, rng *rand.Rand, rows []RequestLog) {
 	t.Helper()
 	for len(rows) > 0 {
-		n := min(len(rows), 1+rng.IntN(300))
+		n := min(len(rows), 1+rng.IntN(200))
 		if err := s.InsertLogs(t.Context(), rows[:n]); err != nil {
 			t.Fatalf("InsertLogs: %v", err)
 		}
@@ -156,7 +156,7 @@ func TestRollupsMatchRawRows(t *testing.T) {
 	s := openStore(t)
 
 	// Four days of rows, in random order.
-	insertInBatches(t, s, rng, randomRows(rng, "a", 3000, 4))
+	insertInBatches(t, s, rng, randomRows(rng, "a", 1200, 4))
 	checkRollups(t, s)
 	var days int64
 	if err := s.Reader().Get(&days, `SELECT count(*) FROM usage_rollups WHERE period = ?`, PeriodDay); err != nil || days != 0 {
@@ -170,7 +170,7 @@ func TestRollupsMatchRawRows(t *testing.T) {
 		t.Fatalf("CompactRollups = %d, %v; want 3 days", n, err)
 	}
 	checkRollups(t, s)
-	insertInBatches(t, s, rng, randomRows(rng, "b", 2000, 4))
+	insertInBatches(t, s, rng, randomRows(rng, "b", 800, 4))
 	checkRollups(t, s)
 
 	// Nothing more to sum until the fourth day is over; then it is.
@@ -187,7 +187,7 @@ func TestRollupsMatchRawRows(t *testing.T) {
 	}
 
 	// Many days later, with empty days in between.
-	late := randomRows(rng, "c", 500, 1)
+	late := randomRows(rng, "c", 300, 1)
 	for i := range late {
 		late[i].TS += 9 * PeriodDay
 	}
@@ -303,7 +303,7 @@ func TestLoadLogs(t *testing.T) {
 	t.Parallel()
 	rng := rand.New(rand.NewPCG(6, 6))
 	s := openStore(t)
-	rows := randomRows(rng, "l", 1000, 3)
+	rows := randomRows(rng, "l", 500, 3)
 	n, err := s.LoadLogs(t.Context(), func(yield func(*RequestLog) bool) {
 		var r RequestLog
 		for i := range rows {
@@ -332,7 +332,7 @@ func TestBackfillMigration(t *testing.T) {
 	if _, err := p.DownTo(t.Context(), 1); err != nil {
 		t.Fatalf("down to 1: %v", err)
 	}
-	rows := randomRows(rng, "old", 5000, 3)
+	rows := randomRows(rng, "old", 1500, 3)
 	tx, err := s.Writer().BeginTx(t.Context(), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -388,7 +388,7 @@ func TestPruneRollups(t *testing.T) {
 	t.Parallel()
 	s := openStore(t)
 	rng := rand.New(rand.NewPCG(10, 10))
-	insertInBatches(t, s, rng, randomRows(rng, "p", 3000, 4))
+	insertInBatches(t, s, rng, randomRows(rng, "p", 1000, 4))
 	if _, err := s.CompactRollups(t.Context(), time.UnixMilli(day0+4*PeriodDay)); err != nil {
 		t.Fatal(err)
 	}
