@@ -128,3 +128,26 @@ func reportCPU(b *testing.B, cpu time.Duration) {
 		b.ReportMetric(float64((now-cpu).Microseconds())/1000/float64(b.N), "cpu-ms/op")
 	}
 }
+
+// BenchmarkOverview is GET /api/overview over the million-row fixture.
+func BenchmarkOverview(b *testing.B) {
+	db := storetest.OpenFixture(b).Reader()
+	for _, bb := range []struct {
+		name string
+		f    func() (Overview, error)
+	}{
+		{"last hour by minute", func() (Overview, error) { return OverviewHour(b.Context(), db, benchNow) }},
+		{"last day by hour", func() (Overview, error) { return OverviewDay(b.Context(), db, benchNow) }},
+	} {
+		b.Run(bb.name, func(b *testing.B) {
+			cpu := storetest.CPUTime()
+			for b.Loop() {
+				o, err := bb.f()
+				if err != nil || o.Totals.Requests == 0 {
+					b.Fatalf("overview: %+v %v", o.Totals, err)
+				}
+			}
+			reportCPU(b, cpu)
+		})
+	}
+}

@@ -138,6 +138,13 @@ func Usage(ctx context.Context, db *sqlx.DB, q UsageQuery) ([]UsageRow, error) {
 	if q.Bucket == BucketMinute && (q.From.IsZero() || q.To.IsZero() || q.To.Sub(q.From) > MaxMinuteRange) {
 		return nil, fmt.Errorf("usage: %w", badValue("bucket", q.Bucket, "covers at most "+MaxMinuteRange.String()+": give from and to"))
 	}
+	return usage(ctx, db, q, size, size)
+}
+
+// usage runs a checked query: size is the bucket length that decides which
+// parts are read from raw rows and which from rollups, accSize the length
+// the results are summed in (size, or one bucket for the whole range).
+func usage(ctx context.Context, db *sqlx.DB, q UsageQuery, size, accSize int64) ([]UsageRow, error) {
 	lo, hi := openStart, openEnd
 	if !q.From.IsZero() {
 		lo = ceilMilli(q.From)
@@ -160,7 +167,7 @@ func Usage(ctx context.Context, db *sqlx.DB, q UsageQuery) ([]UsageRow, error) {
 		daysUntil = until.Int64
 	}
 
-	acc := usageAcc{size: size, groupBy: q.GroupBy, rows: map[usageKey]*usageSums{}}
+	acc := usageAcc{size: accSize, groupBy: q.GroupBy, rows: map[usageKey]*usageSums{}}
 	for _, part := range usageParts(lo, hi, size, daysUntil) {
 		query, args := rollupUsageSQL(part, q)
 		if part.period == 0 {
