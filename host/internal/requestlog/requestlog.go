@@ -160,9 +160,9 @@ type Options struct {
 	// BatchSize is the most entries handed to one WriteBatch. Default
 	// 1024: the store's cost per batch (a commit, and an upsert per usage
 	// rollup group) is spread over more rows when the writer is busy; at
-	// 256 a row cost it about a fifth more CPU (BenchmarkInsertLogs in
-	// host/internal/store). A quiet proxy writes smaller batches anyway,
-	// every FlushEvery.
+	// 256 a row cost it 5 to 20 % more CPU in our runs
+	// (BenchmarkInsertLogs in host/internal/store). A quiet proxy writes
+	// smaller batches anyway, every FlushEvery.
 	BatchSize int
 	// FlushEvery is how often the writer writes what is queued, even if it
 	// is less than a full batch: it bounds how long an entry waits before

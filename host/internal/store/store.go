@@ -1,6 +1,7 @@
 // Package store is the database layer of LLM Proxy: one SQLite file that
 // holds client API keys, dashboard users, providers managed at run time,
-// request logs and settings.
+// request logs with their usage rollups (sums per hour and day, see
+// [Store.InsertLogs] and [Store.CompactRollups]) and settings.
 //
 // # Opening
 //
