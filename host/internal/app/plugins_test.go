@@ -1,8 +1,10 @@
 package app_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,6 +17,7 @@ import (
 	"github.com/tetratelabs/wazero"
 
 	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
+	"github.com/llm-proxy/llm-proxy/host/internal/server"
 	"github.com/llm-proxy/llm-proxy/host/internal/testplugins"
 	"github.com/llm-proxy/llm-proxy/sdk/abi"
 )
@@ -333,4 +336,130 @@ func TestHotReloadUnderLoad(t *testing.T) {
 	if e := apiError(t, err); e.StatusCode != 503 {
 		t.Fatalf("status %d", e.StatusCode)
 	}
+}
+
+func TestPluginUpload(t *testing.T) {
+	p := startProxy(t, nil)
+	put := func(file string, body []byte, key string) (int, []byte) {
+		t.Helper()
+		req, _ := http.NewRequest("PUT", p.URL+"/api/plugins/"+file, bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+key)
+		req.Header.Set("Content-Type", "application/wasm")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil && len(body) > server.MaxPluginUpload {
+			// The server answered 413 from the headers and closed the
+			// connection while the client was still sending.
+			return 413, []byte(err.Error())
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	wasm := mustRead(t, testplugins.Build(t, "plugins/openai"))
+	manifest, _ := abi.ManifestFromWasm(wasm)
+	v2, err := abi.WithManifest(wasm, []byte(strings.Replace(string(manifest), `"version": "1.0.0"`, `"version": "1.0.7"`, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Padded with a custom section past the 4 MiB /v1 body limit, which
+	// uploads are not held to.
+	v2 = appendCustomSection(v2, "padding", make([]byte, 1<<20))
+
+	// A new version of a loaded plugin, bigger than the /v1 body limit.
+	status, body := put("openai.wasm", v2, adminKey)
+	var in plugin.Info
+	json.Unmarshal(body, &in)
+	if status != 200 || in.Version != "1.0.7" || in.State != plugin.StateReady || in.Reloads != 1 {
+		t.Fatalf("upload: %d %s", status, body)
+	}
+	if got := pluginInfo(t, p, "openai"); got.Version != "1.0.7" || got.SHA256 != in.SHA256 {
+		t.Fatalf("after upload: %+v", got)
+	}
+	if onDisk := mustRead(t, filepath.Join(p.Dir, "openai.wasm")); !bytes.Equal(onDisk, v2) {
+		t.Fatal("the folder does not hold the uploaded file")
+	}
+	// It serves.
+	if _, err := p.client(adminKey).Chat.Completions.New(context.Background(), chatParams("gpt-4o-mini", "after upload")); err != nil {
+		t.Fatal(err)
+	}
+
+	// A new file name is a new plugin file; its plugin name clashes, so it
+	// is reported failed and the original keeps serving.
+	status, body = put("openai-copy.wasm", v2, adminKey)
+	json.Unmarshal(body, &in)
+	if status != 200 || in.State != plugin.StateFailed || !strings.Contains(in.LastError, "already served") {
+		t.Fatalf("clashing upload: %d %s", status, body)
+	}
+
+	// Refusals, before anything is written.
+	for name, tc := range map[string]struct {
+		file string
+		body []byte
+		want int
+	}{
+		"not wasm":    {"x.wasm", []byte("hello"), 400},
+		"no manifest": {"x.wasm", []byte("\x00asm\x01\x00\x00\x00"), 400},
+		"empty":       {"x.wasm", nil, 400},
+		"bad name":    {"X.wasm", v2, 400},
+		"not .wasm":   {"x.txt", v2, 400},
+		"hidden":      {".x.wasm", v2, 400},
+		"traversal":   {"..%2Fx.wasm", v2, 404},
+		"client key":  {"x.wasm", v2, 401},
+		"too large":   {"x.wasm", make([]byte, 65<<20), 413},
+	} {
+		key := adminKey
+		if name == "client key" {
+			key = createKey(t, p, `{"name":"uploader"}`).Key
+		}
+		if status, body := put(tc.file, tc.body, key); status != tc.want {
+			t.Errorf("%s: %d %s", name, status, body)
+		}
+	}
+	entries, _ := os.ReadDir(p.Dir)
+	for _, e := range entries {
+		if n := e.Name(); n == "x.wasm" || n == "X.wasm" || strings.HasPrefix(n, ".upload") {
+			t.Errorf("left in the folder: %s", n)
+		}
+	}
+	// The /v1 body limit still holds.
+	req, _ := http.NewRequest("POST", p.URL+"/v1/chat/completions", bytes.NewReader(make([]byte, 5<<20)))
+	req.Header.Set("Authorization", "Bearer "+adminKey)
+	resp, err := http.DefaultClient.Do(req)
+	switch {
+	case err != nil && strings.Contains(err.Error(), "connection reset"):
+		// Refused from the headers, while the client was still sending.
+	case err != nil:
+		t.Fatal(err)
+	default:
+		resp.Body.Close()
+		if resp.StatusCode != 413 {
+			t.Fatalf("5 MiB chat body: %d", resp.StatusCode)
+		}
+	}
+}
+
+// appendCustomSection adds a wasm custom section (id 0) to a module.
+func appendCustomSection(wasm []byte, name string, payload []byte) []byte {
+	uleb := func(b []byte, v int) []byte {
+		for {
+			c := byte(v & 0x7f)
+			v >>= 7
+			if v != 0 {
+				c |= 0x80
+			}
+			b = append(b, c)
+			if v == 0 {
+				return b
+			}
+		}
+	}
+	content := uleb(nil, len(name))
+	content = append(content, name...)
+	content = append(content, payload...)
+	out := append(append([]byte(nil), wasm...), 0)
+	out = uleb(out, len(content))
+	return append(out, content...)
 }

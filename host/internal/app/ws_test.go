@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/fasthttp/websocket"
+	"github.com/llm-proxy/llm-proxy/host/internal/fakeupstream"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 )
@@ -126,4 +127,38 @@ func TestLiveEvents(t *testing.T) {
 		}
 		next(t, c, "key.revoked", 5*time.Second)
 	})
+}
+
+func TestInFlightGauge(t *testing.T) {
+	p := startProxyWith(t, nil, fakeupstream.Options{APIKey: upstreamKey, ChunkDelay: 50 * time.Millisecond, Chunks: 10})
+	inFlight := func() int {
+		t.Helper()
+		status, body := adminCall(t, p, "GET", "/api/stats", "")
+		var st struct {
+			InFlight *int `json:"in_flight"`
+		}
+		if status != 200 || json.Unmarshal(body, &st) != nil || st.InFlight == nil {
+			t.Fatalf("stats: %d %s", status, body)
+		}
+		return *st.InFlight
+	}
+	if n := inFlight(); n != 0 {
+		t.Fatalf("idle: %d in flight", n)
+	}
+	stream := p.client(adminKey).Chat.Completions.NewStreaming(context.Background(), openai.ChatCompletionNewParams{
+		Model:    "gpt-4o-mini",
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("count slowly")},
+	})
+	if !stream.Next() {
+		t.Fatal(stream.Err())
+	}
+	if n := inFlight(); n != 1 {
+		t.Fatalf("during a stream: %d in flight", n)
+	}
+	for stream.Next() {
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return inFlight() == 0 })
 }

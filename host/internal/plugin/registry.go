@@ -348,3 +348,60 @@ func (r *Registry) Close() {
 		}
 	}
 }
+
+// ErrBadFileName refuses an Install file name.
+var ErrBadFileName = errors.New("plugin file names are 1 to 128 characters of a-z, 0-9, '.', '_' or '-', start with a letter or digit and end in .wasm")
+
+// Install writes a plugin file into the folder and loads it, exactly as if
+// an operator had dropped it there: the bytes go to a hidden temporary
+// file that is synced and renamed over file, then the file is (re)loaded
+// at once (the folder watcher, seeing the same content, does nothing
+// more). It returns the file's Info after the load: a file that fails to
+// load keeps the previous version serving and reports the error there.
+func (r *Registry) Install(ctx context.Context, file string, data []byte) (Info, error) {
+	if !validFileName(file) {
+		return Info{}, ErrBadFileName
+	}
+	path := filepath.Join(r.opts.Dir, file)
+	tmp, err := os.CreateTemp(r.opts.Dir, ".upload-*.tmp")
+	if err != nil {
+		return Info{}, fmt.Errorf("install %s: %w", file, err)
+	}
+	defer os.Remove(tmp.Name()) // after a successful rename, a no-op
+	if _, err := tmp.Write(data); err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), 0o644)
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		return Info{}, fmt.Errorf("install %s: %w", file, err)
+	}
+	r.Reload(ctx, path)
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if e := r.files[path]; e != nil {
+		return e.info(), nil
+	}
+	return Info{}, fmt.Errorf("install %s: the file disappeared while loading", file)
+}
+
+func validFileName(name string) bool {
+	if len(name) > 128 || !strings.HasSuffix(name, ".wasm") || len(name) == len(".wasm") {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		ok := c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || (i > 0 && (c == '.' || c == '_' || c == '-'))
+		if !ok {
+			return false
+		}
+	}
+	return true
+}

@@ -14,11 +14,13 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gofiber/contrib/websocket"
 	"github.com/gofiber/fiber/v2"
 	"github.com/jmoiron/sqlx"
+	"github.com/valyala/fasthttp"
 
 	"github.com/llm-proxy/llm-proxy/host/internal/apierror"
 	"github.com/llm-proxy/llm-proxy/host/internal/hub"
@@ -34,7 +36,12 @@ type Plugins interface {
 	Lookup(name string) (*plugin.Version, error)
 	List() []plugin.Info
 	Ready() bool
+	Install(ctx context.Context, file string, data []byte) (plugin.Info, error)
 }
+
+// MaxPluginUpload is the largest plugin file PUT /api/plugins/{file}
+// accepts; every other request is held to Options.MaxBodyBytes.
+const MaxPluginUpload = 64 << 20
 
 // Requests receives every finished /v1 request (the async request log). Log
 // must not block.
@@ -84,7 +91,11 @@ type Server struct {
 	opts     Options
 	log      *slog.Logger
 	adminKey [32]byte
+	inFlight atomic.Int64 // /v1 requests begun and not yet logged
 }
+
+// InFlight is the number of /v1 requests being served.
+func (s *Server) InFlight() int64 { return s.inFlight.Load() }
 
 // New builds the server and its routes.
 func New(o Options) *Server {
@@ -132,8 +143,19 @@ func New(o Options) *Server {
 	api.Get("/plugins", func(c *fiber.Ctx) error {
 		return c.JSON(fiber.Map{"object": "list", "data": s.opts.Plugins.List()})
 	})
+	api.Put("/plugins/:file", s.uploadPlugin)
+	// Plugin files are bigger than API bodies: only their upload may be.
+	s.app.Server().HeaderReceived = func(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+		if string(h.Method()) == fiber.MethodPut && strings.HasPrefix(string(h.RequestURI()), "/api/plugins/") {
+			return fasthttp.RequestConfig{MaxRequestBodySize: max(MaxPluginUpload, o.MaxBodyBytes)}
+		}
+		return fasthttp.RequestConfig{}
+	}
 	api.Get("/stats", func(c *fiber.Ctx) error {
-		out := fiber.Map{}
+		out := fiber.Map{"in_flight": s.inFlight.Load()}
+		if o.Hub != nil {
+			out["hub"] = o.Hub.Stats()
+		}
 		if s.opts.Requests != nil {
 			st := s.opts.Requests.Stats()
 			out["request_log"] = fiber.Map{"queued": st.Queued, "written": st.Written, "dropped": st.Dropped,
@@ -143,6 +165,7 @@ func New(o Options) *Server {
 	})
 	if o.LogDB != nil {
 		api.Get("/logs", s.logs)
+		api.Get("/logs/export", s.exportLogs)
 		api.Get("/usage", s.usage)
 	}
 	if o.Keys != nil {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http/httptest"
@@ -21,6 +22,9 @@ type noPlugins struct{}
 func (noPlugins) Lookup(name string) (*plugin.Version, error) { return nil, plugin.ErrNotLoaded }
 func (noPlugins) List() []plugin.Info                         { return nil }
 func (noPlugins) Ready() bool                                 { return false }
+func (noPlugins) Install(context.Context, string, []byte) (plugin.Info, error) {
+	return plugin.Info{}, plugin.ErrBadFileName
+}
 
 func testServer() *Server {
 	return New(Options{

@@ -128,6 +128,7 @@ func (s *Server) embeddings(c *fiber.Ctx) error      { return s.handle(c, abi.Op
 
 func (s *Server) handle(c *fiber.Ctx, op abi.Op) error {
 	r := &request{id: newRequestID(), keyID: keyID(c), start: time.Now(), op: op}
+	s.inFlight.Add(1) // until logRequest
 	c.Set("X-Request-Id", r.id)
 	body := c.Body()
 	model, stream, includeUsage, perr := parse(body, op)
@@ -272,6 +273,7 @@ func (s *Server) finish(c *fiber.Ctx, r *request, err *apierror.Error) error {
 // logRequest records a finished request: one row for the request log
 // and, when info logging is on, one log line with the same fields.
 func (s *Server) logRequest(r *request, status int, err *apierror.Error) {
+	s.inFlight.Add(-1)
 	e := requestlog.Entry{
 		ID: r.id, Time: r.start, Model: r.model, Status: status,
 		Latency: time.Since(r.start), TTFB: r.ttfb, Stream: r.op == abi.OpChatStream,
