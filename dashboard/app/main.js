@@ -108,7 +108,7 @@ async function route(focus = false) {
     if (a.getAttribute('href') === section) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
   }
-  const container = h('div', {});
+  const container = h('div', { class: 'page' });
   replace(frame.main, container);
   if (!found) {
     document.title = 'Not found · LLM Proxy';
@@ -140,6 +140,8 @@ async function route(focus = false) {
     console.error(e);
     container.prepend(h('div', { class: 'banner error', role: 'alert' }, e.message || String(e)));
   }
+  // The first data is on the page (tests wait for this).
+  container.dataset.ready = 'true';
   if (focus && gen === generation) {
     const h1 = container.querySelector('h1');
     if (h1) h1.focus();

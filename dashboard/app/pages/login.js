@@ -10,7 +10,9 @@ export function render(root, { notice, themeButton, signedIn }) {
   const user = h('input', { id: 'login-username', name: 'username', autocomplete: 'username', required: true, autocapitalize: 'none', spellcheck: 'false' });
   const pass = h('input', { id: 'login-password', name: 'password', type: 'password', autocomplete: 'current-password', required: true });
   const submit = h('button', { type: 'submit', class: 'primary' }, 'Sign in');
-  const form = h('form', { class: 'form card', novalidate: false },
+  // POST, so that a password never lands in the address bar even if the
+  // script failed to take over the form.
+  const form = h('form', { class: 'form card', method: 'post', action: '/api/login' },
     h('label', { for: 'login-username' }, 'Username', user),
     h('label', { for: 'login-password' }, 'Password', pass),
     submit);

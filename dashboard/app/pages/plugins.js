@@ -27,7 +27,7 @@ export async function render(view) {
 
   function uploadForm() {
     const file = h('input', { type: 'file', id: 'plugin-file', name: 'file', accept: '.wasm,application/wasm', required: true });
-    const name = h('input', { id: 'plugin-name', name: 'name', placeholder: 'name.wasm', pattern: '[A-Za-z0-9][A-Za-z0-9._-]*\\.wasm' });
+    const name = h('input', { id: 'plugin-name', name: 'name', placeholder: 'name.wasm' });
     file.addEventListener('change', () => { if (file.files[0]) name.value = file.files[0].name; });
     const submit = h('button', { type: 'submit', class: 'primary' }, 'Upload and load');
     const f = h('form', { class: 'form card', 'aria-labelledby': 'upload-title' },
