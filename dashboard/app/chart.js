@@ -26,8 +26,8 @@ export function seriesColor(i) { return cssColor(palette[i % palette.length]); }
 //   series: [{ label, fmt(n) -> string }]
 //   yFmt: formats the axis ticks
 export class Chart {
-  constructor({ title, series, yFmt = String, height = 200, bars = false }) {
-    this.opts = { title, series, yFmt, height, bars };
+  constructor({ title, series, yFmt = String, height = 200, bars = false, integer = false }) {
+    this.opts = { title, series, yFmt, height, bars, integer };
     this.plotEl = h('div', { class: 'plot', role: 'img', 'aria-label': title });
     this.el = h('figure', { class: 'chart' }, h('h3', {}, title), this.plotEl);
     this.data = null;
@@ -52,7 +52,10 @@ export class Chart {
     const text = cssColor('--muted');
     const grid = cssColor('--grid');
     const axis = { stroke: text, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 } };
-    const { series, yFmt, height, bars } = this.opts;
+    const { series, yFmt, height, bars, integer } = this.opts;
+    const yAxis = { ...axis, size: 64, values: (u, ticks) => ticks.map(yFmt) };
+    // Counts step by whole numbers, so an axis never reads 0.5 requests.
+    if (integer) yAxis.incrs = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5, 5e5, 1e6, 2e6, 5e6, 1e7, 1e8, 1e9];
     const paths = bars && window.uPlot.paths.bars ? window.uPlot.paths.bars({ size: [0.7, 40] }) : undefined;
     this.u = new window.uPlot({
       width: Math.max(this.plotEl.clientWidth, 200),
@@ -60,7 +63,7 @@ export class Chart {
       legend: { live: true },
       cursor: { drag: { x: false, y: false } },
       scales: { y: { range: (u, min, max) => [0, max > 0 ? max * 1.1 : 1] } },
-      axes: [axis, { ...axis, size: 60, values: (u, ticks) => ticks.map(yFmt) }],
+      axes: [axis, yAxis],
       series: [{}, ...series.map((s, i) => {
         const color = seriesColor(s.color ?? i);
         return {

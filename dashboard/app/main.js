@@ -31,7 +31,7 @@ let showingLogin = false;
 // ---- theme ----
 
 const themes = ['system', 'light', 'dark'];
-const themeLabels = { system: '◐ System theme', light: '☀ Light theme', dark: '☾ Dark theme' };
+const themeLabels = { system: ['◐', 'System theme'], light: ['☀', 'Light theme'], dark: ['☾', 'Dark theme'] };
 
 function currentTheme() {
   const t = localStorage.getItem('llmproxy.theme');
@@ -47,8 +47,9 @@ function applyTheme(t) {
 function themeButton() {
   const btn = h('button', { type: 'button', class: 'small', 'aria-live': 'polite' });
   const show = () => {
-    const t = currentTheme();
-    btn.textContent = themeLabels[t];
+    const [icon, label] = themeLabels[currentTheme()];
+    replace(btn, h('span', { 'aria-hidden': 'true' }, icon), h('span', { class: 'label' }, label));
+    btn.setAttribute('aria-label', `${label}; switch between the system theme, light and dark`);
     btn.title = 'Switch between the system theme, light and dark';
   };
   btn.addEventListener('click', () => {

@@ -20,7 +20,7 @@ function bodyBlock(label, body) {
   }
   const text = pretty(body);
   return h('div', { class: 'card' },
-    h('div', { class: 'pagehead' }, h('h3', {}, label), h('div', { class: 'actions' }, copyButton(text))),
+    h('div', { class: 'cardhead' }, h('h3', {}, label), h('div', { class: 'actions' }, copyButton(text))),
     h('pre', { tabindex: '0', 'aria-label': label }, h('code', {}, text)));
 }
 

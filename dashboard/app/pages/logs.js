@@ -70,7 +70,7 @@ export async function render(view) {
     ...[...names.values()].map((k) => [k.id, `${k.name} (${k.prefix}…)`])];
   const models = [...new Set(providers.flatMap((p) => p.models || []))].sort();
   const modelInput = h('input', { name: 'model', id: 'f-model', list: 'f-models', value: q.get('model') || '', placeholder: 'Any model' });
-  const form = h('form', { class: 'card', role: 'search', 'aria-label': 'Filter the logs' },
+  const form = h('form', { class: 'card form wide', role: 'search', 'aria-label': 'Filter the logs' },
     h('div', { class: 'formrow' },
       range,
       sel('key', keyOptions, 'Key'),

@@ -44,8 +44,8 @@ export async function render(view) {
 
   const per = r.per;
   const charts = [
-    new Chart({ title: `Requests per ${per}`, series: [{ label: 'Requests' }, { label: 'Errors', color: 4 }], yFmt: fmt.int }),
-    new Chart({ title: `Tokens per ${per}`, series: [{ label: 'Prompt' }, { label: 'Completion', color: 2 }], yFmt: fmt.tokens }),
+    new Chart({ title: `Requests per ${per}`, series: [{ label: 'Requests' }, { label: 'Errors', color: 4 }], yFmt: fmt.int, integer: true }),
+    new Chart({ title: `Tokens per ${per}`, series: [{ label: 'Prompt' }, { label: 'Completion', color: 2 }], yFmt: fmt.tokens, integer: true }),
     new Chart({ title: `Cost per ${per}`, series: [{ label: 'Cost', color: 1 }], yFmt: fmt.money }),
     new Chart({ title: 'Latency', series: [{ label: 'p50' }, { label: 'p95', color: 3 }], yFmt: fmt.duration }),
   ];

@@ -108,7 +108,7 @@ export async function render(view) {
     testBtn.addEventListener('click', () => test(p, out, testBtn));
     const fact = (k, v) => [h('dt', {}, k), h('dd', {}, v)];
     return h('section', { class: 'card', 'data-provider': p.name, 'aria-labelledby': `prov-${p.name}` },
-      h('div', { class: 'pagehead' },
+      h('div', { class: 'cardhead' },
         h('h2', { id: `prov-${p.name}` }, p.name),
         badge(p.source === 'config' ? 'config.toml' : 'database', p.source === 'config' ? '' : 'info'),
         h('div', { class: 'actions' },

@@ -4,7 +4,7 @@
 
 import { api, query } from '../api.js';
 import { Chart } from '../chart.js';
-import { empty, Errors, h, pageHead, replace, table } from '../dom.js';
+import { banner, empty, Errors, h, pageHead, replace, table } from '../dom.js';
 import * as fmt from '../format.js';
 import { tryRequest } from '../hints.js';
 import { keyLabel, keyNames } from '../lookups.js';
@@ -18,9 +18,9 @@ const ranges = {
 };
 const groups = { model: 'Model', key: 'Key', provider: 'Provider' };
 const metrics = {
+  requests: { label: 'Requests', of: (r) => r.requests, fmt: fmt.int, integer: true },
+  tokens: { label: 'Tokens', of: (r) => r.prompt_tokens + r.completion_tokens, fmt: fmt.tokens, integer: true },
   cost: { label: 'Cost', of: (r) => r.cost_usd, fmt: fmt.money },
-  requests: { label: 'Requests', of: (r) => r.requests, fmt: fmt.int },
-  tokens: { label: 'Tokens', of: (r) => r.prompt_tokens + r.completion_tokens, fmt: fmt.tokens },
 };
 const topGroups = 6;
 
@@ -35,7 +35,7 @@ export async function render(view) {
   const q = view.query;
   const range = ranges[q.get('range')] ? q.get('range') : '24h';
   const group = groups[q.get('group')] ? q.get('group') : 'model';
-  const metric = metrics[q.get('metric')] ? q.get('metric') : 'cost';
+  const metric = metrics[q.get('metric')] ? q.get('metric') : 'requests';
   const r = ranges[range];
   const m = metrics[metric];
   const go = (patch) => view.navigate(`/usage${query({ range, group, metric, ...patch })}`, { replace: true });
@@ -97,7 +97,7 @@ export async function render(view) {
     series.push({ label: `${ordered.length - topGroups} others` });
     data.push(others);
   }
-  const chart = new Chart({ title: `${m.label} per ${r.bucket} by ${groups[group].toLowerCase()}`, series, yFmt: m.fmt });
+  const chart = new Chart({ title: `${m.label} per ${r.bucket} by ${groups[group].toLowerCase()}`, series, yFmt: m.fmt, integer: !!m.integer });
   view.onLeave(() => chart.destroy());
 
   const cols = [
@@ -110,7 +110,11 @@ export async function render(view) {
     { label: 'Cost', num: true, value: (t) => fmt.money(t.cost_usd) },
     { label: 'Share of cost', num: true, value: (t) => (allCost ? fmt.percent(t.cost_usd / allCost) : '—') },
   ];
-  replace(body, chart.el, h('h2', {}, `By ${groups[group].toLowerCase()}, ${r.label.toLowerCase()}`),
+  const noPrices = allCost === 0 && ordered.some((t) => t.prompt_tokens + t.completion_tokens > 0)
+    ? banner('info', h('span', {}, 'Cost is zero because no prices are configured for these models. Add them to config.toml as ',
+      h('code', {}, '[prices."MODEL"] input = …, output = …'), ' (US dollars per million tokens).'))
+    : null;
+  replace(body, noPrices, chart.el, h('h2', {}, `By ${groups[group].toLowerCase()}, ${r.label.toLowerCase()}`),
     table(cols, ordered, { caption: `Totals by ${groups[group].toLowerCase()}` }));
   chart.set(data, `${ordered.length} ${ordered.length === 1 ? 'group' : 'groups'}; the largest is ${label(ordered[0].group)} with ${m.fmt(m.of(ordered[0]))}`);
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/openai/openai-go/v3/option"
 
+	"github.com/llm-proxy/llm-proxy/host/internal/config"
 	"github.com/llm-proxy/llm-proxy/host/internal/fakeupstream"
 	"github.com/llm-proxy/llm-proxy/host/internal/testplugins"
 	"github.com/llm-proxy/llm-proxy/sdk/abi"
@@ -232,7 +233,9 @@ func TestDashboardBrowser(t *testing.T) {
 		t.Skip("each login's bcrypt hash takes seconds under the race detector; `go tool task test` runs this test without -race")
 	}
 	chromiumPath(t)
-	p := startProxy(t, nil)
+	p := startProxy(t, func(c *config.Config) {
+		c.Prices = map[string]config.PriceConfig{"gpt-4o-mini": {Input: 0.15, Output: 0.6}}
+	})
 	createUser(t, p, "alice", "alice password", "admin")
 	createUser(t, p, "victor", "victor password", "viewer")
 	ctx := context.Background()
