@@ -14,16 +14,20 @@ import (
 // whole proxy on loopback (Fiber, routing, a warm openai.wasm, egress) to the
 // fake upstream, all in this process; llm-proxy-bench measures the proxy
 // process alone.
-func BenchmarkProxyChat(b *testing.B) {
-	benchProxy(b, `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"`+strings.Repeat("lorem ipsum ", 150)+`"}]}`)
-}
+//
+// The ...Bodies variants turn [logs] bodies on (default cap and redaction).
+func BenchmarkProxyChat(b *testing.B)           { benchProxy(b, chatBody, false) }
+func BenchmarkProxyStream20(b *testing.B)       { benchProxy(b, streamBody, false) }
+func BenchmarkProxyChatBodies(b *testing.B)     { benchProxy(b, chatBody, true) }
+func BenchmarkProxyStream20Bodies(b *testing.B) { benchProxy(b, streamBody, true) }
 
-func BenchmarkProxyStream20(b *testing.B) {
-	benchProxy(b, `{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"`+strings.Repeat("lorem ipsum ", 150)+`"}]}`)
-}
+var (
+	chatBody   = `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"` + strings.Repeat("lorem ipsum ", 150) + `"}]}`
+	streamBody = `{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"` + strings.Repeat("lorem ipsum ", 150) + `"}]}`
+)
 
-func benchProxy(b *testing.B, body string) {
-	p := startProxyWith(b, func(cfg *config.Config) { cfg.Log.Level = "warn" },
+func benchProxy(b *testing.B, body string, bodies bool) {
+	p := startProxyWith(b, func(cfg *config.Config) { cfg.Log.Level = "warn"; cfg.Logs.Bodies = bodies },
 		fakeupstream.Options{Chunks: 20, DisableRecording: true})
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	b.ReportAllocs()

@@ -5,28 +5,39 @@ import (
 	"database/sql"
 	"time"
 
+	"github.com/llm-proxy/llm-proxy/host/internal/bodylog"
 	"github.com/llm-proxy/llm-proxy/host/internal/requestlog"
 	"github.com/llm-proxy/llm-proxy/host/internal/store"
 )
 
 // storeSink writes request log batches to the database: one transaction
-// per batch, on the request log's single writer goroutine.
+// per batch, on the request log's single writer goroutine. With [logs]
+// bodies on, bodies is set and the bodies are redacted and marked here,
+// off the request path.
 type storeSink struct {
-	st   *store.Store
-	rows []store.RequestLog
+	st     *store.Store
+	bodies *bodylog.Policy
+	rows   []store.RequestLog
 }
 
 func (s *storeSink) WriteBatch(ctx context.Context, batch []requestlog.Entry) error {
 	s.rows = s.rows[:0]
 	for i := range batch {
-		s.rows = append(s.rows, toRow(&batch[i]))
+		s.rows = append(s.rows, toRow(&batch[i], s.bodies))
 	}
-	return s.st.InsertLogs(ctx, s.rows)
+	err := s.st.InsertLogs(ctx, s.rows)
+	clear(s.rows) // let the bodies be collected
+	return err
 }
 
-func toRow(e *requestlog.Entry) store.RequestLog {
+func toRow(e *requestlog.Entry, bodies *bodylog.Policy) store.RequestLog {
 	null := func(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }
-	body := func(b []byte) sql.NullString { return sql.NullString{String: string(b), Valid: b != nil} }
+	body := func(b []byte, size int) sql.NullString {
+		if b == nil || bodies == nil {
+			return sql.NullString{}
+		}
+		return sql.NullString{String: bodies.Prepare(b, size), Valid: true}
+	}
 	return store.RequestLog{
 		ID: e.ID, TS: e.Time.UnixMilli(), KeyID: null(e.KeyID),
 		Model: e.Model, Provider: e.Provider, Plugin: e.Plugin, PluginVersion: e.PluginVersion,
@@ -34,7 +45,7 @@ func toRow(e *requestlog.Entry) store.RequestLog {
 		LatencyMS: float64(e.Latency) / float64(time.Millisecond), TTFBMS: float64(e.TTFB) / float64(time.Millisecond),
 		Stream: e.Stream, PromptTokens: e.PromptTokens, CompletionTokens: e.CompletionTokens,
 		CachedTokens: e.CachedTokens, CostUSD: e.CostUSD,
-		RequestBody: body(e.RequestBody), ResponseBody: body(e.ResponseBody),
+		RequestBody: body(e.RequestBody, e.RequestBodySize), ResponseBody: body(e.ResponseBody, e.ResponseBodySize),
 	}
 }
 

@@ -62,7 +62,8 @@ func TestRequestLogRows(t *testing.T) {
 	}
 	for _, r := range []store.RequestLog{chat, stream} {
 		if r.Status != 200 || r.Provider != "fake" || r.Plugin != "openai" || r.PluginVersion != "1.0.0" ||
-			r.PromptTokens == 0 || r.CompletionTokens == 0 || r.ErrorType.Valid || r.KeyID.Valid || r.LatencyMS <= 0 {
+			r.PromptTokens == 0 || r.CompletionTokens == 0 || r.ErrorType.Valid || r.KeyID.Valid || r.LatencyMS <= 0 ||
+			r.RequestBody.Valid || r.ResponseBody.Valid { // bodies are off by default
 			t.Fatalf("row %+v", r)
 		}
 	}

@@ -392,6 +392,47 @@ func TestLogsRow(t *testing.T) {
 	})
 }
 
+// TestLog: one row by id, with its bodies; a body not stored is null.
+func TestLog(t *testing.T) {
+	t.Parallel()
+	ts := t0.Add(1234 * time.Millisecond)
+	rows := []store.RequestLog{
+		{
+			ID: "req_full", TS: ts.UnixMilli(), KeyID: sql.NullString{String: "key_1", Valid: true},
+			Model: "gpt-4o", Status: 200, Stream: true, PromptTokens: 12,
+			RequestBody:  sql.NullString{String: `{"model":"gpt-4o"}`, Valid: true},
+			ResponseBody: sql.NullString{String: "data: [DONE]\n\n", Valid: true},
+		},
+		{ID: "req_bare", TS: ts.UnixMilli(), Status: 404},
+	}
+	db := openStore(t, rows).Reader()
+	d, err := Log(t.Context(), db, "req_full")
+	if err != nil {
+		t.Fatalf("Log: %v", err)
+	}
+	b, _ := json.Marshal(d)
+	const want = `{"id":"req_full","ts":"2025-03-10T00:00:01.234Z","key_id":"key_1","model":"gpt-4o",` +
+		`"provider":"","plugin":"","plugin_version":"","status":200,"latency_ms":0,"ttfb_ms":0,"stream":true,` +
+		`"prompt_tokens":12,"completion_tokens":0,"cached_tokens":0,"cost_usd":0,` +
+		`"request_body":"{\"model\":\"gpt-4o\"}","response_body":"data: [DONE]\n\n"}`
+	if string(b) != want {
+		t.Errorf("JSON =\n%s\nwant\n%s", b, want)
+	}
+	d, err = Log(t.Context(), db, "req_bare")
+	if err != nil || d.Status != 404 || d.RequestBody != nil || d.ResponseBody != nil {
+		t.Errorf("bare row: %+v %v", d, err)
+	}
+	b, _ = json.Marshal(d)
+	if !strings.HasSuffix(string(b), `"request_body":null,"response_body":null}`) {
+		t.Errorf("bare row JSON: %s", b)
+	}
+	for _, id := range []string{"req_nope", "", "req_full' OR '1'='1"} {
+		if _, err := Log(t.Context(), db, id); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Log(%q) = %v, want ErrNotFound", id, err)
+		}
+	}
+}
+
 func TestLogsLimit(t *testing.T) {
 	t.Parallel()
 	db := openStore(t, fixture(520)).Reader()
@@ -1097,6 +1138,7 @@ func TestQueryPlans(t *testing.T) {
 		{"usage, model and time range", usage(UsageQuery{From: from, To: to, Model: "gpt-4o", GroupBy: GroupKey}), "request_logs_model_ts"},
 		{"usage, key and time range", usage(UsageQuery{From: from, To: to, KeyID: "key_b", GroupBy: GroupModel}), "request_logs_key_ts"},
 		{"usage, provider and time range", usage(UsageQuery{From: from, To: to, Provider: "openai"}), "request_logs_provider_ts"},
+		{"one row by id", func() (string, []any, error) { return logByIDQuery, []any{"r0500"}, nil }, "sqlite_autoindex_request_logs_1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

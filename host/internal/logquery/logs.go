@@ -47,7 +47,8 @@ type LogFilter struct {
 }
 
 // LogRow is one request as the admin API shows it. Bodies are not
-// included: a page of 500 rows with bodies could weigh megabytes.
+// included: a page of 500 rows with bodies could weigh megabytes; [Log]
+// returns one row with them.
 type LogRow struct {
 	ID string `json:"id"`
 	// TS is when the request arrived (UTC, RFC 3339 with the fraction).
@@ -80,6 +81,41 @@ type LogPage struct {
 	Data []LogRow `json:"data"`
 	// NextCursor continues the walk; absent on the last page.
 	NextCursor string `json:"next_cursor,omitempty"`
+}
+
+// LogDetail is one request with its bodies, as GET /api/logs/{id} shows
+// it. A body is null when it was not stored ([logs] bodies was off).
+type LogDetail struct {
+	LogRow
+	RequestBody  *string `json:"request_body"`
+	ResponseBody *string `json:"response_body"`
+}
+
+// ErrNotFound is returned by [Log] when no row has the id.
+var ErrNotFound = errors.New("no request log row has that id")
+
+// logByIDQuery reads one row, bodies included, by its primary key.
+const logByIDQuery = "SELECT " + logColumns + ", request_body, response_body FROM request_logs WHERE id = ?"
+
+// Log returns the row with the given id, bodies included: one primary key
+// lookup.
+func Log(ctx context.Context, db *sqlx.DB, id string) (LogDetail, error) {
+	var r store.RequestLog
+	err := db.GetContext(ctx, &r, logByIDQuery, id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return LogDetail{}, ErrNotFound
+	}
+	if err != nil {
+		return LogDetail{}, fmt.Errorf("log %q: %w", id, err)
+	}
+	d := LogDetail{LogRow: toLogRow(&r)}
+	if r.RequestBody.Valid {
+		d.RequestBody = &r.RequestBody.String
+	}
+	if r.ResponseBody.Valid {
+		d.ResponseBody = &r.ResponseBody.String
+	}
+	return d, nil
 }
 
 // logColumns are the columns Logs reads: every column but the bodies.

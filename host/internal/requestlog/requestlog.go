@@ -96,9 +96,15 @@ type Entry struct {
 	CachedTokens     int64
 	CostUSD          float64
 
-	// RequestBody and ResponseBody are set only when body logging is on.
-	RequestBody  []byte
-	ResponseBody []byte
+	// RequestBody and ResponseBody are set only when body logging is on:
+	// the first bytes of each body, up to the cap, as they were sent, not
+	// yet redacted (the sink redacts them). RequestBodySize and
+	// ResponseBodySize are the bodies' full sizes, larger than the slices
+	// when the cap cut them.
+	RequestBody      []byte
+	ResponseBody     []byte
+	RequestBodySize  int
+	ResponseBodySize int
 }
 
 // Sink stores batches of entries. It is called from one goroutine only, so
@@ -115,7 +121,8 @@ type Sink interface {
 // Broadcaster is told about every entry right after it is queued, on the
 // goroutine that called Log (the dashboard's live view implements it).
 // Publish is on the request path: it must not block, and it must be safe
-// for concurrent use. Dropped entries are not published.
+// for concurrent use. Dropped entries are not published, and published
+// entries carry no bodies: those are redacted only by the sink.
 type Broadcaster interface {
 	Publish(Entry)
 }
@@ -329,6 +336,7 @@ func (l *Logger) Log(e Entry) {
 		l.wake()
 	}
 	if b := l.opts.Broadcaster; b != nil {
+		e.RequestBody, e.ResponseBody = nil, nil
 		b.Publish(e)
 	}
 }

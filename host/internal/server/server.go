@@ -81,6 +81,7 @@ type Options struct {
 	Requests     Requests // optional
 	AdminKey     string
 	MaxBodyBytes int
+	LogBodyBytes int // above 0: bytes of each /v1 body kept for the request log ([logs] bodies)
 	ReadTimeout  time.Duration
 	Logger       *slog.Logger
 }
@@ -166,6 +167,7 @@ func New(o Options) *Server {
 	if o.LogDB != nil {
 		api.Get("/logs", s.logs)
 		api.Get("/logs/export", s.exportLogs)
+		api.Get("/logs/:id", s.logDetail)
 		api.Get("/usage", s.usage)
 	}
 	if o.Keys != nil {
