@@ -130,6 +130,7 @@ export async function render(view) {
       { label: 'Models', value: (k) => (k.models && k.models.length ? k.models.join(', ') : h('span', { class: 'hint' }, 'every model')) },
       { label: 'Created', value: (k) => fmt.dateTime(k.created_at), class: 'nowrap' },
       { label: 'Expires', value: (k) => (k.expires_at ? fmt.dateTime(k.expires_at) : 'never'), class: 'nowrap' },
+      { label: 'Last used', value: (k) => (k.last_used_at ? h('span', { title: fmt.dateTime(k.last_used_at) }, fmt.ago(k.last_used_at)) : 'never'), class: 'nowrap' },
       { label: 'State', value: (k) => { const [s, c] = keyState(k); return badge(s, c); } },
     ];
     if (admin) {

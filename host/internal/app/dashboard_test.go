@@ -235,6 +235,7 @@ func TestDashboardBrowser(t *testing.T) {
 	chromiumPath(t)
 	p := startProxy(t, func(c *config.Config) {
 		c.Prices = map[string]config.PriceConfig{"gpt-4o-mini": {Input: 0.15, Output: 0.6}}
+		c.Logs.Bodies = true
 	})
 	createUser(t, p, "alice", "alice password", "admin")
 	createUser(t, p, "victor", "victor password", "viewer")
@@ -312,7 +313,7 @@ func TestDashboardBrowser(t *testing.T) {
 		if id := tb.eval(`location.pathname.slice(6)`); missing(t, p, "/api/logs/"+id) {
 			t.Logf("GET /api/logs/{id} is not served yet; the detail page shows: %s", tb.text("#main .banner.error"))
 		} else {
-			tb.wait("timings shown", `document.body.innerText.includes("Timings, tokens and cost")`)
+			tb.wait("timings and bodies shown", `document.body.innerText.includes("Timings, tokens and cost") && document.querySelectorAll("#main pre").length === 2`)
 		}
 		tb.shot("request")
 
