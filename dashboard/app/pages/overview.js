@@ -83,7 +83,7 @@ export async function render(view) {
     tiles.tokens.sub.textContent = `${fmt.tokens(t.prompt_tokens)} in · ${fmt.tokens(t.completion_tokens)} out` +
       (t.cached_tokens ? ` · ${fmt.tokens(t.cached_tokens)} cached` : '');
     tiles.cost.value.textContent = fmt.money(t.cost_usd || 0);
-    tiles.cost.sub.textContent = r.label.toLowerCase();
+    tiles.cost.sub.textContent = `in the ${r.label.toLowerCase()}`;
     tiles.errors.value.textContent = reqs ? fmt.percent((t.errors || 0) / reqs) : '—';
     tiles.errors.sub.textContent = `${fmt.int(t.errors || 0)} errors (status 400 or more)`;
     tiles.latency.value.textContent = reqs ? `${fmt.duration(t.p50_ms)} / ${fmt.duration(t.p95_ms)}` : '—';
