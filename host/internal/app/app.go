@@ -57,6 +57,7 @@ type App struct {
 	routes    *router.Live       // the providers the server routes to
 	key       *secrets.Key       // signs sessions and seals stored secrets
 	hub       *hub.Hub           // live events for dashboards
+	settings  *settings          // changed at run time through /api/settings
 	stopHub   context.CancelFunc
 	hubDone   chan struct{}
 	cancel    context.CancelFunc
@@ -138,10 +139,13 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 		st.Close()
 		return nil, err
 	}
-	sink, logBodyBytes := &storeSink{st: st}, 0
-	if cfg.Logs.Bodies {
-		logBodyBytes = int(cfg.Logs.MaxBodyBytes)
-		sink.bodies = bodylog.New(logBodyBytes, cfg.Logs.RedactFields)
+	// The body policy is always ready: body logging can be switched on at
+	// run time (PATCH /api/settings).
+	sink := &storeSink{st: st, bodies: bodylog.New(int(cfg.Logs.MaxBodyBytes), cfg.Logs.RedactFields)}
+	sets := newSettings(st, cfg.Logs.RetentionDays, cfg.Logs.Bodies, int(cfg.Logs.MaxBodyBytes), cfg.Logs.RedactFields)
+	if err := sets.load(context.Background()); err != nil {
+		st.Close()
+		return nil, err
 	}
 	requests := requestlog.New(sink, requestlog.Options{QueueSize: cfg.Logs.QueueSize, Logger: log,
 		Broadcaster: finishedEvents{events}})
@@ -160,11 +164,13 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 		Dashboard:    dashboard.Files(),
 		AdminKey:     adminKey,
 		MaxBodyBytes: int(cfg.Server.MaxBodyBytes),
-		LogBodyBytes: logBodyBytes,
+		Settings:     sets,
 		ReadTimeout:  cfg.Server.ReadTimeout.Std(),
 		Logger:       log,
 	})
-	return &App{cfg: cfg, log: log, Registry: reg, Server: srv, store: st, requests: requests, keys: ks, providers: pm, routes: routes, key: key, hub: events,
+	sets.srv = srv
+	sets.apply()
+	return &App{cfg: cfg, log: log, Registry: reg, Server: srv, store: st, requests: requests, keys: ks, providers: pm, routes: routes, key: key, hub: events, settings: sets,
 		KeyUsageFlushEvery: DefaultKeyUsageFlushEvery}, nil
 }
 

@@ -49,28 +49,28 @@ func toRow(e *requestlog.Entry, bodies *bodylog.Policy) store.RequestLog {
 	}
 }
 
-// pruneLoop deletes request log rows older than the retention, every hour
-// and once at start, in small batches so the writer is never held long.
+// pruneLoop deletes request log rows older than the retention, every hour,
+// once at start and whenever the retention setting changes, in small
+// batches so the writer is never held long.
 func (a *App) pruneLoop(ctx context.Context) {
-	days := a.cfg.Logs.RetentionDays
-	if days <= 0 {
-		return
-	}
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
-		before := time.Now().AddDate(0, 0, -days)
-		if n, err := a.store.PruneLogs(ctx, before, 500); err != nil {
-			if ctx.Err() == nil {
-				a.log.Warn("request log retention", "err", err)
+		if days := a.settings.retentionDays(); days > 0 {
+			before := time.Now().AddDate(0, 0, -days)
+			if n, err := a.store.PruneLogs(ctx, before, 500); err != nil {
+				if ctx.Err() == nil {
+					a.log.Warn("request log retention", "err", err)
+				}
+			} else if n > 0 {
+				a.log.Info("request log pruned", "rows", n, "older_than", before.Format(time.RFC3339))
 			}
-		} else if n > 0 {
-			a.log.Info("request log pruned", "rows", n, "older_than", before.Format(time.RFC3339))
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-a.settings.pruneNow:
 		}
 	}
 }

@@ -154,7 +154,7 @@ func (s *Server) handle(c *fiber.Ctx, op abi.Op) error {
 	s.inFlight.Add(1) // until logRequest
 	c.Set("X-Request-Id", r.id)
 	body := c.Body()
-	if n := s.opts.LogBodyBytes; n > 0 {
+	if n := int(s.logBodyBytes.Load()); n > 0 {
 		// fasthttp reuses the request buffer once the handler returns.
 		r.bodies = &bodies{max: n, req: bodylog.Copy(body, n), reqSize: len(body)}
 	}
