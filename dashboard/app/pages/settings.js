@@ -23,25 +23,38 @@ export async function render(view) {
     if (e.name !== 'AbortError') errors.show(e);
     return;
   }
-  const days = h('input', { type: 'number', id: 'set-retention', name: 'retention_days', min: '1', step: '1', value: String(s.retention_days), required: true, disabled: !admin });
+  const days = h('input', { type: 'number', id: 'set-retention', name: 'retention_days', min: '0', max: '3650', step: '1', value: String(s.retention_days), required: true, disabled: !admin });
   const bodies = h('input', { type: 'checkbox', id: 'set-bodies', name: 'log_bodies', checked: s.log_bodies, disabled: !admin });
+  const origin = h('p', { class: 'hint' });
+  const showOrigin = () => {
+    origin.textContent = s.changed && s.changed.length
+      ? `Set here, overriding config.toml: ${s.changed.join(', ')}.`
+      : 'Both come from config.toml until changed here.';
+  };
+  showOrigin();
   const save = h('button', { type: 'submit', class: 'primary', disabled: !admin }, 'Save');
   const f = h('form', { class: 'form' },
-    field('Keep request logs for (days)', days, 'Older rows are removed every hour.'),
+    field('Keep request logs for (days)', days, 'Older rows are removed every hour; 0 keeps them forever.'),
     h('label', { class: 'inline' }, bodies, 'Store request and response bodies'),
     h('p', { class: 'hint' },
       `Bodies are cut at ${fmt.bytes(s.max_body_bytes)}`,
       s.redact_fields && s.redact_fields.length ? [', and these fields are redacted before storing: ', h('code', {}, s.redact_fields.join(', '))] : '',
       '. Stored bodies appear in each request\'s detail under Logs.'),
+    origin,
     admin ? h('div', {}, save) : null);
   f.addEventListener('submit', (e) => {
     e.preventDefault();
     busy(save, async () => {
       try {
-        s = await api('/api/settings', { method: 'PATCH', body: { retention_days: Number(days.value), log_bodies: bodies.checked } });
+        // Only what changed, so the rest keeps following config.toml.
+        const body = {};
+        if (Number(days.value) !== s.retention_days) body.retention_days = Number(days.value);
+        if (bodies.checked !== s.log_bodies) body.log_bodies = bodies.checked;
+        s = await api('/api/settings', { method: 'PATCH', body });
         errors.clear();
         days.value = String(s.retention_days);
         bodies.checked = s.log_bodies;
+        showOrigin();
         toast('Settings saved.', 'ok');
       } catch (err) { errors.show(err); }
     });

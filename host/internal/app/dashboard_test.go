@@ -344,6 +344,26 @@ func TestDashboardBrowser(t *testing.T) {
 		}
 	})
 
+	t.Run("settings change from the page", func(t *testing.T) {
+		if missing(t, p, "/api/settings") {
+			t.Skip("GET /api/settings is not served yet")
+		}
+		tb := openTab(t, p)
+		tb.login("alice", "alice password")
+		tb.visit("/settings")
+		tb.eval(`document.getElementById("set-retention").value = ""`)
+		tb.do("retention 14 days",
+			chromedp.SendKeys(chromedp.ID("set-retention"), "14"),
+			chromedp.Click(chromedp.CSS(`#main form button[type=submit]`)),
+		)
+		tb.wait("saved", `[...document.querySelectorAll(".toast")].some(t => t.innerText === "Settings saved.")`)
+		tb.shot("saved")
+		if _, b := adminCall(t, p, "GET", "/api/settings", ""); !strings.Contains(string(b), `"retention_days":14`) ||
+			!strings.Contains(string(b), `"changed":["retention_days"]`) {
+			t.Fatalf("settings after the page's change: %s", b)
+		}
+	})
+
 	t.Run("live view shows an SDK request within a second", func(t *testing.T) {
 		tb := openTab(t, p)
 		tb.login("alice", "alice password")
