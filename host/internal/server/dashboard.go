@@ -81,9 +81,12 @@ func (s *Server) dashboardRoutes() {
 		return
 	}
 	index := files[dashboardIndex]
-	s.app.Get("/*", func(c *fiber.Ctx) error {
+	// A middleware rather than a GET route: Fiber answers 405 to any
+	// method on a path that some route of another method matches, and a
+	// GET route for every path would turn each unknown POST into a 405.
+	s.app.Use(func(c *fiber.Ctx) error {
 		p := c.Path()
-		if isAPIPath(p) {
+		if (c.Method() != fiber.MethodGet && c.Method() != fiber.MethodHead) || isAPIPath(p) {
 			return c.Next()
 		}
 		name := strings.TrimPrefix(path.Clean(p), "/")

@@ -95,6 +95,18 @@ func TestDashboardServing(t *testing.T) {
 		}
 	}
 
+	// Other methods are not the console's: an unknown URL stays a 404.
+	for _, path := range []string{"/", "/logs", "/app/main.js"} {
+		resp, err := s.App().Test(httptest.NewRequest("POST", path, nil), -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 404 {
+			t.Errorf("POST %s: %d, want 404", path, resp.StatusCode)
+		}
+	}
+
 	// Unchanged files are revalidated for nothing.
 	_, h, _ := get("/app/main.js")
 	if status, _, body := get("/app/main.js", "If-None-Match", h["Etag"]); status != 304 || body != "" {
