@@ -73,6 +73,9 @@ type App struct {
 // DefaultKeyUsageFlushEvery is the default of App.KeyUsageFlushEvery.
 const DefaultKeyUsageFlushEvery = 5 * time.Second
 
+// Hub is the live event hub behind /api/ws.
+func (a *App) Hub() *hub.Hub { return a.hub }
+
 // Store is the proxy's database.
 func (a *App) Store() *store.Store { return a.store }
 
