@@ -1,5 +1,5 @@
 // The live connection: GET /api/ws as a WebSocket. Events arrive as
-// {"type","time","data"}. When the connection drops it comes back by
+// {"type","time","data"}, several to a message, one per line. When the connection drops it comes back by
 // itself, after 0.5 s, 1 s, 2 s ... up to 30 s (with jitter, so many open
 // pages do not reconnect in step); each reconnection is announced as a
 // "resync" event so pages catch up from the API on what they missed.
@@ -61,16 +61,20 @@ export class Live {
     const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
     const ws = new WebSocket(`${scheme}//${location.host}/api/ws`);
     this.ws = ws;
+    // A message carries one or more events, one JSON object per line.
     ws.onmessage = (m) => {
-      let ev;
-      try { ev = JSON.parse(m.data); } catch { return; }
-      if (ev.type === 'hello') {
-        this.attempt = 0;
-        this.setState('live');
-        if (this.connectedOnce) this.emit('resync');
-        this.connectedOnce = true;
+      for (const line of String(m.data).split('\n')) {
+        if (!line.trim()) continue;
+        let ev;
+        try { ev = JSON.parse(line); } catch { continue; }
+        if (ev.type === 'hello') {
+          this.attempt = 0;
+          this.setState('live');
+          if (this.connectedOnce) this.emit('resync');
+          this.connectedOnce = true;
+        }
+        this.emit(ev.type, ev.data, ev);
       }
-      this.emit(ev.type, ev.data, ev);
     };
     ws.onclose = (e) => {
       if (this.ws !== ws || this.state === 'stopped') return;
