@@ -16,6 +16,7 @@ import (
 	"time"
 
 	cdpbrowser "github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	"github.com/openai/openai-go/v3/option"
 
@@ -385,6 +386,47 @@ func TestDashboardBrowser(t *testing.T) {
 			t.Errorf("row: %q", row)
 		}
 		tb.shot("live")
+	})
+
+	t.Run("live view reconnects and catches up", func(t *testing.T) {
+		tb := openTab(t, p)
+		// Instrument the page's WebSocket: keep each one, and while
+		// __offline is set, make new ones fail as if the network were down.
+		if _, err := chromedp.Call(tb.ctx, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: `
+			window.__sockets = [];
+			const Real = window.WebSocket;
+			window.WebSocket = class extends Real {
+				constructor(url, protocols) {
+					super(window.__offline ? String(url).replace("/api/ws", "/api/offline") : url, protocols);
+					window.__sockets.push(this);
+				}
+			};`}); err != nil {
+			t.Fatal(err)
+		}
+		tb.login("alice", "alice password")
+		tb.visit("/live")
+		tb.wait("live connection", `document.querySelector(".livestate").dataset.state === "live"`)
+		tb.eval(`window.__offline = true; window.__sockets.at(-1).close(); ""`)
+		tb.wait("reconnecting shown", `document.querySelector(".livestate").dataset.state === "reconnecting"`)
+		var resp *http.Response
+		if _, err := p.client(adminKey).Chat.Completions.New(ctx, chatParams("demo-echo", "while offline"), option.WithResponseInto(&resp)); err != nil {
+			t.Fatal(err)
+		}
+		id := resp.Header.Get("X-Request-Id")
+		waitFor(t, func() bool {
+			_, b := adminCall(t, p, "GET", "/api/logs?limit=5", "")
+			return strings.Contains(string(b), id)
+		})
+		if n := tb.eval(`String(document.querySelectorAll('tr[data-request-id="` + id + `"]').length)`); n != "0" {
+			t.Fatal("the request reached the page while it was offline")
+		}
+		// Two attempts fail (the second after asking /api/session whether
+		// the session is still good) before the network comes back.
+		tb.wait("retried while offline", `window.__sockets.length >= 3`)
+		tb.shot("offline")
+		tb.eval(`window.__offline = false; ""`)
+		tb.wait("back live", `document.querySelector(".livestate").dataset.state === "live"`)
+		tb.wait("caught up", `!!document.querySelector('tr[data-request-id="`+id+`"][data-state="finished"]')`)
 	})
 
 	t.Run("a key made in the page works until revoked in the page", func(t *testing.T) {
