@@ -35,8 +35,9 @@ export async function render(view) {
 
   function openForm(p) {
     const editing = !!p;
-    const v = p || { name: '', plugin: pluginNames[0] || 'openai', base_url: '', models: [], allow_private_network: false, extra_hosts: [] };
-    const name = h('input', { name: 'name', id: 'prov-name', required: true, value: v.name, disabled: editing, pattern: '[a-z0-9][a-z0-9._-]*' });
+    // Most providers speak OpenAI's API, so its plugin comes first.
+    const v = p || { name: '', plugin: pluginNames.includes('openai') ? 'openai' : pluginNames[0] || 'openai', base_url: '', models: [], allow_private_network: false, extra_hosts: [] };
+    const name = h('input', { name: 'name', id: 'prov-name', required: true, value: v.name, disabled: editing, pattern: '[a-z0-9][a-z0-9._\\-]*' });
     const plugin = h('select', { name: 'plugin', id: 'prov-plugin' },
       [...new Set([...pluginNames, v.plugin])].map((n) => h('option', { value: n }, n)));
     plugin.value = v.plugin;
