@@ -27,18 +27,18 @@ export async function render(view) {
       onclick: () => view.navigate(k === '1h' ? '/overview' : `/overview?range=${k}`, { replace: true }),
     }, v.label)));
 
-  const tile = (label) => {
+  const tile = (name, label) => {
     const value = h('div', { class: 'value' }, '—');
     const sub = h('div', { class: 'sub' });
-    return { el: h('div', { class: 'tile' }, h('div', { class: 'label' }, label), value, sub), value, sub };
+    return { el: h('div', { class: 'tile', 'data-tile': name }, h('div', { class: 'label' }, label), value, sub), value, sub };
   };
   const tiles = {
-    rpm: tile('Requests per minute'),
-    tokens: tile('Tokens'),
-    cost: tile('Cost'),
-    errors: tile('Error rate'),
-    latency: tile('Latency p50 / p95'),
-    inflight: tile('In flight now'),
+    rpm: tile('rpm', 'Requests per minute'),
+    tokens: tile('tokens', 'Tokens'),
+    cost: tile('cost', 'Cost'),
+    errors: tile('errors', 'Error rate'),
+    latency: tile('latency', 'Latency p50 / p95'),
+    inflight: tile('inflight', 'In flight now'),
   };
   tiles.inflight.el.setAttribute('aria-live', 'polite');
 
@@ -78,14 +78,14 @@ export async function render(view) {
     const t = o.totals || {};
     const reqs = t.requests || 0;
     tiles.rpm.value.textContent = fmt.decimal(reqs / r.minutes, reqs / r.minutes < 10 ? 1 : 0);
-    tiles.rpm.sub.textContent = `${fmt.int(reqs)} requests`;
+    tiles.rpm.sub.textContent = `${fmt.int(reqs)} ${reqs === 1 ? 'request' : 'requests'}`;
     tiles.tokens.value.textContent = fmt.tokens((t.prompt_tokens || 0) + (t.completion_tokens || 0));
     tiles.tokens.sub.textContent = `${fmt.tokens(t.prompt_tokens)} in · ${fmt.tokens(t.completion_tokens)} out` +
       (t.cached_tokens ? ` · ${fmt.tokens(t.cached_tokens)} cached` : '');
     tiles.cost.value.textContent = fmt.money(t.cost_usd || 0);
     tiles.cost.sub.textContent = `in the ${r.label.toLowerCase()}`;
     tiles.errors.value.textContent = reqs ? fmt.percent((t.errors || 0) / reqs) : '—';
-    tiles.errors.sub.textContent = `${fmt.int(t.errors || 0)} errors (status 400 or more)`;
+    tiles.errors.sub.textContent = `${fmt.int(t.errors || 0)} ${t.errors === 1 ? 'error' : 'errors'} (status 400 or more)`;
     tiles.latency.value.textContent = reqs ? `${fmt.duration(t.p50_ms)} / ${fmt.duration(t.p95_ms)}` : '—';
     tiles.latency.sub.textContent = 'time to the last byte';
     inFlight = o.in_flight || 0;

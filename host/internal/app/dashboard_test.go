@@ -365,6 +365,49 @@ func TestDashboardBrowser(t *testing.T) {
 		}
 	})
 
+	t.Run("overview follows requests live", func(t *testing.T) {
+		if missing(t, p, "/api/overview?range=1h") {
+			t.Skip("GET /api/overview is not served yet")
+		}
+		tb := openTab(t, p)
+		tb.login("alice", "alice password")
+		tb.wait("live connection", `document.querySelector(".livestate").dataset.state === "live"`)
+		var o struct {
+			Totals struct {
+				Requests int `json:"requests"`
+			} `json:"totals"`
+		}
+		_, b := adminCall(t, p, "GET", "/api/overview?range=1h", "")
+		json.Unmarshal(b, &o)
+		n := o.Totals.Requests
+		requests := func(n int) string {
+			if n == 1 {
+				return `"1 request"`
+			}
+			return `"` + strconv.Itoa(n) + ` requests"`
+		}
+		tile := func(name, part string) string {
+			return `document.querySelector('[data-tile="` + name + `"] .` + part + `').innerText`
+		}
+		tb.wait("totals shown", tile("rpm", "sub")+` === `+requests(n))
+
+		// A request the upstream holds for 3 s is in flight meanwhile.
+		done := make(chan error, 1)
+		go func() {
+			_, err := p.client(adminKey).Chat.Completions.New(ctx, chatParams(fakeupstream.ModelSlowHeaders, "slow"))
+			done <- err
+		}()
+		tb.wait("one in flight", tile("inflight", "value")+` === "1"`)
+		tb.shot("in-flight")
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		tb.wait("none in flight", tile("inflight", "value")+` === "0"`)
+		tb.wait("counted", tile("rpm", "sub")+` === `+requests(n+1))
+		tb.wait("charts drawn", `document.querySelectorAll("#main .uplot").length === 4`)
+		tb.shot("counted")
+	})
+
 	t.Run("live view shows an SDK request within a second", func(t *testing.T) {
 		tb := openTab(t, p)
 		tb.login("alice", "alice password")
