@@ -50,6 +50,8 @@ export function render(root, { notice, themeButton, signedIn }) {
         errors,
         form,
         h('p', { class: 'hint' }, 'No account yet? An operator creates the first admin on the server: ',
-          h('code', {}, 'llm-proxy users create --name NAME --admin'), '.'))));
+          h('code', {}, 'llm-proxy users create --name NAME --admin'), '. ',
+          h('code', {}, 'go tool task run'), ' makes one named admin, with its password in ',
+          h('code', {}, 'data/admin-password'), '.'))));
   user.focus();
 }
