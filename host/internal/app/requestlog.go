@@ -49,28 +49,58 @@ func toRow(e *requestlog.Entry, bodies *bodylog.Policy) store.RequestLog {
 	}
 }
 
-// pruneLoop deletes request log rows older than the retention, every hour,
-// once at start and whenever the retention setting changes, in small
-// batches so the writer is never held long.
+// compactAfter is how long after midnight (UTC) the day's usage rollups
+// are summed: most requests that started that day have been logged by then.
+// One that is logged later still counts, just at a little more cost.
+const compactAfter = time.Hour
+
+// pruneLoop maintains the request log, every hour, once at start and
+// whenever the retention setting changes: it sums the usage rollups of the
+// days that are over into day rows, then deletes log rows and rollups
+// older than the retention, in small batches so the writer is never held
+// long.
 func (a *App) pruneLoop(ctx context.Context) {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
-		if days := a.settings.retentionDays(); days > 0 {
-			before := time.Now().AddDate(0, 0, -days)
-			if n, err := a.store.PruneLogs(ctx, before, 500); err != nil {
-				if ctx.Err() == nil {
-					a.log.Warn("request log retention", "err", err)
-				}
-			} else if n > 0 {
-				a.log.Info("request log pruned", "rows", n, "older_than", before.Format(time.RFC3339))
-			}
-		}
+		a.maintainLog(ctx, time.Now())
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-a.settings.pruneNow:
 		}
+	}
+}
+
+// maintainLog does one round of pruneLoop's work.
+func (a *App) maintainLog(ctx context.Context, now time.Time) {
+	warn := func(what string, err error) {
+		if ctx.Err() == nil {
+			a.log.Warn(what, "err", err)
+		}
+	}
+	if n, err := a.store.CompactRollups(ctx, now.Add(-compactAfter)); err != nil {
+		warn("usage rollups", err)
+	} else if n > 0 {
+		a.log.Info("usage rollups summed per day", "days", n)
+	}
+	days := a.settings.retentionDays()
+	if days <= 0 {
+		return
+	}
+	before := now.AddDate(0, 0, -days)
+	if n, err := a.store.PruneLogs(ctx, before, 500); err != nil {
+		// Rollups go only after their rows: /api/logs trusts them to say
+		// where rows are.
+		warn("request log retention", err)
+		return
+	} else if n > 0 {
+		a.log.Info("request log pruned", "rows", n, "older_than", before.Format(time.RFC3339))
+	}
+	if n, err := a.store.PruneRollups(ctx, before, 500); err != nil {
+		warn("usage rollup retention", err)
+	} else if n > 0 {
+		a.log.Info("usage rollups pruned", "rows", n, "older_than", before.Format(time.RFC3339))
 	}
 }

@@ -183,6 +183,7 @@ func New(o Options) *Server {
 		api.Get("/logs/export", s.exportLogs)
 		api.Get("/logs/:id", s.logDetail)
 		api.Get("/usage", s.usage)
+		api.Get("/overview", s.overview)
 	}
 	if o.Keys != nil {
 		api.Get("/keys", s.listKeys)
