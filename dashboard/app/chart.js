@@ -26,8 +26,8 @@ export function seriesColor(i) { return cssColor(palette[i % palette.length]); }
 //   series: [{ label, fmt(n) -> string }]
 //   yFmt: formats the axis ticks
 export class Chart {
-  constructor({ title, series, yFmt = String, height = 200, bars = false, integer = false }) {
-    this.opts = { title, series, yFmt, height, bars, integer };
+  constructor({ title, series, yFmt = String, height = 200, bars = false, integer = false, dots = false }) {
+    this.opts = { title, series, yFmt, height, bars, integer, dots };
     this.plotEl = h('div', { class: 'plot', role: 'img', 'aria-label': title });
     this.el = h('figure', { class: 'chart' }, h('h3', {}, title), this.plotEl);
     this.data = null;
@@ -52,8 +52,13 @@ export class Chart {
     const text = cssColor('--muted');
     const grid = cssColor('--grid');
     const axis = { stroke: text, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 } };
-    const { series, yFmt, height, bars, integer } = this.opts;
-    const yAxis = { ...axis, size: 64, values: (u, ticks) => ticks.map(yFmt) };
+    const { series, yFmt, height, bars, integer, dots } = this.opts;
+    // The axis is as wide as its longest label ($0.0000075 needs room).
+    const yAxis = {
+      ...axis,
+      values: (u, ticks) => ticks.map(yFmt),
+      size: (u, values) => (values ? Math.max(...values.map((v) => v.length)) * 7.5 + 20 : 40),
+    };
     // Counts step by whole numbers, so an axis never reads 0.5 requests.
     if (integer) yAxis.incrs = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5, 5e5, 1e6, 2e6, 5e6, 1e7, 1e8, 1e9];
     const paths = bars && window.uPlot.paths.bars ? window.uPlot.paths.bars({ size: [0.7, 40] }) : undefined;
@@ -72,7 +77,10 @@ export class Chart {
           fill: bars ? color : undefined,
           width: 2,
           paths,
-          points: { show: false },
+          // Dots mark buckets that have a value, for series with gaps
+          // (latency of minutes without requests), where a lone value
+          // would otherwise draw no line at all.
+          points: dots ? { show: true, size: 5, fill: color } : { show: false },
           value: (u, v) => (v === null || v === undefined ? '—' : (s.fmt || yFmt)(v)),
         };
       })],

@@ -42,10 +42,11 @@ export function money(usd) {
   return nf({ style: 'currency', currency: 'USD', minimumFractionDigits: 2, maximumFractionDigits: 2 }).format(usd);
 }
 
-// duration from milliseconds: 0.4 ms, 850 ms, 1.2 s, 2 min 5 s, 3 h 10 min.
+// duration from milliseconds: 0.42 ms, 2.5 ms, 850 ms, 1.2 s, 2 min 5 s, 3 h 10 min.
 export function duration(ms) {
   if (bad(ms)) return dash;
   if (ms < 1) return `${decimal(ms, 2)} ms`;
+  if (ms < 10) return `${decimal(ms, 1)} ms`;
   if (ms < 1000) return `${int(ms)} ms`;
   if (ms < 60_000) return `${decimal(ms / 1000, ms < 10_000 ? 1 : 0)} s`;
   if (ms < 3_600_000) {

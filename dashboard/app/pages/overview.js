@@ -47,7 +47,7 @@ export async function render(view) {
     new Chart({ title: `Requests per ${per}`, series: [{ label: 'Requests' }, { label: 'Errors', color: 4 }], yFmt: fmt.int, integer: true }),
     new Chart({ title: `Tokens per ${per}`, series: [{ label: 'Prompt' }, { label: 'Completion', color: 2 }], yFmt: fmt.tokens, integer: true }),
     new Chart({ title: `Cost per ${per}`, series: [{ label: 'Cost', color: 1 }], yFmt: fmt.money }),
-    new Chart({ title: 'Latency', series: [{ label: 'p50' }, { label: 'p95', color: 3 }], yFmt: fmt.duration }),
+    new Chart({ title: 'Latency', series: [{ label: 'p50' }, { label: 'p95', color: 3 }], yFmt: fmt.duration, dots: true }),
   ];
   view.onLeave(() => charts.forEach((c) => c.destroy()));
   const chartBox = h('div', { class: 'charts' }, charts.map((c) => c.el));
@@ -86,7 +86,9 @@ export async function render(view) {
     tiles.cost.sub.textContent = `in the ${r.label.toLowerCase()}`;
     tiles.errors.value.textContent = reqs ? fmt.percent((t.errors || 0) / reqs) : '—';
     tiles.errors.sub.textContent = `${fmt.int(t.errors || 0)} ${t.errors === 1 ? 'error' : 'errors'} (status 400 or more)`;
-    tiles.latency.value.textContent = reqs ? `${fmt.duration(t.p50_ms)} / ${fmt.duration(t.p95_ms)}` : '—';
+    // Non-breaking spaces keep "1.2 s" whole when the tile wraps at "/".
+    const nb = (x) => x.replace(/ /g, '\u00a0');
+    tiles.latency.value.textContent = reqs ? `${nb(fmt.duration(t.p50_ms))} / ${nb(fmt.duration(t.p95_ms))}` : '—';
     tiles.latency.sub.textContent = 'time to the last byte';
     inFlight = o.in_flight || 0;
     showInFlight();
