@@ -63,6 +63,21 @@ func BenchmarkUsage(b *testing.B) {
 	}
 }
 
+// BenchmarkUsageFromRawRows is how /api/usage was computed before the
+// rollups, for comparison: 30 days by day straight from request_logs,
+// exact percentiles from a sort of every latency.
+func BenchmarkUsageFromRawRows(b *testing.B) {
+	db := storetest.OpenFixture(b).Reader()
+	q := UsageQuery{From: storetest.FixtureStart, To: storetest.FixtureEnd, Bucket: BucketDay}
+	cpu := storetest.CPUTime()
+	for b.Loop() {
+		if rows := exactUsage(b, db, q); len(rows) != 30 {
+			b.Fatalf("%d rows", len(rows))
+		}
+	}
+	reportCPU(b, cpu)
+}
+
 func BenchmarkLogsPage(b *testing.B) {
 	db := storetest.OpenFixture(b).Reader()
 	mid := storetest.FixtureStart.Add(15 * 24 * time.Hour)

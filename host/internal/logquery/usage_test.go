@@ -40,7 +40,7 @@ GROUP BY b, g
 ORDER BY b, g`
 
 // exactUsage runs exactUsageSQL for q.
-func exactUsage(t *testing.T, db *sqlx.DB, q UsageQuery) []UsageRow {
+func exactUsage(t testing.TB, db *sqlx.DB, q UsageQuery) []UsageRow {
 	t.Helper()
 	size := bucketSizes[cmpOr(q.Bucket, BucketHour)]
 	group := map[string]string{
