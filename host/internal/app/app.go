@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/llm-proxy/llm-proxy/dashboard"
 	"github.com/llm-proxy/llm-proxy/host/internal/bodylog"
 	"github.com/llm-proxy/llm-proxy/host/internal/config"
 	"github.com/llm-proxy/llm-proxy/host/internal/egress"
@@ -163,6 +164,7 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 		Providers:    pm,
 		LogDB:        st.Reader(),
 		Prices:       prices(cfg.Prices),
+		Dashboard:    dashboard.Files(),
 		AdminKey:     adminKey,
 		MaxBodyBytes: int(cfg.Server.MaxBodyBytes),
 		Settings:     sets,

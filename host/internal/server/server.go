@@ -9,6 +9,7 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"errors"
+	"io/fs"
 	"log/slog"
 	"net"
 	"strconv"
@@ -71,6 +72,8 @@ type Options struct {
 	Hub *hub.Hub
 	// Providers answers /api/providers; optional.
 	Providers Providers
+	// Dashboard is the web console's files, served at "/"; optional.
+	Dashboard fs.FS
 	// LogDB answers /api/logs and /api/usage (a read-only pool); optional.
 	LogDB *sqlx.DB
 	// Prices turns each request's tokens into its cost; optional.
@@ -190,6 +193,9 @@ func New(o Options) *Server {
 	}
 	if o.Providers != nil {
 		s.providerRoutes(api)
+	}
+	if o.Dashboard != nil {
+		s.dashboardRoutes()
 	}
 	return s
 }
