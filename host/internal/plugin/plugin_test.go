@@ -76,8 +76,20 @@ func guestConfig(baseURL string) []byte {
 // TestOpenAIGoldenAsWasm runs plugins/openai/testdata/*.case against the
 // built openai.wasm under the real runtime.
 func TestOpenAIGoldenAsWasm(t *testing.T) {
-	v := load(t, "plugins/openai", plugin.Limits{})
-	cases, err := plugintest.LoadCases(testplugins.Root() + "/plugins/openai/testdata")
+	goldenAsWasm(t, "plugins/openai", "/v1")
+}
+
+// TestAnthropicGoldenAsWasm runs plugins/anthropic/testdata/*.case against
+// the built anthropic.wasm; its base URL is the API root.
+func TestAnthropicGoldenAsWasm(t *testing.T) {
+	goldenAsWasm(t, "plugins/anthropic", "")
+}
+
+// goldenAsWasm runs the cases of a plugin folder against its .wasm, with the
+// base URL the fake upstream's address followed by basePath.
+func goldenAsWasm(t *testing.T, dir, basePath string) {
+	v := load(t, dir, plugin.Limits{})
+	cases, err := plugintest.LoadCases(testplugins.Root() + "/" + dir + "/testdata")
 	if err != nil || len(cases) == 0 {
 		t.Fatal(err, len(cases))
 	}
@@ -86,13 +98,13 @@ func TestOpenAIGoldenAsWasm(t *testing.T) {
 			u := c.StartUpstream()
 			defer u.Close()
 			a := v.Manifest.Auth
-			eg, err := egress.New(egress.Options{BaseURL: u.URL + "/v1", AllowPrivateNetwork: true, Secret: "test-key",
+			eg, err := egress.New(egress.Options{BaseURL: u.URL + basePath, AllowPrivateNetwork: true, Secret: "test-key",
 				Auth: egress.Auth{Type: a.Type, Name: a.Name, Format: a.Format}})
 			if err != nil {
 				t.Fatal(err)
 			}
 			rec := &recorder{}
-			err = v.Call(context.Background(), &plugin.Invocation{Op: c.Op, Request: c.Request, Config: guestConfig(u.URL + "/v1"), Egress: eg, Sink: rec})
+			err = v.Call(context.Background(), &plugin.Invocation{Op: c.Op, Request: c.Request, Config: guestConfig(u.URL + basePath), Egress: eg, Sink: rec})
 			if err != nil {
 				t.Fatal(err)
 			}
