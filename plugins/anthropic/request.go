@@ -40,7 +40,7 @@ var (
 // reads, as raw JSON.
 type requestFields struct {
 	model, messages, maxTokens, maxCompletionTokens, temperature, topP, topK []byte
-	stop, tools, toolChoice, parallelToolCalls, user, n, responseFormat       []byte
+	stop, tools, toolChoice, parallelToolCalls, user, n, responseFormat      []byte
 }
 
 // buildRequest translates the unified request req into a Messages request.
