@@ -11,6 +11,9 @@
 //   - POST /v1/embeddings, as float arrays or base64;
 //   - GET /v1/models and GET /v1/models/{id}.
 //
+// It also speaks Anthropic's Messages API at POST /v1/messages (see
+// anthropic.go), so the anthropic plugin is tested the same way.
+//
 // Replies are deterministic. A chat reply is "echo: " followed by the text of
 // the last user message, so a streamed reply can be compared with a plain
 // one. A handful of reserved model names make the server misbehave on purpose
@@ -223,6 +226,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.mu.Unlock()
 	}
 
+	if s.serveAnthropic(w, r, body) {
+		return
+	}
 	if !s.checkAuth(w, r) {
 		return
 	}
