@@ -157,7 +157,11 @@ func TestAnthropicStream(t *testing.T) {
 	evs = anthropicEvents(t, s, `{"model":"m","max_tokens":5,"stream":true,"messages":[{"role":"user","content":"x"}],"tools":[{"name":"f","input_schema":{"type":"object"}}]}`)
 	var args strings.Builder
 	for _, ev := range evs {
-		var d struct{ Delta struct{ PartialJSON string `json:"partial_json"` } }
+		var d struct {
+			Delta struct {
+				PartialJSON string `json:"partial_json"`
+			}
+		}
 		json.Unmarshal([]byte(ev[1]), &d)
 		args.WriteString(d.Delta.PartialJSON)
 	}
