@@ -18,4 +18,9 @@ type Host interface {
 	Emit(kind abi.Kind, data []byte) int32
 	Fail(httpStatus int32, body []byte) int32
 	Log(level int32, msg []byte) int32
+	// JSONTape indexes the JSON document data (ABI 1.1, json_tape): it
+	// returns the number of tape entries and writes them into
+	// tape[:cap(tape)] only when all of them fit (rawjson.EntryWords words
+	// each).
+	JSONTape(data []byte, tape []uint32) int32
 }

@@ -2,9 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"net/http"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/llm-proxy/llm-proxy/sdk/abi"
 	"github.com/llm-proxy/llm-proxy/sdk/plugintest"
@@ -127,5 +129,23 @@ func TestRequestRefusals(t *testing.T) {
 				t.Fatalf("param %v, want %q: %s", e.Error.Param, tt.param, res.Emits[0].Data)
 			}
 		})
+	}
+}
+
+func TestParseHTTPDate(t *testing.T) {
+	for _, tm := range []time.Time{
+		time.Date(2023, 11, 14, 22, 13, 20, 0, time.UTC), time.Date(1970, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(2000, 2, 29, 23, 59, 59, 0, time.UTC), time.Date(2100, 3, 1, 12, 0, 0, 0, time.UTC),
+		time.Date(2024, 12, 31, 1, 2, 3, 0, time.UTC),
+	} {
+		got, ok := parseHTTPDate(tm.Format(http.TimeFormat))
+		if !ok || got != tm.Unix() {
+			t.Errorf("%s: %d %v, want %d", tm.Format(http.TimeFormat), got, ok, tm.Unix())
+		}
+	}
+	for _, bad := range []string{"", "Tue, 14 Nov 2023 22:13:20 UTC", "Tue, 14 Foo 2023 22:13:20 GMT", "Tue, 1x Nov 2023 22:13:20 GMT", "Tuesday, 14-Nov-23 22:13:20 GMT"} {
+		if _, ok := parseHTTPDate(bad); ok {
+			t.Errorf("%q accepted", bad)
+		}
 	}
 }

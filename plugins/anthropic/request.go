@@ -36,19 +36,27 @@ var (
 	sysBuf = make([]byte, 0, 1<<10)
 )
 
+// parser indexes a JSON document, reusing tape.
+type parser func(data []byte, tape []uint32) (rawjson.Doc, error)
+
 // requestFields are the members of the unified request the translation
-// reads, as raw JSON.
+// reads.
 type requestFields struct {
-	model, messages, maxTokens, maxCompletionTokens, temperature, topP, topK []byte
-	stop, tools, toolChoice, parallelToolCalls, user, n, responseFormat      []byte
+	model, messages, maxTokens, maxCompletionTokens, temperature, topP, topK rawjson.Value
+	stop, tools, toolChoice, parallelToolCalls, user, n, responseFormat      rawjson.Value
 }
 
-// buildRequest translates the unified request req into a Messages request.
-// An error is an *sdk.HTTPError (400) that names the offending field.
-func buildRequest(req []byte, s *settings, stream bool) ([]byte, error) {
+// buildRequest translates the unified request (parsed) into a Messages
+// request. An error is an *sdk.HTTPError (400) that names the offending
+// field.
+//
+// parse indexes JSON found inside the request (tool call arguments):
+// Call.ParseJSON in a plugin, rawjson.Parse in tests.
+func buildRequest(req rawjson.Value, s *settings, stream bool, parse parser) ([]byte, error) {
 	var f requestFields
-	err := rawjson.EachMember(req, func(k, v []byte) error {
-		switch string(k) {
+	for m := req.Members(); m.Next(); {
+		v := m.Value()
+		switch string(m.Key()) {
 		case "model":
 			f.model = v
 		case "messages":
@@ -78,30 +86,23 @@ func buildRequest(req []byte, s *settings, stream bool) ([]byte, error) {
 		case "response_format":
 			f.responseFormat = v
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, badRequest("", "the request body is not a valid JSON object")
 	}
-	if rawjson.KindOf(f.model) != rawjson.String {
+	if f.model.Kind() != rawjson.String {
 		return nil, badRequest("model", "model must be a string")
 	}
-	if n, ok := rawjson.Int(f.n); ok && n > 1 {
+	if n, ok := f.n.Int(); ok && n > 1 {
 		return nil, badRequest("n", "this provider returns one choice per request; n must be 1")
 	}
-
-	w := messageWriter{buf: append(msgBuf[:0], '['), sys: sysBuf[:0]}
-	i := 0
-	err = rawjson.EachElement(f.messages, func(m []byte) error {
-		err := w.message(m, i)
-		i++
-		return err
-	})
-	if err == rawjson.ErrSyntax || rawjson.KindOf(f.messages) != rawjson.Array {
+	if f.messages.Kind() != rawjson.Array {
 		return nil, badRequest("messages", "messages must be an array of message objects")
 	}
-	if err != nil {
-		return nil, err
+
+	w := messageWriter{buf: append(msgBuf[:0], '['), sys: sysBuf[:0], parse: parse}
+	i := 0
+	for e := f.messages.Elements(); e.Next(); i++ {
+		if err := w.message(e.Value(), i); err != nil {
+			return nil, err
+		}
 	}
 	if w.open == "" {
 		return nil, badRequest("messages", "at least one user or assistant message with content is required")
@@ -110,13 +111,13 @@ func buildRequest(req []byte, s *settings, stream bool) ([]byte, error) {
 	msgBuf, sysBuf = w.buf[:0], w.sys[:0]
 
 	b := append(reqBuf[:0], `{"model":`...)
-	b = append(b, f.model...)
+	b = append(b, f.model.Raw()...)
 	b = append(b, `,"max_tokens":`...)
 	switch {
-	case rawjson.KindOf(f.maxCompletionTokens) == rawjson.Number:
-		b = append(b, f.maxCompletionTokens...)
-	case rawjson.KindOf(f.maxTokens) == rawjson.Number:
-		b = append(b, f.maxTokens...)
+	case f.maxCompletionTokens.Kind() == rawjson.Number:
+		b = append(b, f.maxCompletionTokens.Raw()...)
+	case f.maxTokens.Kind() == rawjson.Number:
+		b = append(b, f.maxTokens.Raw()...)
 	default:
 		b = append(b, s.maxTokens...)
 	}
@@ -132,19 +133,20 @@ func buildRequest(req []byte, s *settings, stream bool) ([]byte, error) {
 	}
 	b = append(b, `,"messages":`...)
 	b = append(b, w.buf...)
+	var err error
 	if b, err = appendStop(b, f.stop); err != nil {
 		return nil, err
 	}
 	for _, p := range [...]struct {
 		name string
-		v    []byte
+		v    rawjson.Value
 	}{{"temperature", f.temperature}, {"top_p", f.topP}, {"top_k", f.topK}} {
-		switch rawjson.KindOf(p.v) {
+		switch p.v.Kind() {
 		case rawjson.Number:
 			b = append(b, ',', '"')
 			b = append(b, p.name...)
 			b = append(b, '"', ':')
-			b = append(b, p.v...)
+			b = append(b, p.v.Raw()...)
 		case rawjson.Null, rawjson.Invalid:
 		default:
 			return nil, badRequest(p.name, "%s must be a number", p.name)
@@ -153,18 +155,18 @@ func buildRequest(req []byte, s *settings, stream bool) ([]byte, error) {
 	if b, err = appendTools(b, f.tools, f.toolChoice, f.parallelToolCalls); err != nil {
 		return nil, err
 	}
-	if rawjson.KindOf(f.user) == rawjson.String {
+	if f.user.Kind() == rawjson.String {
 		b = append(b, `,"metadata":{"user_id":`...)
-		b = append(b, f.user...)
+		b = append(b, f.user.Raw()...)
 		b = append(b, '}')
 	}
-	if rawjson.IsString(rawjson.Get(f.responseFormat, "type"), "json_schema") {
-		schema := rawjson.Get(rawjson.Get(f.responseFormat, "json_schema"), "schema")
-		if rawjson.KindOf(schema) != rawjson.Object {
+	if f.responseFormat.Get("type").StringIs("json_schema") {
+		schema := f.responseFormat.Get("json_schema").Get("schema")
+		if schema.Kind() != rawjson.Object {
 			return nil, badRequest("response_format", "response_format.json_schema.schema must be an object")
 		}
 		b = append(b, `,"output_config":{"format":{"type":"json_schema","schema":`...)
-		b = append(b, schema...)
+		b = append(b, schema.Raw()...)
 		b = append(b, "}}"...)
 	}
 	if stream {
@@ -183,6 +185,7 @@ type messageWriter struct {
 	sys       []byte // system text blocks, comma-separated
 	sysText   []byte // the raw string of the first system text
 	sysBlocks int
+	parse     parser
 }
 
 // next prepares for one more content block in a message of the given role.
@@ -200,14 +203,14 @@ func (w *messageWriter) next(role string) {
 	w.open = role
 }
 
-// text adds a text block made of the raw JSON string s; blank strings are
-// skipped, as the Messages API refuses text blocks without visible text.
-func (w *messageWriter) text(role string, s []byte) {
-	if blank(s) {
+// text adds a text block made of the string s; blank strings are skipped,
+// as the Messages API refuses text blocks without visible text.
+func (w *messageWriter) text(role string, s rawjson.Value) {
+	if blank(s.Raw()) {
 		return
 	}
 	w.next(role)
-	w.buf = appendTextBlock(w.buf, s)
+	w.buf = appendTextBlock(w.buf, s.Raw())
 }
 
 func appendTextBlock(b, s []byte) []byte {
@@ -216,7 +219,7 @@ func appendTextBlock(b, s []byte) []byte {
 	return append(b, '}')
 }
 
-// blank reports whether the raw JSON string s holds only spaces, tabs and
+// blank reports whether the string literal s holds only spaces, tabs and
 // line breaks.
 func blank(s []byte) bool {
 	for i := 1; i < len(s)-1; i++ {
@@ -235,39 +238,38 @@ func blank(s []byte) bool {
 	return true
 }
 
-func (w *messageWriter) systemText(s []byte) {
-	if blank(s) {
+func (w *messageWriter) systemText(s rawjson.Value) {
+	if blank(s.Raw()) {
 		return
 	}
 	if w.sysBlocks > 0 {
 		w.sys = append(w.sys, ',')
 	} else {
-		w.sysText = s
+		w.sysText = s.Raw()
 	}
-	w.sys = appendTextBlock(w.sys, s)
+	w.sys = appendTextBlock(w.sys, s.Raw())
 	w.sysBlocks++
 }
 
 // message translates messages[i].
-func (w *messageWriter) message(m []byte, i int) error {
-	var role, content, toolCalls, toolCallID []byte
-	err := rawjson.EachMember(m, func(k, v []byte) error {
-		switch string(k) {
-		case "role":
-			role = v
-		case "content":
-			content = v
-		case "tool_calls":
-			toolCalls = v
-		case "tool_call_id":
-			toolCallID = v
-		}
-		return nil
-	})
-	if err != nil {
+func (w *messageWriter) message(m rawjson.Value, i int) error {
+	if m.Kind() != rawjson.Object {
 		return badRequest(fmt.Sprintf("messages[%d]", i), "messages[%d] must be an object", i)
 	}
-	r, _ := rawjson.StringContent(role)
+	var role, content, toolCalls, toolCallID rawjson.Value
+	for f := m.Members(); f.Next(); {
+		switch string(f.Key()) {
+		case "role":
+			role = f.Value()
+		case "content":
+			content = f.Value()
+		case "tool_calls":
+			toolCalls = f.Value()
+		case "tool_call_id":
+			toolCallID = f.Value()
+		}
+	}
+	r, _ := role.Str()
 	switch string(r) {
 	case "system", "developer":
 		return w.parts(content, i, "system")
@@ -282,14 +284,14 @@ func (w *messageWriter) message(m []byte, i int) error {
 		return w.toolResult(content, toolCallID, i)
 	}
 	return badRequest(fmt.Sprintf("messages[%d].role", i),
-		"messages[%d].role %s is not supported; use system, developer, user, assistant or tool", i, role)
+		"messages[%d].role %s is not supported; use system, developer, user, assistant or tool", i, role.Raw())
 }
 
 // parts adds the content of a system, user or assistant message: a string
 // or an array of parts.
-func (w *messageWriter) parts(content []byte, i int, role string) error {
+func (w *messageWriter) parts(content rawjson.Value, i int, role string) error {
 	param := func() string { return fmt.Sprintf("messages[%d].content", i) }
-	switch rawjson.KindOf(content) {
+	switch content.Kind() {
 	case rawjson.String:
 		if role == "system" {
 			w.systemText(content)
@@ -304,13 +306,13 @@ func (w *messageWriter) parts(content []byte, i int, role string) error {
 		return badRequest(param(), "%s must be a string or an array of content parts", param())
 	}
 	j := 0
-	return rawjson.EachElement(content, func(p []byte) error {
-		defer func() { j++ }()
-		typ, _ := rawjson.StringContent(rawjson.Get(p, "type"))
+	for e := content.Elements(); e.Next(); j++ {
+		p := e.Value()
+		typ, _ := p.Get("type").Str()
 		switch string(typ) {
 		case "text":
-			t := rawjson.Get(p, "text")
-			if rawjson.KindOf(t) != rawjson.String {
+			t := p.Get("text")
+			if t.Kind() != rawjson.String {
 				return badRequest(param(), "%s[%d].text must be a string", param(), j)
 			}
 			if role == "system" {
@@ -318,43 +320,48 @@ func (w *messageWriter) parts(content []byte, i int, role string) error {
 			} else {
 				w.text(role, t)
 			}
-			return nil
+			continue
 		case "refusal":
-			if t := rawjson.Get(p, "refusal"); role == "assistant" && rawjson.KindOf(t) == rawjson.String {
+			if t := p.Get("refusal"); role == "assistant" && t.Kind() == rawjson.String {
 				w.text(role, t)
-				return nil
+				continue
 			}
 		case "image_url":
 			if role == "user" {
 				w.next(role)
 				var err error
-				w.buf, err = appendImage(w.buf, p, fmt.Sprintf("%s[%d]", param(), j))
-				return err
+				if w.buf, err = appendImage(w.buf, p, fmt.Sprintf("%s[%d]", param(), j)); err != nil {
+					return err
+				}
+				continue
 			}
 		case "file":
 			if role == "user" {
 				w.next(role)
 				var err error
-				w.buf, err = appendDocument(w.buf, p, fmt.Sprintf("%s[%d]", param(), j))
-				return err
+				if w.buf, err = appendDocument(w.buf, p, fmt.Sprintf("%s[%d]", param(), j)); err != nil {
+					return err
+				}
+				continue
 			}
 		}
 		return badRequest(param(), "%s[%d]: content parts of type %q are not supported in %s messages by this provider", param(), j, typ, role)
-	})
+	}
+	return nil
 }
 
 // appendImage writes an image block for an image_url part: a data URL
 // becomes a base64 source, an http(s) URL a url source.
-func appendImage(b, part []byte, param string) ([]byte, error) {
-	iu := rawjson.Get(part, "image_url")
-	if rawjson.KindOf(iu) == rawjson.Object {
-		iu = rawjson.Get(iu, "url")
+func appendImage(b []byte, part rawjson.Value, param string) ([]byte, error) {
+	iu := part.Get("image_url")
+	if iu.Kind() == rawjson.Object {
+		iu = iu.Get("url")
 	}
-	u, ok := rawjson.StringContent(iu)
+	u, ok := iu.Str()
 	if !ok {
 		return b, badRequest(param, "%s.image_url.url must be a string", param)
 	}
-	safe := bytes.IndexByte(iu, '\\') < 0 // u is raw string content, safe to copy into a literal
+	safe := !iu.Escaped() // u is the literal's content: it can be copied as it is
 	if mediaType, data, isData := parseDataURL(u); isData {
 		if mediaType == nil || data == nil {
 			return b, badRequest(param, "%s: a data URL must be data:<media type>;base64,<data>", param)
@@ -375,15 +382,15 @@ func appendImage(b, part []byte, param string) ([]byte, error) {
 
 // appendDocument writes a document block for a file part carrying a PDF as
 // a data URL in file.file_data.
-func appendDocument(b, part []byte, param string) ([]byte, error) {
-	fd := rawjson.Get(rawjson.Get(part, "file"), "file_data")
-	u, ok := rawjson.StringContent(fd)
+func appendDocument(b []byte, part rawjson.Value, param string) ([]byte, error) {
+	fd := part.Get("file").Get("file_data")
+	u, ok := fd.Str()
 	mediaType, data, isData := parseDataURL(u)
 	if !ok || !isData || data == nil || !bytes.EqualFold(mediaType, []byte("application/pdf")) {
 		return b, badRequest(param, "%s: only PDF files sent as a base64 data URL in file.file_data are supported", param)
 	}
 	b = append(b, `{"type":"document","source":{"type":"base64","media_type":"application/pdf","data":`...)
-	b = appendContent(b, data, bytes.IndexByte(fd, '\\') < 0)
+	b = appendContent(b, data, !fd.Escaped())
 	return append(b, "}}"...), nil
 }
 
@@ -395,7 +402,7 @@ func parseDataURL(u []byte) (mediaType, data []byte, isData bool) {
 		return nil, nil, false
 	}
 	meta, payload, ok := bytes.Cut(u[5:], []byte{','})
-	if !ok || !bytes.HasSuffix(bytes.ToLower(meta), []byte(";base64")) {
+	if !ok || len(meta) < 7 || !bytes.EqualFold(meta[len(meta)-7:], []byte(";base64")) {
 		return nil, nil, true
 	}
 	mt, _, _ := bytes.Cut(meta, []byte{';'})
@@ -420,9 +427,12 @@ func appendContent(b, s []byte, safe bool) []byte {
 	return append(b, '"')
 }
 
+// argsTape is reused to check tool call arguments.
+var argsTape []uint32
+
 // toolUses adds a tool_use block per tool call of an assistant message.
-func (w *messageWriter) toolUses(calls []byte, i int) error {
-	switch rawjson.KindOf(calls) {
+func (w *messageWriter) toolUses(calls rawjson.Value, i int) error {
+	switch calls.Kind() {
 	case rawjson.Null, rawjson.Invalid:
 		return nil
 	case rawjson.Array:
@@ -430,72 +440,77 @@ func (w *messageWriter) toolUses(calls []byte, i int) error {
 		return badRequest(fmt.Sprintf("messages[%d].tool_calls", i), "tool_calls must be an array")
 	}
 	j := 0
-	return rawjson.EachElement(calls, func(call []byte) error {
+	for e := calls.Elements(); e.Next(); j++ {
+		call := e.Value()
 		param := fmt.Sprintf("messages[%d].tool_calls[%d]", i, j)
-		j++
-		id := rawjson.Get(call, "id")
-		fn := rawjson.Get(call, "function")
-		name := rawjson.Get(fn, "name")
-		if rawjson.KindOf(id) != rawjson.String || rawjson.KindOf(name) != rawjson.String {
+		id := call.Get("id")
+		fn := call.Get("function")
+		name := fn.Get("name")
+		if id.Kind() != rawjson.String || name.Kind() != rawjson.String {
 			return badRequest(param, "%s needs a string id and function.name", param)
 		}
-		args, ok := rawjson.StringContent(rawjson.Get(fn, "arguments"))
-		if !ok && rawjson.Get(fn, "arguments") != nil {
+		argsV := fn.Get("arguments")
+		args, ok := argsV.Str()
+		if !ok && argsV.Exists() && !argsV.IsNull() {
 			return badRequest(param, "%s.function.arguments must be a string", param)
 		}
-		args = rawjson.Trim(args)
+		args = bytes.TrimSpace(args)
 		if len(args) == 0 {
 			args = []byte("{}")
-		} else if rawjson.KindOf(args) != rawjson.Object || !rawjson.Valid(args) {
-			return badRequest(param, "%s.function.arguments must be a JSON object", param)
+		} else {
+			doc, err := w.parse(args, argsTape)
+			argsTape = doc.Tape
+			if err != nil || doc.Root().Kind() != rawjson.Object {
+				return badRequest(param, "%s.function.arguments must be a JSON object", param)
+			}
 		}
 		w.next("assistant")
 		w.buf = append(w.buf, `{"type":"tool_use","id":`...)
-		w.buf = append(w.buf, id...)
+		w.buf = append(w.buf, id.Raw()...)
 		w.buf = append(w.buf, `,"name":`...)
-		w.buf = append(w.buf, name...)
+		w.buf = append(w.buf, name.Raw()...)
 		w.buf = append(w.buf, `,"input":`...)
 		w.buf = append(w.buf, args...)
 		w.buf = append(w.buf, '}')
-		return nil
-	})
+	}
+	return nil
 }
 
 // toolResult adds a tool_result block to the user turn; consecutive tool
 // messages (parallel calls) end up in one user message.
-func (w *messageWriter) toolResult(content, id []byte, i int) error {
-	if rawjson.KindOf(id) != rawjson.String {
+func (w *messageWriter) toolResult(content, id rawjson.Value, i int) error {
+	if id.Kind() != rawjson.String {
 		return badRequest(fmt.Sprintf("messages[%d].tool_call_id", i), "messages[%d].tool_call_id must be a string", i)
 	}
 	w.next("user")
 	w.buf = append(w.buf, `{"type":"tool_result","tool_use_id":`...)
-	w.buf = append(w.buf, id...)
-	switch rawjson.KindOf(content) {
+	w.buf = append(w.buf, id.Raw()...)
+	switch content.Kind() {
 	case rawjson.String:
-		if len(content) > 2 {
+		if len(content.Raw()) > 2 {
 			w.buf = append(w.buf, `,"content":`...)
-			w.buf = append(w.buf, content...)
+			w.buf = append(w.buf, content.Raw()...)
 		}
 	case rawjson.Array:
 		w.buf = append(w.buf, `,"content":[`...)
 		n, j := 0, 0
-		err := rawjson.EachElement(content, func(p []byte) error {
+		for e := content.Elements(); e.Next(); j++ {
+			p := e.Value()
 			param := fmt.Sprintf("messages[%d].content[%d]", i, j)
-			j++
-			typ, _ := rawjson.StringContent(rawjson.Get(p, "type"))
+			typ, _ := p.Get("type").Str()
 			switch string(typ) {
 			case "text":
-				t := rawjson.Get(p, "text")
-				if rawjson.KindOf(t) != rawjson.String {
+				t := p.Get("text")
+				if t.Kind() != rawjson.String {
 					return badRequest(param, "%s.text must be a string", param)
 				}
-				if blank(t) {
-					return nil
+				if blank(t.Raw()) {
+					continue
 				}
 				if n > 0 {
 					w.buf = append(w.buf, ',')
 				}
-				w.buf = appendTextBlock(w.buf, t)
+				w.buf = appendTextBlock(w.buf, t.Raw())
 			case "image_url":
 				if n > 0 {
 					w.buf = append(w.buf, ',')
@@ -508,10 +523,6 @@ func (w *messageWriter) toolResult(content, id []byte, i int) error {
 				return badRequest(param, "%s: tool results may hold text and images, not %q", param, typ)
 			}
 			n++
-			return nil
-		})
-		if err != nil {
-			return err
 		}
 		w.buf = append(w.buf, ']')
 	case rawjson.Null, rawjson.Invalid:
@@ -524,29 +535,24 @@ func (w *messageWriter) toolResult(content, id []byte, i int) error {
 
 // appendStop writes stop_sequences from stop (a string or an array of
 // strings).
-func appendStop(b, stop []byte) ([]byte, error) {
-	switch rawjson.KindOf(stop) {
+func appendStop(b []byte, stop rawjson.Value) ([]byte, error) {
+	switch stop.Kind() {
 	case rawjson.String:
-		if len(stop) > 2 {
+		if len(stop.Raw()) > 2 {
 			b = append(b, `,"stop_sequences":[`...)
-			b = append(b, stop...)
+			b = append(b, stop.Raw()...)
 			b = append(b, ']')
 		}
 	case rawjson.Array:
 		n := 0
-		err := rawjson.EachElement(stop, func(v []byte) error {
-			if rawjson.KindOf(v) != rawjson.String {
-				return badRequest("stop", "stop must be a string or an array of strings")
+		for e := stop.Elements(); e.Next(); n++ {
+			if e.Value().Kind() != rawjson.String {
+				return b, badRequest("stop", "stop must be a string or an array of strings")
 			}
-			n++
-			return nil
-		})
-		if err != nil {
-			return b, err
 		}
 		if n > 0 {
 			b = append(b, `,"stop_sequences":`...)
-			b = append(b, stop...)
+			b = append(b, stop.Raw()...)
 		}
 	case rawjson.Null, rawjson.Invalid:
 	default:
@@ -557,81 +563,77 @@ func appendStop(b, stop []byte) ([]byte, error) {
 
 // appendTools writes tools and tool_choice. Without tools, tool_choice is
 // left out (the Messages API refuses it alone).
-func appendTools(b, tools, choice, parallel []byte) ([]byte, error) {
-	if rawjson.KindOf(tools) != rawjson.Array {
-		if rawjson.KindOf(tools) == rawjson.Null || tools == nil {
-			return b, nil
-		}
+func appendTools(b []byte, tools, choice, parallel rawjson.Value) ([]byte, error) {
+	switch tools.Kind() {
+	case rawjson.Null, rawjson.Invalid:
+		return b, nil
+	case rawjson.Array:
+	default:
 		return b, badRequest("tools", "tools must be an array")
 	}
 	start := len(b)
 	b = append(b, `,"tools":[`...)
 	j := 0
-	err := rawjson.EachElement(tools, func(t []byte) error {
+	for e := tools.Elements(); e.Next(); j++ {
+		t := e.Value()
 		param := fmt.Sprintf("tools[%d]", j)
-		if typ := rawjson.Get(t, "type"); typ != nil && !rawjson.IsString(typ, "function") {
-			return badRequest(param, "%s: only tools of type function are supported by this provider", param)
+		if typ := t.Get("type"); typ.Exists() && !typ.StringIs("function") {
+			return b, badRequest(param, "%s: only tools of type function are supported by this provider", param)
 		}
-		fn := rawjson.Get(t, "function")
-		name := rawjson.Get(fn, "name")
-		if rawjson.KindOf(name) != rawjson.String {
-			return badRequest(param, "%s.function.name must be a string", param)
+		fn := t.Get("function")
+		name := fn.Get("name")
+		if name.Kind() != rawjson.String {
+			return b, badRequest(param, "%s.function.name must be a string", param)
 		}
 		if j > 0 {
 			b = append(b, ',')
 		}
-		j++
 		b = append(b, `{"name":`...)
-		b = append(b, name...)
-		if d := rawjson.Get(fn, "description"); rawjson.KindOf(d) == rawjson.String {
+		b = append(b, name.Raw()...)
+		if d := fn.Get("description"); d.Kind() == rawjson.String {
 			b = append(b, `,"description":`...)
-			b = append(b, d...)
+			b = append(b, d.Raw()...)
 		}
 		b = append(b, `,"input_schema":`...)
-		params := rawjson.Get(fn, "parameters")
-		if rawjson.KindOf(params) == rawjson.Object && len(rawjson.Trim(params[1:len(params)-1])) > 0 {
-			b = append(b, params...)
+		if params := fn.Get("parameters"); params.Kind() == rawjson.Object && params.Len() > 0 {
+			b = append(b, params.Raw()...)
 		} else {
 			b = append(b, `{"type":"object","properties":{}}`...)
 		}
 		b = append(b, '}')
-		return nil
-	})
-	if err != nil {
-		return b, err
 	}
 	if j == 0 {
 		return b[:start], nil
 	}
 	b = append(b, ']')
 
-	noParallel := rawjson.KindOf(parallel) == rawjson.Bool && !rawjson.IsTrue(parallel)
-	var typ []byte
+	noParallel := parallel.Kind() == rawjson.Bool && !parallel.IsTrue()
+	var typ string
 	var name []byte
-	switch rawjson.KindOf(choice) {
+	switch choice.Kind() {
 	case rawjson.String:
-		c, _ := rawjson.StringContent(choice)
+		c, _ := choice.Str()
 		switch string(c) {
 		case "auto":
-			typ = []byte("auto")
+			typ = "auto"
 		case "none":
 			return append(b, `,"tool_choice":{"type":"none"}`...), nil
 		case "required":
-			typ = []byte("any")
+			typ = "any"
 		default:
 			return b, badRequest("tool_choice", "tool_choice must be auto, none, required or a named function")
 		}
 	case rawjson.Object:
-		name = rawjson.Get(rawjson.Get(choice, "function"), "name")
-		if !rawjson.IsString(rawjson.Get(choice, "type"), "function") || rawjson.KindOf(name) != rawjson.String {
+		n := choice.Get("function").Get("name")
+		if !choice.Get("type").StringIs("function") || n.Kind() != rawjson.String {
 			return b, badRequest("tool_choice", "tool_choice must be auto, none, required or a named function")
 		}
-		typ = []byte("tool")
+		typ, name = "tool", n.Raw()
 	case rawjson.Null, rawjson.Invalid:
 		if !noParallel {
 			return b, nil
 		}
-		typ = []byte("auto")
+		typ = "auto"
 	default:
 		return b, badRequest("tool_choice", "tool_choice must be a string or an object")
 	}

@@ -22,71 +22,65 @@ import (
 
 var outBuf = make([]byte, 0, 4<<10)
 
-// buildCompletion translates a Message body into a chat.completion.
-func buildCompletion(body []byte, created int64) ([]byte, error) {
-	var id, model, content, stop, usageRaw []byte
-	err := rawjson.EachMember(body, func(k, v []byte) error {
-		switch string(k) {
+// buildCompletion translates a Message into a chat.completion.
+func buildCompletion(msg rawjson.Value, created int64) ([]byte, error) {
+	var id, model, content, stop, usageV rawjson.Value
+	for m := msg.Members(); m.Next(); {
+		switch string(m.Key()) {
 		case "id":
-			id = v
+			id = m.Value()
 		case "model":
-			model = v
+			model = m.Value()
 		case "content":
-			content = v
+			content = m.Value()
 		case "stop_reason":
-			stop = v
+			stop = m.Value()
 		case "usage":
-			usageRaw = v
+			usageV = m.Value()
 		}
-		return nil
-	})
-	if err != nil || rawjson.KindOf(content) != rawjson.Array {
+	}
+	if content.Kind() != rawjson.Array {
 		return nil, &sdk.HTTPError{Status: 502, Message: "the upstream answered with a body that is not a Messages API message"}
 	}
-	var text, calls []byte
+	text, calls := textBuf[:0], callsBuf[:0]
 	hasText, n := false, 0
-	err = rawjson.EachElement(content, func(block []byte) error {
-		var typ, t, bid, name, input []byte
-		if err := rawjson.EachMember(block, func(k, v []byte) error {
-			switch string(k) {
+	for e := content.Elements(); e.Next(); {
+		var typ, t, bid, name, input rawjson.Value
+		for m := e.Value().Members(); m.Next(); {
+			switch string(m.Key()) {
 			case "type":
-				typ = v
+				typ = m.Value()
 			case "text":
-				t = v
+				t = m.Value()
 			case "id":
-				bid = v
+				bid = m.Value()
 			case "name":
-				name = v
+				name = m.Value()
 			case "input":
-				input = v
+				input = m.Value()
 			}
-			return nil
-		}); err != nil {
-			return err
 		}
 		switch {
-		case rawjson.IsString(typ, "text") && rawjson.KindOf(t) == rawjson.String:
+		case typ.StringIs("text") && t.Kind() == rawjson.String:
 			// Joining the contents of two string literals keeps their
 			// escapes valid: no decoding needed.
-			text = append(text, t[1:len(t)-1]...)
+			raw := t.Raw()
+			text = append(text, raw[1:len(raw)-1]...)
 			hasText = true
-		case rawjson.IsString(typ, "tool_use"):
-			if rawjson.KindOf(bid) != rawjson.String || rawjson.KindOf(name) != rawjson.String {
-				return rawjson.ErrSyntax
+		case typ.StringIs("tool_use"):
+			if bid.Kind() != rawjson.String || name.Kind() != rawjson.String {
+				return nil, &sdk.HTTPError{Status: 502, Message: "the upstream answered with a tool call without id or name"}
 			}
 			if n > 0 {
 				calls = append(calls, ',')
 			}
-			calls = appendToolCall(calls, bid, name, input)
+			calls = appendToolCall(calls, bid.Raw(), name.Raw(), input.Raw())
 			n++
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, &sdk.HTTPError{Status: 502, Message: "the upstream answered with malformed content blocks"}
 	}
+	textBuf, callsBuf = text[:0], calls[:0]
 	var u usage
-	u.read(usageRaw)
+	u.read(usageV)
 
 	b := append(outBuf[:0], `{"id":`...)
 	b = appendStringOr(b, id, "msg")
@@ -120,6 +114,8 @@ func buildCompletion(body []byte, created int64) ([]byte, error) {
 	return b, nil
 }
 
+var textBuf, callsBuf []byte
+
 // appendToolCall writes one OpenAI tool call; the tool's input object
 // becomes the arguments string.
 func appendToolCall(b, id, name, input []byte) []byte {
@@ -128,16 +124,16 @@ func appendToolCall(b, id, name, input []byte) []byte {
 	b = append(b, `,"type":"function","function":{"name":`...)
 	b = append(b, name...)
 	b = append(b, `,"arguments":`...)
-	if len(input) == 0 || rawjson.IsNull(input) {
+	if len(input) == 0 || string(input) == "null" {
 		input = []byte("{}")
 	}
 	b = rawjson.AppendString(b, input)
 	return append(b, "}}"...)
 }
 
-func appendStringOr(b, raw []byte, fallback string) []byte {
-	if rawjson.KindOf(raw) == rawjson.String {
-		return append(b, raw...)
+func appendStringOr(b []byte, v rawjson.Value, fallback string) []byte {
+	if v.Kind() == rawjson.String {
+		return append(b, v.Raw()...)
 	}
 	return rawjson.AppendString(b, fallback)
 }
@@ -150,8 +146,8 @@ func appendStringOr(b, raw []byte, fallback string) []byte {
 //	refusal                               content_filter
 //
 // Anything else (null, a reason added later) is stop.
-func finishReason(stop []byte) string {
-	s, _ := rawjson.StringContent(stop)
+func finishReason(stop rawjson.Value) string {
+	s, _ := stop.Str()
 	switch string(s) {
 	case "max_tokens", "model_context_window_exceeded":
 		return "length"
@@ -175,13 +171,13 @@ type usage struct {
 // read takes the counts present in an Anthropic usage object. A stream
 // reports usage in message_start and again, cumulatively, in message_delta:
 // each report replaces the counts it carries, none is added to another.
-func (u *usage) read(raw []byte) {
-	_ = rawjson.EachMember(raw, func(k, v []byte) error {
-		n, ok := rawjson.Int(v)
+func (u *usage) read(v rawjson.Value) {
+	for m := v.Members(); m.Next(); {
+		n, ok := m.Value().Int()
 		if !ok {
-			return nil
+			continue
 		}
-		switch string(k) {
+		switch string(m.Key()) {
 		case "input_tokens":
 			u.input = n
 		case "output_tokens":
@@ -191,8 +187,7 @@ func (u *usage) read(raw []byte) {
 		case "cache_creation_input_tokens":
 			u.cacheWrite = n
 		}
-		return nil
-	})
+	}
 }
 
 func (u *usage) append(b []byte) []byte {
@@ -210,34 +205,29 @@ func (u *usage) append(b []byte) []byte {
 
 // buildModelList translates GET /v1/models ({"data":[{"id","created_at",
 // "display_name","type"}],...}) into an OpenAI model list.
-func buildModelList(body []byte) ([]byte, error) {
-	data := rawjson.Get(body, "data")
+func buildModelList(list rawjson.Value) ([]byte, error) {
 	b := []byte(`{"object":"list","data":[`)
 	n := 0
-	err := rawjson.EachElement(data, func(m []byte) error {
-		id := rawjson.Get(m, "id")
-		if rawjson.KindOf(id) != rawjson.String {
-			return rawjson.ErrSyntax
+	for e := list.Get("data").Elements(); e.Next(); n++ {
+		m := e.Value()
+		id := m.Get("id")
+		if id.Kind() != rawjson.String {
+			return nil, &sdk.HTTPError{Status: 502, Message: "the upstream answered with a malformed model list"}
 		}
 		if n > 0 {
 			b = append(b, ',')
 		}
-		n++
 		b = append(b, `{"id":`...)
-		b = append(b, id...)
+		b = append(b, id.Raw()...)
 		b = append(b, `,"object":"model","created":`...)
 		var t int64
-		if s, ok := rawjson.StringContent(rawjson.Get(m, "created_at")); ok {
+		if s, ok := m.Get("created_at").Str(); ok {
 			if tm, err := time.Parse(time.RFC3339, string(s)); err == nil {
 				t = tm.Unix()
 			}
 		}
 		b = strconv.AppendInt(b, t, 10)
 		b = append(b, `,"owned_by":"anthropic"}`...)
-		return nil
-	})
-	if err != nil {
-		return nil, &sdk.HTTPError{Status: 502, Message: "the upstream answered with a malformed model list"}
 	}
 	return append(b, "]}"...), nil
 }

@@ -95,32 +95,37 @@ func translateStream(c *sdk.Call, resp *sdk.Response, created int64) error {
 	return nil
 }
 
+// evTape is reused for every event of every stream of a warm instance.
+var evTape = make([]uint32, 0, 64)
+
 // event handles one event; done reports the end of the message (or a
 // failure already reported).
 func (s *streamer) event(data []byte) (done bool, err error) {
-	var typ, index, delta, cblock, message, usageRaw, errObj []byte
-	if err := rawjson.EachMember(data, func(k, v []byte) error {
-		switch string(k) {
-		case "type":
-			typ = v
-		case "index":
-			index = v
-		case "delta":
-			delta = v
-		case "content_block":
-			cblock = v
-		case "message":
-			message = v
-		case "usage":
-			usageRaw = v
-		case "error":
-			errObj = v
-		}
-		return nil
-	}); err != nil {
+	doc, err := s.c.ParseJSON(data, evTape)
+	evTape = doc.Tape
+	if err != nil {
 		return false, &sdk.HTTPError{Status: 502, Message: "the upstream sent a malformed stream event"}
 	}
-	t, _ := rawjson.StringContent(typ)
+	var typ, index, delta, cblock, message, usageV, errObj rawjson.Value
+	for m := doc.Root().Members(); m.Next(); {
+		switch string(m.Key()) {
+		case "type":
+			typ = m.Value()
+		case "index":
+			index = m.Value()
+		case "delta":
+			delta = m.Value()
+		case "content_block":
+			cblock = m.Value()
+		case "message":
+			message = m.Value()
+		case "usage":
+			usageV = m.Value()
+		case "error":
+			errObj = m.Value()
+		}
+	}
+	t, _ := typ.Str()
 	switch string(t) {
 	case "content_block_delta":
 		return false, s.blockDelta(index, delta)
@@ -131,7 +136,7 @@ func (s *streamer) event(data []byte) (done bool, err error) {
 	case "message_start":
 		return false, s.messageStart(message)
 	case "message_delta":
-		return false, s.messageDelta(delta, usageRaw)
+		return false, s.messageDelta(delta, usageV)
 	case "message_stop":
 		if !s.finished {
 			return false, &sdk.HTTPError{Status: 502, Message: "the upstream stream stopped without a stop reason"}
@@ -140,25 +145,24 @@ func (s *streamer) event(data []byte) (done bool, err error) {
 	case "error":
 		// {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}:
 		// the host reads error.message and error.type from it as it is.
-		return true, s.c.Fail(statusForError(rawjson.Get(errObj, "type")), data)
+		return true, s.c.Fail(statusForError(errObj.Get("type")), data)
 	}
 	return false, nil // ping, and event types added later
 }
 
-func (s *streamer) messageStart(message []byte) error {
-	var id, model, usageRaw []byte
-	_ = rawjson.EachMember(message, func(k, v []byte) error {
-		switch string(k) {
+func (s *streamer) messageStart(message rawjson.Value) error {
+	var id, model, usageV rawjson.Value
+	for m := message.Members(); m.Next(); {
+		switch string(m.Key()) {
 		case "id":
-			id = v
+			id = m.Value()
 		case "model":
-			model = v
+			model = m.Value()
 		case "usage":
-			usageRaw = v
+			usageV = m.Value()
 		}
-		return nil
-	})
-	s.u.read(usageRaw)
+	}
+	s.u.read(usageV)
 	h := append(s.head[:0], `{"id":`...)
 	h = appendStringOr(h, id, "msg")
 	h = append(h, `,"object":"chat.completion.chunk","created":`...)
@@ -172,8 +176,8 @@ func (s *streamer) messageStart(message []byte) error {
 }
 
 // blockAt returns the block at a content_block_* event's index.
-func (s *streamer) blockAt(index []byte, create bool) (*block, error) {
-	i, ok := rawjson.Int(index)
+func (s *streamer) blockAt(index rawjson.Value, create bool) (*block, error) {
+	i, ok := index.Int()
 	if !s.started || !ok || i < 0 || i >= maxBlocks {
 		return nil, &sdk.HTTPError{Status: 502, Message: "the upstream sent a content block event out of order"}
 	}
@@ -186,33 +190,32 @@ func (s *streamer) blockAt(index []byte, create bool) (*block, error) {
 	return &s.blocks[i], nil
 }
 
-func (s *streamer) blockStart(index, cb []byte) error {
+func (s *streamer) blockStart(index, cb rawjson.Value) error {
 	b, err := s.blockAt(index, true)
 	if err != nil {
 		return err
 	}
-	var typ, id, name, text []byte
-	_ = rawjson.EachMember(cb, func(k, v []byte) error {
-		switch string(k) {
+	var typ, id, name, text rawjson.Value
+	for m := cb.Members(); m.Next(); {
+		switch string(m.Key()) {
 		case "type":
-			typ = v
+			typ = m.Value()
 		case "id":
-			id = v
+			id = m.Value()
 		case "name":
-			name = v
+			name = m.Value()
 		case "text":
-			text = v
+			text = m.Value()
 		}
-		return nil
-	})
+	}
 	switch {
-	case rawjson.IsString(typ, "text"):
+	case typ.StringIs("text"):
 		*b = block{kind: blockText}
-		if rawjson.KindOf(text) == rawjson.String && len(text) > 2 {
-			return s.contentChunk(text)
+		if text.Kind() == rawjson.String && len(text.Raw()) > 2 {
+			return s.contentChunk(text.Raw())
 		}
-	case rawjson.IsString(typ, "tool_use"):
-		if rawjson.KindOf(id) != rawjson.String || rawjson.KindOf(name) != rawjson.String {
+	case typ.StringIs("tool_use"):
+		if id.Kind() != rawjson.String || name.Kind() != rawjson.String {
 			return &sdk.HTTPError{Status: 502, Message: "the upstream started a tool call without id or name"}
 		}
 		*b = block{kind: blockTool, tool: s.tools}
@@ -221,9 +224,9 @@ func (s *streamer) blockStart(index, cb []byte) error {
 		d = append(d, `"tool_calls":[{"index":`...)
 		d = strconv.AppendInt(d, int64(b.tool), 10)
 		d = append(d, `,"id":`...)
-		d = append(d, id...)
+		d = append(d, id.Raw()...)
 		d = append(d, `,"type":"function","function":{"name":`...)
-		d = append(d, name...)
+		d = append(d, name.Raw()...)
 		d = append(d, `,"arguments":""}}]`...)
 		return s.send(d, "")
 	default:
@@ -232,28 +235,28 @@ func (s *streamer) blockStart(index, cb []byte) error {
 	return nil
 }
 
-func (s *streamer) blockDelta(index, delta []byte) error {
+func (s *streamer) blockDelta(index, delta rawjson.Value) error {
 	b, err := s.blockAt(index, false)
 	if err != nil {
 		return err
 	}
 	switch b.kind {
 	case blockText:
-		t := rawjson.Get(delta, "text")
-		if rawjson.KindOf(t) == rawjson.String && len(t) > 2 {
-			return s.contentChunk(t)
+		t := delta.Get("text")
+		if t.Kind() == rawjson.String && len(t.Raw()) > 2 {
+			return s.contentChunk(t.Raw())
 		}
 	case blockTool:
-		p := rawjson.Get(delta, "partial_json")
-		if rawjson.KindOf(p) == rawjson.String && len(p) > 2 {
+		p := delta.Get("partial_json")
+		if p.Kind() == rawjson.String && len(p.Raw()) > 2 {
 			b.hasArgs = true
-			return s.argsChunk(b.tool, p)
+			return s.argsChunk(b.tool, p.Raw())
 		}
 	}
 	return nil
 }
 
-func (s *streamer) blockStop(index []byte) error {
+func (s *streamer) blockStop(index rawjson.Value) error {
 	b, err := s.blockAt(index, false)
 	if err != nil {
 		return err
@@ -267,16 +270,16 @@ func (s *streamer) blockStop(index []byte) error {
 	return nil
 }
 
-func (s *streamer) messageDelta(delta, usageRaw []byte) error {
+func (s *streamer) messageDelta(delta, usageV rawjson.Value) error {
 	if !s.started {
 		return &sdk.HTTPError{Status: 502, Message: "the upstream sent message_delta before message_start"}
 	}
-	s.u.read(usageRaw)
+	s.u.read(usageV)
 	if s.finished {
 		return nil
 	}
 	s.finished = true
-	return s.send(s.open(), finishReason(rawjson.Get(delta, "stop_reason")))
+	return s.send(s.open(), finishReason(delta.Get("stop_reason")))
 }
 
 // open starts a chunk with one choice and returns it with its delta object

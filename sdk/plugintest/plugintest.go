@@ -18,6 +18,7 @@ import (
 
 	"github.com/llm-proxy/llm-proxy/sdk"
 	"github.com/llm-proxy/llm-proxy/sdk/abi"
+	"github.com/llm-proxy/llm-proxy/sdk/rawjson"
 	"github.com/llm-proxy/llm-proxy/sdk/sse"
 )
 
@@ -288,6 +289,18 @@ func (h *Host) Emit(kind abi.Kind, data []byte) int32 {
 func (h *Host) Fail(status int32, body []byte) int32 {
 	h.emits = append(h.emits, Emit{Kind: "fail", Status: int(status), Data: append([]byte(nil), body...)})
 	return 0
+}
+
+// JSONTape builds the tape natively, as the real host does.
+func (h *Host) JSONTape(data []byte, tape []uint32) int32 {
+	t, err := rawjson.AppendTape(nil, data)
+	if err != nil {
+		return int32(abi.StatusMalformed)
+	}
+	if len(t) <= cap(tape) {
+		copy(tape[:len(t)], t)
+	}
+	return int32(len(t) / rawjson.EntryWords)
 }
 
 func (h *Host) Log(level int32, msg []byte) int32 {

@@ -261,6 +261,60 @@ func benchCase(b *testing.B, op abi.Op) {
 	}
 }
 
+// BenchmarkGuestAnthropicChat and BenchmarkGuestAnthropicStream20 run the
+// inputs of plugins/anthropic's BenchmarkNative* through anthropic.wasm:
+// a ~2 KB request translated, then a Message, or a stream of 20 text deltas
+// (25 events, 22 chunks), translated back. The difference from the native
+// figures is the cost of running the translation as wasm.
+func BenchmarkGuestAnthropicChat(b *testing.B) {
+	benchAnthropic(b, abi.OpChat)
+}
+
+func BenchmarkGuestAnthropicStream20(b *testing.B) {
+	benchAnthropic(b, abi.OpChatStream)
+}
+
+func benchAnthropic(b *testing.B, op abi.Op) {
+	v := load(b, "plugins/anthropic", plugin.Limits{})
+	req := `{"model":"claude-x","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"` + strings.Repeat("lorem ipsum ", 160) + `"}],"max_tokens":100}`
+	doer := memDoer{ctype: "application/json", body: []byte(`{"id":"msg_x","type":"message","role":"assistant","model":"claude-x","content":[{"type":"text","text":"hello"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":300,"output_tokens":1}}`)}
+	if op == abi.OpChatStream {
+		var body strings.Builder
+		ev := func(name, data string) { body.WriteString("event: " + name + "\ndata: " + data + "\n\n") }
+		ev("message_start", `{"type":"message_start","message":{"id":"msg_x","type":"message","role":"assistant","content":[],"model":"claude-x","stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":300,"output_tokens":1}}}`)
+		ev("content_block_start", `{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}`)
+		for i := 0; i < 20; i++ {
+			ev("content_block_delta", `{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"token "}}`)
+		}
+		ev("content_block_stop", `{"type":"content_block_stop","index":0}`)
+		ev("message_delta", `{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":20}}`)
+		ev("message_stop", `{"type":"message_stop"}`)
+		doer = memDoer{ctype: "text/event-stream", body: []byte(body.String())}
+	}
+	sink := &countSink{}
+	inv := &plugin.Invocation{Op: op, Request: []byte(req), Config: guestConfig("https://api.example.com"), Egress: doer, Sink: sink}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		sink.n = 0
+		if err := v.Call(context.Background(), inv); err != nil {
+			b.Fatal(err)
+		}
+		if want := map[abi.Op]int{abi.OpChat: 1, abi.OpChatStream: 22}[op]; sink.n != want {
+			b.Fatalf("%d emits, want %d", sink.n, want)
+		}
+	}
+}
+
+// countSink counts bodies and chunks, and fails the benchmark's check on a
+// failure.
+type countSink struct{ n int }
+
+func (s *countSink) Chunk([]byte) bool        { s.n++; return true }
+func (s *countSink) Body([]byte)              { s.n++ }
+func (s *countSink) Usage([]byte)             {}
+func (s *countSink) Fail(int, []byte, string) { s.n = -1000 }
+
 type discard struct{}
 
 func (discard) Chunk([]byte) bool        { return true }
@@ -313,4 +367,48 @@ func (g *countingGate) Chunk([]byte) bool {
 	g.started <- struct{}{}
 	<-g.release
 	return true
+}
+
+// TestJSONTape calls json_tape from a real guest: a range outside memory is
+// INVALID, malformed JSON is MALFORMED, a tape too small gets the entry
+// count and nothing written, and a good call writes the tape of
+// sdk/rawjson's documented example.
+func TestJSONTape(t *testing.T) {
+	v := load(t, "host/internal/testplugins/hostile", plugin.Limits{})
+	rec := &recorder{}
+	if err := v.Call(context.Background(), &plugin.Invocation{Op: abi.OpChat, Request: []byte(`{"model":"tape"}`), Config: guestConfig("http://x"), Sink: rec}); err != nil {
+		t.Fatal(err)
+	}
+	want := "tape -1 -9 5 true -1 5 6 0 13 5 4 1 4 2 5 5 12 5 3 6 7 4 4 8 11 5"
+	if len(rec.emits) != 1 || string(rec.emits[0].Data) != want {
+		t.Fatalf("emits %v\nwant fail 500 %s", rec.emits, want)
+	}
+}
+
+// TestTapeImportOnlyWhenUsed: the SDK's json_tape import is linked only
+// into plugins that call Call.ParseJSON, so a plugin that does not need ABI
+// 1.1 still loads on a host that offers 1.0.
+func TestTapeImportOnlyWhenUsed(t *testing.T) {
+	ctx := context.Background()
+	r := wazero.NewRuntime(ctx)
+	defer r.Close(ctx)
+	for dir, want := range map[string]bool{"plugins/openai": false, "plugins/anthropic": true} {
+		wasm, err := os.ReadFile(testplugins.Build(t, dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := r.CompileModule(ctx, wasm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := false
+		for _, f := range m.ImportedFunctions() {
+			if mod, name, _ := f.Import(); mod == abi.ImportModule && name == abi.FnJSONTape {
+				got = true
+			}
+		}
+		if got != want {
+			t.Errorf("%s imports json_tape: %v, want %v", dir, got, want)
+		}
+	}
 }
