@@ -17,9 +17,12 @@ import (
 // startAnthropicProxy is the usual test proxy plus a provider "anthropic"
 // served by the real anthropic.wasm, in front of the fake upstream's
 // Messages API (same server, API root as base URL, key sent as x-api-key).
-func startAnthropicProxy(t testing.TB, upOpts fakeupstream.Options) *proxy {
+func startAnthropicProxy(t testing.TB, upOpts fakeupstream.Options, tweaks ...func(*config.Config)) *proxy {
 	t.Helper()
 	return startProxyWith(t, func(cfg *config.Config) {
+		for _, tw := range tweaks {
+			tw(cfg)
+		}
 		testplugins.Install(t, testplugins.Build(t, "plugins/anthropic"), cfg.Plugins.Dir, "anthropic.wasm")
 		root := strings.TrimSuffix(cfg.Providers[0].BaseURL, "/v1") // the fake upstream
 		cfg.Providers = append(cfg.Providers, config.ProviderConfig{
