@@ -53,6 +53,7 @@ type streamer struct {
 	c        *sdk.Call
 	created  int64
 	head     []byte // `{"id":...,"object":...,"model":...,"choices":[`
+	textPre  []byte // head + `{"index":0,"delta":{"content":`, once the role is sent
 	buf      []byte
 	blocks   []block
 	tools    int
@@ -65,14 +66,20 @@ type streamer struct {
 
 // Buffers reused across the calls of a warm instance.
 var (
-	headBuf  = make([]byte, 0, 256)
-	chunkBuf = make([]byte, 0, 1<<10)
-	blockBuf = make([]block, 0, 8)
+	headBuf    = make([]byte, 0, 256)
+	chunkBuf   = make([]byte, 0, 1<<10)
+	textPreBuf = make([]byte, 0, 256)
+	blockBuf   = make([]block, 0, 8)
 )
 
 func translateStream(c *sdk.Call, resp *sdk.Response, created int64) error {
 	s := &streamer{c: c, created: created, head: headBuf[:0], buf: chunkBuf[:0], blocks: blockBuf[:0]}
-	defer func() { headBuf, chunkBuf, blockBuf = s.head[:0], s.buf[:0], s.blocks[:0] }()
+	defer func() {
+		headBuf, chunkBuf, blockBuf = s.head[:0], s.buf[:0], s.blocks[:0]
+		if s.textPre != nil {
+			textPreBuf = s.textPre[:0]
+		}
+	}()
 	for {
 		data, err := resp.NextEvent()
 		if err == io.EOF {
@@ -125,8 +132,7 @@ func (s *streamer) event(data []byte) (done bool, err error) {
 			errObj = m.Value()
 		}
 	}
-	t, _ := typ.Str()
-	switch string(t) {
+	switch eventType(typ) {
 	case "content_block_delta":
 		return false, s.blockDelta(index, delta)
 	case "content_block_start":
@@ -148,6 +154,37 @@ func (s *streamer) event(data []byte) (done bool, err error) {
 		return true, s.c.Fail(statusForError(errObj.Get("type")), data)
 	}
 	return false, nil // ping, and event types added later
+}
+
+// eventType returns the known event type typ names, or "". A switch on the
+// string would tell "content_block_delta" from "content_block_start" by
+// comparing their 14 common bytes in a loop, which a guest pays per byte;
+// the length and one byte pick the candidate, one comparison confirms it.
+func eventType(typ rawjson.Value) string {
+	t, _ := typ.Str()
+	var k string
+	switch len(t) {
+	case 19:
+		k = "content_block_start"
+		if t[14] == 'd' {
+			k = "content_block_delta"
+		}
+	case 18:
+		k = "content_block_stop"
+	case 13:
+		k = "message_start"
+		if t[8] == 'd' {
+			k = "message_delta"
+		}
+	case 12:
+		k = "message_stop"
+	case 5:
+		k = "error"
+	}
+	if string(t) != k {
+		return ""
+	}
+	return k
 }
 
 func (s *streamer) messageStart(message rawjson.Value) error {
@@ -313,14 +350,29 @@ func (s *streamer) send(b []byte, finish string) error {
 	return s.c.EmitChunk(b)
 }
 
+// chunkTail ends a chunk whose delta is still open.
+const chunkTail = `},"logprobs":null,"finish_reason":null}]}`
+
+// contentChunk sends a text delta. Text chunks are most of a stream, so
+// after the first their prefix is copied whole: three appends a chunk.
 func (s *streamer) contentChunk(text []byte) error {
 	if !s.started {
 		return &sdk.HTTPError{Status: 502, Message: "the upstream sent content before message_start"}
 	}
-	d := s.open()
-	d = append(d, `"content":`...)
-	d = append(d, text...)
-	return s.send(d, "")
+	if !s.roleSent {
+		d := s.open()
+		d = append(d, `"content":`...)
+		d = append(d, text...)
+		return s.send(d, "")
+	}
+	if s.textPre == nil {
+		s.textPre = append(append(textPreBuf[:0], s.head...), `{"index":0,"delta":{"content":`...)
+	}
+	b := append(s.buf[:0], s.textPre...)
+	b = append(b, text...)
+	b = append(b, chunkTail...)
+	s.buf = b
+	return s.c.EmitChunk(b)
 }
 
 func (s *streamer) argsChunk(tool int, args []byte) error {

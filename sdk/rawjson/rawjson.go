@@ -47,6 +47,7 @@ package rawjson
 import (
 	"encoding/binary"
 	"errors"
+	"math/bits"
 	"unicode/utf8"
 )
 
@@ -179,7 +180,11 @@ func (v Value) Get(key string) Value {
 func (v Value) keyIs(s string) bool {
 	start, end := v.word(1)+1, v.word(2)-1
 	if v.word(0)&FlagEscaped == 0 {
-		return end-start == len(s) && string(v.d.Data[start:end]) == s
+		// The first and last bytes tell most keys apart without a call
+		// to memequal (a loop, which a guest pays for).
+		n := len(s)
+		return end-start == n && (n == 0 || v.d.Data[start] == s[0] && v.d.Data[end-1] == s[n-1]) &&
+			string(v.d.Data[start:end]) == s
 	}
 	u, ok := appendUnescaped(nil, v.d.Data[start:end])
 	return ok && string(u) == s
@@ -656,17 +661,17 @@ const (
 	slashs = '\\' * ones
 )
 
-// plain reports whether none of the 8 bytes of x is a quote, a backslash or
-// a control character, the bytes that end or interrupt a string's plain
-// run. Each test is exact for "is there any such byte", which is all that
-// is asked.
-func plain(x uint64) bool {
+// special returns a mask with the high bit of every byte of x that is a
+// quote, a backslash or a control character: the bytes that end or
+// interrupt a string's plain run. The lowest marked byte is always exact
+// (borrows can only mark bytes above a real match), which is all str uses.
+func special(x uint64) uint64 {
 	ctl := (x - 0x20*ones) & ^x & highs
 	q := x ^ quotes
 	q = (q - ones) & ^q & highs
 	bs := x ^ slashs
 	bs = (bs - ones) & ^bs & highs
-	return ctl|q|bs == 0
+	return ctl | q | bs
 }
 
 // str checks the string literal at b[i] (which is '"') and returns the
@@ -674,16 +679,25 @@ func plain(x uint64) bool {
 func str(b []byte, i int) (int, bool, error) {
 	esc := false
 	i++
-	for i < len(b) {
-		// Strings are mostly plain text: step over it 8 bytes at a time.
-		for i+8 <= len(b) && plain(binary.LittleEndian.Uint64(b[i:])) {
-			i += 8
+	for {
+		// Strings are mostly plain text: look at 8 bytes at a time and go
+		// straight to the first one that is not plain.
+		if i+8 <= len(b) {
+			m := special(binary.LittleEndian.Uint64(b[i:]))
+			if m == 0 {
+				i += 8
+				continue
+			}
+			i += bits.TrailingZeros64(m) >> 3
+		} else {
+			for i < len(b) && b[i] >= 0x20 && b[i] != '"' && b[i] != '\\' {
+				i++
+			}
+			if i >= len(b) {
+				return 0, false, ErrSyntax
+			}
 		}
-		if i >= len(b) {
-			break
-		}
-		c := b[i]
-		switch {
+		switch c := b[i]; {
 		case c == '"':
 			return i + 1, esc, nil
 		case c == '\\':
@@ -702,13 +716,10 @@ func str(b []byte, i int) (int, bool, error) {
 			default:
 				return 0, false, ErrSyntax
 			}
-		case c < 0x20:
+		default: // a control character
 			return 0, false, ErrSyntax
-		default:
-			i++
 		}
 	}
-	return 0, false, ErrSyntax
 }
 
 // number checks a number with JSON's grammar:

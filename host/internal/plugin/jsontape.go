@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"sync"
+	"unsafe"
 
 	"github.com/tetratelabs/wazero/api"
 
@@ -35,17 +36,28 @@ func hostJSONTape(_ context.Context, mod api.Module, _ *callState, a []uint64) i
 	}
 	n := len(s.words) / rawjson.EntryWords
 	if len(s.words)*4 <= int(uint32(a[3])) {
-		b := s.bytes[:0]
-		for _, w := range s.words {
-			b = binary.LittleEndian.AppendUint32(b, w)
-		}
-		s.bytes = b
-		if !mod.Memory().Write(uint32(a[2]), b) {
+		if !mod.Memory().Write(uint32(a[2]), tapeBytes(s)) {
 			return int32(abi.StatusInvalid)
 		}
 	}
 	return int32(n)
 }
+
+// tapeBytes is the tape as little-endian bytes: the words' own memory on a
+// little-endian host, an encoded copy otherwise.
+func tapeBytes(s *tapeBufs) []byte {
+	if littleEndian {
+		return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(s.words))), len(s.words)*4)
+	}
+	b := s.bytes[:0]
+	for _, w := range s.words {
+		b = binary.LittleEndian.AppendUint32(b, w)
+	}
+	s.bytes = b
+	return b
+}
+
+var littleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
 
 type tapeBufs struct {
 	words []uint32
