@@ -86,6 +86,12 @@ func TestAnthropicGoldenAsWasm(t *testing.T) {
 	goldenAsWasm(t, "plugins/anthropic", "")
 }
 
+// TestGeminiGoldenAsWasm runs plugins/gemini/testdata/*.case against the
+// built gemini.wasm; its base URL is the API version root.
+func TestGeminiGoldenAsWasm(t *testing.T) {
+	goldenAsWasm(t, "plugins/gemini", "/v1beta")
+}
+
 // goldenAsWasm runs the cases of a plugin folder against its .wasm, with the
 // base URL the fake upstream's address followed by basePath.
 func goldenAsWasm(t *testing.T, dir, basePath string) {
