@@ -19,7 +19,8 @@ import (
 //	finishReason               the choice's finish chunk
 //	promptFeedback.blockReason a refusal and a content_filter finish chunk
 //	  without candidates
-//	usageMetadata              kept, the last report wins (never summed)
+//	usageMetadata              kept as it came, the last report wins (never
+//	                           summed), decoded once at the end
 //	an error object            the call fails with its status and message
 //	the end of the body        the usage chunk; a 502 if a choice had no finishReason
 //
@@ -42,7 +43,7 @@ type streamer struct {
 	head     []byte // `{"id":...,"object":...,"model":...,"choices":[`
 	buf      []byte
 	choices  [maxChoices]choiceState
-	u        usage
+	usage    []byte // the last usageMetadata, as it came
 	started  bool
 }
 
@@ -51,12 +52,13 @@ var (
 	headBuf  = make([]byte, 0, 256)
 	chunkBuf = make([]byte, 0, 1<<10)
 	ridBuf   = make([]byte, 0, 64)
+	usageBuf = make([]byte, 0, 256)
 	evTape   = make([]uint32, 0, 128)
 )
 
 func translateStream(c *sdk.Call, resp *sdk.Response, created int64, reqModel []byte) error {
-	s := &streamer{c: c, created: created, reqModel: reqModel, head: headBuf[:0], buf: chunkBuf[:0], rid: ridBuf[:0]}
-	defer func() { headBuf, chunkBuf, ridBuf = s.head[:0], s.buf[:0], s.rid[:0] }()
+	s := &streamer{c: c, created: created, reqModel: reqModel, head: headBuf[:0], buf: chunkBuf[:0], rid: ridBuf[:0], usage: usageBuf[:0]}
+	defer func() { headBuf, chunkBuf, ridBuf, usageBuf = s.head[:0], s.buf[:0], s.rid[:0], s.usage[:0] }()
 	for {
 		data, err := resp.NextEvent()
 		if err == io.EOF {
@@ -78,9 +80,19 @@ func translateStream(c *sdk.Call, resp *sdk.Response, created int64, reqModel []
 			return &sdk.HTTPError{Status: 502, Message: "the upstream stream ended before a finish reason"}
 		}
 	}
+	// Usage is repeated, as running totals, by every event: the last report
+	// is kept as bytes and decoded once, here.
+	var u usage
+	if len(s.usage) > 0 {
+		doc, err := s.c.ParseJSON(s.usage, evTape)
+		evTape = doc.Tape
+		if err == nil {
+			u.read(doc.Root())
+		}
+	}
 	b := append(s.buf[:0], s.head...)
 	b = append(b, `],"usage":`...)
-	b = s.u.append(b)
+	b = u.append(b)
 	b = append(b, '}')
 	s.buf = b
 	return s.c.EmitChunk(b)
@@ -124,8 +136,8 @@ func (s *streamer) event(data []byte) (done bool, err error) {
 	if !s.started {
 		s.start(responseID, modelVersion)
 	}
-	if usageV.Exists() {
-		s.u.read(usageV)
+	if usageV.Kind() == rawjson.Object {
+		s.usage = append(s.usage[:0], usageV.Raw()...)
 	}
 	i := 0
 	for e := candidates.Elements(); e.Next(); i++ {

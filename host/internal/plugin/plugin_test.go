@@ -329,6 +329,45 @@ func benchAnthropic(b *testing.B, op abi.Op) {
 	}
 }
 
+// BenchmarkGuestGeminiChat and BenchmarkGuestGeminiStream20 run the inputs
+// of plugins/gemini's BenchmarkNative* through gemini.wasm: a ~2 KB
+// request, then a response or 20 streamed responses (22 chunks out).
+func BenchmarkGuestGeminiChat(b *testing.B) {
+	benchGemini(b, abi.OpChat)
+}
+
+func BenchmarkGuestGeminiStream20(b *testing.B) {
+	benchGemini(b, abi.OpChatStream)
+}
+
+func benchGemini(b *testing.B, op abi.Op) {
+	v := load(b, "plugins/gemini", plugin.Limits{})
+	req := `{"model":"gemini-x","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"` + strings.Repeat("lorem ipsum ", 160) + `"}],"max_tokens":100}`
+	doer := memDoer{ctype: "application/json", body: []byte(`{"candidates":[{"content":{"role":"model","parts":[{"text":"hello"}]},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":300,"candidatesTokenCount":1,"totalTokenCount":301},"modelVersion":"gemini-x","responseId":"resp-x"}`)}
+	if op == abi.OpChatStream {
+		var body strings.Builder
+		for i := 0; i < 19; i++ {
+			body.WriteString(`data: {"candidates":[{"content":{"role":"model","parts":[{"text":"token "}]},"index":0}],"usageMetadata":{"promptTokenCount":300,"candidatesTokenCount":1,"totalTokenCount":301},"modelVersion":"gemini-x","responseId":"resp-x"}` + "\n\n")
+		}
+		body.WriteString(`data: {"candidates":[{"content":{"role":"model","parts":[{"text":"token "}]},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":300,"candidatesTokenCount":20,"totalTokenCount":320},"modelVersion":"gemini-x","responseId":"resp-x"}` + "\n\n")
+		doer = memDoer{ctype: "text/event-stream", body: []byte(body.String())}
+	}
+	sink := &countSink{}
+	inv := &plugin.Invocation{Op: op, Request: []byte(req), Config: guestConfig("https://api.example.com/v1beta"), Egress: doer, Sink: sink}
+	b.ReportAllocs()
+	b.ResetTimer()
+	defer reportCPU(b)()
+	for i := 0; i < b.N; i++ {
+		sink.n = 0
+		if err := v.Call(context.Background(), inv); err != nil {
+			b.Fatal(err)
+		}
+		if want := map[abi.Op]int{abi.OpChat: 1, abi.OpChatStream: 22}[op]; sink.n != want {
+			b.Fatalf("%d emits, want %d", sink.n, want)
+		}
+	}
+}
+
 // countSink counts bodies and chunks, and fails the benchmark's check on a
 // failure.
 type countSink struct{ n int }
