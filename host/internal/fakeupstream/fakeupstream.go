@@ -12,8 +12,9 @@
 //   - GET /v1/models and GET /v1/models/{id}.
 //
 // It also speaks Anthropic's Messages API at POST /v1/messages (see
-// anthropic.go) and Google's Gemini API under /v1beta (gemini.go), so the
-// anthropic and gemini plugins are tested the same way.
+// anthropic.go), Google's Gemini API under /v1beta (gemini.go) and Azure
+// OpenAI's deployment URLs (azure.go), so those plugins are tested the same
+// way.
 //
 // Replies are deterministic. A chat reply is "echo: " followed by the text of
 // the last user message, so a streamed reply can be compared with a plain
@@ -227,7 +228,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.mu.Unlock()
 	}
 
-	if s.serveAnthropic(w, r, body) || s.serveGemini(w, r, body) {
+	if s.serveAnthropic(w, r, body) || s.serveGemini(w, r, body) || s.serveAzure(w, r, body) {
 		return
 	}
 	if !s.checkAuth(w, r) {

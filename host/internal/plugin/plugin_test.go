@@ -77,24 +77,31 @@ func guestConfig(baseURL string) []byte {
 // TestOpenAIGoldenAsWasm runs plugins/openai/testdata/*.case against the
 // built openai.wasm under the real runtime.
 func TestOpenAIGoldenAsWasm(t *testing.T) {
-	goldenAsWasm(t, "plugins/openai", "/v1")
+	goldenAsWasm(t, "plugins/openai", "/v1", "{}")
 }
 
 // TestAnthropicGoldenAsWasm runs plugins/anthropic/testdata/*.case against
 // the built anthropic.wasm; its base URL is the API root.
 func TestAnthropicGoldenAsWasm(t *testing.T) {
-	goldenAsWasm(t, "plugins/anthropic", "")
+	goldenAsWasm(t, "plugins/anthropic", "", "{}")
 }
 
 // TestGeminiGoldenAsWasm runs plugins/gemini/testdata/*.case against the
 // built gemini.wasm; its base URL is the API version root.
 func TestGeminiGoldenAsWasm(t *testing.T) {
-	goldenAsWasm(t, "plugins/gemini", "/v1beta")
+	goldenAsWasm(t, "plugins/gemini", "/v1beta", "{}")
+}
+
+// TestAzureGoldenAsWasm runs plugins/azure/testdata/*.case against the
+// built azure.wasm, with the deployments its native test uses.
+func TestAzureGoldenAsWasm(t *testing.T) {
+	goldenAsWasm(t, "plugins/azure", "", `{"deployments":{"gpt-4o":"prod-gpt4o","text-embedding-3-small":"emb-small"}}`)
 }
 
 // goldenAsWasm runs the cases of a plugin folder against its .wasm, with the
-// base URL the fake upstream's address followed by basePath.
-func goldenAsWasm(t *testing.T, dir, basePath string) {
+// base URL the fake upstream's address followed by basePath, and the
+// provider options given as JSON.
+func goldenAsWasm(t *testing.T, dir, basePath, options string) {
 	v := load(t, dir, plugin.Limits{})
 	cases, err := plugintest.LoadCases(testplugins.Root() + "/" + dir + "/testdata")
 	if err != nil || len(cases) == 0 {
@@ -111,7 +118,8 @@ func goldenAsWasm(t *testing.T, dir, basePath string) {
 				t.Fatal(err)
 			}
 			rec := &recorder{}
-			err = v.Call(context.Background(), &plugin.Invocation{Op: c.Op, Request: c.Request, Config: guestConfig(u.URL + basePath), Egress: eg, Sink: rec})
+			config := []byte(`{"provider":"test","base_url":"` + u.URL + basePath + `","options":` + options + `}`)
+			err = v.Call(context.Background(), &plugin.Invocation{Op: c.Op, Request: c.Request, Config: config, Egress: eg, Sink: rec})
 			if err != nil {
 				t.Fatal(err)
 			}
