@@ -23,4 +23,8 @@ type Host interface {
 	// tape[:cap(tape)] only when all of them fit (rawjson.EntryWords words
 	// each).
 	JSONTape(data []byte, tape []uint32) int32
+	// FetchImage downloads the image at url (ABI 1.2, fetch_image): it
+	// returns the length of "<media type>\n<base64 data>" and writes it into
+	// buf[:cap(buf)] only when it fits.
+	FetchImage(url, buf []byte) int32
 }

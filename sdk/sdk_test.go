@@ -84,6 +84,12 @@ func (h *scriptHost) HTTPSend(head, body []byte) int32 {
 	return int32(len(h.heads))
 }
 func (h *scriptHost) HTTPStatus(int32) int32 { return 200 }
+func (h *scriptHost) FetchImage(url, buf []byte) int32 {
+	if string(url) != "https://example.com/cat.png" {
+		return int32(abi.StatusDenied)
+	}
+	return copyOut(buf, []byte("image/png\niVBORw0KGgo="))
+}
 func (h *scriptHost) JSONTape(data []byte, tape []uint32) int32 {
 	t, err := rawjson.AppendTape(nil, data)
 	if err != nil {
@@ -1376,6 +1382,23 @@ func TestParseJSON(t *testing.T) {
 		}
 		if _, err := c.ParseJSON([]byte(`{"a":`), nil); err != rawjson.ErrSyntax {
 			t.Fatalf("malformed: %v", err)
+		}
+		return nil
+	}), abi.OpChat)
+}
+
+// TestFetchImage: the media type and base64 data come apart; a refusal is
+// a StatusError with the host's status.
+func TestFetchImage(t *testing.T) {
+	sdk.Serve(&scriptHost{}, handler(func(c *sdk.Call) error {
+		mt, data, err := c.FetchImage("https://example.com/cat.png")
+		if err != nil || mt != "image/png" || string(data) != "iVBORw0KGgo=" {
+			t.Fatalf("%q %q %v", mt, data, err)
+		}
+		_, _, err = c.FetchImage("http://10.0.0.1/x.png")
+		var se *sdk.StatusError
+		if !errors.As(err, &se) || se.Status != abi.StatusDenied {
+			t.Fatalf("refusal: %v", err)
 		}
 		return nil
 	}), abi.OpChat)

@@ -52,6 +52,9 @@ func hostLog(level int32, buf unsafe.Pointer, length uint32) int32
 //go:wasmimport llmproxy_v1 json_tape
 func hostJSONTape(buf unsafe.Pointer, length uint32, tape unsafe.Pointer, capacity uint32) int32
 
+//go:wasmimport llmproxy_v1 fetch_image
+func hostFetchImage(url unsafe.Pointer, urlLen uint32, buf unsafe.Pointer, capacity uint32) int32
+
 // ptr returns the address of b's backing array, or nil for an empty slice.
 // The host only touches the bytes in [ptr, ptr+len) (or +cap for reads)
 // during the call, and Go's wasm heap does not move objects.
@@ -100,4 +103,10 @@ func (wasmHost) JSONTape(data []byte, tape []uint32) int32 {
 		p = unsafe.Pointer(unsafe.SliceData(tape))
 	}
 	return hostJSONTape(ptr(data), uint32(len(data)), p, uint32(cap(tape))*4)
+}
+
+// FetchImage is linked, like JSONTape, only into plugins that call
+// Call.FetchImage.
+func (wasmHost) FetchImage(url, buf []byte) int32 {
+	return hostFetchImage(ptr(url), uint32(len(url)), ptr(buf), uint32(cap(buf)))
 }

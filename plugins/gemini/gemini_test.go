@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -106,5 +108,51 @@ func TestCallIDs(t *testing.T) {
 		if _, ours := signatureOf([]byte(foreign)); ours {
 			t.Errorf("%s taken as ours", foreign)
 		}
+	}
+}
+
+// TestFetchedImage: an http(s) image URL is downloaded by the host and sent
+// inline; a URL that is not an image is a 400 naming the part.
+func TestFetchedImage(t *testing.T) {
+	img := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/cat.png" {
+			w.Header().Set("Content-Type", "image/png")
+			w.Write([]byte("\x89PNG\r\n\x1a\n"))
+			return
+		}
+		w.Header().Set("Content-Type", "text/html")
+		w.Write([]byte("<html></html>"))
+	}))
+	defer img.Close()
+	c, err := plugintest.ParseCase("fetched", []byte(`-- op --
+chat
+-- request --
+{"model":"gemini-x","messages":[{"role":"user","content":[{"type":"text","text":"what is it?"},{"type":"image_url","image_url":{"url":"`+img.URL+`/cat.png"}}]}]}
+-- upstream --
+HTTP 200
+Content-Type: application/json
+Date: Tue, 14 Nov 2023 22:13:20 GMT
+
+{"candidates":[{"content":{"role":"model","parts":[{"text":"a cat"}]},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":260,"candidatesTokenCount":2,"totalTokenCount":262}}
+-- want upstream --
+POST /v1beta/models/gemini-x:generateContent
+
+{"contents":[{"role":"user","parts":[{"text":"what is it?"},{"inlineData":{"mimeType":"image/png","data":"iVBORw0KGgo="}}]}]}
+-- want emits --
+body {"id":"chatcmpl-gemini","object":"chat.completion","created":1700000000,"model":"gemini-x","choices":[{"index":0,"message":{"role":"assistant","content":"a cat","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":260,"completion_tokens":2,"total_tokens":262,"prompt_tokens_details":{"cached_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}}}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := c.StartUpstream()
+	defer u.Close()
+	res := plugintest.Run(plugin{}, c.Op, c.Request, plugintest.Options{BaseURL: u.URL + "/v1beta"})
+	if diffs := c.Check(u, res.Emits); len(diffs) > 0 {
+		t.Fatal(strings.Join(diffs, "\n"))
+	}
+	res = plugintest.Run(plugin{}, abi.OpChat, []byte(`{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"`+img.URL+`/page.html"}}]}]}`),
+		plugintest.Options{BaseURL: u.URL + "/v1beta"})
+	if len(res.Emits) != 1 || res.Emits[0].Status != 400 || !strings.Contains(string(res.Emits[0].Data), "is not an image") {
+		t.Fatalf("%v", res.Emits)
 	}
 }

@@ -52,7 +52,7 @@ func chat(c *sdk.Call, stream bool) error {
 	if !ok || len(model) == 0 {
 		return badRequest("model", "model must be a string")
 	}
-	body, err := buildRequest(req, c.ParseJSON)
+	body, err := buildRequest(req, c.ParseJSON, c.FetchImage)
 	if err != nil {
 		return err
 	}

@@ -2,8 +2,11 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 
+	"github.com/llm-proxy/llm-proxy/sdk"
+	"github.com/llm-proxy/llm-proxy/sdk/abi"
 	"github.com/llm-proxy/llm-proxy/sdk/rawjson"
 )
 
@@ -16,6 +19,8 @@ import (
 //	text parts                            {"text"}
 //	image_url, file and input_audio       {"inlineData": {mimeType, data}}
 //	  with base64 data (data: URLs)
+//	image_url with an http(s) URL         {"inlineData"} with the image the host
+//	                                        downloads (fetch_image)
 //	assistant tool_calls                  {"functionCall": {name, args}} parts, with the
 //	                                      thoughtSignature kept in the call's id
 //	tool messages                         {"functionResponse": {name, response}} parts of a
@@ -33,6 +38,10 @@ import (
 // parser indexes a JSON document, reusing tape.
 type parser func(data []byte, tape []uint32) (rawjson.Doc, error)
 
+// fetcher downloads the image at an http(s) URL: its media type and its
+// bytes in base64 (Call.FetchImage).
+type fetcher func(url string) (string, []byte, error)
+
 // Buffers reused across the calls of a warm instance.
 var (
 	reqBuf = make([]byte, 0, 8<<10)
@@ -45,7 +54,7 @@ var (
 // tells Gemini 3 not to validate the signature.
 const signatureSentinel = "skip_thought_signature_validator"
 
-func buildRequest(req rawjson.Value, parse parser) ([]byte, error) {
+func buildRequest(req rawjson.Value, parse parser, fetch fetcher) ([]byte, error) {
 	var messages, maxTokens, maxCompletionTokens, stop, n, responseFormat, tools, toolChoice rawjson.Value
 	var numbers [6]rawjson.Value // temperature, top_p, top_k, seed, presence, frequency
 	for m := req.Members(); m.Next(); {
@@ -84,7 +93,7 @@ func buildRequest(req rawjson.Value, parse parser) ([]byte, error) {
 	if messages.Kind() != rawjson.Array {
 		return nil, badRequest("messages", "messages must be an array of message objects")
 	}
-	w := contentWriter{buf: append(cntBuf[:0], '['), sys: sysBuf[:0], parse: parse}
+	w := contentWriter{buf: append(cntBuf[:0], '['), sys: sysBuf[:0], parse: parse, fetch: fetch}
 	i := 0
 	for e := messages.Elements(); e.Next(); i++ {
 		if err := w.message(e.Value(), i); err != nil {
@@ -204,6 +213,7 @@ type contentWriter struct {
 	calls int    // function calls in the open model content
 	sys   []byte // system text parts, comma-separated
 	parse parser
+	fetch fetcher
 	// names maps the id of each tool call seen so far to its function
 	// name, for the functionResponse parts of tool messages.
 	names []toolName
@@ -342,7 +352,11 @@ func (w *contentWriter) parts(content rawjson.Value, i int, role string) error {
 					iu = iu.Get("url")
 				}
 				w.next(role)
-				w.buf, err = appendDataURL(w.buf, iu, where, "an image")
+				if u, _ := iu.Str(); w.fetch != nil && (hasPrefixFold(u, "https://") || hasPrefixFold(u, "http://")) {
+					w.buf, err = appendFetched(w.buf, w.fetch, string(u), where)
+				} else {
+					w.buf, err = appendDataURL(w.buf, iu, where, "an image")
+				}
 				if err != nil {
 					return err
 				}
@@ -378,9 +392,41 @@ func (w *contentWriter) parts(content rawjson.Value, i int, role string) error {
 	return nil
 }
 
-// appendDataURL writes an inlineData part for a base64 data URL. http(s)
-// URLs are refused: Gemini wants the bytes inline, and this plugin does not
-// fetch them.
+// appendFetched writes an inlineData part for an image the host downloads
+// (fetch_image): Gemini wants image bytes inline. A URL the host refuses or
+// cannot fetch is the client's mistake: a 400 that says why.
+func appendFetched(b []byte, fetch fetcher, url, param string) ([]byte, error) {
+	mt, data, err := fetch(url)
+	if err != nil {
+		why := "could not be downloaded"
+		var se *sdk.StatusError
+		if errors.As(err, &se) {
+			switch se.Status {
+			case abi.StatusDenied:
+				why = "is not allowed (only public http(s) addresses are fetched)"
+			case abi.StatusMalformed:
+				why = "is not an image (png, jpeg, webp, gif, heic or heif)"
+			case abi.StatusLimit:
+				why = "is too large"
+			case abi.StatusTimeout:
+				why = "did not answer in time"
+			}
+		}
+		return b, badRequest(param, "%s: the image URL %s", param, why)
+	}
+	b = append(b, `{"inlineData":{"mimeType":`...)
+	b = rawjson.AppendString(b, mt)
+	b = append(b, `,"data":"`...)
+	b = append(b, data...) // base64: nothing to escape
+	return append(b, `"}}`...), nil
+}
+
+func hasPrefixFold(b []byte, prefix string) bool {
+	return len(b) >= len(prefix) && bytes.EqualFold(b[:len(prefix)], []byte(prefix))
+}
+
+// appendDataURL writes an inlineData part for a base64 data URL. A file
+// given by http(s) URL is refused: only images are fetched.
 func appendDataURL(b []byte, url rawjson.Value, param, what string) ([]byte, error) {
 	u, ok := url.Str()
 	if !ok {
@@ -388,7 +434,7 @@ func appendDataURL(b []byte, url rawjson.Value, param, what string) ([]byte, err
 	}
 	mediaType, data, isData := parseDataURL(u)
 	if !isData {
-		return b, badRequest(param, "%s: %s must be sent as a base64 data URL to this provider (http(s) URLs are not fetched)", param, what)
+		return b, badRequest(param, "%s: %s must be sent as a base64 data URL (or, for an image, an http(s) URL)", param, what)
 	}
 	if mediaType == nil || data == nil {
 		return b, badRequest(param, "%s: a data URL must be data:<media type>;base64,<data>", param)

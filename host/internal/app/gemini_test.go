@@ -163,6 +163,34 @@ func TestGeminiEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("image URL fetched by the host", func(t *testing.T) {
+		before := countPath(p, fakeupstream.ImagePath)
+		url := strings.TrimSuffix(p.Upstream.URL, "/v1") + fakeupstream.ImagePath
+		resp, err := c.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: "gemini-test", Messages: []openai.ChatCompletionMessageParamUnion{
+			openai.UserMessage([]openai.ChatCompletionContentPartUnionParam{
+				openai.TextContentPart("describe"),
+				openai.ImageContentPart(openai.ChatCompletionContentPartImageImageURLParam{URL: url}),
+			}),
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := resp.Choices[0].Message.Content; got != "echo: describe [image/png 8 bytes]" {
+			t.Fatalf("content %q", got)
+		}
+		if n := countPath(p, fakeupstream.ImagePath) - before; n != 1 {
+			t.Fatalf("the image was downloaded %d times, want once", n)
+		}
+		for _, r := range p.Upstream.Requests() {
+			if r.Path == fakeupstream.ImagePath && (r.Header.Get("x-goog-api-key") != "" || r.Header.Get("Authorization") != "") {
+				t.Fatalf("credentials sent with the image fetch: %v", r.Header)
+			}
+		}
+		if body := lastUpstream(t, p).Body; gjson.GetBytes(body, "contents.0.parts.1.inlineData.mimeType").String() != "image/png" {
+			t.Fatalf("image not inline: %s", body)
+		}
+	})
+
 	t.Run("blocked prompt is an answer", func(t *testing.T) {
 		for _, stream := range []bool{false, true} {
 			if !stream {
@@ -258,4 +286,15 @@ func TestGeminiErrors(t *testing.T) {
 			t.Fatalf("%d %s", st, b)
 		}
 	})
+}
+
+// countPath counts the requests the fake upstream received for path.
+func countPath(p *proxy, path string) int {
+	n := 0
+	for _, r := range p.Upstream.Requests() {
+		if r.Path == path {
+			n++
+		}
+	}
+	return n
 }

@@ -58,6 +58,13 @@ const (
 	ModelBigOutput = "big-output"
 )
 
+// ImagePath serves ImagePNG (image/png) without any credentials, as a
+// public image a client links to would be.
+const ImagePath = "/media/cat.png"
+
+// ImagePNG is the image at ImagePath: the 8-byte PNG signature.
+var ImagePNG = []byte("\x89PNG\r\n\x1a\n")
+
 // Timings and sizes used by the special models.
 const (
 	SlowHeadersDelay = 3 * time.Second
@@ -228,6 +235,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.mu.Unlock()
 	}
 
+	if r.URL.Path == ImagePath {
+		// A public image a client links to: no credentials needed.
+		w.Header().Set("Content-Type", "image/png")
+		w.Write(ImagePNG)
+		return
+	}
 	if s.serveAnthropic(w, r, body) || s.serveGemini(w, r, body) || s.serveAzure(w, r, body) {
 		return
 	}

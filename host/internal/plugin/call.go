@@ -66,6 +66,7 @@ type callState struct {
 	body    bool
 	overLim bool
 	retry   string
+	image   *fetchedImage // the last fetch_image result
 }
 
 type upstream struct {
@@ -251,6 +252,7 @@ var hostFns = []hostFn{
 		return 0
 	}},
 	{abi.FnJSONTape, hostJSONTape},
+	{abi.FnFetchImage, hostFetchImage},
 	{abi.FnLog, func(_ context.Context, mod api.Module, st *callState, a []uint64) int32 {
 		msg, ok := view(mod, uint32(a[1]), uint32(a[2]))
 		if !ok {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -455,14 +456,20 @@ func TestJSONTape(t *testing.T) {
 	}
 }
 
-// TestTapeImportOnlyWhenUsed: the SDK's json_tape import is linked only
-// into plugins that call Call.ParseJSON, so a plugin that does not need ABI
-// 1.1 still loads on a host that offers 1.0.
+// TestTapeImportOnlyWhenUsed: the SDK's imports of later ABI minors
+// (json_tape 1.1, fetch_image 1.2) are linked only into plugins that call
+// Call.ParseJSON or Call.FetchImage, so a plugin that does not need them
+// still loads on an older host.
 func TestTapeImportOnlyWhenUsed(t *testing.T) {
 	ctx := context.Background()
 	r := wazero.NewRuntime(ctx)
 	defer r.Close(ctx)
-	for dir, want := range map[string]bool{"plugins/openai": false, "plugins/anthropic": true} {
+	for dir, want := range map[string]string{
+		"plugins/openai":    "",
+		"plugins/anthropic": "json_tape",
+		"plugins/azure":     "json_tape",
+		"plugins/gemini":    "fetch_image json_tape",
+	} {
 		wasm, err := os.ReadFile(testplugins.Build(t, dir))
 		if err != nil {
 			t.Fatal(err)
@@ -471,14 +478,15 @@ func TestTapeImportOnlyWhenUsed(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got := false
+		var got []string
 		for _, f := range m.ImportedFunctions() {
-			if mod, name, _ := f.Import(); mod == abi.ImportModule && name == abi.FnJSONTape {
-				got = true
+			if mod, name, _ := f.Import(); mod == abi.ImportModule && (name == abi.FnJSONTape || name == abi.FnFetchImage) {
+				got = append(got, name)
 			}
 		}
-		if got != want {
-			t.Errorf("%s imports json_tape: %v, want %v", dir, got, want)
+		sort.Strings(got)
+		if strings.Join(got, " ") != want {
+			t.Errorf("%s imports %v, want %q", dir, got, want)
 		}
 	}
 }
