@@ -41,6 +41,7 @@ type streamer struct {
 	reqModel []byte
 	rid      []byte // the response id's raw content
 	head     []byte // `{"id":...,"object":...,"model":...,"choices":[`
+	textPre  []byte // head + `{"index":0,"delta":{"content":`
 	buf      []byte
 	choices  [maxChoices]choiceState
 	usage    []byte // the last usageMetadata, as it came
@@ -53,12 +54,15 @@ var (
 	chunkBuf = make([]byte, 0, 1<<10)
 	ridBuf   = make([]byte, 0, 64)
 	usageBuf = make([]byte, 0, 256)
+	preBuf   = make([]byte, 0, 256)
 	evTape   = make([]uint32, 0, 128)
 )
 
 func translateStream(c *sdk.Call, resp *sdk.Response, created int64, reqModel []byte) error {
-	s := &streamer{c: c, created: created, reqModel: reqModel, head: headBuf[:0], buf: chunkBuf[:0], rid: ridBuf[:0], usage: usageBuf[:0]}
-	defer func() { headBuf, chunkBuf, ridBuf, usageBuf = s.head[:0], s.buf[:0], s.rid[:0], s.usage[:0] }()
+	s := &streamer{c: c, created: created, reqModel: reqModel, head: headBuf[:0], buf: chunkBuf[:0], rid: ridBuf[:0], usage: usageBuf[:0], textPre: preBuf[:0]}
+	defer func() {
+		headBuf, chunkBuf, ridBuf, usageBuf, preBuf = s.head[:0], s.buf[:0], s.rid[:0], s.usage[:0], s.textPre[:0]
+	}()
 	for {
 		data, err := resp.NextEvent()
 		if err == io.EOF {
@@ -218,10 +222,7 @@ func (s *streamer) candidate(c rawjson.Value, pos int) error {
 		switch {
 		case thought:
 		case text.Kind() == rawjson.String && len(text.Raw()) > 2:
-			b := s.open(st, idx)
-			b = append(b, `"content":`...)
-			b = append(b, text.Raw()...)
-			if err := s.send(b, ""); err != nil {
+			if err := s.text(st, idx, text.Raw()); err != nil {
 				return err
 			}
 		case call.Kind() == rawjson.Object:
@@ -250,6 +251,28 @@ func (s *streamer) candidate(c rawjson.Value, pos int) error {
 		return s.send(s.open(st, idx), finishReason(fr, st.calls))
 	}
 	return nil
+}
+
+// chunkTail ends a chunk whose delta is still open.
+const chunkTail = `},"logprobs":null,"finish_reason":null}]}`
+
+// text sends a text delta. Text chunks of choice 0 are most of a stream, so
+// after the first their prefix is copied whole: three appends a chunk.
+func (s *streamer) text(st *choiceState, idx int64, raw []byte) error {
+	if idx != 0 || !st.roleSent {
+		b := s.open(st, idx)
+		b = append(b, `"content":`...)
+		b = append(b, raw...)
+		return s.send(b, "")
+	}
+	if len(s.textPre) == 0 {
+		s.textPre = append(append(s.textPre[:0], s.head...), `{"index":0,"delta":{"content":`...)
+	}
+	b := append(s.buf[:0], s.textPre...)
+	b = append(b, raw...)
+	b = append(b, chunkTail...)
+	s.buf = b
+	return s.c.EmitChunk(b)
 }
 
 // open starts a chunk for choice idx and returns it with its delta object
