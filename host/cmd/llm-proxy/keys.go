@@ -76,7 +76,7 @@ func keysCmd(args, environ []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "created key %s (%s); the secret above is shown only once\n", k.ID, k.Name)
 	case "list":
 		w := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "ID\tNAME\tPREFIX\tMODELS\tEXPIRES\tSTATE")
+		fmt.Fprintln(w, "ID\tNAME\tPREFIX\tMODELS\tEXPIRES\tSTATE\tLAST USED")
 		for _, k := range reg.List() {
 			state, exp := "active", "never"
 			if k.ExpiresAt != nil {
@@ -92,7 +92,11 @@ func keysCmd(args, environ []string, stdout, stderr io.Writer) int {
 			if ms == "" {
 				ms = "*"
 			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Name, k.Prefix, ms, exp, state)
+			used := "never"
+			if k.LastUsedAt != nil {
+				used = k.LastUsedAt.Format(time.RFC3339)
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Name, k.Prefix, ms, exp, state, used)
 		}
 		w.Flush()
 	case "revoke", "rotate":

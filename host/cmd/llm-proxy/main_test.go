@@ -79,15 +79,8 @@ func freePort(t *testing.T) string {
 // SIGTERM mid-stream: the stream completes, new connections are refused,
 // and the process exits 0.
 func TestSIGTERMDrainsStreams(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary")
-	}
+	bin := binary(t)
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "llm-proxy")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
 	plugins := filepath.Join(dir, "plugins")
 	os.Mkdir(plugins, 0o755)
 	testplugins.Install(t, testplugins.Build(t, "plugins/demo"), plugins, "demo.wasm")
@@ -209,7 +202,7 @@ func TestKeysCommand(t *testing.T) {
 	out.Reset()
 	run([]string{"keys", "list", "--config", cfg}, nil, &out, &errb)
 	fields := strings.Fields(strings.Split(out.String(), "\n")[1])
-	if len(fields) < 6 || fields[1] != "ci" || fields[3] != "a,b" || fields[5] != "active" || strings.Contains(out.String(), secret) {
+	if len(fields) != 7 || fields[1] != "ci" || fields[3] != "a,b" || fields[5] != "active" || fields[6] != "never" || strings.Contains(out.String(), secret) {
 		t.Fatalf("list:\n%s", out.String())
 	}
 	id := fields[0]

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/llm-proxy/llm-proxy/dashboard"
+	"github.com/llm-proxy/llm-proxy/host/internal/bodylog"
 	"github.com/llm-proxy/llm-proxy/host/internal/config"
 	"github.com/llm-proxy/llm-proxy/host/internal/egress"
 	"github.com/llm-proxy/llm-proxy/host/internal/hub"
@@ -55,11 +57,24 @@ type App struct {
 	routes    *router.Live       // the providers the server routes to
 	key       *secrets.Key       // signs sessions and seals stored secrets
 	hub       *hub.Hub           // live events for dashboards
+	settings  *settings          // changed at run time through /api/settings
 	stopHub   context.CancelFunc
 	hubDone   chan struct{}
 	cancel    context.CancelFunc
 	served    chan error
+
+	// KeyUsageFlushEvery is how often the client keys' last-used stamps
+	// are written to the database (and once more at shutdown). New sets
+	// it to DefaultKeyUsageFlushEvery; change it before Start.
+	KeyUsageFlushEvery time.Duration
+	flushed            chan struct{} // closed when the flush loop has returned
 }
+
+// DefaultKeyUsageFlushEvery is the default of App.KeyUsageFlushEvery.
+const DefaultKeyUsageFlushEvery = 5 * time.Second
+
+// Hub is the live event hub behind /api/ws.
+func (a *App) Hub() *hub.Hub { return a.hub }
 
 // Store is the proxy's database.
 func (a *App) Store() *store.Store { return a.store }
@@ -127,7 +142,15 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 		st.Close()
 		return nil, err
 	}
-	requests := requestlog.New(&storeSink{st: st}, requestlog.Options{QueueSize: cfg.Logs.QueueSize, Logger: log,
+	// The body policy is always ready: body logging can be switched on at
+	// run time (PATCH /api/settings).
+	sink := &storeSink{st: st, bodies: bodylog.New(int(cfg.Logs.MaxBodyBytes), cfg.Logs.RedactFields)}
+	sets := newSettings(st, cfg.Logs.RetentionDays, cfg.Logs.Bodies, int(cfg.Logs.MaxBodyBytes), cfg.Logs.RedactFields)
+	if err := sets.load(context.Background()); err != nil {
+		st.Close()
+		return nil, err
+	}
+	requests := requestlog.New(sink, requestlog.Options{QueueSize: cfg.Logs.QueueSize, Logger: log,
 		Broadcaster: finishedEvents{events}})
 	accounts := users.New(st)
 	srv := server.New(server.Options{
@@ -141,12 +164,17 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 		Providers:    pm,
 		LogDB:        st.Reader(),
 		Prices:       prices(cfg.Prices),
+		Dashboard:    dashboard.Files(),
 		AdminKey:     adminKey,
 		MaxBodyBytes: int(cfg.Server.MaxBodyBytes),
+		Settings:     sets,
 		ReadTimeout:  cfg.Server.ReadTimeout.Std(),
 		Logger:       log,
 	})
-	return &App{cfg: cfg, log: log, Registry: reg, Server: srv, store: st, requests: requests, keys: ks, providers: pm, routes: routes, key: key, hub: events}, nil
+	sets.srv = srv
+	sets.apply()
+	return &App{cfg: cfg, log: log, Registry: reg, Server: srv, store: st, requests: requests, keys: ks, providers: pm, routes: routes, key: key, hub: events, settings: sets,
+		KeyUsageFlushEvery: DefaultKeyUsageFlushEvery}, nil
 }
 
 // newProvider builds the request path's provider from its definition and
@@ -242,14 +270,20 @@ func (a *App) Start(ln net.Listener) error {
 	go a.pruneLoop(ctx)
 	go a.keys.Watch(ctx, time.Second)
 	go a.providers.Watch(ctx, providersPoll)
+	a.flushed = make(chan struct{})
+	go func() {
+		defer close(a.flushed)
+		a.keys.FlushUsageEvery(ctx, a.KeyUsageFlushEvery)
+	}()
 	a.served = make(chan error, 1)
 	go func() { a.served <- a.Server.Serve(ln) }()
 	return nil
 }
 
 // Shutdown stops accepting requests, lets in-flight ones (streams too)
-// finish within the configured shutdown timeout, writes the request log
-// queue to the database, then closes the plugins and the database.
+// finish within the configured shutdown timeout, writes the keys'
+// last-used stamps and the request log queue to the database, then closes
+// the plugins and the database.
 func (a *App) Shutdown() error {
 	// Dashboards are told first and disconnected, so their connections do
 	// not hold the shutdown up.
@@ -269,6 +303,13 @@ func (a *App) Shutdown() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if a.flushed != nil {
+		<-a.flushed // the loop stopped with a.cancel: one flush at a time
+	}
+	if _, kerr := a.keys.FlushUsage(ctx); kerr != nil {
+		a.log.Error("api keys: last_used_at not written", "err", kerr)
+		err = errors.Join(err, kerr)
+	}
 	if lerr := a.requests.Close(ctx); lerr != nil {
 		a.log.Error("request log not fully written", "err", lerr)
 		err = errors.Join(err, lerr)

@@ -77,3 +77,38 @@ func TestLogExport(t *testing.T) {
 		}
 	}
 }
+
+func TestOverviewAPI(t *testing.T) {
+	p := startProxy(t, nil)
+	c := p.client(adminKey)
+	for i := 0; i < 3; i++ {
+		if _, err := c.Chat.Completions.New(context.Background(), chatParams("gpt-4o-mini", "hi")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Chat.Completions.New(context.Background(), chatParams("no-such-model", "hi"))
+	for _, r := range []string{"1h", "24h"} {
+		var o struct {
+			Range    string `json:"range"`
+			InFlight *int   `json:"in_flight"`
+			Totals   struct {
+				Requests, Errors, CompletionTokens int64
+				P50MS                              float64 `json:"p50_ms"`
+			} `json:"totals"`
+			Series []json.RawMessage `json:"series"`
+		}
+		waitFor(t, func() bool {
+			status, body := adminCall(t, p, "GET", "/api/overview?range="+r, "")
+			if status != 200 || json.Unmarshal(body, &o) != nil {
+				t.Fatalf("%s: %d %s", r, status, body)
+			}
+			return o.Totals.Requests == 4
+		})
+		if o.Range != r || o.InFlight == nil || o.Totals.Errors != 1 || o.Totals.P50MS <= 0 || (r == "1h") != (len(o.Series) == 60) {
+			t.Fatalf("%s: %+v, %d buckets", r, o, len(o.Series))
+		}
+	}
+	if status, body := adminCall(t, p, "GET", "/api/overview?range=7d", ""); status != 400 || !strings.Contains(string(body), "invalid_filter") {
+		t.Fatalf("bad range: %d %s", status, body)
+	}
+}

@@ -75,6 +75,12 @@ func startProxy(t *testing.T, tweak func(*config.Config)) *proxy {
 // startProxyWith also sets the fake upstream's options (its key is fixed).
 func startProxyWith(t testing.TB, tweak func(*config.Config), upOpts fakeupstream.Options) *proxy {
 	t.Helper()
+	return startProxyFull(t, tweak, upOpts, nil)
+}
+
+// startProxyFull also lets prepare change the App before it starts.
+func startProxyFull(t testing.TB, tweak func(*config.Config), upOpts fakeupstream.Options, prepare func(*app.App)) *proxy {
+	t.Helper()
 	upOpts.APIKey = upstreamKey
 	up, err := fakeupstream.Start(upOpts)
 	if err != nil {
@@ -118,6 +124,9 @@ func startProxyWith(t testing.TB, tweak func(*config.Config), upOpts fakeupstrea
 	a, err := app.New(cfg, environ, log)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if prepare != nil {
+		prepare(a)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

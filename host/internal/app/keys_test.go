@@ -3,11 +3,18 @@ package app_test
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/llm-proxy/llm-proxy/host/internal/app"
+	"github.com/llm-proxy/llm-proxy/host/internal/config"
+	"github.com/llm-proxy/llm-proxy/host/internal/fakeupstream"
+	"github.com/llm-proxy/llm-proxy/host/internal/store"
 )
 
 type createdKey struct {
@@ -128,5 +135,72 @@ func TestAuthMatrix(t *testing.T) {
 	}
 	if status, _ := adminCall(t, p, "DELETE", "/api/keys/key_nope", ""); status != 404 {
 		t.Errorf("revoke unknown: %d", status)
+	}
+}
+
+// TestKeyLastUsed: a key used through the SDK gets last_used_at in the
+// database and in GET /api/keys after the flush interval; an unused key
+// stays null; the stamps still in memory at shutdown are written then.
+func TestKeyLastUsed(t *testing.T) {
+	dbPath := filepath.Join(t.TempDir(), "keys.db")
+	p := startProxyFull(t, func(cfg *config.Config) { cfg.Database.Path = dbPath }, fakeupstream.Options{},
+		func(a *app.App) { a.KeyUsageFlushEvery = 100 * time.Millisecond })
+	used := createKey(t, p, `{"name":"used"}`)
+	unused := createKey(t, p, `{"name":"unused"}`)
+	before := time.Now().Add(-time.Second)
+	if _, err := p.client(used.Key).Chat.Completions.New(context.Background(), chatParams("gpt-4o-mini", "hi")); err != nil {
+		t.Fatal(err)
+	}
+	column := func(id string) sql.NullInt64 {
+		var v sql.NullInt64
+		if err := p.App.Store().Reader().Get(&v, `SELECT last_used_at FROM api_keys WHERE id = ?`, id); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	waitFor(t, func() bool { return column(used.ID).Valid })
+	if v := column(used.ID).Int64; v < before.UnixMilli() || v > time.Now().UnixMilli() {
+		t.Fatalf("last_used_at %d, want about now", v)
+	}
+	if column(unused.ID).Valid {
+		t.Fatal("the unused key has a last_used_at")
+	}
+	status, b := adminCall(t, p, "GET", "/api/keys", "")
+	var list struct {
+		Data []struct {
+			ID         string     `json:"id"`
+			LastUsedAt *time.Time `json:"last_used_at"`
+		} `json:"data"`
+	}
+	if status != 200 || json.Unmarshal(b, &list) != nil || len(list.Data) != 2 || !bytes.Contains(b, []byte(`"last_used_at":null`)) {
+		t.Fatalf("GET /api/keys: %d %s", status, b)
+	}
+	for _, k := range list.Data {
+		if (k.ID == used.ID) != (k.LastUsedAt != nil) {
+			t.Fatalf("GET /api/keys: %s", b)
+		}
+	}
+
+	// With a flush interval longer than the test, the stamp is written at
+	// shutdown.
+	dbPath = filepath.Join(t.TempDir(), "keys.db")
+	p = startProxyFull(t, func(cfg *config.Config) { cfg.Database.Path = dbPath }, fakeupstream.Options{},
+		func(a *app.App) { a.KeyUsageFlushEvery = time.Hour })
+	late := createKey(t, p, `{"name":"late"}`)
+	if _, err := p.client(late.Key).Chat.Completions.New(context.Background(), chatParams("gpt-4o-mini", "hi")); err != nil {
+		t.Fatal(err)
+	}
+	if column(late.ID).Valid {
+		t.Fatal("written before the flush interval")
+	}
+	p.Stop()
+	st, err := store.Open(context.Background(), store.Options{Path: dbPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var n int
+	if err := st.Reader().Get(&n, `SELECT count(*) FROM api_keys WHERE last_used_at IS NOT NULL`); err != nil || n != 1 {
+		t.Fatalf("after shutdown %d keys have last_used_at (%v), want 1", n, err)
 	}
 }

@@ -62,7 +62,8 @@ func TestRequestLogRows(t *testing.T) {
 	}
 	for _, r := range []store.RequestLog{chat, stream} {
 		if r.Status != 200 || r.Provider != "fake" || r.Plugin != "openai" || r.PluginVersion != "1.0.0" ||
-			r.PromptTokens == 0 || r.CompletionTokens == 0 || r.ErrorType.Valid || r.KeyID.Valid || r.LatencyMS <= 0 {
+			r.PromptTokens == 0 || r.CompletionTokens == 0 || r.ErrorType.Valid || r.KeyID.Valid || r.LatencyMS <= 0 ||
+			r.RequestBody.Valid || r.ResponseBody.Valid { // bodies are off by default
 			t.Fatalf("row %+v", r)
 		}
 	}
@@ -165,7 +166,8 @@ func TestRequestLogRows(t *testing.T) {
 }
 
 // TestRetention: rows older than [logs] retention_days are pruned by the
-// running proxy, newer ones are kept.
+// running proxy, newer ones are kept, and so are their usage rollups; the
+// days that are over get their day rollups.
 func TestRetention(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "seeded.db")
 	st, err := store.Open(context.Background(), store.Options{Path: path})
@@ -186,14 +188,27 @@ func TestRetention(t *testing.T) {
 		cfg.Logs.RetentionDays = 7
 	})
 	var ids []string
+	var rollups []struct {
+		Period int64 `db:"period"`
+		Bucket int64 `db:"bucket"`
+	}
 	waitFor(t, func() bool {
-		ids = nil
-		if err := p.App.Store().Reader().Select(&ids, `SELECT id FROM request_logs ORDER BY id`); err != nil {
+		ids, rollups = nil, nil
+		db := p.App.Store().Reader()
+		if err := db.Select(&ids, `SELECT id FROM request_logs ORDER BY id`); err != nil {
 			t.Fatal(err)
 		}
-		return len(ids) == 1
+		if err := db.Select(&rollups, `SELECT period, bucket FROM usage_rollups ORDER BY period, bucket`); err != nil {
+			t.Fatal(err)
+		}
+		return len(ids) == 1 && len(rollups) == 2
 	})
 	if ids[0] != "req_new" {
 		t.Fatalf("kept %v", ids)
+	}
+	newTS := rows[1].TS
+	if rollups[0].Period != store.PeriodHour || rollups[0].Bucket != store.FloorBucket(newTS, store.PeriodHour) ||
+		rollups[1].Period != store.PeriodDay || rollups[1].Bucket != store.FloorBucket(newTS, store.PeriodDay) {
+		t.Fatalf("rollups %+v, want the hour and the day of req_new", rollups)
 	}
 }

@@ -30,17 +30,33 @@ func dialEvents(t *testing.T, p *proxy, h http.Header) (*websocket.Conn, *http.R
 	return c, resp, err
 }
 
+// pending holds the events of a message not yet looked at, per connection.
+var pending = map[*websocket.Conn][]wsEvent{}
+
 // next reads events until one of type typ arrives or the deadline passes.
+// A message holds one or more events, one JSON object per line; the events
+// after the one returned are kept for the next call.
 func next(t *testing.T, c *websocket.Conn, typ string, within time.Duration) wsEvent {
 	t.Helper()
 	c.SetReadDeadline(time.Now().Add(within))
 	for {
-		var e wsEvent
-		if err := c.ReadJSON(&e); err != nil {
+		for len(pending[c]) > 0 {
+			e := pending[c][0]
+			pending[c] = pending[c][1:]
+			if e.Type == typ {
+				return e
+			}
+		}
+		_, msg, err := c.ReadMessage()
+		if err != nil {
 			t.Fatalf("waiting for %s: %v", typ, err)
 		}
-		if e.Type == typ {
-			return e
+		for _, line := range strings.Split(string(msg), "\n") {
+			var e wsEvent
+			if err := json.Unmarshal([]byte(line), &e); err != nil {
+				t.Fatalf("event %q: %v", line, err)
+			}
+			pending[c] = append(pending[c], e)
 		}
 	}
 }

@@ -41,6 +41,30 @@ type RequestLogsConfig struct {
 	// QueueSize bounds the rows waiting for the database writer; when it
 	// is full, new rows are dropped and counted. Default: 10000.
 	QueueSize int `koanf:"queue_size"`
+	// Bodies stores each request's body and the response as sent to the
+	// client (for a stream, its server-sent events) with the row. Default:
+	// false.
+	Bodies bool `koanf:"bodies"`
+	// MaxBodyBytes caps each stored body; a longer one keeps its first
+	// MaxBodyBytes bytes followed by "…[truncated from N bytes]" (see
+	// bodylog.TruncatedSuffix). Allowed range: 1 byte to MaxLogBodyBytes.
+	// Default: 64KiB.
+	MaxBodyBytes ByteSize `koanf:"max_body_bytes"`
+	// RedactFields are JSON object keys whose values are replaced by
+	// "[REDACTED]" in stored bodies, wherever they appear, at any depth;
+	// names match without regard to case. Default: DefaultRedactFields.
+	RedactFields []string `koanf:"redact_fields"`
+}
+
+// MaxLogBodyBytes is the largest logs.max_body_bytes: every queued row may
+// hold two bodies, so the cap bounds the memory of a full queue.
+const MaxLogBodyBytes = 16 * MiB
+
+// DefaultRedactFields returns the default logs.redact_fields: the usual
+// names of credentials a client might put in a request body.
+func DefaultRedactFields() []string {
+	return []string{"api_key", "apikey", "x-api-key", "authorization", "password", "secret",
+		"client_secret", "access_token", "refresh_token"}
 }
 
 // PriceConfig is one model's price in USD per million tokens.
@@ -275,7 +299,8 @@ func Default() *Config {
 		},
 		Security: SecurityConfig{EncryptionKeyEnv: "LLMPROXY_ENCRYPTION_KEY", EncryptionKeyFile: "data/encryption.key"},
 		Database: DatabaseConfig{Path: "data/llm-proxy.db"},
-		Logs:     RequestLogsConfig{RetentionDays: 30, QueueSize: 10000},
+		Logs: RequestLogsConfig{RetentionDays: 30, QueueSize: 10000,
+			MaxBodyBytes: 64 * KiB, RedactFields: DefaultRedactFields()},
 	}
 }
 

@@ -93,6 +93,12 @@ func TestDefaults(t *testing.T) {
 			{"plugins.limits.max_instances", cfg.Plugins.Limits.MaxInstances, 64},
 			{"plugins.limits.recycle_after_calls", cfg.Plugins.Limits.RecycleAfterCalls, 10000},
 			{"plugins.limits.recycle_after_pages", cfg.Plugins.Limits.RecycleAfterPages, 512},
+			{"logs.retention_days", cfg.Logs.RetentionDays, 30},
+			{"logs.queue_size", cfg.Logs.QueueSize, 10000},
+			{"logs.bodies", cfg.Logs.Bodies, false},
+			{"logs.max_body_bytes", cfg.Logs.MaxBodyBytes, 64 * KiB},
+			{"logs.redact_fields", strings.Join(cfg.Logs.RedactFields, ","),
+				"api_key,apikey,x-api-key,authorization,password,secret,client_secret,access_token,refresh_token"},
 			{"providers", len(cfg.Providers), 0},
 		}
 		for _, c := range checks {
@@ -130,7 +136,9 @@ func TestRepoConfig(t *testing.T) {
 	// load to exactly the built-in defaults.
 	def := Default()
 	if !reflect.DeepEqual(cfg.Server, def.Server) || !reflect.DeepEqual(cfg.Auth, def.Auth) ||
-		!reflect.DeepEqual(cfg.Log, def.Log) || !reflect.DeepEqual(cfg.Plugins, def.Plugins) {
+		!reflect.DeepEqual(cfg.Log, def.Log) || !reflect.DeepEqual(cfg.Plugins, def.Plugins) ||
+		!reflect.DeepEqual(cfg.Logs, def.Logs) || !reflect.DeepEqual(cfg.Database, def.Database) ||
+		!reflect.DeepEqual(cfg.Security, def.Security) {
 		t.Errorf("settings differ from the defaults:\n got %+v\nwant %+v", cfg, def)
 	}
 
@@ -320,6 +328,29 @@ func TestLoadProblems(t *testing.T) {
 			name:  "float for integer",
 			toml:  "[plugins.limits]\nmax_instances = 1.5\n",
 			want:  []want{{"plugins.limits.max_instances", "expected an integer, got float 1.5"}},
+			exact: true,
+		},
+		{
+			name: "request log bodies",
+			toml: "[logs]\nbodies = \"yes\"\nmax_body_bytes = \"32MiB\"\nredact_fields = [\"a\", \"\", \"A\"]\n",
+			want: []want{
+				{"logs.bodies", "expected a boolean"},
+				{"logs.max_body_bytes", "must be between 1 and 16777216"},
+				{"logs.redact_fields[1]", "must not be empty"},
+				{"logs.redact_fields[2]", `duplicate field "A" (already listed as logs.redact_fields[0]`},
+			},
+			exact: true,
+		},
+		{
+			name:  "zero body cap",
+			toml:  "[logs]\nmax_body_bytes = 0\n",
+			want:  []want{{"logs.max_body_bytes", "got 0"}},
+			exact: true,
+		},
+		{
+			name:  "redact_fields not a list",
+			toml:  "[logs]\nredact_fields = \"api_key\"\n",
+			want:  []want{{"logs.redact_fields", "expected an array of strings"}},
 			exact: true,
 		},
 		{
@@ -731,6 +762,25 @@ max_instances = 4
 			},
 		},
 		{
+			name: "request log bodies",
+			env: []string{"LLMPROXY_LOGS_BODIES=true", "LLMPROXY_LOGS_MAX_BODY_BYTES=1MiB",
+				"LLMPROXY_LOGS_REDACT_FIELDS=token, session_id"},
+			check: func(t *testing.T, c *Config) {
+				if !c.Logs.Bodies || c.Logs.MaxBodyBytes != MiB || !reflect.DeepEqual(c.Logs.RedactFields, []string{"token", "session_id"}) {
+					t.Errorf("logs = %+v", c.Logs)
+				}
+			},
+		},
+		{
+			name: "no redaction from the environment",
+			env:  []string{"LLMPROXY_LOGS_REDACT_FIELDS="},
+			check: func(t *testing.T, c *Config) {
+				if len(c.Logs.RedactFields) != 0 {
+					t.Errorf("redact_fields = %q", c.Logs.RedactFields)
+				}
+			},
+		},
+		{
 			name: "last value wins",
 			env:  []string{"LLMPROXY_LOG_FORMAT=text", "LLMPROXY_LOG_FORMAT=json"},
 			check: func(t *testing.T, c *Config) {
@@ -983,4 +1033,22 @@ func FuzzLoad(f *testing.F) {
 			t.Fatalf("Load succeeded but Validate fails: %v", err)
 		}
 	})
+}
+
+// TestRedactFieldsReplaceTheDefault: a list in the file replaces the
+// default list, whatever their lengths; an empty list redacts nothing.
+func TestRedactFieldsReplaceTheDefault(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string][]string{
+		`["card_number"]`: {"card_number"},
+		`[]`:              {},
+	} {
+		cfg, err := Load(writeConfig(t, "[logs]\nredact_fields = "+in+"\n"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(cfg.Logs.RedactFields, want) {
+			t.Errorf("%s: redact_fields = %q, want %q", in, cfg.Logs.RedactFields, want)
+		}
+	}
 }

@@ -78,6 +78,22 @@ func (c *Config) problems() Problems {
 	if c.Logs.QueueSize <= 0 {
 		ps.add("logs.queue_size", "must be greater than 0, got %d", c.Logs.QueueSize)
 	}
+	if b := c.Logs.MaxBodyBytes; b <= 0 || b > MaxLogBodyBytes {
+		ps.add("logs.max_body_bytes", "must be between 1 and %d (16MiB), got %d", int64(MaxLogBodyBytes), int64(b))
+	}
+	firstField := make(map[string]int)
+	for i, f := range c.Logs.RedactFields {
+		key := indexKey("logs.redact_fields", i)
+		if strings.TrimSpace(f) == "" {
+			ps.add(key, "must not be empty")
+			continue
+		}
+		if first, dup := firstField[strings.ToLower(f)]; dup {
+			ps.add(key, "duplicate field %q (already listed as logs.redact_fields[%d]; names match without regard to case)", f, first)
+			continue
+		}
+		firstField[strings.ToLower(f)] = i
+	}
 
 	if !slices.Contains(LogLevels, c.Log.Level) {
 		ps.add("log.level", "must be one of %s, got %q", strings.Join(LogLevels, ", "), c.Log.Level)

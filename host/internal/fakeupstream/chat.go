@@ -231,6 +231,7 @@ func (s *Server) writeChat(w http.ResponseWriter, req *chatRequest, a *chatAnswe
 	b = append(b, `"}],"usage":`...)
 	b = appendUsage(b, a.promptTokens, a.completionTokens)
 	b = append(b, `,"service_tier":"default","system_fingerprint":"`+systemFingerprint+`"}`...)
+	s.reported(a)
 	writeJSON(w, http.StatusOK, b, "req_fake"+strconv.FormatUint(n, 10))
 }
 
@@ -373,9 +374,12 @@ func (s *Server) streamChat(w http.ResponseWriter, r *http.Request, req *chatReq
 		s.clientGone()
 		return
 	}
-	if c.usage && !c.usageChunk(a.promptTokens, a.completionTokens) {
-		s.clientGone()
-		return
+	if c.usage {
+		if !c.usageChunk(a.promptTokens, a.completionTokens) {
+			s.clientGone()
+			return
+		}
+		s.reported(a)
 	}
 	if !c.send(doneEvent) {
 		s.clientGone()

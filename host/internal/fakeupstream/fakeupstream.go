@@ -124,6 +124,9 @@ type Server struct {
 	seq      atomic.Uint64
 	canceled atomic.Int64
 
+	// Tokens reported in chat answers: see Usage.
+	promptReported, completionReported atomic.Int64
+
 	mu       sync.Mutex
 	closed   bool
 	inflight sync.WaitGroup
@@ -200,6 +203,19 @@ func (s *Server) Requests() []Recorded {
 // slow-headers model was still waiting. Streams cut by the server itself
 // (stream-error-midway, Close) are not counted.
 func (s *Server) Canceled() int64 { return s.canceled.Load() }
+
+// Usage returns the prompt and completion tokens the server has reported
+// in chat usage objects: those of non-stream answers, and those of the
+// usage chunks of streams, counted once the chunk was written.
+func (s *Server) Usage() (prompt, completion int64) {
+	return s.promptReported.Load(), s.completionReported.Load()
+}
+
+// reported counts a usage object sent.
+func (s *Server) reported(a *chatAnswer) {
+	s.promptReported.Add(int64(a.promptTokens))
+	s.completionReported.Add(int64(a.completionTokens))
+}
 
 // serveTracked is the handler of the server's own listener: it refuses work
 // once Close has begun and lets Close wait for running handlers.

@@ -275,6 +275,25 @@ func TestChatNonStream(t *testing.T) {
 	}
 }
 
+// TestUsageCounters: Usage adds up the usage objects sent, in answers and
+// in usage chunks, and nothing for a stream without one.
+func TestUsageCounters(t *testing.T) {
+	s := startServer(t, Options{})
+	post(t, s.URL+"/chat/completions", `{"model":"m","messages":[{"role":"user","content":"one two three"}]}`)
+	if p, c := s.Usage(); p != 3 || c != 4 {
+		t.Fatalf("after an answer: %d %d", p, c)
+	}
+	streamChat(t, s.URL, `{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"a b"}]}`)
+	if p, c := s.Usage(); p != 5 || c != 7 {
+		t.Fatalf("after a stream with usage: %d %d", p, c)
+	}
+	streamChat(t, s.URL, `{"model":"m","stream":true,"messages":[{"role":"user","content":"a b"}]}`)
+	post(t, s.URL+"/chat/completions", `{"model":"`+ModelFail500+`","messages":[{"role":"user","content":"x"}]}`)
+	if p, c := s.Usage(); p != 5 || c != 7 {
+		t.Fatalf("a stream without usage or a failure counted: %d %d", p, c)
+	}
+}
+
 func TestChatContentParts(t *testing.T) {
 	s := startServer(t, Options{})
 	_, body := post(t, s.URL+"/chat/completions", `{"model":"m","messages":[{"role":"user","content":[

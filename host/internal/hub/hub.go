@@ -2,10 +2,14 @@
 //
 // Publishers (the request path, the plugin registry, the key registry)
 // call [Hub.Publish], which never blocks: with no dashboard connected it
-// returns after one atomic load; otherwise it hands the event to the hub's
-// goroutine through a bounded inbox, and if that inbox is full the event is
-// dropped and counted. The hub's goroutine encodes each event to JSON once
-// and offers the bytes to every subscriber's bounded queue. A subscriber
+// returns after one atomic load; otherwise it puts the event in a bounded
+// inbox, and if that inbox is full the event is dropped and counted. The
+// hub's goroutine empties the inbox every Options.FlushEvery (50 ms), not
+// on every event: waking a sleeping goroutine costs the waker a few
+// microseconds, and on the request path that is the whole budget. It
+// encodes each event to JSON once and offers the bytes to every
+// subscriber's bounded queue; subscribers drain their queues on their own
+// timer for the same reason (see the server's /api/ws). A subscriber
 // whose queue is full has fallen behind: it is cut off (its queue is
 // closed, and the counter of dropped subscribers goes up) rather than
 // being waited for, so one slow or dead browser costs neither the hub nor
@@ -49,9 +53,12 @@ type Event struct {
 
 // Options configure a Hub; zero values take the defaults given.
 type Options struct {
-	Inbox       int // events waiting for the hub goroutine; default 4096
-	ClientQueue int // events waiting for one subscriber; default 256
-	Logger      *slog.Logger
+	Inbox       int // events waiting for the hub goroutine; default 8192
+	ClientQueue int // events waiting for one subscriber; default 2048
+	// FlushEvery is how often the hub goroutine empties the inbox;
+	// default 50 ms.
+	FlushEvery time.Duration
+	Logger     *slog.Logger
 }
 
 // Stats are the hub's counters since it started.
@@ -97,10 +104,13 @@ type Subscriber struct {
 // New makes a hub; start it with Run.
 func New(o Options) *Hub {
 	if o.Inbox <= 0 {
-		o.Inbox = 4096
+		o.Inbox = 8192
 	}
 	if o.ClientQueue <= 0 {
-		o.ClientQueue = 256
+		o.ClientQueue = 2048
+	}
+	if o.FlushEvery <= 0 {
+		o.FlushEvery = 50 * time.Millisecond
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -170,6 +180,8 @@ func (h *Hub) Stats() Stats {
 // Run serves until ctx ends, then closes every subscriber.
 func (h *Hub) Run(ctx context.Context) {
 	subs := map[*Subscriber]struct{}{}
+	tick := time.NewTicker(h.o.FlushEvery)
+	defer tick.Stop()
 	defer func() {
 		h.stopOnce.Do(func() { close(h.done) })
 		for s := range subs {
@@ -192,22 +204,30 @@ func (h *Hub) Run(ctx context.Context) {
 				h.unsubscribed.Add(1)
 				h.active.Store(int64(len(subs)))
 			}
-		case ev := <-h.in:
-			b, err := json.Marshal(ev)
-			if err != nil {
-				h.log.Error("hub: event not encodable", "type", ev.Type, "err", err)
-				continue
-			}
-			for s := range subs {
-				select {
-				case s.c <- b:
-					h.delivered.Add(1)
-				default:
-					h.cut(s)
-					delete(subs, s)
-				}
+		case <-tick.C:
+			for n := len(h.in); n > 0; n-- {
+				h.fanOut(<-h.in, subs)
 			}
 			h.active.Store(int64(len(subs)))
+		}
+	}
+}
+
+// fanOut encodes ev and queues it for every subscriber, cutting off those
+// whose queue is full.
+func (h *Hub) fanOut(ev Event, subs map[*Subscriber]struct{}) {
+	b, err := json.Marshal(ev)
+	if err != nil {
+		h.log.Error("hub: event not encodable", "type", ev.Type, "err", err)
+		return
+	}
+	for s := range subs {
+		select {
+		case s.c <- b:
+			h.delivered.Add(1)
+		default:
+			h.cut(s)
+			delete(subs, s)
 		}
 	}
 }

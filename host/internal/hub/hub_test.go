@@ -10,6 +10,9 @@ import (
 )
 
 func start(t testing.TB, o Options) (*Hub, context.CancelFunc) {
+	if o.FlushEvery == 0 {
+		o.FlushEvery = time.Millisecond
+	}
 	h := New(o)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -7,6 +7,13 @@
 // at once; changes made by another process on the same database (the
 // `llm-proxy keys` command) are picked up by a poll every second, so a
 // revocation takes effect within a second either way.
+//
+// Nor does the request path write to it. Authenticate notes when a key was
+// last used as a Unix millisecond stamp in an atomic on the key, at most
+// once a second per key (a load, and a store when the stamp is a second
+// old), and [Registry.FlushUsage], run every few seconds and at shutdown,
+// writes the stamps that changed to api_keys.last_used_at in one
+// transaction.
 package keys
 
 import (
@@ -22,6 +29,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -48,7 +56,43 @@ type Key struct {
 	CreatedAt time.Time  `json:"created_at"`
 	ExpiresAt *time.Time `json:"expires_at"`
 	RevokedAt *time.Time `json:"revoked_at"`
-	hash      [32]byte
+	// LastUsedAt is when the key last authenticated a request, to the
+	// second; nil if never. It is filled in the copies List and Get
+	// return, from memory, so it is ahead of the database by up to one
+	// flush interval.
+	LastUsedAt *time.Time `json:"last_used_at"`
+	hash       [32]byte
+	usage      *usage
+}
+
+// usage is a key's last-used stamp. One usage belongs to one key id for the
+// life of the registry: a reload hands it on to the key's new copy, so a
+// stamp set through a copy that was just replaced is not lost.
+type usage struct {
+	last    atomic.Int64 // Unix ms of the last successful Authenticate; 0: never
+	flushed atomic.Int64 // the stamp the database is known to hold
+}
+
+// stampEvery is the resolution of last-used stamps, in milliseconds: a key
+// used all the time stores a new stamp once a second, so the cache line of
+// a busy key is written that often, not on every request.
+const stampEvery = 1000
+
+// touch notes a use at ms.
+func (u *usage) touch(ms int64) {
+	if ms-u.last.Load() >= stampEvery {
+		u.last.Store(ms)
+	}
+}
+
+// raise sets a to v unless it already holds a later stamp.
+func raise(a *atomic.Int64, v int64) {
+	for {
+		cur := a.Load()
+		if cur >= v || a.CompareAndSwap(cur, v) {
+			return
+		}
+	}
 }
 
 // Allows reports whether the key may use model (an empty list allows all).
@@ -60,14 +104,15 @@ func (k *Key) Allows(model string) bool {
 }
 
 type row struct {
-	ID        string        `db:"id"`
-	Name      string        `db:"name"`
-	Prefix    string        `db:"prefix"`
-	Hash      []byte        `db:"hash"`
-	Models    string        `db:"models"`
-	CreatedAt int64         `db:"created_at"`
-	ExpiresAt sql.NullInt64 `db:"expires_at"`
-	RevokedAt sql.NullInt64 `db:"revoked_at"`
+	ID         string        `db:"id"`
+	Name       string        `db:"name"`
+	Prefix     string        `db:"prefix"`
+	Hash       []byte        `db:"hash"`
+	Models     string        `db:"models"`
+	CreatedAt  int64         `db:"created_at"`
+	ExpiresAt  sql.NullInt64 `db:"expires_at"`
+	RevokedAt  sql.NullInt64 `db:"revoked_at"`
+	LastUsedAt sql.NullInt64 `db:"last_used_at"`
 }
 
 func (r row) key() (*Key, error) {
@@ -101,6 +146,8 @@ type Registry struct {
 	mu     sync.RWMutex
 	byHash map[[32]byte]*Key
 	mark   string // fingerprint of the table at the last load
+
+	flushMu sync.Mutex // one FlushUsage at a time
 }
 
 // Open loads the keys from the database.
@@ -130,7 +177,72 @@ func (r *Registry) Authenticate(presented string, now time.Time) (*Key, error) {
 	case k.ExpiresAt != nil && !now.Before(*k.ExpiresAt):
 		return nil, ErrExpired
 	}
+	k.usage.touch(now.UnixMilli())
 	return k, nil
+}
+
+// FlushUsage writes the last-used stamps that changed since the last flush
+// to the database, in one transaction, and returns how many it wrote. A
+// stamp never moves back: the database keeps the later of its value and
+// this process's, so several processes may share a database.
+func (r *Registry) FlushUsage(ctx context.Context) (int, error) {
+	r.flushMu.Lock()
+	defer r.flushMu.Unlock()
+	type stamp struct {
+		u  *usage
+		id string
+		ms int64
+	}
+	var todo []stamp
+	r.mu.RLock()
+	for _, k := range r.byHash {
+		if ms := k.usage.last.Load(); ms > k.usage.flushed.Load() {
+			todo = append(todo, stamp{k.usage, k.ID, ms})
+		}
+	}
+	r.mu.RUnlock()
+	if len(todo) == 0 {
+		return 0, nil
+	}
+	tx, err := r.st.Writer().BeginTxx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("flush key usage: %w", err)
+	}
+	defer tx.Rollback()
+	stmt, err := tx.PreparexContext(ctx, `UPDATE api_keys SET last_used_at = max(coalesce(last_used_at, 0), ?) WHERE id = ?`)
+	if err != nil {
+		return 0, fmt.Errorf("flush key usage: %w", err)
+	}
+	defer stmt.Close()
+	for _, s := range todo {
+		if _, err := stmt.ExecContext(ctx, s.ms, s.id); err != nil {
+			return 0, fmt.Errorf("flush key usage: %s: %w", s.id, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("flush key usage: commit: %w", err)
+	}
+	for _, s := range todo {
+		raise(&s.u.flushed, s.ms)
+	}
+	return len(todo), nil
+}
+
+// FlushUsageEvery calls FlushUsage every interval until ctx ends. The
+// final flush, once no request can use a key any more, is the caller's.
+func (r *Registry) FlushUsageEvery(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := r.FlushUsage(ctx); err != nil && ctx.Err() == nil {
+				r.log.Warn("api keys: last_used_at not written, will retry", "err", err)
+			}
+		}
+	}
 }
 
 // Watch polls the database every interval for changes made by other
@@ -176,7 +288,7 @@ func (r *Registry) reload(ctx context.Context) error {
 		if err := tx.GetContext(ctx, &mark, fingerprintSQL); err != nil {
 			return err
 		}
-		return tx.SelectContext(ctx, &rows, `SELECT id, name, prefix, hash, models, created_at, expires_at, revoked_at FROM api_keys`)
+		return tx.SelectContext(ctx, &rows, `SELECT id, name, prefix, hash, models, created_at, expires_at, revoked_at, last_used_at FROM api_keys`)
 	})
 	if err != nil {
 		return fmt.Errorf("load api keys: %w", err)
@@ -190,6 +302,25 @@ func (r *Registry) reload(ctx context.Context) error {
 		m[k.hash] = k
 	}
 	r.mu.Lock()
+	// Each key keeps the usage of the key it replaces (same id, and the
+	// hash too unless it was rotated), taken from the table being replaced
+	// under the lock, so that no stamp set in the meantime is lost.
+	prev := make(map[string]*usage, len(r.byHash))
+	for _, k := range r.byHash {
+		prev[k.ID] = k.usage
+	}
+	for _, rw := range rows {
+		k := m[[32]byte(rw.Hash)]
+		if u := prev[k.ID]; u != nil {
+			k.usage = u
+		} else {
+			k.usage = &usage{}
+		}
+		if rw.LastUsedAt.Valid {
+			raise(&k.usage.last, rw.LastUsedAt.Int64)
+			raise(&k.usage.flushed, rw.LastUsedAt.Int64)
+		}
+	}
 	r.byHash, r.mark = m, mark
 	r.mu.Unlock()
 	return nil
@@ -249,12 +380,17 @@ func (r *Registry) Create(ctx context.Context, req CreateRequest, now time.Time)
 	return secret, k, err
 }
 
-// List returns every key, newest first.
+// List returns a copy of every key, newest first, with LastUsedAt.
 func (r *Registry) List() []*Key {
 	r.mu.RLock()
 	out := make([]*Key, 0, len(r.byHash))
 	for _, k := range r.byHash {
-		out = append(out, k)
+		c := *k
+		if ms := k.usage.last.Load(); ms > 0 {
+			t := time.UnixMilli(ms).UTC()
+			c.LastUsedAt = &t
+		}
+		out = append(out, &c)
 	}
 	r.mu.RUnlock()
 	slices.SortFunc(out, func(a, b *Key) int {

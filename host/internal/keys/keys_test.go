@@ -2,6 +2,7 @@ package keys_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"path/filepath"
 	"testing"
@@ -83,6 +84,140 @@ func TestAuthenticate(t *testing.T) {
 	}
 }
 
+// lastUsed reads api_keys.last_used_at (0 for NULL).
+func lastUsed(t *testing.T, st *store.Store, id string) int64 {
+	t.Helper()
+	var v sql.NullInt64
+	if err := st.Reader().Get(&v, `SELECT last_used_at FROM api_keys WHERE id = ?`, id); err != nil {
+		t.Fatal(err)
+	}
+	return v.Int64
+}
+
+// TestLastUsed: a successful Authenticate stamps the key in memory; a
+// flush writes the changed stamps; unused keys and refused attempts leave
+// nothing; reloads and other processes see the stamps.
+func TestLastUsed(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "db")
+	st, err := store.Open(ctx, store.Options{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	r, err := keys.Open(ctx, st, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	secret, used, _ := r.Create(ctx, keys.CreateRequest{Name: "used"}, now)
+	_, unused, _ := r.Create(ctx, keys.CreateRequest{Name: "unused"}, now)
+	revokedSecret, revoked, _ := r.Create(ctx, keys.CreateRequest{Name: "revoked"}, now)
+	if _, err := r.Revoke(ctx, revoked.ID, now); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Authenticate(revokedSecret, now); !errors.Is(err, keys.ErrRevoked) {
+		t.Fatal(err)
+	}
+	use := now.Add(time.Minute)
+	if _, err := r.Authenticate(secret, use); err != nil {
+		t.Fatal(err)
+	}
+	stamp := func(id string) *time.Time {
+		t.Helper()
+		k, err := r.Get(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k.LastUsedAt
+	}
+	if got := stamp(used.ID); got == nil || !got.Equal(use.Truncate(time.Millisecond)) {
+		t.Fatalf("in memory: %v, want %v", got, use)
+	}
+	if stamp(unused.ID) != nil || stamp(revoked.ID) != nil {
+		t.Fatal("unused or refused keys have a stamp")
+	}
+	if lastUsed(t, st, used.ID) != 0 {
+		t.Fatal("Authenticate wrote to the database")
+	}
+
+	if n, err := r.FlushUsage(ctx); err != nil || n != 1 {
+		t.Fatalf("flush: %d %v", n, err)
+	}
+	if got := lastUsed(t, st, used.ID); got != use.UnixMilli() {
+		t.Fatalf("database: %d, want %d", got, use.UnixMilli())
+	}
+	if lastUsed(t, st, unused.ID) != 0 || lastUsed(t, st, revoked.ID) != 0 {
+		t.Fatal("unused or refused keys were stamped in the database")
+	}
+	if n, _ := r.FlushUsage(ctx); n != 0 {
+		t.Fatalf("a flush with nothing new wrote %d stamps", n)
+	}
+	// Within the stamp's resolution a use changes nothing; later it does.
+	r.Authenticate(secret, use.Add(500*time.Millisecond))
+	if n, _ := r.FlushUsage(ctx); n != 0 {
+		t.Fatalf("a use within a second wrote %d stamps", n)
+	}
+	later := use.Add(2 * time.Second)
+	r.Authenticate(secret, later)
+	// A reload (another key created) keeps the unflushed stamp, and so
+	// does a rotation.
+	r.Create(ctx, keys.CreateRequest{Name: "other"}, now)
+	secret, _, err = r.Rotate(ctx, used.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := stamp(used.ID); got == nil || !got.Equal(later.Truncate(time.Millisecond)) {
+		t.Fatalf("after reload and rotation: %v, want %v", got, later)
+	}
+	if n, _ := r.FlushUsage(ctx); n != 1 || lastUsed(t, st, used.ID) != later.UnixMilli() {
+		t.Fatalf("second flush: %d, database %d", n, lastUsed(t, st, used.ID))
+	}
+	// Another process reads the stamps from the database; an older stamp
+	// from it never moves the database back.
+	cli := open(t, path)
+	if k, _ := cli.Get(used.ID); k.LastUsedAt == nil || !k.LastUsedAt.Equal(later.Truncate(time.Millisecond)) {
+		t.Fatalf("other process: %+v", k)
+	}
+	if _, err := r.Authenticate(secret, later.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	r.FlushUsage(ctx)
+	cliSecret, _, _ := cli.Rotate(ctx, unused.ID)
+	cli.Authenticate(cliSecret, now)
+	cli.FlushUsage(ctx)
+	if got := lastUsed(t, st, used.ID); got != later.Add(time.Hour).UnixMilli() {
+		t.Fatalf("database moved to %d", got)
+	}
+	if got := lastUsed(t, st, unused.ID); got != now.UnixMilli() {
+		t.Fatalf("the other process's stamp: %d", got)
+	}
+}
+
+// TestFlushUsageEvery: the loop writes stamps on its own.
+func TestFlushUsageEvery(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	path := filepath.Join(t.TempDir(), "db")
+	st, err := store.Open(ctx, store.Options{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	r, _ := keys.Open(ctx, st, nil)
+	secret, k, _ := r.Create(ctx, keys.CreateRequest{Name: "a"}, time.Now())
+	done := make(chan struct{})
+	go func() { r.FlushUsageEvery(ctx, 20*time.Millisecond); close(done) }()
+	defer func() { cancel(); <-done }()
+	r.Authenticate(secret, time.Now())
+	deadline := time.Now().Add(5 * time.Second)
+	for lastUsed(t, st, k.ID) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("not flushed within 5s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func TestParseExpiry(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for in, want := range map[string]time.Time{
@@ -101,4 +236,40 @@ func TestParseExpiry(t *testing.T) {
 	if got, err := keys.ParseExpiry("", now); got != nil || err != nil {
 		t.Errorf("empty: %v %v", got, err)
 	}
+}
+
+// BenchmarkAuthenticate is the per-request key check: one SHA-256, one map
+// lookup under a read lock, and the last-used stamp.
+func BenchmarkAuthenticate(b *testing.B) {
+	st, err := store.Open(context.Background(), store.Options{Path: filepath.Join(b.TempDir(), "db")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	r, err := keys.Open(context.Background(), st, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	secret, _, err := r.Create(context.Background(), keys.CreateRequest{Name: "bench"}, time.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("serial", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := r.Authenticate(secret, time.Now()); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := r.Authenticate(secret, time.Now()); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
 }

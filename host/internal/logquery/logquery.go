@@ -1,6 +1,6 @@
-// Package logquery reads the request_logs table for the admin API: a page
-// of individual requests ([Logs]) and usage totals per time bucket
-// ([Usage]). The HTTP handlers turn query parameters into a [LogFilter] or
+// Package logquery reads the request log for the admin API: a page of
+// individual requests from request_logs ([Logs]) and usage totals per time
+// bucket, mostly from the usage_rollups table ([Usage]). The HTTP handlers turn query parameters into a [LogFilter] or
 // a [UsageQuery] with [ParseLogFilter] and [ParseUsageQuery], call the
 // query function with the store's reader pool, and send the result, whose
 // types carry their JSON tags, as it is.
@@ -11,8 +11,8 @@
 // is ever spliced into the statement text. The only parts of a statement
 // that vary are picked from fixed fragments written in this package: the
 // WHERE conditions that a filter turns on, the expression that computes a
-// bucket ("hour" or "day") and the column used for grouping ("key",
-// "model" or "provider"). A value outside those lists is refused with
+// bucket ("minute", "hour" or "day") and the column used for grouping
+// ("key", "model" or "provider"). A value outside those lists is refused with
 // [ErrBadFilter] before any SQL is built.
 //
 // # Indexes
@@ -25,8 +25,11 @@
 // equality, and reads only the rows in range; a page of logs is read in
 // index order and stops after the page. A status class ("5xx") is the one
 // filter that is not a plain equality; [Logs] explains how it still uses
-// the (status, ts) index. The tests check the plans with EXPLAIN QUERY
-// PLAN.
+// the (status, ts) index, and how a filter of several conditions avoids
+// reading through rows that one index cannot tell apart. [Usage] reads
+// the usage_rollups table by its primary key (period, bucket, ...), and
+// raw rows only for the partial hours at the ends of a range. The tests
+// check the plans with EXPLAIN QUERY PLAN.
 //
 // # Keys
 //
@@ -133,11 +136,24 @@ func (w *where) String() string {
 // dimensions adds the conditions shared by both queries: the time range
 // and the exact-match filters on key, model and provider.
 func (w *where) dimensions(from, to time.Time, key, model, provider string) {
+	lo, hi := int64(openStart), int64(openEnd)
 	if !from.IsZero() {
-		w.add("ts >= ?", ceilMilli(from))
+		lo = ceilMilli(from)
 	}
 	if !to.IsZero() {
-		w.add("ts < ?", ceilMilli(to))
+		hi = ceilMilli(to)
+	}
+	w.dimensionsMilli(lo, hi, key, model, provider)
+}
+
+// dimensionsMilli is dimensions with the range in Unix milliseconds,
+// openStart and openEnd standing for an open side.
+func (w *where) dimensionsMilli(lo, hi int64, key, model, provider string) {
+	if lo != openStart {
+		w.add("ts >= ?", lo)
+	}
+	if hi != openEnd {
+		w.add("ts < ?", hi)
 	}
 	switch key {
 	case "":

@@ -47,7 +47,8 @@ type LogFilter struct {
 }
 
 // LogRow is one request as the admin API shows it. Bodies are not
-// included: a page of 500 rows with bodies could weigh megabytes.
+// included: a page of 500 rows with bodies could weigh megabytes; [Log]
+// returns one row with them.
 type LogRow struct {
 	ID string `json:"id"`
 	// TS is when the request arrived (UTC, RFC 3339 with the fraction).
@@ -80,6 +81,41 @@ type LogPage struct {
 	Data []LogRow `json:"data"`
 	// NextCursor continues the walk; absent on the last page.
 	NextCursor string `json:"next_cursor,omitempty"`
+}
+
+// LogDetail is one request with its bodies, as GET /api/logs/{id} shows
+// it. A body is null when it was not stored ([logs] bodies was off).
+type LogDetail struct {
+	LogRow
+	RequestBody  *string `json:"request_body"`
+	ResponseBody *string `json:"response_body"`
+}
+
+// ErrNotFound is returned by [Log] when no row has the id.
+var ErrNotFound = errors.New("no request log row has that id")
+
+// logByIDQuery reads one row, bodies included, by its primary key.
+const logByIDQuery = "SELECT " + logColumns + ", request_body, response_body FROM request_logs WHERE id = ?"
+
+// Log returns the row with the given id, bodies included: one primary key
+// lookup.
+func Log(ctx context.Context, db *sqlx.DB, id string) (LogDetail, error) {
+	var r store.RequestLog
+	err := db.GetContext(ctx, &r, logByIDQuery, id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return LogDetail{}, ErrNotFound
+	}
+	if err != nil {
+		return LogDetail{}, fmt.Errorf("log %q: %w", id, err)
+	}
+	d := LogDetail{LogRow: toLogRow(&r)}
+	if r.RequestBody.Valid {
+		d.RequestBody = &r.RequestBody.String
+	}
+	if r.ResponseBody.Valid {
+		d.ResponseBody = &r.ResponseBody.String
+	}
+	return d, nil
 }
 
 // logColumns are the columns Logs reads: every column but the bodies.
@@ -115,27 +151,48 @@ const logColumns = `id, ts, key_id, model, provider, plugin, plugin_version,
 // and merges them. The cost is a page per status present, whatever the
 // share of the class: on 100,000 rows, a quarter of them 5xx, a 5xx page
 // took about 1 ms this way against 45 ms with the range.
+//
+// # Several conditions
+//
+// A filter on two or more of key, model, provider and status is read in
+// time windows that the usage rollups say hold the matching rows (see
+// windows.go): one index still serves the read, but it never walks
+// through hours or days without a match. Every statement of a page reads
+// one snapshot of the database.
 func Logs(ctx context.Context, db *sqlx.DB, f LogFilter) (LogPage, error) {
 	// Check the filter before touching the database.
 	if _, _, _, err := logsQuery(f, nil); err != nil {
 		return LogPage{}, fmt.Errorf("logs: %w", err)
 	}
+	// One snapshot for every statement: the rollups that guide a
+	// windowed read must describe the rows it reads.
+	tx, err := db.BeginTxx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return LogPage{}, fmt.Errorf("logs: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // read only
 	var statuses []int
 	if f.StatusClass != "" && f.Status == 0 {
-		var err error
-		if statuses, err = classStatuses(ctx, db, f.StatusClass); err != nil {
+		if statuses, err = classStatuses(ctx, tx, f.StatusClass); err != nil {
 			return LogPage{}, fmt.Errorf("logs: %w", err)
 		}
 		if len(statuses) == 0 {
 			return LogPage{Data: []LogRow{}}, nil
 		}
 	}
-	query, args, limit, err := logsQuery(f, statuses)
-	if err != nil {
-		return LogPage{}, fmt.Errorf("logs: %w", err)
-	}
 	var rows []store.RequestLog
-	if err := db.SelectContext(ctx, &rows, query, args...); err != nil {
+	var limit int
+	if f.conditions() < 2 {
+		var query string
+		var args []any
+		query, args, limit, err = logsQuery(f, statuses)
+		if err == nil {
+			err = tx.SelectContext(ctx, &rows, query, args...)
+		}
+	} else {
+		rows, limit, err = windowedLogs(ctx, tx, f, statuses)
+	}
+	if err != nil {
 		return LogPage{}, fmt.Errorf("logs: %w", err)
 	}
 	page := LogPage{Data: make([]LogRow, 0, min(len(rows), limit))}
@@ -151,12 +208,31 @@ func Logs(ctx context.Context, db *sqlx.DB, f LogFilter) (LogPage, error) {
 	return page, nil
 }
 
+// conditions counts the filters of f on key, model, provider and status
+// (a status and a class count once).
+func (f LogFilter) conditions() int {
+	n := 0
+	for _, set := range []bool{f.KeyID != "", f.Model != "", f.Provider != "", f.Status != 0 || f.StatusClass != ""} {
+		if set {
+			n++
+		}
+	}
+	return n
+}
+
+// querier is what both *sqlx.DB and *sqlx.Tx offer.
+type querier interface {
+	GetContext(ctx context.Context, dest any, query string, args ...any) error
+	SelectContext(ctx context.Context, dest any, query string, args ...any) error
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
 // classStatuses returns, in ascending order, the statuses of a class
 // (such as "5xx") that occur in request_logs. Each step is one seek in the
 // (status, ts) index to the next status present, so the cost grows with
 // the number of distinct statuses, at most 100, not with the number of
 // rows.
-func classStatuses(ctx context.Context, db *sqlx.DB, class string) ([]int, error) {
+func classStatuses(ctx context.Context, db querier, class string) ([]int, error) {
 	lo, _ := statusClass(class)
 	hi := lo + 100
 	var statuses []int
@@ -187,6 +263,13 @@ func classStatuses(ctx context.Context, db *sqlx.DB, class string) ([]int, error
 // StatusClass is applied as a plain range condition: that is what the
 // check uses, and what Logs runs when Status is set too.
 func logsQuery(f LogFilter, statuses []int) (query string, args []any, limit int, err error) {
+	return logsQueryIn(f, statuses, openStart, openEnd, 0)
+}
+
+// logsQueryIn is logsQuery restricted to the rows with lo <= ts < hi
+// (openStart and openEnd leave a side open), asking for at most want
+// rows instead of a page and one more when want > 0.
+func logsQueryIn(f LogFilter, statuses []int, lo, hi int64, want int) (query string, args []any, limit int, err error) {
 	limit = f.Limit
 	switch {
 	case limit <= 0:
@@ -209,6 +292,12 @@ func logsQuery(f LogFilter, statuses []int) (query string, args []any, limit int
 			w.add("status >= ? AND status < ?", lo, lo+100)
 		}
 	}
+	if lo != openStart {
+		w.add("ts >= ?", lo)
+	}
+	if hi != openEnd {
+		w.add("ts < ?", hi)
+	}
 	if f.Cursor != "" {
 		ts, id, err := decodeCursor(f.Cursor)
 		if err != nil {
@@ -222,9 +311,13 @@ func logsQuery(f LogFilter, statuses []int) (query string, args []any, limit int
 	}
 
 	const order = " ORDER BY ts DESC, id DESC LIMIT ?"
+	n := limit + 1
+	if want > 0 {
+		n = want
+	}
 	if len(statuses) == 0 {
 		query = "SELECT " + logColumns + " FROM request_logs" + w.String() + order
-		return query, append(w.args, limit+1), limit, nil
+		return query, append(w.args, n), limit, nil
 	}
 	w.add("status = ?")
 	branch := "SELECT * FROM (SELECT " + logColumns + " FROM request_logs" + w.String() + order + ")"
@@ -235,10 +328,10 @@ func logsQuery(f LogFilter, statuses []int) (query string, args []any, limit int
 		}
 		b.WriteString(branch)
 		args = append(args, w.args...)
-		args = append(args, status, limit+1)
+		args = append(args, status, n)
 	}
 	b.WriteString(order)
-	return b.String(), append(args, limit+1), limit, nil
+	return b.String(), append(args, n), limit, nil
 }
 
 // statusClass returns the lowest status of a class such as "4xx".

@@ -8,8 +8,11 @@ import (
 )
 
 // DefaultUsageRange is the time range of a usage query without from and
-// to: the last 24 hours.
-const DefaultUsageRange = 24 * time.Hour
+// to: the last 24 hours; DefaultMinuteRange is the one by the minute.
+const (
+	DefaultUsageRange  = 24 * time.Hour
+	DefaultMinuteRange = time.Hour
+)
 
 // maxMilli is the last millisecond of year 9999, the latest time RFC 3339
 // (and so JSON) can write.
@@ -85,13 +88,16 @@ func ParseLogFilter(q url.Values) (LogFilter, error) {
 //
 //	from, to    the time range, as for ParseLogFilter; without either, the
 //	            last 24 hours; with only from, everything since then; with
-//	            only to, the 24 hours before it (not the whole log)
-//	bucket      "hour" (the default) or "day"
+//	            only to, the 24 hours before it (not the whole log). By the
+//	            minute, the default range is one hour: the last hour, or
+//	            the hour after from or before to
+//	bucket      "hour" (the default), "day" or "minute"
 //	group_by    "key", "model" or "provider"; absent for no grouping
 //	key, model, provider
 //	            exact filters, as for ParseLogFilter
 //
-// Errors are as for [ParseLogFilter].
+// Errors are as for [ParseLogFilter]; by the minute, a range longer than
+// MaxMinuteRange is an error too.
 func ParseUsageQuery(q url.Values) (UsageQuery, error) {
 	return parseUsageQuery(q, time.Now())
 }
@@ -105,26 +111,35 @@ func parseUsageQuery(q url.Values, now time.Time) (UsageQuery, error) {
 	if u.From, u.To, err = timeRange(q); err != nil {
 		return UsageQuery{}, err
 	}
-	switch {
-	case u.From.IsZero() && u.To.IsZero():
-		u.To = now.UTC()
-		u.From = u.To.Add(-DefaultUsageRange)
-	case u.From.IsZero():
-		u.From = u.To.Add(-DefaultUsageRange)
-	}
 	if u.Bucket, err = param(q, "bucket"); err != nil {
 		return UsageQuery{}, err
 	}
 	if u.Bucket == "" {
 		u.Bucket = BucketHour
 	}
-	if _, ok := bucketExprs[u.Bucket]; !ok {
-		return UsageQuery{}, badValue("bucket", u.Bucket, `must be "hour" or "day"`)
+	if _, ok := bucketSizes[u.Bucket]; !ok {
+		return UsageQuery{}, badValue("bucket", u.Bucket, `must be "hour", "day" or "minute"`)
+	}
+	span := DefaultUsageRange
+	if u.Bucket == BucketMinute {
+		span = DefaultMinuteRange
+	}
+	switch {
+	case u.From.IsZero() && u.To.IsZero():
+		u.To = now.UTC()
+		u.From = u.To.Add(-span)
+	case u.From.IsZero():
+		u.From = u.To.Add(-span)
+	case u.To.IsZero() && u.Bucket == BucketMinute:
+		u.To = u.From.Add(span)
+	}
+	if u.Bucket == BucketMinute && u.To.Sub(u.From) > MaxMinuteRange {
+		return UsageQuery{}, badValue("to", q.Get("to"), "must be at most "+MaxMinuteRange.String()+` after "from" by the minute`)
 	}
 	if u.GroupBy, err = param(q, "group_by"); err != nil {
 		return UsageQuery{}, err
 	}
-	if _, ok := groupExprs[u.GroupBy]; !ok {
+	if !groupings[u.GroupBy] {
 		return UsageQuery{}, badValue("group_by", u.GroupBy, `must be "key", "model" or "provider"`)
 	}
 	if u.KeyID, u.Model, u.Provider, err = dimensionParams(q); err != nil {

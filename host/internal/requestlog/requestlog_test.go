@@ -565,6 +565,32 @@ func TestBroadcasterGetsEveryQueuedEntry(t *testing.T) {
 	}
 }
 
+// bodyBroadcaster records whether a published entry carried a body.
+type bodyBroadcaster struct{ sawBody atomic.Bool }
+
+func (b *bodyBroadcaster) Publish(e requestlog.Entry) {
+	if e.RequestBody != nil || e.ResponseBody != nil {
+		b.sawBody.Store(true)
+	}
+}
+
+// TestBroadcastEntriesHaveNoBodies: bodies are redacted only by the sink,
+// so the broadcaster never sees them; the sink still gets them.
+func TestBroadcastEntriesHaveNoBodies(t *testing.T) {
+	t.Parallel()
+	var bc bodyBroadcaster
+	sink := &fakeSink{}
+	l := requestlog.New(sink, requestlog.Options{Broadcaster: &bc, Logger: slog.New(slog.DiscardHandler)})
+	l.Log(requestlog.Entry{ID: "1", RequestBody: []byte(`{"password":"x"}`), ResponseBody: []byte(`{}`)})
+	closeOK(t, l)
+	if bc.sawBody.Load() {
+		t.Error("a broadcast entry carried a body")
+	}
+	if got := sink.entries(); len(got) != 1 || string(got[0].RequestBody) != `{"password":"x"}` || string(got[0].ResponseBody) != `{}` {
+		t.Errorf("the sink got %+v", got)
+	}
+}
+
 func TestLogAfterCloseIsDropped(t *testing.T) {
 	t.Parallel()
 	var logs logBuffer

@@ -33,7 +33,15 @@ func NewAPIKey() (key, prefix string, hash [32]byte) {
 // keys are stored and looked up. A fast hash is right here, unlike for
 // passwords: the keys are random and too long to guess, so slowing the
 // hash would protect nothing and would cost every request.
+//
+// It runs on every request, so a key of ordinary length is copied to the
+// stack rather than converted with []byte(key), which allocates once the
+// string is longer than 32 bytes.
 func HashAPIKey(key string) [32]byte {
+	var buf [128]byte
+	if len(key) <= len(buf) {
+		return sha256.Sum256(append(buf[:0], key...))
+	}
 	return sha256.Sum256([]byte(key))
 }
 

@@ -40,6 +40,19 @@ func (s *Server) logs(c *fiber.Ctx) error {
 	return c.JSON(page)
 }
 
+// logDetail serves GET /api/logs/{id}: one row with its bodies.
+func (s *Server) logDetail(c *fiber.Ctx) error {
+	d, err := logquery.Log(context.Background(), s.opts.LogDB, c.Params("id"))
+	switch {
+	case errors.Is(err, logquery.ErrNotFound):
+		return apierror.New(fiber.StatusNotFound, "log_not_found", "No request log row has that id.")
+	case err != nil:
+		s.log.Error("log query", "err", err)
+		return apierror.New(fiber.StatusInternalServerError, "internal_error", "The query failed.")
+	}
+	return c.JSON(d)
+}
+
 // usage serves GET /api/usage: requests, tokens, cost and latency
 // percentiles per hour or day, optionally grouped by key, model or provider.
 func (s *Server) usage(c *fiber.Ctx) error {

@@ -9,6 +9,7 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"errors"
+	"io/fs"
 	"log/slog"
 	"net"
 	"strconv"
@@ -71,6 +72,8 @@ type Options struct {
 	Hub *hub.Hub
 	// Providers answers /api/providers; optional.
 	Providers Providers
+	// Dashboard is the web console's files, served at "/"; optional.
+	Dashboard fs.FS
 	// LogDB answers /api/logs and /api/usage (a read-only pool); optional.
 	LogDB *sqlx.DB
 	// Prices turns each request's tokens into its cost; optional.
@@ -78,8 +81,11 @@ type Options struct {
 	Requests     Requests // optional
 	AdminKey     string
 	MaxBodyBytes int
-	ReadTimeout  time.Duration
-	Logger       *slog.Logger
+	LogBodyBytes int // above 0: bytes of each /v1 body kept for the request log ([logs] bodies); see SetLogBodyBytes
+	// Settings answers /api/settings; optional.
+	Settings    SettingsStore
+	ReadTimeout time.Duration
+	Logger      *slog.Logger
 }
 
 // Server serves the API.
@@ -89,7 +95,14 @@ type Server struct {
 	log      *slog.Logger
 	adminKey [32]byte
 	inFlight atomic.Int64 // /v1 requests begun and not yet logged
+	// logBodyBytes is how much of each /v1 body the request log keeps; 0
+	// keeps none. It changes at run time with the body logging setting.
+	logBodyBytes atomic.Int64
 }
+
+// SetLogBodyBytes turns body logging on (n > 0 bytes kept per body) or off
+// (0) for the requests that start from now on.
+func (s *Server) SetLogBodyBytes(n int) { s.logBodyBytes.Store(int64(n)) }
 
 // InFlight is the number of /v1 requests being served.
 func (s *Server) InFlight() int64 { return s.inFlight.Load() }
@@ -103,6 +116,7 @@ func New(o Options) *Server {
 		o.MaxBodyBytes = 4 << 20
 	}
 	s := &Server{opts: o, log: o.Logger, adminKey: sha256.Sum256([]byte(o.AdminKey))}
+	s.logBodyBytes.Store(int64(o.LogBodyBytes))
 	s.app = fiber.New(fiber.Config{
 		AppName:               "llm-proxy",
 		BodyLimit:             o.MaxBodyBytes,
@@ -126,6 +140,10 @@ func New(o Options) *Server {
 	}
 	api := s.app.Group("/api", s.requireAPI)
 	api.Get("/session", s.session)
+	if o.Settings != nil {
+		api.Get("/settings", s.getSettings)
+		api.Patch("/settings", s.patchSettings)
+	}
 	if o.Hub != nil {
 		api.Get("/ws", s.wsCheck, websocket.New(s.wsServe))
 	}
@@ -163,7 +181,9 @@ func New(o Options) *Server {
 	if o.LogDB != nil {
 		api.Get("/logs", s.logs)
 		api.Get("/logs/export", s.exportLogs)
+		api.Get("/logs/:id", s.logDetail)
 		api.Get("/usage", s.usage)
+		api.Get("/overview", s.overview)
 	}
 	if o.Keys != nil {
 		api.Get("/keys", s.listKeys)
@@ -173,6 +193,9 @@ func New(o Options) *Server {
 	}
 	if o.Providers != nil {
 		s.providerRoutes(api)
+	}
+	if o.Dashboard != nil {
+		s.dashboardRoutes()
 	}
 	return s
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/tidwall/sjson"
 
 	"github.com/llm-proxy/llm-proxy/host/internal/apierror"
+	"github.com/llm-proxy/llm-proxy/host/internal/bodylog"
 	"github.com/llm-proxy/llm-proxy/host/internal/hub"
 	"github.com/llm-proxy/llm-proxy/host/internal/keys"
 	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
@@ -37,6 +38,28 @@ type request struct {
 	includeUsage  bool
 	usage         usage
 	ttfb          time.Duration
+	bodies        *bodies // nil unless [logs] bodies is on
+}
+
+// bodies is what the request log keeps of one request's bodies: the first
+// max bytes of each, and their full sizes.
+type bodies struct {
+	max               int
+	req, resp         []byte
+	reqSize, respSize int
+}
+
+// keepResponse keeps a response body the request owns and nobody modifies.
+func (b *bodies) keepResponse(body []byte) {
+	b.resp, b.respSize = bodylog.Keep(body, b.max), len(body)
+}
+
+// appendResponse adds bytes sent to a streaming client.
+func (b *bodies) appendResponse(d []byte) {
+	b.respSize += len(d)
+	if room := b.max - len(b.resp); room > 0 {
+		b.resp = append(b.resp, d[:min(room, len(d))]...)
+	}
 }
 
 type usage struct {
@@ -131,6 +154,10 @@ func (s *Server) handle(c *fiber.Ctx, op abi.Op) error {
 	s.inFlight.Add(1) // until logRequest
 	c.Set("X-Request-Id", r.id)
 	body := c.Body()
+	if n := int(s.logBodyBytes.Load()); n > 0 {
+		// fasthttp reuses the request buffer once the handler returns.
+		r.bodies = &bodies{max: n, req: bodylog.Copy(body, n), reqSize: len(body)}
+	}
 	model, stream, includeUsage, perr := parse(body, op)
 	if perr != nil {
 		return s.finish(c, r, perr)
@@ -192,6 +219,11 @@ func (s *Server) handle(c *fiber.Ctx, op abi.Op) error {
 		r.usage.set([]byte(u.Raw))
 	}
 	r.ttfb = time.Since(r.start)
+	if r.bodies != nil {
+		// The sink's buffer is this request's own, and fasthttp only
+		// reads it.
+		r.bodies.keepResponse(sink.body)
+	}
 	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 	c.Status(fiber.StatusOK).Send(sink.body)
 	return s.finish(c, r, nil)
@@ -265,6 +297,9 @@ func (s *Server) finish(c *fiber.Ctx, r *request, err *apierror.Error) error {
 		if e := s.handleError(c, err); e != nil {
 			return e
 		}
+		if r.bodies != nil {
+			r.bodies.keepResponse(err.JSON()) // what handleError sent
+		}
 	}
 	s.logRequest(r, status, err)
 	return nil
@@ -279,6 +314,9 @@ func (s *Server) logRequest(r *request, status int, err *apierror.Error) {
 		Latency: time.Since(r.start), TTFB: r.ttfb, Stream: r.op == abi.OpChatStream,
 		PromptTokens: r.usage.prompt, CompletionTokens: r.usage.completion, CachedTokens: r.usage.cached,
 		CostUSD: s.opts.Prices.Cost(r.model, r.upstreamModel, r.usage.prompt, r.usage.completion, r.usage.cached),
+	}
+	if b := r.bodies; b != nil {
+		e.RequestBody, e.ResponseBody, e.RequestBodySize, e.ResponseBodySize = b.req, b.resp, b.reqSize, b.respSize
 	}
 	if r.keyID != "admin" {
 		e.KeyID = r.keyID
@@ -405,6 +443,9 @@ func (s *streamSink) write(ev []byte) bool {
 	if _, err := s.w.Write(ev); err != nil || s.w.Flush() != nil {
 		s.clientGone()
 		return false
+	}
+	if s.r.bodies != nil {
+		s.r.bodies.appendResponse(ev)
 	}
 	return true
 }

@@ -22,6 +22,13 @@ const (
 	wsPing = 25 * time.Second
 )
 
+// Events reach a dashboard in batches: every wsFlushEvery, at most about
+// wsBatchBytes per message (the rest waits for the next tick).
+const (
+	wsFlushEvery = 100 * time.Millisecond
+	wsBatchBytes = 256 << 10
+)
+
 // Close codes the page understands (4000-4999 are free for applications).
 const (
 	wsCloseSessionEnded = 4001 // sign in again
@@ -86,23 +93,49 @@ func (s *Server) wsServe(conn *websocket.Conn) {
 	if conn.WriteMessage(websocket.TextMessage, hello) != nil {
 		return
 	}
+	var batch []byte
+	flush := time.NewTicker(wsFlushEvery)
+	defer flush.Stop()
 	ping := time.NewTicker(wsPing)
 	defer ping.Stop()
 	for {
 		select {
 		case <-gone:
 			return
-		case b, ok := <-sub.C:
-			if !ok {
+		case <-flush.C:
+			// Everything queued since the last tick goes in one message,
+			// one JSON object per line: a dashboard costs a write per tick,
+			// not per event, and the hub's sends never wake this goroutine.
+			batch = batch[:0]
+			open := true
+		drain:
+			for len(batch) < wsBatchBytes {
+				select {
+				case b, ok := <-sub.C:
+					if !ok {
+						open = false
+						break drain
+					}
+					if len(batch) > 0 {
+						batch = append(batch, '\n')
+					}
+					batch = append(batch, b...)
+				default:
+					break drain
+				}
+			}
+			if len(batch) > 0 {
+				conn.SetWriteDeadline(time.Now().Add(wsWriteTimeout))
+				if conn.WriteMessage(websocket.TextMessage, batch) != nil {
+					return
+				}
+			}
+			if !open {
 				if sub.WasCutOff() {
 					closeWith(wsCloseFellBehind, "fell behind; reconnect")
 				} else {
 					closeWith(websocket.CloseGoingAway, "server stopping")
 				}
-				return
-			}
-			conn.SetWriteDeadline(time.Now().Add(wsWriteTimeout))
-			if conn.WriteMessage(websocket.TextMessage, b) != nil {
 				return
 			}
 		case <-ping.C:

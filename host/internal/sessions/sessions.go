@@ -99,7 +99,7 @@ type Manager struct {
 
 type entry struct {
 	userID  string
-	issued  time.Time // with the clock's full precision
+	issued  time.Time // whole milliseconds, after the password change it knew of
 	expires time.Time
 }
 
@@ -179,9 +179,17 @@ func (m *Manager) start(u *users.User) (string, *Session, error) {
 	if err != nil {
 		return "", nil, err
 	}
+	// Password changes are stored in whole milliseconds, so sessions are
+	// dated the same way: a change in the millisecond of a login, or any
+	// later one, ends it. A session started for an account whose password
+	// changed in this very millisecond is dated just after the change.
+	issued := now.Truncate(time.Millisecond)
+	if !issued.After(u.PasswordChangedAt) {
+		issued = u.PasswordChangedAt.Truncate(time.Millisecond).Add(time.Millisecond)
+	}
 	m.mu.Lock()
 	m.sweepLocked(now)
-	m.live[s.ID] = &entry{userID: u.ID, issued: now, expires: s.ExpiresAt}
+	m.live[s.ID] = &entry{userID: u.ID, issued: issued, expires: s.ExpiresAt}
 	m.trimLocked(u.ID)
 	m.mu.Unlock()
 	return token, &Session{ID: s.ID, CSRF: s.CSRF, ExpiresAt: s.ExpiresAt, User: u}, nil
@@ -211,7 +219,7 @@ func (m *Manager) Check(ctx context.Context, token string) (*Session, error) {
 	}
 	// A disabled account, or a password changed after the session began
 	// (here or by another process), ends the session.
-	if u.Disabled || u.PasswordChangedAt.After(e.issued) {
+	if u.Disabled || !u.PasswordChangedAt.Before(e.issued) {
 		m.end(s.ID)
 		return nil, ErrInvalid
 	}

@@ -164,6 +164,21 @@ func TestSessionEnds(t *testing.T) {
 			t.Fatal("a login after the change is refused")
 		}
 	})
+	t.Run("password changed in the same millisecond", func(t *testing.T) {
+		clk.advance(time.Second)
+		token := login()
+		acc.change(u.ID, func(u *users.User) { u.PasswordChangedAt = clk.now().Truncate(time.Millisecond) })
+		if valid(token) {
+			t.Fatal("valid after a password change in the millisecond of the login")
+		}
+		// A session started right after that change (the caller's own
+		// change of password) is valid.
+		fresh, _ := acc.GetByID(ctx, u.ID)
+		token, _, err := m.Start(fresh)
+		if err != nil || !valid(token) {
+			t.Fatalf("a session started after the change: %v", err)
+		}
+	})
 	t.Run("disabled", func(t *testing.T) {
 		token := login()
 		acc.change(u.ID, func(u *users.User) { u.Disabled = true })

@@ -88,7 +88,7 @@ func MigrationStatus(ctx context.Context, path string) ([]MigrationState, error)
 	for _, m := range st {
 		s := MigrationState{
 			Version: m.Source.Version,
-			Name:    filepath.Base(m.Source.Path),
+			Name:    migrationName(m.Source),
 			Applied: m.State == goose.StateApplied,
 		}
 		if s.Applied {
@@ -115,7 +115,16 @@ func pendingStates() ([]MigrationState, error) {
 	}
 	var out []MigrationState
 	for _, s := range p.ListSources() {
-		out = append(out, MigrationState{Version: s.Version, Name: filepath.Base(s.Path)})
+		out = append(out, MigrationState{Version: s.Version, Name: migrationName(s)})
 	}
 	return out, nil
+}
+
+// migrationName is the file name of a SQL migration, or a name for a Go
+// migration, which has no file.
+func migrationName(s *goose.Source) string {
+	if s.Path == "" && s.Version == backfillVersion {
+		return backfillName
+	}
+	return filepath.Base(s.Path)
 }

@@ -1,6 +1,7 @@
 // Package store is the database layer of LLM Proxy: one SQLite file that
 // holds client API keys, dashboard users, providers managed at run time,
-// request logs and settings.
+// request logs with their usage rollups (sums per hour and day, see
+// [Store.InsertLogs] and [Store.CompactRollups]) and settings.
 //
 // # Opening
 //
@@ -98,9 +99,10 @@ type Options struct {
 // Store is an open database: one writer connection and a pool of reader
 // connections. It is safe for concurrent use.
 type Store struct {
-	path string
-	w    *sqlx.DB
-	r    *sqlx.DB
+	path  string
+	w     *sqlx.DB
+	r     *sqlx.DB
+	stmts writeStmts
 }
 
 // Open opens the database at o.Path, creating it if needed, and applies any
@@ -192,7 +194,7 @@ func (s *Store) Reader() *sqlx.DB { return s.r }
 // file open, closing the writer last checkpoints the WAL into the main file
 // and removes the -wal and -shm files.
 func (s *Store) Close() error {
-	return errors.Join(s.r.Close(), s.w.Close())
+	return errors.Join(s.stmts.close(), s.r.Close(), s.w.Close())
 }
 
 // createFile makes sure path exists as a regular file, creating missing
@@ -238,6 +240,7 @@ func openError(path string, err error) error {
 func newMigrator(db *sql.DB) (*goose.Provider, error) {
 	return goose.NewProvider(goose.DialectSQLite3, db, migrations.FS,
 		goose.WithDisableGlobalRegistry(true),
+		goose.WithGoMigrations(backfillMigration),
 	)
 }
 

@@ -101,7 +101,7 @@ func TestOpen(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := "api_keys goose_db_version providers request_logs settings users"
+		want := "api_keys goose_db_version providers request_logs settings usage_rollup_state usage_rollups users"
 		if got := strings.Join(tables, " "); got != want {
 			t.Errorf("tables = %s, want %s", got, want)
 		}
@@ -595,28 +595,4 @@ func TestConcurrentReaders(t *testing.T) {
 	if n := countLogs(t, s.Reader()); n != batches*batchSize {
 		t.Errorf("%d rows, want %d", n, batches*batchSize)
 	}
-}
-
-// BenchmarkInsertLogs measures InsertLogs with batches of 100 rows, the
-// request logger's steady state; rows/s is the figure to watch. As in
-// production, timestamps only grow and ids are in time order (the
-// benchmark's are zero-padded counters), so every index is appended to.
-func BenchmarkInsertLogs(b *testing.B) {
-	s := openStore(b)
-	const batchSize = 100
-	start := time.Now().UnixMilli()
-	rows := logRows("", batchSize, start)
-	batches := 0
-	for b.Loop() {
-		for i := range rows {
-			n := batches*batchSize + i
-			rows[i].ID = fmt.Sprintf("%012d", n)
-			rows[i].TS = start + int64(n)
-		}
-		if err := s.InsertLogs(b.Context(), rows); err != nil {
-			b.Fatal(err)
-		}
-		batches++
-	}
-	b.ReportMetric(float64(batches*batchSize)/b.Elapsed().Seconds(), "rows/s")
 }
