@@ -18,4 +18,13 @@ type Host interface {
 	Emit(kind abi.Kind, data []byte) int32
 	Fail(httpStatus int32, body []byte) int32
 	Log(level int32, msg []byte) int32
+	// JSONTape indexes the JSON document data (ABI 1.1, json_tape): it
+	// returns the number of tape entries and writes them into
+	// tape[:cap(tape)] only when all of them fit (rawjson.EntryWords words
+	// each).
+	JSONTape(data []byte, tape []uint32) int32
+	// FetchImage downloads the image at url (ABI 1.2, fetch_image): it
+	// returns the length of "<media type>\n<base64 data>" and writes it into
+	// buf[:cap(buf)] only when it fits.
+	FetchImage(url, buf []byte) int32
 }

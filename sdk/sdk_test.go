@@ -23,6 +23,7 @@ import (
 	"github.com/llm-proxy/llm-proxy/sdk"
 	"github.com/llm-proxy/llm-proxy/sdk/abi"
 	"github.com/llm-proxy/llm-proxy/sdk/plugintest"
+	"github.com/llm-proxy/llm-proxy/sdk/rawjson"
 	"github.com/llm-proxy/llm-proxy/sdk/sse"
 )
 
@@ -83,6 +84,22 @@ func (h *scriptHost) HTTPSend(head, body []byte) int32 {
 	return int32(len(h.heads))
 }
 func (h *scriptHost) HTTPStatus(int32) int32 { return 200 }
+func (h *scriptHost) FetchImage(url, buf []byte) int32 {
+	if string(url) != "https://example.com/cat.png" {
+		return int32(abi.StatusDenied)
+	}
+	return copyOut(buf, []byte("image/png\niVBORw0KGgo="))
+}
+func (h *scriptHost) JSONTape(data []byte, tape []uint32) int32 {
+	t, err := rawjson.AppendTape(nil, data)
+	if err != nil {
+		return int32(abi.StatusMalformed)
+	}
+	if len(t) <= cap(tape) {
+		copy(tape[:len(t)], t)
+	}
+	return int32(len(t) / rawjson.EntryWords)
+}
 func (h *scriptHost) HTTPHeader(int32, []byte, []byte) int32 {
 	return int32(abi.StatusNotFound)
 }
@@ -1346,4 +1363,43 @@ func Example_plugintest() {
 	// body {"object":"chat.completion","model":"tiny","provider":"demo"}
 	// embeddings (ret 0)
 	// fail 400 operation not supported by this provider
+}
+
+// TestParseJSON: the tape comes from the host; a tape too small is grown
+// and asked for again; malformed input is rawjson.ErrSyntax.
+func TestParseJSON(t *testing.T) {
+	sdk.Serve(&scriptHost{}, handler(func(c *sdk.Call) error {
+		doc, err := c.ParseJSON([]byte(`{"a":[1,"x"],"b":{"c":true}}`), make([]uint32, 0, 4))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := string(doc.Root().Get("b").Get("c").Raw()); got != "true" || len(doc.Tape) != 9*rawjson.EntryWords {
+			t.Fatalf("b.c = %q, tape %v", got, doc.Tape)
+		}
+		again, err := c.ParseJSON([]byte(`[1]`), doc.Tape)
+		if err != nil || &again.Tape[0] != &doc.Tape[0] {
+			t.Fatal("tape not reused")
+		}
+		if _, err := c.ParseJSON([]byte(`{"a":`), nil); err != rawjson.ErrSyntax {
+			t.Fatalf("malformed: %v", err)
+		}
+		return nil
+	}), abi.OpChat)
+}
+
+// TestFetchImage: the media type and base64 data come apart; a refusal is
+// a StatusError with the host's status.
+func TestFetchImage(t *testing.T) {
+	sdk.Serve(&scriptHost{}, handler(func(c *sdk.Call) error {
+		mt, data, err := c.FetchImage("https://example.com/cat.png")
+		if err != nil || mt != "image/png" || string(data) != "iVBORw0KGgo=" {
+			t.Fatalf("%q %q %v", mt, data, err)
+		}
+		_, _, err = c.FetchImage("http://10.0.0.1/x.png")
+		var se *sdk.StatusError
+		if !errors.As(err, &se) || se.Status != abi.StatusDenied {
+			t.Fatalf("refusal: %v", err)
+		}
+		return nil
+	}), abi.OpChat)
 }

@@ -49,6 +49,12 @@ func hostFail(status int32, buf unsafe.Pointer, length uint32) int32
 //go:wasmimport llmproxy_v1 log
 func hostLog(level int32, buf unsafe.Pointer, length uint32) int32
 
+//go:wasmimport llmproxy_v1 json_tape
+func hostJSONTape(buf unsafe.Pointer, length uint32, tape unsafe.Pointer, capacity uint32) int32
+
+//go:wasmimport llmproxy_v1 fetch_image
+func hostFetchImage(url unsafe.Pointer, urlLen uint32, buf unsafe.Pointer, capacity uint32) int32
+
 // ptr returns the address of b's backing array, or nil for an empty slice.
 // The host only touches the bytes in [ptr, ptr+len) (or +cap for reads)
 // during the call, and Go's wasm heap does not move objects.
@@ -85,4 +91,22 @@ func (wasmHost) Fail(status int32, body []byte) int32 {
 }
 func (wasmHost) Log(level int32, msg []byte) int32 {
 	return hostLog(level, ptr(msg), uint32(len(msg)))
+}
+
+// JSONTape passes the tape's backing array as bytes: wasm is little-endian,
+// the byte order json_tape writes, so the words are read as they land. The
+// import is linked only into plugins that call Call.ParseJSON, so plugins
+// that do not need ABI 1.1 keep loading on 1.0 hosts.
+func (wasmHost) JSONTape(data []byte, tape []uint32) int32 {
+	var p unsafe.Pointer
+	if cap(tape) > 0 {
+		p = unsafe.Pointer(unsafe.SliceData(tape))
+	}
+	return hostJSONTape(ptr(data), uint32(len(data)), p, uint32(cap(tape))*4)
+}
+
+// FetchImage is linked, like JSONTape, only into plugins that call
+// Call.FetchImage.
+func (wasmHost) FetchImage(url, buf []byte) int32 {
+	return hostFetchImage(ptr(url), uint32(len(url)), ptr(buf), uint32(cap(buf)))
 }

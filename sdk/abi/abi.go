@@ -12,7 +12,7 @@ package abi
 // minor version only adds optional behaviour and is declared in the manifest.
 const (
 	Major = 1
-	Minor = 0
+	Minor = 2
 
 	// ImportModule is the wasm import module that carries every host function
 	// of ABI major 1.
@@ -108,6 +108,9 @@ const (
 	StatusIO Status = -7
 	// StatusNotFound: the asked-for header does not exist.
 	StatusNotFound Status = -8
+	// StatusMalformed: the bytes given to json_tape are not one valid JSON
+	// value (ABI 1.1), or what fetch_image downloaded is not an image (1.2).
+	StatusMalformed Status = -9
 )
 
 func (s Status) String() string {
@@ -130,6 +133,8 @@ func (s Status) String() string {
 		return "upstream i/o error"
 	case StatusNotFound:
 		return "not found"
+	case StatusMalformed:
+		return "malformed JSON"
 	}
 	if s > 0 {
 		return "ok"
@@ -161,6 +166,14 @@ const (
 	FnEmit          = "emit"       // (kind, buf, len) -> status
 	FnFail          = "fail"       // (http_status, buf, len) -> status
 	FnLog           = "log"        // (level, buf, len) -> status
+	// FnJSONTape indexes a JSON document of guest memory natively and
+	// writes its tape (sdk/rawjson): (buf, len, tape, cap) -> entries.
+	// Added in ABI 1.1.
+	FnJSONTape = "json_tape"
+	// FnFetchImage downloads an image a client named by http(s) URL, for
+	// providers that want image bytes inline: (url, url_len, buf, cap) ->
+	// len of "<media type>\n<base64 data>". Added in ABI 1.2.
+	FnFetchImage = "fetch_image"
 )
 
 // HostFunctions lists every function of ImportModule with its number of i32
@@ -177,4 +190,6 @@ var HostFunctions = map[string]int{
 	FnEmit:          3,
 	FnFail:          3,
 	FnLog:           3,
+	FnJSONTape:      4,
+	FnFetchImage:    4,
 }

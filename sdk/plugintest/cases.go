@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/llm-proxy/llm-proxy/sdk/abi"
 )
@@ -41,6 +42,11 @@ import (
 //
 // JSON payloads are compared by value, everything else byte for byte. Header
 // lines under "want upstream" must be present; others are not checked.
+//
+// The upstream body is written one SSE event (up to a blank line) at a time,
+// with a flush after each. The marker <<flush>> inside the body is removed
+// and cuts it there too, with a short pause before the rest, so a case can
+// make an event arrive in pieces across reads.
 type Case struct {
 	Name     string
 	Op       abi.Op
@@ -175,15 +181,23 @@ func (c *Case) StartUpstream() *Upstream {
 		}
 		w.WriteHeader(c.Upstream.Status)
 		f, _ := w.(http.Flusher)
-		for _, part := range bytes.SplitAfter(c.Upstream.Body, []byte("\n\n")) {
-			w.Write(part)
-			if f != nil {
-				f.Flush()
+		for i, piece := range bytes.Split(c.Upstream.Body, flushMarker) {
+			if i > 0 {
+				time.Sleep(20 * time.Millisecond)
+			}
+			for _, part := range bytes.SplitAfter(piece, []byte("\n\n")) {
+				w.Write(part)
+				if f != nil {
+					f.Flush()
+				}
 			}
 		}
 	}))
 	return u
 }
+
+// flushMarker cuts an upstream body between two writes (see Case).
+var flushMarker = []byte("<<flush>>")
 
 // Check compares what the upstream received and what was emitted with the
 // case's expectations and returns every difference.

@@ -8,9 +8,11 @@ package plugintest
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"net/url"
 	"strings"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/llm-proxy/llm-proxy/sdk"
 	"github.com/llm-proxy/llm-proxy/sdk/abi"
+	"github.com/llm-proxy/llm-proxy/sdk/rawjson"
 	"github.com/llm-proxy/llm-proxy/sdk/sse"
 )
 
@@ -81,6 +84,7 @@ type Host struct {
 	next    int32
 	emits   []Emit
 	logs    []string
+	image   *fetched
 }
 
 func copyOut(buf, src []byte) int32 {
@@ -288,6 +292,58 @@ func (h *Host) Emit(kind abi.Kind, data []byte) int32 {
 func (h *Host) Fail(status int32, body []byte) int32 {
 	h.emits = append(h.emits, Emit{Kind: "fail", Status: int(status), Data: append([]byte(nil), body...)})
 	return 0
+}
+
+// JSONTape builds the tape natively, as the real host does.
+func (h *Host) JSONTape(data []byte, tape []uint32) int32 {
+	t, err := rawjson.AppendTape(nil, data)
+	if err != nil {
+		return int32(abi.StatusMalformed)
+	}
+	if len(t) <= cap(tape) {
+		copy(tape[:len(t)], t)
+	}
+	return int32(len(t) / rawjson.EntryWords)
+}
+
+// FetchImage downloads the image natively. Unlike the real host it does not
+// refuse private addresses (test servers are on loopback); it does check
+// the media type and the size.
+func (h *Host) FetchImage(url, buf []byte) int32 {
+	if h.image == nil || h.image.url != string(url) {
+		client := h.opts.Client
+		if client == nil {
+			client = http.DefaultClient
+		}
+		resp, err := client.Get(string(url))
+		if err != nil {
+			return int32(abi.StatusUnreachable)
+		}
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, maxImage+1))
+		if resp.StatusCode != 200 {
+			return int32(abi.StatusUnreachable)
+		}
+		if len(data) > maxImage {
+			return int32(abi.StatusLimit)
+		}
+		mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+		if !strings.HasPrefix(mt, "image/") {
+			return int32(abi.StatusMalformed)
+		}
+		out := append([]byte(mt), '\n')
+		out = base64.StdEncoding.AppendEncode(out, data)
+		h.image = &fetched{url: string(url), out: out}
+	}
+	return copyOut(buf, h.image.out)
+}
+
+// maxImage is the host's MaxFetchedImage.
+const maxImage = 8 << 20
+
+type fetched struct {
+	url string
+	out []byte
 }
 
 func (h *Host) Log(level int32, msg []byte) int32 {

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"context"
 	"net/http"
 	"sync"
 
@@ -25,18 +26,37 @@ func (d *authDoer) Do(req *http.Request) (*http.Response, error) {
 		a := v.Manifest.Auth
 		auth = egress.Auth{Type: a.Type, Name: a.Name, Format: a.Format}
 	}
+	c, err := d.client(auth)
+	if err != nil {
+		return nil, err
+	}
+	return c.Do(req)
+}
+
+// FetchImage downloads an image a client linked to, for the plugin's
+// fetch_image. It carries no credentials, so a client without any serves.
+func (d *authDoer) FetchImage(ctx context.Context, rawURL string, maxBytes int64) (string, []byte, error) {
+	c, err := d.client(egress.Auth{Type: "none"})
+	if err != nil {
+		return "", nil, err
+	}
+	return c.FetchImage(ctx, rawURL, maxBytes)
+}
+
+// client returns the provider's egress client for an authentication,
+// built on first use.
+func (d *authDoer) client(auth egress.Auth) (*egress.Client, error) {
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	c := d.clients[auth]
 	if c == nil {
 		o := d.opts
 		o.Auth = auth
 		var err error
 		if c, err = egress.New(o); err != nil {
-			d.mu.Unlock()
 			return nil, err
 		}
 		d.clients[auth] = c
 	}
-	d.mu.Unlock()
-	return c.Do(req)
+	return c, nil
 }

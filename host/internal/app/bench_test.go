@@ -1,11 +1,15 @@
 package app_test
 
 import (
+	"bytes"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/fasthttp/websocket"
 
@@ -95,4 +99,121 @@ func benchProxy(b *testing.B, body string, bodies bool, dashboards int, parallel
 		for pb.Next() && do() {
 		}
 	})
+}
+
+// runProxyBench posts body to the chat endpoint from parallel clients.
+func runProxyBench(b *testing.B, p *proxy, body string) {
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req, _ := http.NewRequest("POST", p.URL+"/v1/chat/completions", strings.NewReader(body))
+			req.Header.Set("Authorization", "Bearer "+adminKey)
+			resp, err := client.Do(req)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				b.Errorf("status %d", resp.StatusCode)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkProxyAnthropicChat and BenchmarkProxyAnthropicStream20 are the
+// same through anthropic.wasm and the fake's Messages API (20 text deltas
+// per stream), to compare the cost of translating with passing through.
+func BenchmarkProxyAnthropicChat(b *testing.B) {
+	benchAnthropicProxy(b, `{"model":"claude-test","messages":[{"role":"user","content":"`+strings.Repeat("lorem ipsum ", 150)+`"}]}`)
+}
+
+func BenchmarkProxyAnthropicStream20(b *testing.B) {
+	benchAnthropicProxy(b, `{"model":"claude-test","stream":true,"messages":[{"role":"user","content":"`+strings.Repeat("lorem ipsum ", 150)+`"}]}`)
+}
+
+func benchAnthropicProxy(b *testing.B, body string) {
+	p := startAnthropicProxy(b, fakeupstream.Options{Chunks: 20, DisableRecording: true},
+		func(cfg *config.Config) { cfg.Log.Level = "warn" })
+	runProxyBench(b, p, body)
+}
+
+// BenchmarkProxyCanned compares the plugins on equal terms: each provider
+// is served by a canned upstream that writes fixed bytes (an OpenAI answer
+// or stream, or the same as a Message or Messages API events), so neither
+// upstream decodes anything, and the cpu-µs/op metric (this process's CPU
+// time per request, client and upstream included) differs only by what the
+// proxy does. Streams carry 20 content chunks.
+func BenchmarkProxyCanned(b *testing.B) {
+	openaiStream, anthropicStream := cannedStreams(20)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		stream := bytes.Contains(body, []byte(`"stream":true`))
+		switch {
+		case r.URL.Path == "/v1/chat/completions" && stream:
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.Write(openaiStream)
+		case r.URL.Path == "/v1/chat/completions":
+			w.Header().Set("Content-Type", "application/json")
+			w.Write([]byte(`{"id":"chatcmpl-x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hello there"},"finish_reason":"stop"}],"usage":{"prompt_tokens":300,"completion_tokens":2,"total_tokens":302}}`))
+		case r.URL.Path == "/v1/messages" && stream:
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.Write(anthropicStream)
+		default:
+			w.Header().Set("Content-Type", "application/json")
+			w.Write([]byte(`{"id":"msg_x","type":"message","role":"assistant","model":"m","content":[{"type":"text","text":"hello there"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":300,"output_tokens":2}}`))
+		}
+	}))
+	defer up.Close()
+	p := startAnthropicProxy(b, fakeupstream.Options{DisableRecording: true}, func(cfg *config.Config) {
+		cfg.Log.Level = "warn"
+		cfg.Providers = append(cfg.Providers,
+			config.ProviderConfig{Name: "canned-openai", Plugin: "openai", BaseURL: up.URL + "/v1", Models: []string{"canned-o"}, AllowPrivateNetwork: true},
+			config.ProviderConfig{Name: "canned-anthropic", Plugin: "anthropic", BaseURL: up.URL, Models: []string{"canned-a"}, AllowPrivateNetwork: true})
+	})
+	prompt := strings.Repeat("lorem ipsum ", 150)
+	for _, tc := range []struct{ name, model, stream string }{
+		{"openai/chat", "canned-o", "false"}, {"anthropic/chat", "canned-a", "false"},
+		{"openai/stream20", "canned-o", "true"}, {"anthropic/stream20", "canned-a", "true"},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			body := `{"model":"` + tc.model + `","stream":` + tc.stream + `,"messages":[{"role":"user","content":"` + prompt + `"}]}`
+			before := cpuTime()
+			runProxyBench(b, p, body)
+			b.ReportMetric(float64((cpuTime()-before).Microseconds())/float64(b.N), "cpu-µs/op")
+		})
+	}
+}
+
+// cannedStreams builds the same 20-chunk stream in both wire formats.
+func cannedStreams(n int) (openai, anthropic []byte) {
+	var o, a bytes.Buffer
+	head := `data: {"id":"chatcmpl-x","object":"chat.completion.chunk","created":1,"model":"m","choices":[`
+	o.WriteString(head + `{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}],"usage":null}` + "\n\n")
+	ev := func(name, data string) { a.WriteString("event: " + name + "\ndata: " + data + "\n\n") }
+	ev("message_start", `{"type":"message_start","message":{"id":"msg_x","type":"message","role":"assistant","content":[],"model":"m","stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":300,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":1}}}`)
+	ev("content_block_start", `{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}`)
+	ev("ping", `{"type": "ping"}`)
+	for i := 0; i < n; i++ {
+		o.WriteString(head + `{"index":0,"delta":{"content":"token "},"finish_reason":null}],"usage":null}` + "\n\n")
+		ev("content_block_delta", `{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"token "}}`)
+	}
+	o.WriteString(head + `{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}` + "\n\n")
+	o.WriteString(head + `],"usage":{"prompt_tokens":300,"completion_tokens":20,"total_tokens":320}}` + "\n\n")
+	o.WriteString("data: [DONE]\n\n")
+	ev("content_block_stop", `{"type":"content_block_stop","index":0}`)
+	ev("message_delta", `{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":20}}`)
+	ev("message_stop", `{"type":"message_stop"}`)
+	return o.Bytes(), a.Bytes()
+}
+
+// cpuTime is this process's user and system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

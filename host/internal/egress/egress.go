@@ -48,12 +48,13 @@ type Options struct {
 
 // Client sends a provider's upstream requests.
 type Client struct {
-	http     *http.Client
-	authHost string
-	allowed  map[string]bool
-	private  bool
-	auth     Auth
-	secret   string
+	http      *http.Client
+	transport http.RoundTripper
+	authHost  string
+	allowed   map[string]bool
+	private   bool
+	auth      Auth
+	secret    string
 }
 
 // New builds a Client. The shared transport keeps connections alive across
@@ -81,6 +82,7 @@ func New(opts Options) (*Client, error) {
 			rt = publicTransport
 		}
 	}
+	c.transport = rt
 	c.http = &http.Client{
 		Transport: rt,
 		// Go's client copies the first request's headers onto redirects

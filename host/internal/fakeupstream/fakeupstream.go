@@ -11,6 +11,11 @@
 //   - POST /v1/embeddings, as float arrays or base64;
 //   - GET /v1/models and GET /v1/models/{id}.
 //
+// It also speaks Anthropic's Messages API at POST /v1/messages (see
+// anthropic.go), Google's Gemini API under /v1beta (gemini.go) and Azure
+// OpenAI's deployment URLs (azure.go), so those plugins are tested the same
+// way.
+//
 // Replies are deterministic. A chat reply is "echo: " followed by the text of
 // the last user message, so a streamed reply can be compared with a plain
 // one. A handful of reserved model names make the server misbehave on purpose
@@ -52,6 +57,13 @@ const (
 	// ModelBigOutput replies with BigOutputSize bytes of text.
 	ModelBigOutput = "big-output"
 )
+
+// ImagePath serves ImagePNG (image/png) without any credentials, as a
+// public image a client links to would be.
+const ImagePath = "/media/cat.png"
+
+// ImagePNG is the image at ImagePath: the 8-byte PNG signature.
+var ImagePNG = []byte("\x89PNG\r\n\x1a\n")
 
 // Timings and sizes used by the special models.
 const (
@@ -239,6 +251,15 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		s.mu.Unlock()
 	}
 
+	if r.URL.Path == ImagePath {
+		// A public image a client links to: no credentials needed.
+		w.Header().Set("Content-Type", "image/png")
+		w.Write(ImagePNG)
+		return
+	}
+	if s.serveAnthropic(w, r, body) || s.serveGemini(w, r, body) || s.serveAzure(w, r, body) {
+		return
+	}
 	if !s.checkAuth(w, r) {
 		return
 	}

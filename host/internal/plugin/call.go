@@ -66,6 +66,7 @@ type callState struct {
 	body    bool
 	overLim bool
 	retry   string
+	image   *fetchedImage // the last fetch_image result
 }
 
 type upstream struct {
@@ -250,6 +251,8 @@ var hostFns = []hostFn{
 		st.inv.Sink.Fail(int(int32(a[0])), body, st.retry)
 		return 0
 	}},
+	{abi.FnJSONTape, hostJSONTape},
+	{abi.FnFetchImage, hostFetchImage},
 	{abi.FnLog, func(_ context.Context, mod api.Module, st *callState, a []uint64) int32 {
 		msg, ok := view(mod, uint32(a[1]), uint32(a[2]))
 		if !ok {

@@ -11,6 +11,8 @@
 //	flood      streams 100 MB of output, ignoring the host's answers
 //	exit       calls proc_exit in the middle of a call
 //	silent     returns without answering
+//	tape       calls json_tape with a bad pointer, malformed JSON, a tape
+//	           too small and a good one, then reports what it saw
 //	ok         answers normally (proves the instance still works)
 package main
 
@@ -34,6 +36,9 @@ func rawHTTPSend(head unsafe.Pointer, headLen uint32, body unsafe.Pointer, bodyL
 
 //go:wasmimport llmproxy_v1 http_read
 func rawHTTPRead(handle int32, buf unsafe.Pointer, capacity uint32) int32
+
+//go:wasmimport llmproxy_v1 json_tape
+func rawJSONTape(buf unsafe.Pointer, length uint32, tape unsafe.Pointer, capacity uint32) int32
 
 type plugin struct{}
 
@@ -92,6 +97,23 @@ func misbehave(c *sdk.Call) error {
 		os.Exit(3)
 	case "silent":
 		return nil
+	case "tape":
+		addr := uintptr(0xFFFFFF00)
+		bad := *(*unsafe.Pointer)(unsafe.Pointer(&addr)) // deliberately outside memory
+		doc := []byte(`{"a":[1,"x"]}`)
+		var tape [20]uint32
+		s1 := rawJSONTape(bad, 16, unsafe.Pointer(&tape[0]), 80)
+		s2 := rawJSONTape(unsafe.Pointer(&doc[0]), uint32(len(doc))-1, unsafe.Pointer(&tape[0]), 80)
+		s3 := rawJSONTape(unsafe.Pointer(&doc[0]), uint32(len(doc)), unsafe.Pointer(&tape[0]), 79)
+		untouched := tape == [20]uint32{}
+		s4 := rawJSONTape(unsafe.Pointer(&doc[0]), uint32(len(doc)), bad, 80)
+		s5 := rawJSONTape(unsafe.Pointer(&doc[0]), uint32(len(doc)), unsafe.Pointer(&tape[0]), 80)
+		out := "tape " + strconv.Itoa(int(s1)) + " " + strconv.Itoa(int(s2)) + " " + strconv.Itoa(int(s3)) + " " +
+			strconv.FormatBool(untouched) + " " + strconv.Itoa(int(s4)) + " " + strconv.Itoa(int(s5))
+		for _, w := range tape {
+			out += " " + strconv.Itoa(int(w))
+		}
+		return c.Fail(500, []byte(out))
 	}
 	if c.Op() == 2 {
 		if err := c.EmitChunk([]byte(`{"object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"fine"}}]}`)); err != nil {

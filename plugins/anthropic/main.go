@@ -1,0 +1,276 @@
+// Command anthropic is the LLM Proxy provider plugin for Anthropic's
+// Messages API (Claude): OpenAI chat requests are translated into Messages
+// requests, and answers and event streams back into OpenAI's shapes, so an
+// OpenAI client cannot tell which provider answered.
+//
+// The translation works on raw JSON bytes (sdk/rawjson): values that need
+// no change are copied as they came and nothing is decoded with reflection,
+// so the guest stays cheap per request and per streamed event. What is
+// mapped, and what is not, is listed in request.go, response.go and
+// stream.go, and in the README's section on this plugin.
+//
+// Provider options (all optional):
+//
+//	max_tokens         max_tokens sent when the request has none (4096)
+//	anthropic_version  the anthropic-version header ("2023-06-01")
+//	anthropic_beta     an anthropic-beta header, e.g. for a beta feature
+package main
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/llm-proxy/llm-proxy/sdk"
+	"github.com/llm-proxy/llm-proxy/sdk/rawjson"
+)
+
+// maxBody bounds a non-streamed upstream body that the plugin buffers; the
+// host enforces its own, configurable limit as well.
+const maxBody = 64 << 20
+
+// Defaults of the provider options.
+const (
+	defaultMaxTokens = 4096
+	defaultVersion   = "2023-06-01"
+)
+
+type plugin struct{ sdk.Unimplemented }
+
+// settings are a provider's options, decoded once per provider and instance.
+type settings struct {
+	maxTokens []byte // a JSON number
+	headers   [][2]string
+}
+
+var settingsCache = map[*sdk.Config]*settings{}
+
+func settingsFor(cfg *sdk.Config) *settings {
+	if s, ok := settingsCache[cfg]; ok {
+		return s
+	}
+	s := &settings{}
+	n := int64(defaultMaxTokens)
+	var v int64
+	if cfg.Option("max_tokens", &v) && v > 0 {
+		n = v
+	}
+	s.maxTokens = strconv.AppendInt(nil, n, 10)
+	version := defaultVersion
+	var str string
+	if cfg.Option("anthropic_version", &str) && str != "" {
+		version = str
+	}
+	s.headers = [][2]string{{"Content-Type", "application/json"}, {"anthropic-version", version}}
+	if cfg.Option("anthropic_beta", &str) && str != "" {
+		s.headers = append(s.headers, [2]string{"anthropic-beta", str})
+	}
+	if len(settingsCache) > 32 {
+		clear(settingsCache)
+	}
+	settingsCache[cfg] = s
+	return s
+}
+
+func (plugin) Chat(c *sdk.Call) error {
+	cfg, err := c.Config()
+	if err != nil {
+		return err
+	}
+	s := settingsFor(cfg)
+	body, err := translateRequest(c, s, false)
+	if err != nil {
+		return err
+	}
+	resp, err := c.Send("POST", cfg.BaseURL+"/v1/messages", s.headers, body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode >= 300 {
+		return failUpstream(c, resp)
+	}
+	raw, err := resp.ReadAll(maxBody)
+	if err != nil {
+		return err
+	}
+	doc, err := c.ParseJSON(raw, respTape)
+	respTape = doc.Tape
+	if err != nil {
+		return errUpstreamBody
+	}
+	out, err := buildCompletion(doc.Root(), created(resp))
+	if err != nil {
+		return err
+	}
+	return c.EmitBody(out)
+}
+
+// Tapes reused across the calls of a warm instance.
+var reqTape, respTape []uint32
+
+// translateRequest indexes the unified request and translates it.
+func translateRequest(c *sdk.Call, s *settings, stream bool) ([]byte, error) {
+	doc, err := c.ParseJSON(c.Request(), reqTape)
+	reqTape = doc.Tape
+	if err != nil {
+		return nil, badRequest("", "the request body is not valid JSON")
+	}
+	return buildRequest(doc.Root(), s, stream, c.ParseJSON)
+}
+
+// errUpstreamBody reports an upstream answer that is not JSON.
+var errUpstreamBody = &sdk.HTTPError{Status: 502, Message: "the upstream answered with a body that is not JSON"}
+
+func (plugin) ChatStream(c *sdk.Call) error {
+	cfg, err := c.Config()
+	if err != nil {
+		return err
+	}
+	s := settingsFor(cfg)
+	body, err := translateRequest(c, s, true)
+	if err != nil {
+		return err
+	}
+	resp, err := c.Send("POST", cfg.BaseURL+"/v1/messages", s.headers, body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode >= 300 {
+		return failUpstream(c, resp)
+	}
+	return translateStream(c, resp, created(resp))
+}
+
+// Models lists the upstream's models (GET /v1/models) as an OpenAI model
+// list; the proxy's provider connection test uses it.
+func (plugin) Models(c *sdk.Call) error {
+	cfg, err := c.Config()
+	if err != nil {
+		return err
+	}
+	s := settingsFor(cfg)
+	resp, err := c.Send("GET", cfg.BaseURL+"/v1/models?limit=1000", s.headers[1:], nil)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode >= 300 {
+		return failUpstream(c, resp)
+	}
+	raw, err := resp.ReadAll(maxBody)
+	if err != nil {
+		return err
+	}
+	doc, err := c.ParseJSON(raw, respTape)
+	respTape = doc.Tape
+	if err != nil {
+		return errUpstreamBody
+	}
+	out, err := buildModelList(doc.Root())
+	if err != nil {
+		return err
+	}
+	return c.EmitBody(out)
+}
+
+// failUpstream passes an upstream error on. Anthropic's error bodies,
+// {"type":"error","error":{"type":...,"message":...}}, already carry what
+// the host reads (error.message, error.type). 529 (overloaded) becomes 503,
+// which the host keeps, so clients see a retryable "service unavailable"
+// rather than a generic 502.
+func failUpstream(c *sdk.Call, resp *sdk.Response) error {
+	body, _ := resp.ReadAll(64 << 10)
+	status := resp.StatusCode
+	if status == 529 {
+		status = 503
+	}
+	if len(body) == 0 {
+		body = []byte("upstream returned HTTP " + strconv.Itoa(resp.StatusCode))
+	}
+	return c.Fail(status, body)
+}
+
+// statusForError maps the type of an Anthropic error object (as sent in a
+// stream's error event) to the HTTP status the API uses for it.
+func statusForError(typ rawjson.Value) int {
+	t, _ := typ.Str()
+	switch string(t) {
+	case "invalid_request_error":
+		return 400
+	case "authentication_error":
+		return 401
+	case "billing_error":
+		return 402
+	case "permission_error":
+		return 403
+	case "not_found_error":
+		return 404
+	case "request_too_large":
+		return 413
+	case "rate_limit_error":
+		return 429
+	case "overloaded_error":
+		return 503
+	case "timeout_error":
+		return 504
+	}
+	return 502
+}
+
+// created is the chat.completion's creation time: the upstream response's
+// Date (the Messages API sends no timestamp), or the clock without one.
+func created(resp *sdk.Response) int64 {
+	if d, ok := resp.Header("Date"); ok {
+		if t, ok := parseHTTPDate(d); ok {
+			return t
+		}
+	}
+	return time.Now().Unix()
+}
+
+// parseHTTPDate reads an IMF-fixdate, "Tue, 14 Nov 2023 22:13:20 GMT", the
+// Date format HTTP servers send, into Unix seconds. It does by arithmetic
+// what time.Parse does with loops, which cost a guest dearly.
+func parseHTTPDate(d string) (int64, bool) {
+	if len(d) != 29 || d[3] != ',' || d[4] != ' ' || d[7] != ' ' || d[11] != ' ' || d[16] != ' ' ||
+		d[19] != ':' || d[22] != ':' || d[25:] != " GMT" {
+		return 0, false
+	}
+	num := func(s string) (int64, bool) {
+		var n int64
+		for i := 0; i < len(s); i++ {
+			if s[i] < '0' || s[i] > '9' {
+				return 0, false
+			}
+			n = n*10 + int64(s[i]-'0')
+		}
+		return n, true
+	}
+	day, ok1 := num(d[5:7])
+	year, ok2 := num(d[12:16])
+	hh, ok3 := num(d[17:19])
+	mm, ok4 := num(d[20:22])
+	ss, ok5 := num(d[23:25])
+	month := int64(0)
+	for i, m := range [...]string{"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"} {
+		if d[8:11] == m {
+			month = int64(i + 1)
+		}
+	}
+	if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 || month == 0 || day < 1 || day > 31 || hh > 23 || mm > 59 || ss > 60 {
+		return 0, false
+	}
+	// Days from 1970-01-01 to the civil date (Howard Hinnant's algorithm).
+	if month <= 2 {
+		year--
+	}
+	era := year / 400
+	yoe := year - era*400
+	mp := (month + 9) % 12
+	doy := (153*mp+2)/5 + day - 1
+	doe := yoe*365 + yoe/4 - yoe/100 + doy
+	days := era*146097 + doe - 719468
+	return days*86400 + hh*3600 + mm*60 + ss, true
+}
+
+func init() { sdk.Register(plugin{}) }
+
+func main() {}

@@ -1,0 +1,665 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+
+	"github.com/llm-proxy/llm-proxy/sdk"
+	"github.com/llm-proxy/llm-proxy/sdk/rawjson"
+)
+
+// The request translation: the unified request (OpenAI chat completions)
+// becomes a Messages API request. Values that need no change (strings,
+// numbers, JSON schemas) are copied as they came; nothing is decoded into Go
+// values.
+//
+//	OpenAI                                  Anthropic
+//	system and developer messages           system (one string, or text blocks)
+//	user / assistant / tool messages        messages, same roles merged so they alternate
+//	tool message                            tool_result block in a user message
+//	assistant tool_calls                    tool_use blocks, arguments parsed into input
+//	image_url data: / http(s) URL           image block, base64 / url source
+//	file with a PDF data URL                document block, base64 source
+//	max_completion_tokens, max_tokens       max_tokens (the provider's default when absent)
+//	stop                                    stop_sequences
+//	temperature, top_p, top_k               the same
+//	tools[].function                        tools[]: name, description, input_schema
+//	tool_choice auto/none/required/named    tool_choice auto/none/any/tool
+//	parallel_tool_calls: false              tool_choice.disable_parallel_tool_use
+//	user                                    metadata.user_id
+//	response_format json_schema             output_config.format json_schema
+
+// Buffers reused across the calls of a warm instance.
+var (
+	reqBuf = make([]byte, 0, 8<<10)
+	msgBuf = make([]byte, 0, 8<<10)
+	sysBuf = make([]byte, 0, 1<<10)
+)
+
+// parser indexes a JSON document, reusing tape.
+type parser func(data []byte, tape []uint32) (rawjson.Doc, error)
+
+// requestFields are the members of the unified request the translation
+// reads.
+type requestFields struct {
+	model, messages, maxTokens, maxCompletionTokens, temperature, topP, topK rawjson.Value
+	stop, tools, toolChoice, parallelToolCalls, user, n, responseFormat      rawjson.Value
+}
+
+// buildRequest translates the unified request (parsed) into a Messages
+// request. An error is an *sdk.HTTPError (400) that names the offending
+// field.
+//
+// parse indexes JSON found inside the request (tool call arguments):
+// Call.ParseJSON in a plugin, rawjson.Parse in tests.
+func buildRequest(req rawjson.Value, s *settings, stream bool, parse parser) ([]byte, error) {
+	var f requestFields
+	for m := req.Members(); m.Next(); {
+		v := m.Value()
+		switch string(m.Key()) {
+		case "model":
+			f.model = v
+		case "messages":
+			f.messages = v
+		case "max_tokens":
+			f.maxTokens = v
+		case "max_completion_tokens":
+			f.maxCompletionTokens = v
+		case "temperature":
+			f.temperature = v
+		case "top_p":
+			f.topP = v
+		case "top_k":
+			f.topK = v
+		case "stop":
+			f.stop = v
+		case "tools":
+			f.tools = v
+		case "tool_choice":
+			f.toolChoice = v
+		case "parallel_tool_calls":
+			f.parallelToolCalls = v
+		case "user":
+			f.user = v
+		case "n":
+			f.n = v
+		case "response_format":
+			f.responseFormat = v
+		}
+	}
+	if f.model.Kind() != rawjson.String {
+		return nil, badRequest("model", "model must be a string")
+	}
+	if n, ok := f.n.Int(); ok && n > 1 {
+		return nil, badRequest("n", "this provider returns one choice per request; n must be 1")
+	}
+	if f.messages.Kind() != rawjson.Array {
+		return nil, badRequest("messages", "messages must be an array of message objects")
+	}
+
+	w := messageWriter{buf: append(msgBuf[:0], '['), sys: sysBuf[:0], parse: parse}
+	i := 0
+	for e := f.messages.Elements(); e.Next(); i++ {
+		if err := w.message(e.Value(), i); err != nil {
+			return nil, err
+		}
+	}
+	if w.open == "" {
+		return nil, badRequest("messages", "at least one user or assistant message with content is required")
+	}
+	w.buf = append(w.buf, "]}]"...)
+	msgBuf, sysBuf = w.buf[:0], w.sys[:0]
+
+	b := append(reqBuf[:0], `{"model":`...)
+	b = append(b, f.model.Raw()...)
+	b = append(b, `,"max_tokens":`...)
+	switch {
+	case f.maxCompletionTokens.Kind() == rawjson.Number:
+		b = append(b, f.maxCompletionTokens.Raw()...)
+	case f.maxTokens.Kind() == rawjson.Number:
+		b = append(b, f.maxTokens.Raw()...)
+	default:
+		b = append(b, s.maxTokens...)
+	}
+	if len(w.sys) > 0 {
+		b = append(b, `,"system":`...)
+		if w.sysBlocks == 1 {
+			b = append(b, w.sysText...)
+		} else {
+			b = append(b, '[')
+			b = append(b, w.sys...)
+			b = append(b, ']')
+		}
+	}
+	b = append(b, `,"messages":`...)
+	b = append(b, w.buf...)
+	var err error
+	if b, err = appendStop(b, f.stop); err != nil {
+		return nil, err
+	}
+	for _, p := range [...]struct {
+		name string
+		v    rawjson.Value
+	}{{"temperature", f.temperature}, {"top_p", f.topP}, {"top_k", f.topK}} {
+		switch p.v.Kind() {
+		case rawjson.Number:
+			b = append(b, ',', '"')
+			b = append(b, p.name...)
+			b = append(b, '"', ':')
+			b = append(b, p.v.Raw()...)
+		case rawjson.Null, rawjson.Invalid:
+		default:
+			return nil, badRequest(p.name, "%s must be a number", p.name)
+		}
+	}
+	if b, err = appendTools(b, f.tools, f.toolChoice, f.parallelToolCalls); err != nil {
+		return nil, err
+	}
+	if f.user.Kind() == rawjson.String {
+		b = append(b, `,"metadata":{"user_id":`...)
+		b = append(b, f.user.Raw()...)
+		b = append(b, '}')
+	}
+	if f.responseFormat.Get("type").StringIs("json_schema") {
+		schema := f.responseFormat.Get("json_schema").Get("schema")
+		if schema.Kind() != rawjson.Object {
+			return nil, badRequest("response_format", "response_format.json_schema.schema must be an object")
+		}
+		b = append(b, `,"output_config":{"format":{"type":"json_schema","schema":`...)
+		b = append(b, schema.Raw()...)
+		b = append(b, "}}"...)
+	}
+	if stream {
+		b = append(b, `,"stream":true`...)
+	}
+	b = append(b, '}')
+	reqBuf = b[:0]
+	return b, nil
+}
+
+// messageWriter builds the messages array, merging consecutive messages
+// that map to the same role into one, and collects system text.
+type messageWriter struct {
+	buf       []byte // "[" then the messages; the open one lacks its "]}"
+	open      string // role of the open message, "" before the first block
+	sys       []byte // system text blocks, comma-separated
+	sysText   []byte // the raw string of the first system text
+	sysBlocks int
+	parse     parser
+}
+
+// next prepares for one more content block in a message of the given role.
+func (w *messageWriter) next(role string) {
+	switch {
+	case w.open == role:
+		w.buf = append(w.buf, ',')
+		return
+	case w.open != "":
+		w.buf = append(w.buf, "]},"...)
+	}
+	w.buf = append(w.buf, `{"role":"`...)
+	w.buf = append(w.buf, role...)
+	w.buf = append(w.buf, `","content":[`...)
+	w.open = role
+}
+
+// text adds a text block made of the string s; blank strings are skipped,
+// as the Messages API refuses text blocks without visible text.
+func (w *messageWriter) text(role string, s rawjson.Value) {
+	if blank(s.Raw()) {
+		return
+	}
+	w.next(role)
+	w.buf = appendTextBlock(w.buf, s.Raw())
+}
+
+func appendTextBlock(b, s []byte) []byte {
+	b = append(b, `{"type":"text","text":`...)
+	b = append(b, s...)
+	return append(b, '}')
+}
+
+// blank reports whether the string literal s holds only spaces, tabs and
+// line breaks.
+func blank(s []byte) bool {
+	for i := 1; i < len(s)-1; i++ {
+		switch s[i] {
+		case ' ':
+		case '\\':
+			if i+1 < len(s)-1 && (s[i+1] == 'n' || s[i+1] == 't' || s[i+1] == 'r') {
+				i++
+				continue
+			}
+			return false
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func (w *messageWriter) systemText(s rawjson.Value) {
+	if blank(s.Raw()) {
+		return
+	}
+	if w.sysBlocks > 0 {
+		w.sys = append(w.sys, ',')
+	} else {
+		w.sysText = s.Raw()
+	}
+	w.sys = appendTextBlock(w.sys, s.Raw())
+	w.sysBlocks++
+}
+
+// message translates messages[i].
+func (w *messageWriter) message(m rawjson.Value, i int) error {
+	if m.Kind() != rawjson.Object {
+		return badRequest(fmt.Sprintf("messages[%d]", i), "messages[%d] must be an object", i)
+	}
+	var role, content, toolCalls, toolCallID rawjson.Value
+	for f := m.Members(); f.Next(); {
+		switch string(f.Key()) {
+		case "role":
+			role = f.Value()
+		case "content":
+			content = f.Value()
+		case "tool_calls":
+			toolCalls = f.Value()
+		case "tool_call_id":
+			toolCallID = f.Value()
+		}
+	}
+	r, _ := role.Str()
+	switch string(r) {
+	case "system", "developer":
+		return w.parts(content, i, "system")
+	case "user":
+		return w.parts(content, i, "user")
+	case "assistant":
+		if err := w.parts(content, i, "assistant"); err != nil {
+			return err
+		}
+		return w.toolUses(toolCalls, i)
+	case "tool":
+		return w.toolResult(content, toolCallID, i)
+	}
+	return badRequest(fmt.Sprintf("messages[%d].role", i),
+		"messages[%d].role %s is not supported; use system, developer, user, assistant or tool", i, role.Raw())
+}
+
+// parts adds the content of a system, user or assistant message: a string
+// or an array of parts.
+func (w *messageWriter) parts(content rawjson.Value, i int, role string) error {
+	param := func() string { return fmt.Sprintf("messages[%d].content", i) }
+	switch content.Kind() {
+	case rawjson.String:
+		if role == "system" {
+			w.systemText(content)
+		} else {
+			w.text(role, content)
+		}
+		return nil
+	case rawjson.Null, rawjson.Invalid:
+		return nil
+	case rawjson.Array:
+	default:
+		return badRequest(param(), "%s must be a string or an array of content parts", param())
+	}
+	j := 0
+	for e := content.Elements(); e.Next(); j++ {
+		p := e.Value()
+		typ, _ := p.Get("type").Str()
+		switch string(typ) {
+		case "text":
+			t := p.Get("text")
+			if t.Kind() != rawjson.String {
+				return badRequest(param(), "%s[%d].text must be a string", param(), j)
+			}
+			if role == "system" {
+				w.systemText(t)
+			} else {
+				w.text(role, t)
+			}
+			continue
+		case "refusal":
+			if t := p.Get("refusal"); role == "assistant" && t.Kind() == rawjson.String {
+				w.text(role, t)
+				continue
+			}
+		case "image_url":
+			if role == "user" {
+				w.next(role)
+				var err error
+				if w.buf, err = appendImage(w.buf, p, fmt.Sprintf("%s[%d]", param(), j)); err != nil {
+					return err
+				}
+				continue
+			}
+		case "file":
+			if role == "user" {
+				w.next(role)
+				var err error
+				if w.buf, err = appendDocument(w.buf, p, fmt.Sprintf("%s[%d]", param(), j)); err != nil {
+					return err
+				}
+				continue
+			}
+		}
+		return badRequest(param(), "%s[%d]: content parts of type %q are not supported in %s messages by this provider", param(), j, typ, role)
+	}
+	return nil
+}
+
+// appendImage writes an image block for an image_url part: a data URL
+// becomes a base64 source, an http(s) URL a url source.
+func appendImage(b []byte, part rawjson.Value, param string) ([]byte, error) {
+	iu := part.Get("image_url")
+	if iu.Kind() == rawjson.Object {
+		iu = iu.Get("url")
+	}
+	u, ok := iu.Str()
+	if !ok {
+		return b, badRequest(param, "%s.image_url.url must be a string", param)
+	}
+	safe := !iu.Escaped() // u is the literal's content: it can be copied as it is
+	if mediaType, data, isData := parseDataURL(u); isData {
+		if mediaType == nil || data == nil {
+			return b, badRequest(param, "%s: a data URL must be data:<media type>;base64,<data>", param)
+		}
+		b = append(b, `{"type":"image","source":{"type":"base64","media_type":`...)
+		b = rawjson.AppendString(b, bytes.ToLower(mediaType))
+		b = append(b, `,"data":`...)
+		b = appendContent(b, data, safe)
+		return append(b, "}}"...), nil
+	}
+	if hasPrefixFold(u, "https://") || hasPrefixFold(u, "http://") {
+		b = append(b, `{"type":"image","source":{"type":"url","url":`...)
+		b = appendContent(b, u, safe)
+		return append(b, "}}"...), nil
+	}
+	return b, badRequest(param, "%s: an image must be an http(s) URL or a base64 data URL", param)
+}
+
+// appendDocument writes a document block for a file part carrying a PDF as
+// a data URL in file.file_data.
+func appendDocument(b []byte, part rawjson.Value, param string) ([]byte, error) {
+	fd := part.Get("file").Get("file_data")
+	u, ok := fd.Str()
+	mediaType, data, isData := parseDataURL(u)
+	if !ok || !isData || data == nil || !bytes.EqualFold(mediaType, []byte("application/pdf")) {
+		return b, badRequest(param, "%s: only PDF files sent as a base64 data URL in file.file_data are supported", param)
+	}
+	b = append(b, `{"type":"document","source":{"type":"base64","media_type":"application/pdf","data":`...)
+	b = appendContent(b, data, !fd.Escaped())
+	return append(b, "}}"...), nil
+}
+
+// parseDataURL splits data:<media type>[;params];base64,<data>. isData
+// reports the data: scheme; mediaType or data is nil when the URL is not a
+// base64 data URL with a media type.
+func parseDataURL(u []byte) (mediaType, data []byte, isData bool) {
+	if !hasPrefixFold(u, "data:") {
+		return nil, nil, false
+	}
+	meta, payload, ok := bytes.Cut(u[5:], []byte{','})
+	if !ok || len(meta) < 7 || !bytes.EqualFold(meta[len(meta)-7:], []byte(";base64")) {
+		return nil, nil, true
+	}
+	mt, _, _ := bytes.Cut(meta, []byte{';'})
+	if len(mt) == 0 {
+		return nil, nil, true
+	}
+	return mt, payload, true
+}
+
+func hasPrefixFold(b []byte, prefix string) bool {
+	return len(b) >= len(prefix) && bytes.EqualFold(b[:len(prefix)], []byte(prefix))
+}
+
+// appendContent writes s as a string literal; safe means s is the content of
+// a literal without escapes, which can be copied as it is.
+func appendContent(b, s []byte, safe bool) []byte {
+	if !safe {
+		return rawjson.AppendString(b, s)
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+// argsTape is reused to check tool call arguments.
+var argsTape []uint32
+
+// toolUses adds a tool_use block per tool call of an assistant message.
+func (w *messageWriter) toolUses(calls rawjson.Value, i int) error {
+	switch calls.Kind() {
+	case rawjson.Null, rawjson.Invalid:
+		return nil
+	case rawjson.Array:
+	default:
+		return badRequest(fmt.Sprintf("messages[%d].tool_calls", i), "tool_calls must be an array")
+	}
+	j := 0
+	for e := calls.Elements(); e.Next(); j++ {
+		call := e.Value()
+		param := fmt.Sprintf("messages[%d].tool_calls[%d]", i, j)
+		id := call.Get("id")
+		fn := call.Get("function")
+		name := fn.Get("name")
+		if id.Kind() != rawjson.String || name.Kind() != rawjson.String {
+			return badRequest(param, "%s needs a string id and function.name", param)
+		}
+		argsV := fn.Get("arguments")
+		args, ok := argsV.Str()
+		if !ok && argsV.Exists() && !argsV.IsNull() {
+			return badRequest(param, "%s.function.arguments must be a string", param)
+		}
+		args = bytes.TrimSpace(args)
+		if len(args) == 0 {
+			args = []byte("{}")
+		} else {
+			doc, err := w.parse(args, argsTape)
+			argsTape = doc.Tape
+			if err != nil || doc.Root().Kind() != rawjson.Object {
+				return badRequest(param, "%s.function.arguments must be a JSON object", param)
+			}
+		}
+		w.next("assistant")
+		w.buf = append(w.buf, `{"type":"tool_use","id":`...)
+		w.buf = append(w.buf, id.Raw()...)
+		w.buf = append(w.buf, `,"name":`...)
+		w.buf = append(w.buf, name.Raw()...)
+		w.buf = append(w.buf, `,"input":`...)
+		w.buf = append(w.buf, args...)
+		w.buf = append(w.buf, '}')
+	}
+	return nil
+}
+
+// toolResult adds a tool_result block to the user turn; consecutive tool
+// messages (parallel calls) end up in one user message.
+func (w *messageWriter) toolResult(content, id rawjson.Value, i int) error {
+	if id.Kind() != rawjson.String {
+		return badRequest(fmt.Sprintf("messages[%d].tool_call_id", i), "messages[%d].tool_call_id must be a string", i)
+	}
+	w.next("user")
+	w.buf = append(w.buf, `{"type":"tool_result","tool_use_id":`...)
+	w.buf = append(w.buf, id.Raw()...)
+	switch content.Kind() {
+	case rawjson.String:
+		if len(content.Raw()) > 2 {
+			w.buf = append(w.buf, `,"content":`...)
+			w.buf = append(w.buf, content.Raw()...)
+		}
+	case rawjson.Array:
+		w.buf = append(w.buf, `,"content":[`...)
+		n, j := 0, 0
+		for e := content.Elements(); e.Next(); j++ {
+			p := e.Value()
+			param := fmt.Sprintf("messages[%d].content[%d]", i, j)
+			typ, _ := p.Get("type").Str()
+			switch string(typ) {
+			case "text":
+				t := p.Get("text")
+				if t.Kind() != rawjson.String {
+					return badRequest(param, "%s.text must be a string", param)
+				}
+				if blank(t.Raw()) {
+					continue
+				}
+				if n > 0 {
+					w.buf = append(w.buf, ',')
+				}
+				w.buf = appendTextBlock(w.buf, t.Raw())
+			case "image_url":
+				if n > 0 {
+					w.buf = append(w.buf, ',')
+				}
+				var err error
+				if w.buf, err = appendImage(w.buf, p, param); err != nil {
+					return err
+				}
+			default:
+				return badRequest(param, "%s: tool results may hold text and images, not %q", param, typ)
+			}
+			n++
+		}
+		w.buf = append(w.buf, ']')
+	case rawjson.Null, rawjson.Invalid:
+	default:
+		return badRequest(fmt.Sprintf("messages[%d].content", i), "messages[%d].content must be a string or an array", i)
+	}
+	w.buf = append(w.buf, '}')
+	return nil
+}
+
+// appendStop writes stop_sequences from stop (a string or an array of
+// strings).
+func appendStop(b []byte, stop rawjson.Value) ([]byte, error) {
+	switch stop.Kind() {
+	case rawjson.String:
+		if len(stop.Raw()) > 2 {
+			b = append(b, `,"stop_sequences":[`...)
+			b = append(b, stop.Raw()...)
+			b = append(b, ']')
+		}
+	case rawjson.Array:
+		n := 0
+		for e := stop.Elements(); e.Next(); n++ {
+			if e.Value().Kind() != rawjson.String {
+				return b, badRequest("stop", "stop must be a string or an array of strings")
+			}
+		}
+		if n > 0 {
+			b = append(b, `,"stop_sequences":`...)
+			b = append(b, stop.Raw()...)
+		}
+	case rawjson.Null, rawjson.Invalid:
+	default:
+		return b, badRequest("stop", "stop must be a string or an array of strings")
+	}
+	return b, nil
+}
+
+// appendTools writes tools and tool_choice. Without tools, tool_choice is
+// left out (the Messages API refuses it alone).
+func appendTools(b []byte, tools, choice, parallel rawjson.Value) ([]byte, error) {
+	switch tools.Kind() {
+	case rawjson.Null, rawjson.Invalid:
+		return b, nil
+	case rawjson.Array:
+	default:
+		return b, badRequest("tools", "tools must be an array")
+	}
+	start := len(b)
+	b = append(b, `,"tools":[`...)
+	j := 0
+	for e := tools.Elements(); e.Next(); j++ {
+		t := e.Value()
+		param := fmt.Sprintf("tools[%d]", j)
+		if typ := t.Get("type"); typ.Exists() && !typ.StringIs("function") {
+			return b, badRequest(param, "%s: only tools of type function are supported by this provider", param)
+		}
+		fn := t.Get("function")
+		name := fn.Get("name")
+		if name.Kind() != rawjson.String {
+			return b, badRequest(param, "%s.function.name must be a string", param)
+		}
+		if j > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"name":`...)
+		b = append(b, name.Raw()...)
+		if d := fn.Get("description"); d.Kind() == rawjson.String {
+			b = append(b, `,"description":`...)
+			b = append(b, d.Raw()...)
+		}
+		b = append(b, `,"input_schema":`...)
+		if params := fn.Get("parameters"); params.Kind() == rawjson.Object && params.Len() > 0 {
+			b = append(b, params.Raw()...)
+		} else {
+			b = append(b, `{"type":"object","properties":{}}`...)
+		}
+		b = append(b, '}')
+	}
+	if j == 0 {
+		return b[:start], nil
+	}
+	b = append(b, ']')
+
+	noParallel := parallel.Kind() == rawjson.Bool && !parallel.IsTrue()
+	var typ string
+	var name []byte
+	switch choice.Kind() {
+	case rawjson.String:
+		c, _ := choice.Str()
+		switch string(c) {
+		case "auto":
+			typ = "auto"
+		case "none":
+			return append(b, `,"tool_choice":{"type":"none"}`...), nil
+		case "required":
+			typ = "any"
+		default:
+			return b, badRequest("tool_choice", "tool_choice must be auto, none, required or a named function")
+		}
+	case rawjson.Object:
+		n := choice.Get("function").Get("name")
+		if !choice.Get("type").StringIs("function") || n.Kind() != rawjson.String {
+			return b, badRequest("tool_choice", "tool_choice must be auto, none, required or a named function")
+		}
+		typ, name = "tool", n.Raw()
+	case rawjson.Null, rawjson.Invalid:
+		if !noParallel {
+			return b, nil
+		}
+		typ = "auto"
+	default:
+		return b, badRequest("tool_choice", "tool_choice must be a string or an object")
+	}
+	b = append(b, `,"tool_choice":{"type":"`...)
+	b = append(b, typ...)
+	b = append(b, '"')
+	if name != nil {
+		b = append(b, `,"name":`...)
+		b = append(b, name...)
+	}
+	if noParallel {
+		b = append(b, `,"disable_parallel_tool_use":true`...)
+	}
+	return append(b, '}'), nil
+}
+
+// badRequest is a 400 for the client, as an OpenAI error object.
+func badRequest(param, format string, args ...any) error {
+	b := []byte(`{"error":{"message":`)
+	b = rawjson.AppendString(b, fmt.Sprintf(format, args...))
+	b = append(b, `,"type":"invalid_request_error","param":`...)
+	if param == "" {
+		b = append(b, "null"...)
+	} else {
+		b = rawjson.AppendString(b, param)
+	}
+	b = append(b, `,"code":null}}`...)
+	return &sdk.HTTPError{Status: 400, Message: string(b)}
+}

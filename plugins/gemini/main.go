@@ -1,0 +1,288 @@
+// Command gemini is the LLM Proxy provider plugin for Google's Gemini API
+// (generateContent, streamGenerateContent, embedContent): OpenAI chat and
+// embeddings requests are translated into Gemini's, and answers and event
+// streams back into OpenAI's shapes.
+//
+// Like the anthropic plugin, it reads JSON through the host-built tape
+// (Call.ParseJSON) and copies values it does not change as raw bytes. What
+// is mapped, and what is not, is listed in request.go, response.go and
+// stream.go, and in the README's section on this plugin.
+//
+// The provider's base_url is the API version root,
+// https://generativelanguage.googleapis.com/v1beta; the plugin appends
+// /models/{model}:generateContent and the like.
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/llm-proxy/llm-proxy/sdk"
+	"github.com/llm-proxy/llm-proxy/sdk/rawjson"
+)
+
+// maxBody bounds a non-streamed upstream body that the plugin buffers; the
+// host enforces its own, configurable limit as well.
+const maxBody = 64 << 20
+
+type plugin struct{ sdk.Unimplemented }
+
+var jsonHeaders = [][2]string{{"Content-Type", "application/json"}}
+
+// Tapes reused across the calls of a warm instance.
+var reqTape, respTape []uint32
+
+func (plugin) Chat(c *sdk.Call) error { return chat(c, false) }
+
+func (plugin) ChatStream(c *sdk.Call) error { return chat(c, true) }
+
+func chat(c *sdk.Call, stream bool) error {
+	cfg, err := c.Config()
+	if err != nil {
+		return err
+	}
+	doc, err := c.ParseJSON(c.Request(), reqTape)
+	reqTape = doc.Tape
+	if err != nil {
+		return badRequest("", "the request body is not valid JSON")
+	}
+	req := doc.Root()
+	model, ok := req.Get("model").Str()
+	if !ok || len(model) == 0 {
+		return badRequest("model", "model must be a string")
+	}
+	body, err := buildRequest(req, c.ParseJSON, c.FetchImage)
+	if err != nil {
+		return err
+	}
+	url := modelURL(cfg.BaseURL, model, ":generateContent")
+	if stream {
+		url = modelURL(cfg.BaseURL, model, ":streamGenerateContent?alt=sse")
+	}
+	resp, err := c.Send("POST", url, jsonHeaders, body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode >= 300 {
+		return failUpstream(c, resp)
+	}
+	if stream {
+		return translateStream(c, resp, created(resp), req.Get("model").Raw())
+	}
+	raw, err := resp.ReadAll(maxBody)
+	if err != nil {
+		return err
+	}
+	rd, err := c.ParseJSON(raw, respTape)
+	respTape = rd.Tape
+	if err != nil {
+		return errUpstreamBody
+	}
+	out, err := buildCompletion(rd.Root(), created(resp), req.Get("model").Raw())
+	if err != nil {
+		return err
+	}
+	return c.EmitBody(out)
+}
+
+// modelURL is base/models/{model}{method}. A model given with its own
+// collection ("tunedModels/x") keeps it.
+func modelURL(base string, model []byte, method string) string {
+	b := make([]byte, 0, len(base)+len(model)+len(method)+8)
+	b = append(b, base...)
+	b = append(b, '/')
+	if !containsByte(model, '/') {
+		b = append(b, "models/"...)
+	}
+	b = append(b, model...)
+	b = append(b, method...)
+	return string(b)
+}
+
+func containsByte(b []byte, c byte) bool {
+	for _, x := range b {
+		if x == c {
+			return true
+		}
+	}
+	return false
+}
+
+// Models lists the upstream's models (GET /models) as an OpenAI model list;
+// the proxy's provider connection test uses it.
+func (plugin) Models(c *sdk.Call) error {
+	cfg, err := c.Config()
+	if err != nil {
+		return err
+	}
+	resp, err := c.Send("GET", cfg.BaseURL+"/models?pageSize=1000", nil, nil)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode >= 300 {
+		return failUpstream(c, resp)
+	}
+	raw, err := resp.ReadAll(maxBody)
+	if err != nil {
+		return err
+	}
+	doc, err := c.ParseJSON(raw, respTape)
+	respTape = doc.Tape
+	if err != nil {
+		return errUpstreamBody
+	}
+	b := []byte(`{"object":"list","data":[`)
+	n := 0
+	for e := doc.Root().Get("models").Elements(); e.Next(); n++ {
+		name, ok := e.Value().Get("name").Str()
+		if !ok {
+			return errUpstreamBody
+		}
+		if len(name) > 7 && string(name[:7]) == "models/" {
+			name = name[7:]
+		}
+		if n > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"id":`...)
+		b = rawjson.AppendString(b, name)
+		b = append(b, `,"object":"model","created":0,"owned_by":"google"}`...)
+	}
+	return c.EmitBody(append(b, "]}"...))
+}
+
+// errUpstreamBody reports an upstream answer that is not what the API
+// documents.
+var errUpstreamBody = &sdk.HTTPError{Status: 502, Message: "the upstream answered with a body that is not a Gemini API response"}
+
+// failUpstream passes an upstream error on, rewritten into OpenAI's shape.
+// Google's errors are {"error":{"code":429,"message":...,"status":
+// "RESOURCE_EXHAUSTED","details":[...]}}: the message is kept, the status
+// becomes the code and picks the type. The HTTP status is kept; the host
+// maps it (401/403 to 502 upstream_auth_failed, 5xx to 502 but 503/504).
+func failUpstream(c *sdk.Call, resp *sdk.Response) error {
+	body, _ := resp.ReadAll(64 << 10)
+	if doc, err := rawjson.Parse(body, nil); err == nil {
+		e := doc.Root().Get("error")
+		if msg := e.Get("message"); msg.Kind() == rawjson.String {
+			status, _ := e.Get("status").Str()
+			return c.Fail(resp.StatusCode, openAIError(msg.Raw(), errorType(string(status), resp.StatusCode), status))
+		}
+	}
+	if len(body) == 0 {
+		body = []byte("upstream returned HTTP " + strconv.Itoa(resp.StatusCode))
+	}
+	return c.Fail(resp.StatusCode, body)
+}
+
+// openAIError is {"error":{"message":msg,"type":typ,"param":null,"code":code}}
+// with msg a raw JSON string.
+func openAIError(msg []byte, typ string, code []byte) []byte {
+	b := []byte(`{"error":{"message":`)
+	b = append(b, msg...)
+	b = append(b, `,"type":`...)
+	b = rawjson.AppendString(b, typ)
+	b = append(b, `,"param":null,"code":`...)
+	if len(code) == 0 {
+		b = append(b, "null"...)
+	} else {
+		b = rawjson.AppendString(b, code)
+	}
+	return append(b, "}}"...)
+}
+
+// errorType maps a google.rpc status to OpenAI's error types.
+func errorType(status string, httpStatus int) string {
+	switch status {
+	case "INVALID_ARGUMENT", "FAILED_PRECONDITION", "OUT_OF_RANGE", "NOT_FOUND":
+		return "invalid_request_error"
+	case "UNAUTHENTICATED":
+		return "authentication_error"
+	case "PERMISSION_DENIED":
+		return "permission_error"
+	case "RESOURCE_EXHAUSTED":
+		return "rate_limit_error"
+	case "UNAVAILABLE":
+		return "overloaded_error"
+	case "DEADLINE_EXCEEDED":
+		return "timeout_error"
+	}
+	if httpStatus >= 400 && httpStatus < 500 {
+		return "invalid_request_error"
+	}
+	return "api_error"
+}
+
+// badRequest is a 400 for the client, as an OpenAI error object.
+func badRequest(param, format string, args ...any) error {
+	b := []byte(`{"error":{"message":`)
+	b = rawjson.AppendString(b, fmt.Sprintf(format, args...))
+	b = append(b, `,"type":"invalid_request_error","param":`...)
+	if param == "" {
+		b = append(b, "null"...)
+	} else {
+		b = rawjson.AppendString(b, param)
+	}
+	b = append(b, `,"code":null}}`...)
+	return &sdk.HTTPError{Status: 400, Message: string(b)}
+}
+
+// created is the completion's creation time: the upstream response's Date,
+// or the clock without one.
+func created(resp *sdk.Response) int64 {
+	if d, ok := resp.Header("Date"); ok {
+		if t, ok := parseHTTPDate(d); ok {
+			return t
+		}
+	}
+	return time.Now().Unix()
+}
+
+// parseHTTPDate reads an IMF-fixdate, "Tue, 14 Nov 2023 22:13:20 GMT", into
+// Unix seconds by arithmetic (time.Parse loops, which cost a guest dearly).
+func parseHTTPDate(d string) (int64, bool) {
+	if len(d) != 29 || d[3] != ',' || d[4] != ' ' || d[7] != ' ' || d[11] != ' ' || d[16] != ' ' ||
+		d[19] != ':' || d[22] != ':' || d[25:] != " GMT" {
+		return 0, false
+	}
+	num := func(s string) (int64, bool) {
+		var n int64
+		for i := 0; i < len(s); i++ {
+			if s[i] < '0' || s[i] > '9' {
+				return 0, false
+			}
+			n = n*10 + int64(s[i]-'0')
+		}
+		return n, true
+	}
+	day, ok1 := num(d[5:7])
+	year, ok2 := num(d[12:16])
+	hh, ok3 := num(d[17:19])
+	mm, ok4 := num(d[20:22])
+	ss, ok5 := num(d[23:25])
+	month := int64(0)
+	for i, m := range [...]string{"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"} {
+		if d[8:11] == m {
+			month = int64(i + 1)
+		}
+	}
+	if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 || month == 0 || day < 1 || day > 31 || hh > 23 || mm > 59 || ss > 60 {
+		return 0, false
+	}
+	// Days from 1970-01-01 to the civil date (Howard Hinnant's algorithm).
+	if month <= 2 {
+		year--
+	}
+	era := year / 400
+	yoe := year - era*400
+	mp := (month + 9) % 12
+	doy := (153*mp+2)/5 + day - 1
+	doe := yoe*365 + yoe/4 - yoe/100 + doy
+	days := era*146097 + doe - 719468
+	return days*86400 + hh*3600 + mm*60 + ss, true
+}
+
+func init() { sdk.Register(plugin{}) }
+
+func main() {}

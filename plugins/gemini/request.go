@@ -1,0 +1,659 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+
+	"github.com/llm-proxy/llm-proxy/sdk"
+	"github.com/llm-proxy/llm-proxy/sdk/abi"
+	"github.com/llm-proxy/llm-proxy/sdk/rawjson"
+)
+
+// The request translation: the unified request (OpenAI chat completions)
+// becomes a generateContent request.
+//
+//	OpenAI                                Gemini
+//	system and developer messages         systemInstruction.parts
+//	user / assistant messages             contents, roles user / model, same roles merged
+//	text parts                            {"text"}
+//	image_url, file and input_audio       {"inlineData": {mimeType, data}}
+//	  with base64 data (data: URLs)
+//	image_url with an http(s) URL         {"inlineData"} with the image the host
+//	                                        downloads (fetch_image)
+//	assistant tool_calls                  {"functionCall": {name, args}} parts, with the
+//	                                      thoughtSignature kept in the call's id
+//	tool messages                         {"functionResponse": {name, response}} parts of a
+//	                                      user turn, the name found through tool_call_id
+//	temperature, top_p, top_k, seed,      generationConfig: temperature, topP, topK, seed,
+//	  presence/frequency_penalty            presencePenalty, frequencyPenalty
+//	max_completion_tokens, max_tokens     generationConfig.maxOutputTokens
+//	stop, n                               generationConfig.stopSequences, candidateCount
+//	response_format json_object           generationConfig.responseMimeType application/json
+//	  json_schema                           and responseSchema (schema.go)
+//	tools[].function                      tools[0].functionDeclarations (schema.go)
+//	tool_choice auto/none/required/named  toolConfig.functionCallingConfig AUTO/NONE/ANY/ANY
+//	                                        with allowedFunctionNames
+
+// parser indexes a JSON document, reusing tape.
+type parser func(data []byte, tape []uint32) (rawjson.Doc, error)
+
+// fetcher downloads the image at an http(s) URL: its media type and its
+// bytes in base64 (Call.FetchImage).
+type fetcher func(url string) (string, []byte, error)
+
+// Buffers reused across the calls of a warm instance.
+var (
+	reqBuf = make([]byte, 0, 8<<10)
+	cntBuf = make([]byte, 0, 8<<10)
+	sysBuf = make([]byte, 0, 1<<10)
+)
+
+// signatureSentinel is the value Google documents for a function call
+// whose thought signature is lost (a history the client made up): it
+// tells Gemini 3 not to validate the signature.
+const signatureSentinel = "skip_thought_signature_validator"
+
+func buildRequest(req rawjson.Value, parse parser, fetch fetcher) ([]byte, error) {
+	var messages, maxTokens, maxCompletionTokens, stop, n, responseFormat, tools, toolChoice rawjson.Value
+	var numbers [6]rawjson.Value // temperature, top_p, top_k, seed, presence, frequency
+	for m := req.Members(); m.Next(); {
+		v := m.Value()
+		switch string(m.Key()) {
+		case "messages":
+			messages = v
+		case "max_tokens":
+			maxTokens = v
+		case "max_completion_tokens":
+			maxCompletionTokens = v
+		case "temperature":
+			numbers[0] = v
+		case "top_p":
+			numbers[1] = v
+		case "top_k":
+			numbers[2] = v
+		case "seed":
+			numbers[3] = v
+		case "presence_penalty":
+			numbers[4] = v
+		case "frequency_penalty":
+			numbers[5] = v
+		case "stop":
+			stop = v
+		case "n":
+			n = v
+		case "response_format":
+			responseFormat = v
+		case "tools":
+			tools = v
+		case "tool_choice":
+			toolChoice = v
+		}
+	}
+	if messages.Kind() != rawjson.Array {
+		return nil, badRequest("messages", "messages must be an array of message objects")
+	}
+	w := contentWriter{buf: append(cntBuf[:0], '['), sys: sysBuf[:0], parse: parse, fetch: fetch}
+	i := 0
+	for e := messages.Elements(); e.Next(); i++ {
+		if err := w.message(e.Value(), i); err != nil {
+			return nil, err
+		}
+	}
+	if w.open == "" {
+		return nil, badRequest("messages", "at least one user or assistant message with content is required")
+	}
+	w.buf = append(w.buf, "]}]"...)
+	cntBuf, sysBuf = w.buf[:0], w.sys[:0]
+
+	b := append(reqBuf[:0], `{"contents":`...)
+	b = append(b, w.buf...)
+	if len(w.sys) > 0 {
+		b = append(b, `,"systemInstruction":{"parts":[`...)
+		b = append(b, w.sys...)
+		b = append(b, "]}"...)
+	}
+	var err error
+	if b, err = appendTools(b, tools, toolChoice); err != nil {
+		return nil, err
+	}
+
+	// generationConfig, left out when empty.
+	start := len(b)
+	b = append(b, `,"generationConfig":{`...)
+	fields := 0
+	field := func(name string) {
+		if fields > 0 {
+			b = append(b, ',')
+		}
+		fields++
+		b = append(b, '"')
+		b = append(b, name...)
+		b = append(b, '"', ':')
+	}
+	for j, name := range [...]string{"temperature", "topP", "topK", "seed", "presencePenalty", "frequencyPenalty"} {
+		v := numbers[j]
+		switch v.Kind() {
+		case rawjson.Number:
+			field(name)
+			b = append(b, v.Raw()...)
+		case rawjson.Null, rawjson.Invalid:
+		default:
+			return nil, badRequest(openAIName[j], "%s must be a number", openAIName[j])
+		}
+	}
+	switch {
+	case maxCompletionTokens.Kind() == rawjson.Number:
+		field("maxOutputTokens")
+		b = append(b, maxCompletionTokens.Raw()...)
+	case maxTokens.Kind() == rawjson.Number:
+		field("maxOutputTokens")
+		b = append(b, maxTokens.Raw()...)
+	}
+	switch stop.Kind() {
+	case rawjson.String:
+		if len(stop.Raw()) > 2 {
+			field("stopSequences")
+			b = append(b, '[')
+			b = append(b, stop.Raw()...)
+			b = append(b, ']')
+		}
+	case rawjson.Array:
+		for e := stop.Elements(); e.Next(); {
+			if e.Value().Kind() != rawjson.String {
+				return nil, badRequest("stop", "stop must be a string or an array of strings")
+			}
+		}
+		if stop.Len() > 0 {
+			field("stopSequences")
+			b = append(b, stop.Raw()...)
+		}
+	case rawjson.Null, rawjson.Invalid:
+	default:
+		return nil, badRequest("stop", "stop must be a string or an array of strings")
+	}
+	if k, ok := n.Int(); ok && k != 1 {
+		if k < 1 {
+			return nil, badRequest("n", "n must be at least 1")
+		}
+		field("candidateCount")
+		b = append(b, n.Raw()...)
+	}
+	switch typ, _ := responseFormat.Get("type").Str(); string(typ) {
+	case "json_object":
+		field("responseMimeType")
+		b = append(b, `"application/json"`...)
+	case "json_schema":
+		schema := responseFormat.Get("json_schema").Get("schema")
+		if schema.Kind() != rawjson.Object {
+			return nil, badRequest("response_format", "response_format.json_schema.schema must be an object")
+		}
+		field("responseMimeType")
+		b = append(b, `"application/json"`...)
+		field("responseSchema")
+		b = appendSchema(b, schema, 0)
+	}
+	if fields == 0 {
+		b = b[:start]
+	} else {
+		b = append(b, '}')
+	}
+	b = append(b, '}')
+	reqBuf = b[:0]
+	return b, nil
+}
+
+var openAIName = [...]string{"temperature", "top_p", "top_k", "seed", "presence_penalty", "frequency_penalty"}
+
+// contentWriter builds the contents array, merging consecutive messages of
+// the same role, and collects system text parts.
+type contentWriter struct {
+	buf   []byte // "[" then the contents; the open one lacks its "]}"
+	open  string // role of the open content, "" before the first part
+	calls int    // function calls in the open model content
+	sys   []byte // system text parts, comma-separated
+	parse parser
+	fetch fetcher
+	// names maps the id of each tool call seen so far to its function
+	// name, for the functionResponse parts of tool messages.
+	names []toolName
+}
+
+type toolName struct{ id, name []byte }
+
+var argsTape []uint32
+
+// next prepares for one more part in a content of the given role.
+func (w *contentWriter) next(role string) {
+	switch {
+	case w.open == role:
+		w.buf = append(w.buf, ',')
+		return
+	case w.open != "":
+		w.buf = append(w.buf, "]},"...)
+	}
+	w.buf = append(w.buf, `{"role":"`...)
+	w.buf = append(w.buf, role...)
+	w.buf = append(w.buf, `","parts":[`...)
+	w.open = role
+	w.calls = 0
+}
+
+// blank reports whether the string literal s holds only spaces, tabs and
+// line breaks.
+func blank(s []byte) bool {
+	for i := 1; i < len(s)-1; i++ {
+		switch s[i] {
+		case ' ':
+		case '\\':
+			if i+1 < len(s)-1 && (s[i+1] == 'n' || s[i+1] == 't' || s[i+1] == 'r') {
+				i++
+				continue
+			}
+			return false
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func (w *contentWriter) text(role string, s rawjson.Value) {
+	if blank(s.Raw()) {
+		return
+	}
+	if role == "system" {
+		if len(w.sys) > 0 {
+			w.sys = append(w.sys, ',')
+		}
+		w.sys = append(w.sys, `{"text":`...)
+		w.sys = append(w.sys, s.Raw()...)
+		w.sys = append(w.sys, '}')
+		return
+	}
+	w.next(role)
+	w.buf = append(w.buf, `{"text":`...)
+	w.buf = append(w.buf, s.Raw()...)
+	w.buf = append(w.buf, '}')
+}
+
+// message translates messages[i].
+func (w *contentWriter) message(m rawjson.Value, i int) error {
+	if m.Kind() != rawjson.Object {
+		return badRequest(fmt.Sprintf("messages[%d]", i), "messages[%d] must be an object", i)
+	}
+	var role, content, toolCalls, toolCallID rawjson.Value
+	for f := m.Members(); f.Next(); {
+		switch string(f.Key()) {
+		case "role":
+			role = f.Value()
+		case "content":
+			content = f.Value()
+		case "tool_calls":
+			toolCalls = f.Value()
+		case "tool_call_id":
+			toolCallID = f.Value()
+		}
+	}
+	r, _ := role.Str()
+	switch string(r) {
+	case "system", "developer":
+		return w.parts(content, i, "system")
+	case "user":
+		return w.parts(content, i, "user")
+	case "assistant":
+		if err := w.parts(content, i, "model"); err != nil {
+			return err
+		}
+		return w.functionCalls(toolCalls, i)
+	case "tool":
+		return w.functionResponse(content, toolCallID, i)
+	}
+	return badRequest(fmt.Sprintf("messages[%d].role", i),
+		"messages[%d].role %s is not supported; use system, developer, user, assistant or tool", i, role.Raw())
+}
+
+// parts adds a message's content: a string or an array of parts.
+func (w *contentWriter) parts(content rawjson.Value, i int, role string) error {
+	param := func() string { return fmt.Sprintf("messages[%d].content", i) }
+	switch content.Kind() {
+	case rawjson.String:
+		w.text(role, content)
+		return nil
+	case rawjson.Null, rawjson.Invalid:
+		return nil
+	case rawjson.Array:
+	default:
+		return badRequest(param(), "%s must be a string or an array of content parts", param())
+	}
+	j := 0
+	for e := content.Elements(); e.Next(); j++ {
+		p := e.Value()
+		typ, _ := p.Get("type").Str()
+		where := fmt.Sprintf("%s[%d]", param(), j)
+		var err error
+		switch string(typ) {
+		case "text":
+			t := p.Get("text")
+			if t.Kind() != rawjson.String {
+				return badRequest(where, "%s.text must be a string", where)
+			}
+			w.text(role, t)
+			continue
+		case "refusal":
+			if t := p.Get("refusal"); role == "model" && t.Kind() == rawjson.String {
+				w.text(role, t)
+				continue
+			}
+		case "image_url":
+			if role == "user" {
+				iu := p.Get("image_url")
+				if iu.Kind() == rawjson.Object {
+					iu = iu.Get("url")
+				}
+				w.next(role)
+				if u, _ := iu.Str(); w.fetch != nil && (hasPrefixFold(u, "https://") || hasPrefixFold(u, "http://")) {
+					w.buf, err = appendFetched(w.buf, w.fetch, string(u), where)
+				} else {
+					w.buf, err = appendDataURL(w.buf, iu, where, "an image")
+				}
+				if err != nil {
+					return err
+				}
+				continue
+			}
+		case "file":
+			if role == "user" {
+				w.next(role)
+				if w.buf, err = appendDataURL(w.buf, p.Get("file").Get("file_data"), where, "a file"); err != nil {
+					return err
+				}
+				continue
+			}
+		case "input_audio":
+			if role == "user" {
+				a := p.Get("input_audio")
+				data := a.Get("data")
+				format, _ := a.Get("format").Str()
+				if data.Kind() != rawjson.String || len(format) == 0 || blank(a.Get("format").Raw()) {
+					return badRequest(where, "%s.input_audio needs data and format", where)
+				}
+				w.next(role)
+				w.buf = append(w.buf, `{"inlineData":{"mimeType":`...)
+				w.buf = rawjson.AppendString(w.buf, "audio/"+string(bytes.ToLower(format)))
+				w.buf = append(w.buf, `,"data":`...)
+				w.buf = append(w.buf, data.Raw()...)
+				w.buf = append(w.buf, "}}"...)
+				continue
+			}
+		}
+		return badRequest(param(), "%s: content parts of type %q are not supported in %s messages by this provider", where, typ, role)
+	}
+	return nil
+}
+
+// appendFetched writes an inlineData part for an image the host downloads
+// (fetch_image): Gemini wants image bytes inline. A URL the host refuses or
+// cannot fetch is the client's mistake: a 400 that says why.
+func appendFetched(b []byte, fetch fetcher, url, param string) ([]byte, error) {
+	mt, data, err := fetch(url)
+	if err != nil {
+		why := "could not be downloaded"
+		var se *sdk.StatusError
+		if errors.As(err, &se) {
+			switch se.Status {
+			case abi.StatusDenied:
+				why = "is not allowed (only public http(s) addresses are fetched)"
+			case abi.StatusMalformed:
+				why = "is not an image (png, jpeg, webp, gif, heic or heif)"
+			case abi.StatusLimit:
+				why = "is too large"
+			case abi.StatusTimeout:
+				why = "did not answer in time"
+			}
+		}
+		return b, badRequest(param, "%s: the image URL %s", param, why)
+	}
+	b = append(b, `{"inlineData":{"mimeType":`...)
+	b = rawjson.AppendString(b, mt)
+	b = append(b, `,"data":"`...)
+	b = append(b, data...) // base64: nothing to escape
+	return append(b, `"}}`...), nil
+}
+
+func hasPrefixFold(b []byte, prefix string) bool {
+	return len(b) >= len(prefix) && bytes.EqualFold(b[:len(prefix)], []byte(prefix))
+}
+
+// appendDataURL writes an inlineData part for a base64 data URL. A file
+// given by http(s) URL is refused: only images are fetched.
+func appendDataURL(b []byte, url rawjson.Value, param, what string) ([]byte, error) {
+	u, ok := url.Str()
+	if !ok {
+		return b, badRequest(param, "%s: the URL must be a string", param)
+	}
+	mediaType, data, isData := parseDataURL(u)
+	if !isData {
+		return b, badRequest(param, "%s: %s must be sent as a base64 data URL (or, for an image, an http(s) URL)", param, what)
+	}
+	if mediaType == nil || data == nil {
+		return b, badRequest(param, "%s: a data URL must be data:<media type>;base64,<data>", param)
+	}
+	b = append(b, `{"inlineData":{"mimeType":`...)
+	b = rawjson.AppendString(b, bytes.ToLower(mediaType))
+	b = append(b, `,"data":`...)
+	if url.Escaped() {
+		b = rawjson.AppendString(b, data)
+	} else {
+		b = append(b, '"')
+		b = append(b, data...)
+		b = append(b, '"')
+	}
+	return append(b, "}}"...), nil
+}
+
+// parseDataURL splits data:<media type>[;params];base64,<data>. isData
+// reports the data: scheme; mediaType or data is nil when the URL is not a
+// base64 data URL with a media type.
+func parseDataURL(u []byte) (mediaType, data []byte, isData bool) {
+	if len(u) < 5 || !bytes.EqualFold(u[:5], []byte("data:")) {
+		return nil, nil, false
+	}
+	meta, payload, ok := bytes.Cut(u[5:], []byte{','})
+	if !ok || len(meta) < 7 || !bytes.EqualFold(meta[len(meta)-7:], []byte(";base64")) {
+		return nil, nil, true
+	}
+	mt, _, _ := bytes.Cut(meta, []byte{';'})
+	if len(mt) == 0 {
+		return nil, nil, true
+	}
+	return mt, payload, true
+}
+
+// functionCalls adds a functionCall part per tool call of an assistant
+// message, with the thought signature its id carries (see callID).
+func (w *contentWriter) functionCalls(calls rawjson.Value, i int) error {
+	switch calls.Kind() {
+	case rawjson.Null, rawjson.Invalid:
+		return nil
+	case rawjson.Array:
+	default:
+		return badRequest(fmt.Sprintf("messages[%d].tool_calls", i), "tool_calls must be an array")
+	}
+	j := 0
+	for e := calls.Elements(); e.Next(); j++ {
+		call := e.Value()
+		param := fmt.Sprintf("messages[%d].tool_calls[%d]", i, j)
+		id := call.Get("id")
+		fn := call.Get("function")
+		name := fn.Get("name")
+		idv, ok := id.Str()
+		if !ok || name.Kind() != rawjson.String {
+			return badRequest(param, "%s needs a string id and function.name", param)
+		}
+		argsV := fn.Get("arguments")
+		args, ok := argsV.Str()
+		if !ok && argsV.Exists() && !argsV.IsNull() {
+			return badRequest(param, "%s.function.arguments must be a string", param)
+		}
+		args = bytes.TrimSpace(args)
+		if len(args) == 0 {
+			args = []byte("{}")
+		} else {
+			doc, err := w.parse(args, argsTape)
+			argsTape = doc.Tape
+			if err != nil || doc.Root().Kind() != rawjson.Object {
+				return badRequest(param, "%s.function.arguments must be a JSON object", param)
+			}
+		}
+		w.names = append(w.names, toolName{idv, name.Raw()})
+		w.next("model")
+		w.buf = append(w.buf, `{"functionCall":{"name":`...)
+		w.buf = append(w.buf, name.Raw()...)
+		w.buf = append(w.buf, `,"args":`...)
+		w.buf = append(w.buf, args...)
+		w.buf = append(w.buf, '}')
+		sig, ours := signatureOf(idv)
+		if sig == nil && !ours && w.calls == 0 {
+			sig = []byte(signatureSentinel)
+		}
+		if sig != nil {
+			w.buf = append(w.buf, `,"thoughtSignature":`...)
+			w.buf = rawjson.AppendString(w.buf, sig)
+		}
+		w.buf = append(w.buf, '}')
+		w.calls++
+	}
+	return nil
+}
+
+// functionResponse adds a functionResponse part to the user turn;
+// consecutive tool messages (parallel calls) end up in one turn, as Gemini
+// expects one response part per call.
+func (w *contentWriter) functionResponse(content, id rawjson.Value, i int) error {
+	idv, ok := id.Str()
+	if !ok {
+		return badRequest(fmt.Sprintf("messages[%d].tool_call_id", i), "messages[%d].tool_call_id must be a string", i)
+	}
+	var name []byte
+	for k := len(w.names) - 1; k >= 0; k-- {
+		if bytes.Equal(w.names[k].id, idv) {
+			name = w.names[k].name
+			break
+		}
+	}
+	if name == nil {
+		return badRequest(fmt.Sprintf("messages[%d].tool_call_id", i),
+			"messages[%d].tool_call_id %s answers no tool call of an earlier assistant message", i, id.Raw())
+	}
+	w.next("user")
+	w.buf = append(w.buf, `{"functionResponse":{"name":`...)
+	w.buf = append(w.buf, name...)
+	w.buf = append(w.buf, `,"response":`...)
+	// The response is an object: a tool's JSON object result is passed as
+	// it is, anything else goes under "output", as Google suggests.
+	switch content.Kind() {
+	case rawjson.String:
+		s, _ := content.Str()
+		if t := bytes.TrimSpace(s); len(t) > 0 && t[0] == '{' {
+			if doc, err := w.parse(t, argsTape); err == nil && doc.Root().Kind() == rawjson.Object {
+				argsTape = doc.Tape
+				w.buf = append(w.buf, t...)
+				break
+			}
+		}
+		w.buf = append(w.buf, `{"output":`...)
+		w.buf = append(w.buf, content.Raw()...)
+		w.buf = append(w.buf, '}')
+	case rawjson.Array:
+		// Text parts, joined: their contents can be concatenated raw.
+		w.buf = append(w.buf, `{"output":"`...)
+		for e := content.Elements(); e.Next(); {
+			t := e.Value().Get("text")
+			if t.Kind() != rawjson.String {
+				return badRequest(fmt.Sprintf("messages[%d].content", i), "messages[%d].content: tool results may hold text parts only", i)
+			}
+			raw := t.Raw()
+			w.buf = append(w.buf, raw[1:len(raw)-1]...)
+		}
+		w.buf = append(w.buf, `"}`...)
+	default:
+		w.buf = append(w.buf, `{"output":""}`...)
+	}
+	w.buf = append(w.buf, "}}"...)
+	return nil
+}
+
+// appendTools writes tools and toolConfig.
+func appendTools(b []byte, tools, choice rawjson.Value) ([]byte, error) {
+	switch tools.Kind() {
+	case rawjson.Null, rawjson.Invalid:
+		return b, nil
+	case rawjson.Array:
+	default:
+		return b, badRequest("tools", "tools must be an array")
+	}
+	if tools.Len() == 0 {
+		return b, nil
+	}
+	b = append(b, `,"tools":[{"functionDeclarations":[`...)
+	j := 0
+	for e := tools.Elements(); e.Next(); j++ {
+		t := e.Value()
+		param := fmt.Sprintf("tools[%d]", j)
+		if typ := t.Get("type"); typ.Exists() && !typ.StringIs("function") {
+			return b, badRequest(param, "%s: only tools of type function are supported by this provider", param)
+		}
+		fn := t.Get("function")
+		name := fn.Get("name")
+		if name.Kind() != rawjson.String {
+			return b, badRequest(param, "%s.function.name must be a string", param)
+		}
+		if j > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"name":`...)
+		b = append(b, name.Raw()...)
+		if d := fn.Get("description"); d.Kind() == rawjson.String {
+			b = append(b, `,"description":`...)
+			b = append(b, d.Raw()...)
+		}
+		if p := fn.Get("parameters"); p.Kind() == rawjson.Object && p.Get("properties").Len() > 0 {
+			b = append(b, `,"parameters":`...)
+			b = appendSchema(b, p, 0)
+		}
+		b = append(b, '}')
+	}
+	b = append(b, "]}]"...)
+
+	switch choice.Kind() {
+	case rawjson.String:
+		c, _ := choice.Str()
+		mode := ""
+		switch string(c) {
+		case "auto":
+			mode = "AUTO"
+		case "none":
+			mode = "NONE"
+		case "required":
+			mode = "ANY"
+		default:
+			return b, badRequest("tool_choice", "tool_choice must be auto, none, required or a named function")
+		}
+		b = append(b, `,"toolConfig":{"functionCallingConfig":{"mode":"`...)
+		b = append(b, mode...)
+		b = append(b, `"}}`...)
+	case rawjson.Object:
+		n := choice.Get("function").Get("name")
+		if !choice.Get("type").StringIs("function") || n.Kind() != rawjson.String {
+			return b, badRequest("tool_choice", "tool_choice must be auto, none, required or a named function")
+		}
+		b = append(b, `,"toolConfig":{"functionCallingConfig":{"mode":"ANY","allowedFunctionNames":[`...)
+		b = append(b, n.Raw()...)
+		b = append(b, "]}}"...)
+	case rawjson.Null, rawjson.Invalid:
+	default:
+		return b, badRequest("tool_choice", "tool_choice must be a string or an object")
+	}
+	return b, nil
+}
