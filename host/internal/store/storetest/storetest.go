@@ -347,20 +347,37 @@ func fixture(ctx context.Context, logf func(string, ...any)) (string, error) {
 	return path, nil
 }
 
+// lockStale is how long a lock file may go untouched before it is taken
+// to be left by a process that died; the holder touches it every
+// lockStale/4.
+const lockStale = 30 * time.Second
+
 // lock takes an exclusive lock file, waiting while another process holds
-// it. A lock older than 15 minutes is taken to be left by a process that
-// died.
+// it, and keeps it fresh until unlock is called.
 func lock(ctx context.Context, path string) (unlock func(), err error) {
 	for {
 		f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 		if err == nil {
 			f.Close()
-			return func() { os.Remove(path) }, nil
+			done := make(chan struct{})
+			go func() {
+				t := time.NewTicker(lockStale / 4)
+				defer t.Stop()
+				for {
+					select {
+					case <-done:
+						return
+					case now := <-t.C:
+						os.Chtimes(path, now, now)
+					}
+				}
+			}()
+			return func() { close(done); os.Remove(path) }, nil
 		}
 		if !errors.Is(err, fs.ErrExist) {
 			return nil, err
 		}
-		if fi, err := os.Stat(path); err == nil && time.Since(fi.ModTime()) > 15*time.Minute {
+		if fi, err := os.Stat(path); err == nil && time.Since(fi.ModTime()) > lockStale {
 			os.Remove(path)
 			continue
 		}
