@@ -159,9 +159,11 @@ func New(o Options) *Server {
 		return c.JSON(fiber.Map{"object": "list", "data": s.opts.Plugins.List()})
 	})
 	api.Put("/plugins/:file", s.uploadPlugin)
-	// Plugin files are bigger than API bodies: only their upload may be.
+	// Plugin files are bigger than API bodies: only their upload may be,
+	// and only for a caller who shows the admin key or a live session, so
+	// nobody else can make the server read 64 MiB before refusing them.
 	s.app.Server().HeaderReceived = func(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
-		if string(h.Method()) == fiber.MethodPut && strings.HasPrefix(string(h.RequestURI()), "/api/plugins/") {
+		if string(h.Method()) == fiber.MethodPut && strings.HasPrefix(string(h.RequestURI()), "/api/plugins/") && s.mayUpload(h) {
 			return fasthttp.RequestConfig{MaxRequestBodySize: max(MaxPluginUpload, o.MaxBodyBytes)}
 		}
 		return fasthttp.RequestConfig{}
@@ -308,4 +310,16 @@ func newRequestID() string {
 	}
 	_, _ = rand.Read(b[6:])
 	return "req_" + hex.EncodeToString(b[:])
+}
+
+// mayUpload is the cheap check made on a plugin upload's headers, before
+// its body is read: the admin key, or a session cookie that is genuine and
+// live in this process. requireAPI then checks the caller fully.
+func (s *Server) mayUpload(h *fasthttp.RequestHeader) bool {
+	if auth := string(h.Peek(fiber.HeaderAuthorization)); auth != "" {
+		scheme, key, ok := strings.Cut(auth, " ")
+		return ok && strings.EqualFold(scheme, "bearer") && s.isAdmin(strings.TrimSpace(key))
+	}
+	token := string(h.Cookie(SessionCookie))
+	return token != "" && s.opts.Sessions != nil && s.opts.Sessions.Live(token)
 }

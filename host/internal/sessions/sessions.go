@@ -226,6 +226,21 @@ func (m *Manager) Check(ctx context.Context, token string) (*Session, error) {
 	return &Session{ID: s.ID, CSRF: s.CSRF, ExpiresAt: s.ExpiresAt, User: u}, nil
 }
 
+// Live reports, without reading the database, whether token is a genuine,
+// unexpired session this process has not ended. It is a cheap first
+// filter (the server uses it before reading a large upload); Check is the
+// real test.
+func (m *Manager) Live(token string) bool {
+	s, err := m.key.VerifySession(token, m.o.Now())
+	if err != nil {
+		return false
+	}
+	m.mu.Lock()
+	e := m.live[s.ID]
+	m.mu.Unlock()
+	return e != nil && e.userID == s.UserID
+}
+
 // Logout ends the session of token, if it is a valid one.
 func (m *Manager) Logout(token string) {
 	if s, err := m.key.VerifySession(token, m.o.Now()); err == nil {

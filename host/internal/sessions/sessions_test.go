@@ -112,7 +112,13 @@ func TestLoginCheckLogout(t *testing.T) {
 			t.Fatalf("token altered at %d accepted: %v", i, err)
 		}
 	}
+	if !m.Live(token) || m.Live(token+"x") || m.Live("") {
+		t.Fatal("Live disagrees with Check")
+	}
 	m.Logout(token)
+	if m.Live(token) {
+		t.Fatal("live after logout")
+	}
 	if _, err := m.Check(ctx, token); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("after logout: %v", err)
 	}
