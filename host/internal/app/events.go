@@ -1,8 +1,6 @@
 package app
 
 import (
-	"time"
-
 	"github.com/llm-proxy/llm-proxy/host/internal/hub"
 	"github.com/llm-proxy/llm-proxy/host/internal/logquery"
 	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
@@ -18,14 +16,8 @@ func (f finishedEvents) Publish(e requestlog.Entry) {
 	if !f.h.Active() {
 		return
 	}
-	f.h.Publish(hub.RequestFinished, logquery.LogRow{
-		ID: e.ID, TS: e.Time.UTC(), KeyID: e.KeyID,
-		Model: e.Model, Provider: e.Provider, Plugin: e.Plugin, PluginVersion: e.PluginVersion,
-		Status: e.Status, ErrorType: e.ErrorType,
-		LatencyMS: float64(e.Latency) / float64(time.Millisecond), TTFBMS: float64(e.TTFB) / float64(time.Millisecond),
-		Stream: e.Stream, PromptTokens: e.PromptTokens, CompletionTokens: e.CompletionTokens,
-		CachedTokens: e.CachedTokens, CostUSD: e.CostUSD,
-	})
+	row := toRow(&e, nil) // no body policy: bodies are never broadcast
+	f.h.Publish(hub.RequestFinished, logquery.RowOf(&row))
 }
 
 // pluginEvent names what happened to a plugin file.

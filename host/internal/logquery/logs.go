@@ -108,7 +108,7 @@ func Log(ctx context.Context, db *sqlx.DB, id string) (LogDetail, error) {
 	if err != nil {
 		return LogDetail{}, fmt.Errorf("log %q: %w", id, err)
 	}
-	d := LogDetail{LogRow: toLogRow(&r)}
+	d := LogDetail{LogRow: RowOf(&r)}
 	if r.RequestBody.Valid {
 		d.RequestBody = &r.RequestBody.String
 	}
@@ -203,7 +203,7 @@ func Logs(ctx context.Context, db *sqlx.DB, f LogFilter) (LogPage, error) {
 			page.NextCursor = encodeCursor(last.TS, last.ID)
 			break
 		}
-		page.Data = append(page.Data, toLogRow(&rows[i]))
+		page.Data = append(page.Data, RowOf(&rows[i]))
 	}
 	return page, nil
 }
@@ -342,8 +342,9 @@ func statusClass(s string) (lo int, ok bool) {
 	return int(s[0]-'0') * 100, true
 }
 
-// toLogRow converts a stored row to its API form.
-func toLogRow(r *store.RequestLog) LogRow {
+// RowOf is a stored request log row as the admin API shows it (without
+// its bodies); the live view broadcasts rows in this shape too.
+func RowOf(r *store.RequestLog) LogRow {
 	return LogRow{
 		ID:               r.ID,
 		TS:               fromMilli(r.TS),

@@ -222,13 +222,19 @@ func (s *Server) readyz(c *fiber.Ctx) error {
 // presentedKey reads "Authorization: Bearer <key>" (or "x-api-key").
 func presentedKey(c *fiber.Ctx) string {
 	if h := c.Get(fiber.HeaderAuthorization); h != "" {
-		scheme, rest, ok := strings.Cut(h, " ")
-		if ok && strings.EqualFold(scheme, "bearer") {
-			return strings.TrimSpace(rest)
-		}
-		return ""
+		return bearer(h)
 	}
 	return c.Get("x-api-key")
+}
+
+// bearer is the key of an "Authorization: Bearer <key>" header value, ""
+// for any other scheme.
+func bearer(h string) string {
+	scheme, rest, ok := strings.Cut(h, " ")
+	if ok && strings.EqualFold(scheme, "bearer") {
+		return strings.TrimSpace(rest)
+	}
+	return ""
 }
 
 var errMissingKey = apierror.New(fiber.StatusUnauthorized, "missing_api_key",
@@ -317,8 +323,7 @@ func newRequestID() string {
 // live in this process. requireAPI then checks the caller fully.
 func (s *Server) mayUpload(h *fasthttp.RequestHeader) bool {
 	if auth := string(h.Peek(fiber.HeaderAuthorization)); auth != "" {
-		scheme, key, ok := strings.Cut(auth, " ")
-		return ok && strings.EqualFold(scheme, "bearer") && s.isAdmin(strings.TrimSpace(key))
+		return s.isAdmin(bearer(auth))
 	}
 	token := string(h.Cookie(SessionCookie))
 	return token != "" && s.opts.Sessions != nil && s.opts.Sessions.Live(token)

@@ -318,9 +318,7 @@ func (s *Server) logRequest(r *request, status int, err *apierror.Error) {
 	if b := r.bodies; b != nil {
 		e.RequestBody, e.ResponseBody, e.RequestBodySize, e.ResponseBodySize = b.req, b.resp, b.reqSize, b.respSize
 	}
-	if r.keyID != "admin" {
-		e.KeyID = r.keyID
-	}
+	e.KeyID = nonAdmin(r.keyID)
 	if r.provider != nil {
 		e.Provider = r.provider.Name
 	}

@@ -198,15 +198,8 @@ func (m *Manager) start(u *users.User) (string, *Session, error) {
 // Check returns the session a token stands for, with its account as it is
 // now. Every failure is ErrInvalid (or a database error).
 func (m *Manager) Check(ctx context.Context, token string) (*Session, error) {
-	now := m.o.Now()
-	s, err := m.key.VerifySession(token, now)
-	if err != nil {
-		return nil, ErrInvalid
-	}
-	m.mu.Lock()
-	e := m.live[s.ID]
-	m.mu.Unlock()
-	if e == nil || e.userID != s.UserID {
+	s, e := m.lookup(token)
+	if e == nil {
 		return nil, ErrInvalid
 	}
 	u, err := m.accounts.GetByID(ctx, s.UserID)
@@ -231,14 +224,24 @@ func (m *Manager) Check(ctx context.Context, token string) (*Session, error) {
 // filter (the server uses it before reading a large upload); Check is the
 // real test.
 func (m *Manager) Live(token string) bool {
+	_, e := m.lookup(token)
+	return e != nil
+}
+
+// lookup verifies token and finds its entry among the live sessions; the
+// entry is nil when the token is not valid or its session has ended.
+func (m *Manager) lookup(token string) (secrets.Session, *entry) {
 	s, err := m.key.VerifySession(token, m.o.Now())
 	if err != nil {
-		return false
+		return s, nil
 	}
 	m.mu.Lock()
 	e := m.live[s.ID]
 	m.mu.Unlock()
-	return e != nil && e.userID == s.UserID
+	if e == nil || e.userID != s.UserID {
+		return s, nil
+	}
+	return s, e
 }
 
 // Logout ends the session of token, if it is a valid one.
