@@ -302,3 +302,27 @@ func BenchmarkParseEvent(b *testing.B) {
 		rawjson.Parse(ev, tape)
 	}
 }
+
+// TestEqual compares every length from 0 to 40 with itself and with a copy
+// differing in each single position, and lengths that differ by one.
+func TestEqual(t *testing.T) {
+	for n := 0; n <= 40; n++ {
+		s := make([]byte, n)
+		for i := range s {
+			s[i] = byte('a' + i%26)
+		}
+		if !rawjson.Equal(append([]byte(nil), s...), string(s)) || !rawjson.Equal(s, s) {
+			t.Fatalf("len %d: equal bytes reported different", n)
+		}
+		for i := 0; i < n; i++ {
+			d := append([]byte(nil), s...)
+			d[i] ^= 0x20
+			if rawjson.Equal(d, string(s)) {
+				t.Fatalf("len %d: a difference at %d not seen", n, i)
+			}
+		}
+		if rawjson.Equal(s, string(s)+"x") || (n > 0 && rawjson.Equal(s, string(s[:n-1]))) {
+			t.Fatalf("len %d: different lengths reported equal", n)
+		}
+	}
+}
