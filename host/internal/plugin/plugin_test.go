@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -489,4 +490,38 @@ func TestTapeImportOnlyWhenUsed(t *testing.T) {
 			t.Errorf("%s imports %v, want %q", dir, got, want)
 		}
 	}
+}
+
+// TestRunawayGuestPreemptibleAndStopped: a guest spinning in a loop that
+// never calls the host must neither stop the host's garbage collector (a
+// collection needs every goroutine at a safe point, the one running the
+// guest included) nor outlive its deadline. The compiled code checks for
+// both only every TerminationCheckInterval loop headers (the patch in
+// host/third_party/wazero), which this proves is often enough.
+func TestRunawayGuestPreemptibleAndStopped(t *testing.T) {
+	v := load(t, "host/internal/testplugins/hostile", plugin.Limits{RequestTimeout: 3 * time.Second})
+	done := make(chan error, 1)
+	go func() {
+		done <- v.Call(context.Background(), &plugin.Invocation{Op: abi.OpChat, Request: []byte(`{"model":"loop"}`), Config: guestConfig("http://x"), Sink: &recorder{}})
+	}()
+	for v.Stats().Busy == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // well inside the loop by now
+	for i := 0; i < 3; i++ {
+		runtime.GC() // would wait for the spinning goroutine forever without safe points
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("the spinning call ended before its deadline: %v", err)
+	default:
+	}
+	if err := <-done; !errors.Is(err, plugin.ErrTimeout) {
+		t.Fatalf("spinning call: %v, want ErrTimeout", err)
+	}
+	st := v.Stats()
+	if st.Discarded == 0 {
+		t.Fatalf("the timed-out instance was kept: %+v", st)
+	}
+	callOK(t, v, "ok")
 }
