@@ -23,6 +23,18 @@ type target struct {
 	proc   *child // the process whose CPU and memory the figures describe
 	client *http.Client
 	apiKey string // sent as a bearer token
+	model  string // the request's model; empty means benchModel
+}
+
+// benchModel is the model of every request unless a target names another.
+const benchModel = "gpt-4o-mini"
+
+// body is the chat completion request this target sends.
+func (t *target) body(stream bool) []byte {
+	if t.model != "" {
+		return chatBody(t.model, stream)
+	}
+	return chatBody(benchModel, stream)
 }
 
 func newClient() *http.Client {
@@ -173,7 +185,7 @@ func (r *loadResult) rate() float64 {
 // precise on fast machines: /proc counts CPU time in 10 ms ticks, so a run
 // needs a few seconds of work to be accurate to about one percent.
 func runLoad(ctx context.Context, t *target, n int, minDur time.Duration, conc int, stream bool, watch []int) (*loadResult, error) {
-	body := chatBody("gpt-4o-mini", stream)
+	body := t.body(stream)
 	before := map[int]uint64{}
 	for _, pid := range watch {
 		v, err := cpuTicks(pid)

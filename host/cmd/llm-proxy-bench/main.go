@@ -10,7 +10,9 @@
 // real bin/llm-proxy with bin/plugins/openai.wasm. It then drives the same
 // requests at the upstream directly, through the bare proxy and through
 // llm-proxy, reading each process's CPU time and resident memory from /proc.
-// Plugin load and hot-reload times are measured as well. Every process it
+// Then it compares llm-proxy's CPU with each provider plugin translating
+// (openai, anthropic, gemini: the fake upstream speaks all three wire
+// formats). Plugin load and hot-reload times are measured as well. Every process it
 // starts is killed when it ends, also on errors and Ctrl-C.
 //
 // The helper processes are this same binary run with a subcommand:
@@ -137,7 +139,11 @@ func runBench(args []string) error {
 	}
 	proxyBin := filepath.Join(root, "bin", "llm-proxy")
 	pluginWasm := filepath.Join(root, "bin", "plugins", "openai.wasm")
-	for _, p := range []string{proxyBin, pluginWasm} {
+	need := []string{proxyBin}
+	for _, p := range providerPlugins {
+		need = append(need, filepath.Join(root, "bin", "plugins", p.name+".wasm"))
+	}
+	for _, p := range need {
 		if _, err := os.Stat(p); err != nil {
 			return fmt.Errorf("%s not found: run `go tool task build` in %s first", p, root)
 		}
@@ -257,6 +263,21 @@ func proxyEnv(key string) []string {
 	return append(env, "LLMPROXY_ADMIN_KEY="+key, "LLMPROXY_ENCRYPTION_KEY="+hex.EncodeToString(enc[:]))
 }
 
+// The models routed to the Anthropic and Gemini providers. The fake
+// upstream answers any model name the same way.
+const (
+	anthropicModel = "claude-bench"
+	geminiModel    = "gemini-bench"
+)
+
+// providerPlugins are the plugins compared by the provider step, in
+// column order; the first is the baseline.
+var providerPlugins = []struct{ name, model string }{
+	{"openai", benchModel},
+	{"anthropic", anthropicModel},
+	{"gemini", geminiModel},
+}
+
 // quote makes a TOML basic string.
 func quote(s string) string { return strconv.Quote(s) }
 
@@ -289,8 +310,29 @@ base_url = %s
 api_key_env = ""
 models = ["gpt-4o-mini", "slow-stream"]
 allow_private_network = true
+
+# The same fake upstream speaks Anthropic's Messages API and Gemini's
+# generateContent too, with the same 20-chunk streams, so the three
+# plugins can be compared on equal terms.
+[[providers]]
+name = "fake-anthropic"
+plugin = "anthropic"
+base_url = %s
+api_key_env = ""
+models = [%s]
+allow_private_network = true
+
+[[providers]]
+name = "fake-gemini"
+plugin = "gemini"
+base_url = %s
+api_key_env = ""
+models = [%s]
+allow_private_network = true
 `, quote(fmt.Sprintf("127.0.0.1:%d", port)), quote(pluginsDir), quote(cacheDir),
-		quote(filepath.Join(filepath.Dir(pluginsDir), "llm-proxy.db")), quote(upstreamURL))
+		quote(filepath.Join(filepath.Dir(pluginsDir), "llm-proxy.db")), quote(upstreamURL),
+		quote(strings.TrimSuffix(upstreamURL, "/v1")), quote(anthropicModel),
+		quote(strings.TrimSuffix(upstreamURL, "/v1")+"/v1beta"), quote(geminiModel))
 }
 
 func (b *bench) run(proxyBin, pluginWasm string) error {
@@ -342,6 +384,15 @@ func (b *bench) run(proxyBin, pluginWasm string) error {
 	if err := os.WriteFile(filepath.Join(b.pluginsDir, "openai.wasm"), wasm, 0o644); err != nil {
 		return err
 	}
+	for _, p := range providerPlugins[1:] {
+		other, err := os.ReadFile(filepath.Join(filepath.Dir(pluginWasm), p.name+".wasm"))
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(b.pluginsDir, p.name+".wasm"), other, 0o644); err != nil {
+			return err
+		}
+	}
 	port, err := freePort()
 	if err != nil {
 		return err
@@ -386,10 +437,10 @@ func (b *bench) run(proxyBin, pluginWasm string) error {
 	// growth is expensive. The warm-up's own CPU figure is reported as the
 	// cost of fresh instances.
 	for _, t := range b.targets {
-		if _, err := t.do(ctx, chatBody("gpt-4o-mini", false), false); err != nil {
+		if _, err := t.do(ctx, t.body(false), false); err != nil {
 			return b.failed(fmt.Errorf("%s: first request: %w", t.title, err))
 		}
-		o, err := t.do(ctx, chatBody("gpt-4o-mini", true), true)
+		o, err := t.do(ctx, t.body(true), true)
 		if err != nil {
 			return b.failed(fmt.Errorf("%s: first stream: %w", t.title, err))
 		}
@@ -495,7 +546,13 @@ func (b *bench) run(proxyBin, pluginWasm string) error {
 		f.otherLoad = ticksToMicros(uint64(other)) / 1e6 / time.Since(wall0).Seconds()
 	}
 
-	// 6. Hot reload: a build whose bytes differ only in the manifest (a
+	// 6. The provider plugins side by side, after the memory figures so
+	// that their instances do not count in them.
+	if err := b.comparePlugins(proxyBase); err != nil {
+		return b.failed(err)
+	}
+
+	// 7. Hot reload: a build whose bytes differ only in the manifest (a
 	// cache miss, so a full compile inside llm-proxy), then the original
 	// file again (compiled code found in the cache).
 	b.log("hot reload: new build, then the original back")
@@ -510,7 +567,7 @@ func (b *bench) run(proxyBin, pluginWasm string) error {
 	if f.swapCached, err = swapPlugin(ctx, b.admin, b.pluginsDir, "openai.wasm", wasm, 3*time.Minute); err != nil {
 		return b.failed(err)
 	}
-	if _, err := b.targets[2].do(ctx, chatBody("gpt-4o-mini", false), false); err != nil {
+	if _, err := b.targets[2].do(ctx, b.targets[2].body(false), false); err != nil {
 		return b.failed(fmt.Errorf("request after the reloads: %w", err))
 	}
 	if c := b.sup.firstExited(); c != nil {

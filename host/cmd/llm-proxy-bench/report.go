@@ -36,6 +36,8 @@ type figures struct {
 	rssIdle, rssAfter                       []uint64
 	open                                    []openStreamsResult
 	instancesBefore, instancesAfter         int64 // live llm-proxy plugin instances around the memory test
+
+	plugins pluginRuns
 }
 
 // fmtDur prints a duration with a unit suited to its size.
@@ -170,6 +172,10 @@ func (b *bench) report() string {
 	out.WriteString(t.sb.String())
 
 	fmt.Fprintf(&out, "\n¹ The process measured is the one named by the column: the fake upstream for \"direct upstream\", the bare proxy, llm-proxy. Upstream CPU is listed separately.\n\n")
+
+	if s := b.pluginsReport(); s != "" {
+		out.WriteString(s + "\n")
+	}
 
 	var p table
 	p.header("Plugin load and hot reload (openai.wasm, "+fmt.Sprintf("%.1f MB", float64(f.wasmSize)/1e6)+")", "Time")
