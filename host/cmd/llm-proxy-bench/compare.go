@@ -1,10 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"math"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 )
 
 // pluginRuns is what the provider step measured: llm-proxy's own CPU per
@@ -23,9 +27,20 @@ type pluginRuns struct {
 // plugin in turn. The plugins take turns within each round, and the rounds
 // repeat, so a drift of the machine spreads over all of them; the report
 // gives each plugin's median round.
-func (b *bench) comparePlugins(proxyBase string) error {
+//
+// The anthropic and gemini plugins are installed into the running proxy's
+// folder first (hot-loaded from binDir), so that every figure measured
+// before this step describes a proxy with openai.wasm alone.
+func (b *bench) comparePlugins(proxyBase, binDir string) error {
 	ctx := b.ctx
 	pr := &b.fig.plugins
+	for _, p := range providerPlugins[1:] {
+		file := p.name + ".wasm"
+		b.log("provider plugins: installing %s", file)
+		if err := installPlugin(ctx, b.admin, filepath.Join(binDir, file), b.pluginsDir, 3*time.Minute); err != nil {
+			return err
+		}
+	}
 	pr.rounds = 3
 	if b.quick {
 		pr.rounds = 2
@@ -153,4 +168,40 @@ func (b *bench) pluginsReport() string {
 	out.WriteString(t.sb.String())
 	fmt.Fprintf(&out, "\nThe fake upstream answers each plugin in its provider's own wire format (Chat Completions, Messages API events, generateContent SSE) with the same text cut into 20 chunks; only llm-proxy's CPU is counted. Anthropic and Gemini plugins were warmed up first like the openai one (%d requests and %d streams at c=32).\n", b.sz.warmChat, b.sz.warmStream)
 	return out.String()
+}
+
+// installPlugin copies src into the plugins folder the way an operator
+// should (written aside, then renamed into place) and waits until the proxy
+// serves it.
+func installPlugin(ctx context.Context, a *admin, src, dir string, timeout time.Duration) error {
+	file := filepath.Base(src)
+	wasm, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, "."+file+".bench-tmp")
+	if err := os.WriteFile(tmp, wasm, 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, file)); err != nil {
+		return err
+	}
+	want := sha256Hex(wasm)
+	deadline := time.Now().Add(timeout)
+	for {
+		in, err := a.plugin(ctx, file)
+		switch {
+		case err == nil && in.SHA256 == want && in.State == "ready":
+			return nil
+		case err == nil && in.LastError != "":
+			return fmt.Errorf("loading %s failed: %s", file, in.LastError)
+		case time.Now().After(deadline):
+			return fmt.Errorf("%s was not loaded within %s (last: %v)", file, timeout, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }

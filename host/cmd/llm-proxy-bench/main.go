@@ -313,7 +313,8 @@ allow_private_network = true
 
 # The same fake upstream speaks Anthropic's Messages API and Gemini's
 # generateContent too, with the same 20-chunk streams, so the three
-# plugins can be compared on equal terms.
+# plugins can be compared on equal terms. Their plugins are dropped into
+# the folder only for that comparison, after the memory figures.
 [[providers]]
 name = "fake-anthropic"
 plugin = "anthropic"
@@ -383,15 +384,6 @@ func (b *bench) run(proxyBin, pluginWasm string) error {
 	}
 	if err := os.WriteFile(filepath.Join(b.pluginsDir, "openai.wasm"), wasm, 0o644); err != nil {
 		return err
-	}
-	for _, p := range providerPlugins[1:] {
-		other, err := os.ReadFile(filepath.Join(filepath.Dir(pluginWasm), p.name+".wasm"))
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(b.pluginsDir, p.name+".wasm"), other, 0o644); err != nil {
-			return err
-		}
 	}
 	port, err := freePort()
 	if err != nil {
@@ -548,7 +540,7 @@ func (b *bench) run(proxyBin, pluginWasm string) error {
 
 	// 6. The provider plugins side by side, after the memory figures so
 	// that their instances do not count in them.
-	if err := b.comparePlugins(proxyBase); err != nil {
+	if err := b.comparePlugins(proxyBase, filepath.Dir(pluginWasm)); err != nil {
 		return b.failed(err)
 	}
 
