@@ -167,13 +167,52 @@ func failUpstream(c *sdk.Call, resp *sdk.Response) error {
 		e := doc.Root().Get("error")
 		if msg := e.Get("message"); msg.Kind() == rawjson.String {
 			status, _ := e.Get("status").Str()
-			return c.Fail(resp.StatusCode, openAIError(msg.Raw(), errorType(string(status), resp.StatusCode), status))
+			out := openAIError(msg.Raw(), errorType(string(status), resp.StatusCode), status)
+			if wait := retryDelay(e.Get("details")); wait != nil {
+				// The host turns retry_after into the client's Retry-After
+				// (sdk/ABI.md §7.4): Google names the wait only here.
+				out = append(append(append(out[:len(out)-1], `,"retry_after":`...), wait...), '}')
+			}
+			return c.Fail(resp.StatusCode, out)
 		}
 	}
 	if len(body) == 0 {
 		body = []byte("upstream returned HTTP " + strconv.Itoa(resp.StatusCode))
 	}
 	return c.Fail(resp.StatusCode, body)
+}
+
+// retryDelay returns the seconds of the google.rpc.RetryInfo among an
+// error's details, {"@type":"type.googleapis.com/google.rpc.RetryInfo",
+// "retryDelay":"12.5s"} (a protobuf Duration: decimal seconds and "s"), as
+// a JSON number; nil when there is none or it is not that form.
+func retryDelay(details rawjson.Value) []byte {
+	for d := details.Elements(); d.Next(); {
+		if !d.Value().Get("@type").StringIs("type.googleapis.com/google.rpc.RetryInfo") {
+			continue
+		}
+		v, ok := d.Value().Get("retryDelay").Str()
+		if !ok || len(v) < 2 || v[len(v)-1] != 's' {
+			return nil
+		}
+		num, dots := v[:len(v)-1], 0
+		for i, ch := range num {
+			switch {
+			case ch == '.' && i > 0 && i < len(num)-1:
+				dots++
+			case ch < '0' || ch > '9':
+				return nil
+			}
+		}
+		if dots > 1 {
+			return nil
+		}
+		for len(num) > 1 && num[0] == '0' && num[1] != '.' {
+			num = num[1:] // a JSON number has no leading zeros
+		}
+		return num
+	}
+	return nil
 }
 
 // openAIError is {"error":{"message":msg,"type":typ,"param":null,"code":code}}

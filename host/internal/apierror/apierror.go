@@ -9,6 +9,7 @@ package apierror
 
 import (
 	"encoding/json"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -126,6 +127,9 @@ func FromPlugin(status int, body []byte, retryAfter string) *Error {
 		e.Status, e.Type, e.Code = http.StatusBadGateway, TypeAPI, "upstream_auth_failed"
 	case status == 429:
 		e.RetryAfter = retryAfter
+		if e.RetryAfter == "" {
+			e.RetryAfter = retryAfterOf(body)
+		}
 	case status == 503 || status == 504:
 	case status >= 500 || status < 400:
 		e.Status = http.StatusBadGateway
@@ -134,6 +138,22 @@ func FromPlugin(status int, body []byte, retryAfter string) *Error {
 		e.Type = typeFor(e.Status)
 	}
 	return e
+}
+
+// maxRetryAfter bounds the wait a plugin can ask clients for.
+const maxRetryAfter = 24 * 60 * 60
+
+// retryAfterOf is the wait a plugin gave in its failure body's top-level
+// "retry_after" (seconds, possibly fractional: a provider that names the
+// wait in the body, like Gemini's RetryInfo, has no Retry-After header),
+// rounded up to whole seconds as Retry-After wants; "" when absent or not a
+// positive number.
+func retryAfterOf(body []byte) string {
+	v := gjson.GetBytes(body, "retry_after")
+	if v.Type != gjson.Number || !(v.Float() > 0) {
+		return ""
+	}
+	return strconv.Itoa(int(math.Ceil(min(v.Float(), maxRetryAfter))))
 }
 
 // truncate cuts s to at most n bytes without splitting a UTF-8 sequence.

@@ -156,6 +156,36 @@ func TestFromPlugin(t *testing.T) {
 			wantStatus: 429, wantType: apierror.TypeRateLimit, wantMessage: "slow down",
 		},
 		{
+			name: "429 retry_after from the body, rounded up", status: 429,
+			body:       `{"error":{"message":"quota","type":"rate_limit_error"},"retry_after":12.2}`,
+			wantStatus: 429, wantType: apierror.TypeRateLimit, wantMessage: "quota", wantRetryAfter: "13",
+		},
+		{
+			name: "429 upstream header wins over the body", status: 429, retryAfter: "7",
+			body:       `{"error":{"message":"quota"},"retry_after":30}`,
+			wantStatus: 429, wantType: apierror.TypeRateLimit, wantMessage: "quota", wantRetryAfter: "7",
+		},
+		{
+			name: "429 retry_after capped at a day", status: 429,
+			body:       `{"error":{"message":"quota"},"retry_after":1e12}`,
+			wantStatus: 429, wantType: apierror.TypeRateLimit, wantMessage: "quota", wantRetryAfter: "86400",
+		},
+		{
+			name: "429 retry_after ignored when not a positive number", status: 429,
+			body:       `{"error":{"message":"quota"},"retry_after":"soon"}`,
+			wantStatus: 429, wantType: apierror.TypeRateLimit, wantMessage: "quota",
+		},
+		{
+			name: "429 retry_after ignored when negative", status: 429,
+			body:       `{"error":{"message":"quota"},"retry_after":-5}`,
+			wantStatus: 429, wantType: apierror.TypeRateLimit, wantMessage: "quota",
+		},
+		{
+			name: "503 ignores retry_after", status: 503,
+			body:       `{"error":{"message":"busy"},"retry_after":5}`,
+			wantStatus: 503, wantType: apierror.TypeOverloaded, wantMessage: "busy",
+		},
+		{
 			name: "500 becomes 502", status: 500, body: "internal failure",
 			wantStatus: 502, wantType: apierror.TypeAPI, wantMessage: "internal failure",
 		},

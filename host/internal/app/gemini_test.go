@@ -256,6 +256,8 @@ func TestGeminiErrors(t *testing.T) {
 				if typ := gjson.GetBytes(b, "error.type").String(); typ != tt.typ || gjson.GetBytes(b, "error.code").String() != tt.code {
 					t.Fatalf("stream=%s: error %s, want type %q code %q", stream, b, tt.typ, tt.code)
 				}
+				// The fake names 6.2 s in a RetryInfo detail and sends no
+				// header; the plugin passes it on as retry_after.
 				if tt.status == 429 && resp.Header.Get("Retry-After") != "7" {
 					t.Fatalf("Retry-After %q", resp.Header.Get("Retry-After"))
 				}

@@ -127,8 +127,9 @@ func (s *Server) serveGemini(w http.ResponseWriter, r *http.Request, body []byte
 	case ModelFail401:
 		geminiError(w, http.StatusUnauthorized, "UNAUTHENTICATED", "Request had invalid authentication credentials.")
 	case ModelFail429:
-		w.Header().Set("Retry-After", "7")
-		geminiError(w, http.StatusTooManyRequests, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota).")
+		// Google names the wait in a RetryInfo detail, not in a
+		// Retry-After header.
+		writeJSON(w, http.StatusTooManyRequests, []byte(`{"error":{"code":429,"message":"Resource has been exhausted (e.g. check quota).","status":"RESOURCE_EXHAUSTED","details":[{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"6.2s"}]}}`), "")
 	case ModelFail500:
 		geminiError(w, http.StatusInternalServerError, "INTERNAL", "An internal error has occurred.")
 	case ModelFail503:
