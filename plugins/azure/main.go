@@ -11,11 +11,18 @@
 // that the chunk Azure sends before a stream's first choice, which carries
 // only prompt_filter_results, is not forwarded (no OpenAI stream has one).
 //
+// With api_version = "v1" the plugin speaks Azure's v1 API instead:
+//
+//	{base_url}/openai/v1/chat/completions
+//
+// with no api-version, and the deployment named by the body's "model",
+// which the plugin rewrites to the deployment when the table maps it.
+//
 // Provider options:
 //
 //	deployments   a table of model name = deployment name
 //	api_version   the api-version query parameter (default 2024-10-21, the
-//	              data plane's latest GA version)
+//	              data plane's latest GA version), or "v1" for the v1 API
 package main
 
 import (
@@ -23,6 +30,7 @@ import (
 	"net/url"
 
 	"github.com/llm-proxy/llm-proxy/sdk"
+	"github.com/llm-proxy/llm-proxy/sdk/rawjson"
 )
 
 // maxBody bounds a non-streamed upstream body that the plugin buffers; the
@@ -35,7 +43,8 @@ type plugin struct{}
 
 type settings struct {
 	deployments map[string]string
-	query       string // "?api-version=..."
+	query       string // "?api-version=...", "" for the v1 API
+	v1          bool
 }
 
 var settingsCache = map[*sdk.Config]*settings{}
@@ -51,7 +60,11 @@ func settingsFor(cfg *sdk.Config) *settings {
 	if cfg.Option("api_version", &o) && o != "" {
 		v = o
 	}
-	s.query = "?api-version=" + url.QueryEscape(v)
+	if v == "v1" {
+		s.v1 = true
+	} else {
+		s.query = "?api-version=" + url.QueryEscape(v)
+	}
 	if len(settingsCache) > 32 {
 		clear(settingsCache)
 	}
@@ -59,13 +72,29 @@ func settingsFor(cfg *sdk.Config) *settings {
 	return s
 }
 
-// deploymentURL is the URL of an operation of the model's deployment.
-func deploymentURL(cfg *sdk.Config, s *settings, model, op string) string {
-	d, ok := s.deployments[model]
-	if !ok {
-		d = model
+// deployment is the model's deployment name.
+func (s *settings) deployment(model string) string {
+	if d, ok := s.deployments[model]; ok {
+		return d
 	}
-	return cfg.BaseURL + "/openai/deployments/" + url.PathEscape(d) + "/" + op + s.query
+	return model
+}
+
+// operationURL is the URL of an operation for the model: its deployment's,
+// or the v1 API's, which takes the deployment from the body.
+func operationURL(cfg *sdk.Config, s *settings, model, op string) string {
+	if s.v1 {
+		return cfg.BaseURL + "/openai/v1/" + op
+	}
+	return cfg.BaseURL + "/openai/deployments/" + url.PathEscape(s.deployment(model)) + "/" + op + s.query
+}
+
+// modelsURL lists the resource's models.
+func modelsURL(cfg *sdk.Config, s *settings) string {
+	if s.v1 {
+		return cfg.BaseURL + "/openai/v1/models"
+	}
+	return cfg.BaseURL + "/openai/models" + s.query
 }
 
 var (
@@ -83,15 +112,22 @@ func forward(c *sdk.Call, op string, stream bool) error {
 		return err
 	}
 	req := c.Request()
-	model, ok := modelOf(c, req)
+	model, start, end, ok := modelOf(c, req)
 	if !ok {
 		return &sdk.HTTPError{Status: 400, Message: "model must be a string"}
+	}
+	s := settingsFor(cfg)
+	if d := s.deployment(model); s.v1 && d != model {
+		// The v1 API finds the deployment through the body's model.
+		body := append(make([]byte, 0, len(req)+len(d)), req[:start]...)
+		body = rawjson.AppendString(body, d)
+		req = append(body, req[end:]...)
 	}
 	h := jsonHeaders
 	if stream {
 		h = streamHeaders
 	}
-	resp, err := c.Send("POST", deploymentURL(cfg, settingsFor(cfg), model, op), h, req)
+	resp, err := c.Send("POST", operationURL(cfg, s, model, op), h, req)
 	if err != nil {
 		return err
 	}
@@ -128,26 +164,34 @@ func promptFilterOnly(data []byte) bool {
 var reqTape []uint32
 
 // modelOf returns the request's top-level "model" (the upstream name the
-// host wrote there), found through the host-built tape, so a "model" key
-// nested elsewhere in the request cannot be mistaken for it.
-func modelOf(c *sdk.Call, req []byte) (string, bool) {
+// host wrote there) and where its literal starts and ends in req, found
+// through the host-built tape, so a "model" key nested elsewhere in the
+// request cannot be mistaken for it.
+func modelOf(c *sdk.Call, req []byte) (model string, start, end int, ok bool) {
 	doc, err := c.ParseJSON(req, reqTape)
 	reqTape = doc.Tape
 	if err != nil {
-		return "", false
+		return "", 0, 0, false
 	}
-	m, ok := doc.Root().Get("model").Str()
-	return string(m), ok && len(m) > 0
+	v := doc.Root().Get("model")
+	m, ok := v.Str()
+	if !ok || len(m) == 0 {
+		return "", 0, 0, false
+	}
+	raw := v.Raw() // a sub-slice of req: its capacity tells where it starts
+	start = cap(req) - cap(raw)
+	return string(m), start, start + len(raw), true
 }
 
-// Models lists the models of the resource (GET /openai/models), an
+// Models lists the models of the resource (GET /openai/models, or
+// /openai/v1/models), an
 // OpenAI-shaped list; the proxy's provider connection test uses it.
 func (plugin) Models(c *sdk.Call) error {
 	cfg, err := c.Config()
 	if err != nil {
 		return err
 	}
-	resp, err := c.Send("GET", cfg.BaseURL+"/openai/models"+settingsFor(cfg).query, jsonHeaders[1:], nil)
+	resp, err := c.Send("GET", modelsURL(cfg, settingsFor(cfg)), jsonHeaders[1:], nil)
 	if err != nil {
 		return err
 	}

@@ -12,9 +12,16 @@ import (
 //	POST /openai/deployments/{deployment}/embeddings?api-version=...
 //	GET  /openai/models?api-version=...
 //
-// A request needs an api-version and, when Options.APIKey is set,
-// "api-key: <APIKey>" (Azure answers 401 otherwise). The body is served by
-// the OpenAI side, so the model in the body picks the behaviour.
+// and the v1 API, where the body's model names the deployment:
+//
+//	POST /openai/v1/chat/completions
+//	POST /openai/v1/embeddings
+//	GET  /openai/v1/models
+//
+// A request needs an api-version (except on the v1 API) and, when
+// Options.APIKey is set, "api-key: <APIKey>" (Azure answers 401 otherwise).
+// The body is served by the OpenAI side, so the model in the body picks the
+// behaviour.
 
 // serveAzure answers the Azure paths; it reports whether the request was
 // one.
@@ -25,6 +32,19 @@ func (s *Server) serveAzure(w http.ResponseWriter, r *http.Request, body []byte)
 	}
 	if s.opts.APIKey != "" && r.Header.Get("api-key") != s.opts.APIKey {
 		writeError(w, http.StatusUnauthorized, "Access denied due to invalid subscription key or wrong API endpoint.", "", "", "401")
+		return true
+	}
+	if op, ok := strings.CutPrefix(path, "/openai/v1/"); ok {
+		switch {
+		case op == "models" && r.Method == http.MethodGet:
+			writeJSON(w, http.StatusOK, modelListBody, s.requestID())
+		case op == "chat/completions" && r.Method == http.MethodPost:
+			s.handleChat(w, r, body)
+		case op == "embeddings" && r.Method == http.MethodPost:
+			s.handleEmbeddings(w, r, body)
+		default:
+			writeError(w, http.StatusNotFound, "Resource not found", "", "", "404")
+		}
 		return true
 	}
 	if r.URL.Query().Get("api-version") == "" {
