@@ -496,7 +496,7 @@ func TestTapeImportOnlyWhenUsed(t *testing.T) {
 // never calls the host must neither stop the host's garbage collector (a
 // collection needs every goroutine at a safe point, the one running the
 // guest included) nor outlive its deadline. The compiled code checks for
-// both only every TerminationCheckInterval loop headers (the patch in
+// both only once per TerminationCheckInterval loop headers (the patch in
 // host/third_party/wazero), which this proves is often enough.
 func TestRunawayGuestPreemptibleAndStopped(t *testing.T) {
 	v := load(t, "host/internal/testplugins/hostile", plugin.Limits{RequestTimeout: 3 * time.Second})

@@ -137,11 +137,12 @@ type (
 		// after the trampoline call to decide which handler to dispatch to.
 		caughtExceptionClauseIdx int64
 		// terminationCountdown is decremented by compiled code at every loop
-		// header when ensureTermination is on; the code calls the
-		// checkModuleExitCode trampoline only when it reaches zero, and the
-		// trampoline's handler sets it back to wazevoapi.TerminationCheckInterval.
+		// header when ensureTermination is on (by more in large functions);
+		// the code calls the checkModuleExitCode trampoline only when it runs
+		// out, and the trampoline's handler sets it back to
+		// wazevoapi.TerminationCheckInterval.
 		// (LLM Proxy's patch: see README.md at the root of this copy.)
-		terminationCountdown uint64
+		terminationCountdown int64
 	}
 )
 

@@ -1354,23 +1354,29 @@ func (c *Compiler) lowerCurrentOpcode() {
 
 		if c.ensureTermination {
 			// Count the loop header down, and exit to Go through the check
-			// trampoline only when the countdown reaches zero.
+			// trampoline only when the countdown runs out. A header in a
+			// large function counts for more, so that a long loop body
+			// cannot run many times between two checks: at most about
+			// TerminationCheckInterval * TerminationCheckCodeBytes bytes of
+			// the loop's code run between them.
+			weight := 1 + uint64(len(c.wasmFunctionBody))/wazevoapi.TerminationCheckCodeBytes
 			countdown := builder.AllocateInstruction().
 				AsLoad(c.execCtxPtrValue,
 					wazevoapi.ExecutionContextOffsetTerminationCountdown.U32(),
 					ssa.TypeI64,
 				).Insert(builder).Return()
-			one := builder.AllocateInstruction().AsIconst64(1).Insert(builder).Return()
-			decremented := builder.AllocateInstruction().AsIsub(countdown, one).Insert(builder).Return()
+			w := builder.AllocateInstruction().AsIconst64(weight).Insert(builder).Return()
+			decremented := builder.AllocateInstruction().AsIsub(countdown, w).Insert(builder).Return()
 			builder.AllocateInstruction().
 				AsStore(ssa.OpcodeStore, decremented, c.execCtxPtrValue,
 					wazevoapi.ExecutionContextOffsetTerminationCountdown.U32()).
 				Insert(builder)
+			zero := builder.AllocateInstruction().AsIconst64(0).Insert(builder).Return()
+			ranOut := builder.AllocateInstruction().
+				AsIcmp(decremented, zero, ssa.IntegerCmpCondSignedLessThanOrEqual).Insert(builder).Return()
 
 			checkBlk, continueBlk := builder.AllocateBasicBlock(), builder.AllocateBasicBlock()
-			brz := builder.AllocateInstruction()
-			brz.AsBrz(decremented, ssa.ValuesNil, checkBlk)
-			builder.InsertInstruction(brz)
+			builder.AllocateInstruction().AsBrnz(ranOut, ssa.ValuesNil, checkBlk).Insert(builder)
 			c.insertJumpToBlock(ssa.ValuesNil, continueBlk)
 
 			builder.SetCurrentBlock(checkBlk)

@@ -83,6 +83,11 @@ const (
 // goes through it, most of its run time.
 const TerminationCheckInterval = 1000
 
+// TerminationCheckCodeBytes is the function size per unit of weight of a
+// loop header: a header in a function of n bytes counts 1 + n/4096 towards
+// TerminationCheckInterval.
+const TerminationCheckCodeBytes = 4096
+
 // ModuleContextOffsetData allows the compilers to get the information about offsets to the fields of wazevo.moduleContextOpaque,
 // This is unique per module.
 type ModuleContextOffsetData struct {
