@@ -12,7 +12,7 @@ const Default = "dev"
 //
 // LLM Proxy's patched copy sets a version of its own, so that code compiled
 // and cached by an unpatched wazero is never loaded (see llm-proxy.patch).
-var version = "v1.12.0-llmproxy.2"
+var version = "v1.12.0-llmproxy.3"
 
 // GetWazeroVersion returns the current version of wazero either in the go.mod or set by ldflag for wazero CLI.
 //

@@ -153,6 +153,11 @@ func (c *Compiler) lowerBody(entryBlk ssa.BasicBlock) {
 	if c.needListener {
 		c.callListenerBefore()
 	}
+	if c.ensureTermination {
+		// Function entries count down too, so that code without loops
+		// (a call tree that grows exponentially) is checked as well.
+		c.insertTerminationCountdown()
+	}
 
 	// Pushes the empty control frame which corresponds to the function return.
 	c.loweringState.ctrlPush(controlFrame{
@@ -173,6 +178,52 @@ func (c *Compiler) lowerBody(entryBlk ssa.BasicBlock) {
 			c.initializeCurrentBlockKnownBounds()
 		}
 	}
+}
+
+// insertTerminationCountdown counts a loop header or a function entry
+// down, and exits to Go through the check trampoline only when the
+// countdown runs out (LLM Proxy's patch; wazero calls the trampoline every
+// time). One in a large function counts for more, so that a long
+// straight-line body cannot run many times between two checks: at most
+// about TerminationCheckInterval * TerminationCheckCodeBytes bytes of code
+// run between them.
+func (c *Compiler) insertTerminationCountdown() {
+	builder := c.ssaBuilder
+	weight := 1 + uint64(len(c.wasmFunctionBody))/wazevoapi.TerminationCheckCodeBytes
+	countdown := builder.AllocateInstruction().
+		AsLoad(c.execCtxPtrValue,
+			wazevoapi.ExecutionContextOffsetTerminationCountdown.U32(),
+			ssa.TypeI64,
+		).Insert(builder).Return()
+	w := builder.AllocateInstruction().AsIconst64(weight).Insert(builder).Return()
+	decremented := builder.AllocateInstruction().AsIsub(countdown, w).Insert(builder).Return()
+	builder.AllocateInstruction().
+		AsStore(ssa.OpcodeStore, decremented, c.execCtxPtrValue,
+			wazevoapi.ExecutionContextOffsetTerminationCountdown.U32()).
+		Insert(builder)
+	zero := builder.AllocateInstruction().AsIconst64(0).Insert(builder).Return()
+	ranOut := builder.AllocateInstruction().
+		AsIcmp(decremented, zero, ssa.IntegerCmpCondSignedLessThanOrEqual).Insert(builder).Return()
+
+	checkBlk, continueBlk := builder.AllocateBasicBlock(), builder.AllocateBasicBlock()
+	builder.AllocateInstruction().AsBrnz(ranOut, ssa.ValuesNil, checkBlk).Insert(builder)
+	c.insertJumpToBlock(ssa.ValuesNil, continueBlk)
+
+	builder.SetCurrentBlock(checkBlk)
+	checkModuleExitCodePtr := builder.AllocateInstruction().
+		AsLoad(c.execCtxPtrValue,
+			wazevoapi.ExecutionContextOffsetCheckModuleExitCodeTrampolineAddress.U32(),
+			ssa.TypeI64,
+		).Insert(builder).Return()
+	args := c.allocateVarLengthValues(1, c.execCtxPtrValue)
+	builder.AllocateInstruction().
+		AsCallIndirect(checkModuleExitCodePtr, &c.checkModuleExitCodeSig, args).
+		Insert(builder)
+	c.insertJumpToBlock(ssa.ValuesNil, continueBlk)
+
+	builder.SetCurrentBlock(continueBlk)
+	builder.Seal(checkBlk)
+	builder.Seal(continueBlk)
 }
 
 func (c *Compiler) state() *loweringState {
@@ -1353,48 +1404,7 @@ func (c *Compiler) lowerCurrentOpcode() {
 		c.switchTo(originalLen, loopHeader)
 
 		if c.ensureTermination {
-			// Count the loop header down, and exit to Go through the check
-			// trampoline only when the countdown runs out. A header in a
-			// large function counts for more, so that a long loop body
-			// cannot run many times between two checks: at most about
-			// TerminationCheckInterval * TerminationCheckCodeBytes bytes of
-			// the loop's code run between them.
-			weight := 1 + uint64(len(c.wasmFunctionBody))/wazevoapi.TerminationCheckCodeBytes
-			countdown := builder.AllocateInstruction().
-				AsLoad(c.execCtxPtrValue,
-					wazevoapi.ExecutionContextOffsetTerminationCountdown.U32(),
-					ssa.TypeI64,
-				).Insert(builder).Return()
-			w := builder.AllocateInstruction().AsIconst64(weight).Insert(builder).Return()
-			decremented := builder.AllocateInstruction().AsIsub(countdown, w).Insert(builder).Return()
-			builder.AllocateInstruction().
-				AsStore(ssa.OpcodeStore, decremented, c.execCtxPtrValue,
-					wazevoapi.ExecutionContextOffsetTerminationCountdown.U32()).
-				Insert(builder)
-			zero := builder.AllocateInstruction().AsIconst64(0).Insert(builder).Return()
-			ranOut := builder.AllocateInstruction().
-				AsIcmp(decremented, zero, ssa.IntegerCmpCondSignedLessThanOrEqual).Insert(builder).Return()
-
-			checkBlk, continueBlk := builder.AllocateBasicBlock(), builder.AllocateBasicBlock()
-			builder.AllocateInstruction().AsBrnz(ranOut, ssa.ValuesNil, checkBlk).Insert(builder)
-			c.insertJumpToBlock(ssa.ValuesNil, continueBlk)
-
-			builder.SetCurrentBlock(checkBlk)
-			checkModuleExitCodePtr := builder.AllocateInstruction().
-				AsLoad(c.execCtxPtrValue,
-					wazevoapi.ExecutionContextOffsetCheckModuleExitCodeTrampolineAddress.U32(),
-					ssa.TypeI64,
-				).Insert(builder).Return()
-
-			args := c.allocateVarLengthValues(1, c.execCtxPtrValue)
-			builder.AllocateInstruction().
-				AsCallIndirect(checkModuleExitCodePtr, &c.checkModuleExitCodeSig, args).
-				Insert(builder)
-			c.insertJumpToBlock(ssa.ValuesNil, continueBlk)
-
-			builder.SetCurrentBlock(continueBlk)
-			builder.Seal(checkBlk)
-			builder.Seal(continueBlk)
+			c.insertTerminationCountdown()
 		}
 	case wasm.OpcodeIf:
 		bt := c.readBlockType()
