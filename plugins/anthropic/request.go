@@ -36,9 +36,9 @@ var (
 	sysBuf = make([]byte, 0, 1<<10)
 )
 
-// walker reads the messages of the unified request; it keeps the tape of
+// reader reads the messages of the unified request; it keeps the tape of
 // tool call arguments for the next call.
-var walker chatreq.Walker
+var reader chatreq.Reader
 
 // requestFields are the members of the unified request the translation
 // reads.
@@ -96,7 +96,7 @@ func buildRequest(req rawjson.Value, s *settings, stream bool, parse chatreq.Par
 	}
 
 	w := messageWriter{buf: append(msgBuf[:0], '['), sys: sysBuf[:0]}
-	if err := walker.Walk(f.messages, parse, &w); err != nil {
+	if err := w.messages(reader.Messages(f.messages, parse)); err != nil {
 		return nil, err
 	}
 	if w.open == "" {
@@ -173,8 +173,7 @@ func buildRequest(req rawjson.Value, s *settings, stream bool, parse chatreq.Par
 }
 
 // messageWriter builds the messages array, merging consecutive messages
-// that map to the same role into one, and collects system text. It is the
-// chatreq.Visitor of the request's messages.
+// that map to the same role into one, and collects system text.
 type messageWriter struct {
 	buf       []byte // "[" then the messages; the open one lacks its "]}"
 	open      string // role of the open message, "" before the first block
@@ -198,20 +197,40 @@ func (w *messageWriter) next(role string) {
 	w.open = role
 }
 
-// Text adds a text block made of the string s, to system when it is
-// system text; blank strings are skipped, as the Messages API refuses text
-// blocks without visible text.
-func (w *messageWriter) Text(_ int, role chatreq.Role, s rawjson.Value) error {
+// messages writes what m reads from the request's messages.
+func (w *messageWriter) messages(m chatreq.Messages) error {
+	for m.Next() {
+		var err error
+		switch m.Kind() {
+		case chatreq.Text:
+			w.text(m.Role(), m.Value())
+		case chatreq.Part:
+			err = w.part(m.Message(), m.Index(), m.Role(), m.Type(), m.Value())
+		case chatreq.ToolCall:
+			w.toolUse(m.ID(), m.Name(), m.Arguments())
+		case chatreq.ToolResult:
+			err = w.toolResult(m.Message(), m.ID(), m.Value())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return m.Err()
+}
+
+// text adds a text block made of the string s, to system when it is system
+// text; blank strings are skipped, as the Messages API refuses text blocks
+// without visible text.
+func (w *messageWriter) text(role chatreq.Role, s rawjson.Value) {
 	if chatreq.Blank(s.Raw()) {
-		return nil
+		return
 	}
 	if role == chatreq.System {
 		w.systemText(s)
-		return nil
+		return
 	}
 	w.next(role.String())
 	w.buf = appendTextBlock(w.buf, s.Raw())
-	return nil
 }
 
 func appendTextBlock(b, s []byte) []byte {
@@ -231,9 +250,9 @@ func (w *messageWriter) systemText(s rawjson.Value) {
 	w.sysBlocks++
 }
 
-// Part adds an image or a document block to a user message: the Messages
-// API takes them there only.
-func (w *messageWriter) Part(i, j int, role chatreq.Role, typ []byte, p rawjson.Value) error {
+// part adds an image or a document block, part j of messages[i], to a user
+// message: the Messages API takes them there only.
+func (w *messageWriter) part(i, j int, role chatreq.Role, typ []byte, p rawjson.Value) error {
 	if role != chatreq.User {
 		return chatreq.UnsupportedPart(i, j, typ, role.String())
 	}
@@ -307,23 +326,22 @@ func appendContent(b, s []byte, safe bool) []byte {
 	return append(b, '"')
 }
 
-// ToolCall adds a tool_use block to the assistant turn.
-func (w *messageWriter) ToolCall(_, _ int, c chatreq.ToolCall) error {
+// toolUse adds a tool_use block to the assistant turn.
+func (w *messageWriter) toolUse(id, name rawjson.Value, args []byte) {
 	w.next("assistant")
 	w.buf = append(w.buf, `{"type":"tool_use","id":`...)
-	w.buf = append(w.buf, c.ID.Raw()...)
+	w.buf = append(w.buf, id.Raw()...)
 	w.buf = append(w.buf, `,"name":`...)
-	w.buf = append(w.buf, c.Name.Raw()...)
+	w.buf = append(w.buf, name.Raw()...)
 	w.buf = append(w.buf, `,"input":`...)
-	w.buf = append(w.buf, c.Arguments...)
+	w.buf = append(w.buf, args...)
 	w.buf = append(w.buf, '}')
-	return nil
 }
 
-// ToolResult adds a tool_result block to the user turn; consecutive tool
-// messages (parallel calls) end up in one user message. The result may be
-// text and images.
-func (w *messageWriter) ToolResult(i int, id, content rawjson.Value) error {
+// toolResult adds a tool_result block for messages[i] to the user turn;
+// consecutive tool messages (parallel calls) end up in one user message.
+// The result may be text and images.
+func (w *messageWriter) toolResult(i int, id, content rawjson.Value) error {
 	w.next("user")
 	w.buf = append(w.buf, `{"type":"tool_result","tool_use_id":`...)
 	w.buf = append(w.buf, id.Raw()...)

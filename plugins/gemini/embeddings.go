@@ -28,12 +28,11 @@ func (plugin) Embeddings(c *sdk.Call) error {
 	if err != nil {
 		return err
 	}
-	doc, err := c.ParseJSON(c.Request(), reqTape)
-	reqTape = doc.Tape
+	reqDoc, err = c.ParseJSON(c.Request(), reqDoc.Tape)
 	if err != nil {
 		return chatreq.BadRequest("", "the request body is not valid JSON")
 	}
-	req := doc.Root()
+	req := reqDoc.Root()
 	model, ok := req.Get("model").Str()
 	if !ok || len(model) == 0 {
 		return chatreq.BadRequest("model", "model must be a string")

@@ -29,8 +29,15 @@ type plugin struct{ sdk.Unimplemented }
 
 var jsonHeaders = [][2]string{{"Content-Type", "application/json"}}
 
-// Tapes reused across the calls of a warm instance.
-var reqTape, respTape []uint32
+// The request's Doc and the responses' tape, reused across the calls of a
+// warm instance. The request's whole Doc is kept, not only its tape: the
+// compiler cannot tell that the values chatreq reads from it do not
+// outlive the call, so a Doc local to chat would be moved to the heap, an
+// allocation per request.
+var (
+	reqDoc   rawjson.Doc
+	respTape []uint32
+)
 
 func (plugin) Chat(c *sdk.Call) error { return chat(c, false) }
 
@@ -41,12 +48,11 @@ func chat(c *sdk.Call, stream bool) error {
 	if err != nil {
 		return err
 	}
-	doc, err := c.ParseJSON(c.Request(), reqTape)
-	reqTape = doc.Tape
+	reqDoc, err = c.ParseJSON(c.Request(), reqDoc.Tape)
 	if err != nil {
 		return chatreq.BadRequest("", "the request body is not valid JSON")
 	}
-	req := doc.Root()
+	req := reqDoc.Root()
 	model, ok := req.Get("model").Str()
 	if !ok || len(model) == 0 {
 		return chatreq.BadRequest("model", "model must be a string")

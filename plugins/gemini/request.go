@@ -47,9 +47,9 @@ var (
 	sysBuf = make([]byte, 0, 1<<10)
 )
 
-// walker reads the messages of the unified request; it keeps the tape of
+// reader reads the messages of the unified request; it keeps the tape of
 // tool call arguments for the next call.
-var walker chatreq.Walker
+var reader chatreq.Reader
 
 // signatureSentinel is the value Google documents for a function call
 // whose thought signature is lost (a history the client made up): it
@@ -93,7 +93,7 @@ func buildRequest(req rawjson.Value, parse chatreq.Parser, fetch fetcher) ([]byt
 		}
 	}
 	w := contentWriter{buf: append(cntBuf[:0], '['), sys: sysBuf[:0], parse: parse, fetch: fetch}
-	if err := walker.Walk(messages, parse, &w); err != nil {
+	if err := w.messages(reader.Messages(messages, parse)); err != nil {
 		return nil, err
 	}
 	if w.open == "" {
@@ -202,8 +202,7 @@ func buildRequest(req rawjson.Value, parse chatreq.Parser, fetch fetcher) ([]byt
 var openAIName = [...]string{"temperature", "top_p", "top_k", "seed", "presence_penalty", "frequency_penalty"}
 
 // contentWriter builds the contents array, merging consecutive messages of
-// the same role, and collects system text parts. It is the
-// chatreq.Visitor of the request's messages.
+// the same role, and collects system text parts.
 type contentWriter struct {
 	buf   []byte // "[" then the contents; the open one lacks its "]}"
 	open  string // role of the open content, "" before the first part
@@ -246,11 +245,32 @@ func (w *contentWriter) next(role string) {
 	w.calls = 0
 }
 
-// Text adds a text part, to systemInstruction when it is system text;
+// messages writes what m reads from the request's messages.
+func (w *contentWriter) messages(m chatreq.Messages) error {
+	for m.Next() {
+		var err error
+		switch m.Kind() {
+		case chatreq.Text:
+			w.text(m.Role(), m.Value())
+		case chatreq.Part:
+			err = w.part(m.Message(), m.Index(), m.Role(), m.Type(), m.Value())
+		case chatreq.ToolCall:
+			w.functionCall(m.ID(), m.Name(), m.Arguments())
+		case chatreq.ToolResult:
+			err = w.functionResponse(m.Message(), m.ID(), m.Value())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return m.Err()
+}
+
+// text adds a text part, to systemInstruction when it is system text;
 // blank strings are skipped.
-func (w *contentWriter) Text(_ int, role chatreq.Role, s rawjson.Value) error {
+func (w *contentWriter) text(role chatreq.Role, s rawjson.Value) {
 	if chatreq.Blank(s.Raw()) {
-		return nil
+		return
 	}
 	if role == chatreq.System {
 		if len(w.sys) > 0 {
@@ -259,18 +279,17 @@ func (w *contentWriter) Text(_ int, role chatreq.Role, s rawjson.Value) error {
 		w.sys = append(w.sys, `{"text":`...)
 		w.sys = append(w.sys, s.Raw()...)
 		w.sys = append(w.sys, '}')
-		return nil
+		return
 	}
 	w.next(roleName(role))
 	w.buf = append(w.buf, `{"text":`...)
 	w.buf = append(w.buf, s.Raw()...)
 	w.buf = append(w.buf, '}')
-	return nil
 }
 
-// Part adds an inlineData part for an image, a file or a piece of audio
-// of a user message.
-func (w *contentWriter) Part(i, j int, role chatreq.Role, typ []byte, p rawjson.Value) error {
+// part adds an inlineData part for an image, a file or a piece of audio,
+// part j of messages[i], to a user message.
+func (w *contentWriter) part(i, j int, role chatreq.Role, typ []byte, p rawjson.Value) error {
 	if role != chatreq.User {
 		return chatreq.UnsupportedPart(i, j, typ, roleName(role))
 	}
@@ -366,16 +385,16 @@ func appendDataURL(b []byte, url rawjson.Value, param, what string) ([]byte, err
 	return append(b, "}}"...), nil
 }
 
-// ToolCall adds a functionCall part to the model turn, with the thought
-// signature its id carries (see callID).
-func (w *contentWriter) ToolCall(_, _ int, c chatreq.ToolCall) error {
-	idv, _ := c.ID.Str()
-	w.names = append(w.names, toolName{idv, c.Name.Raw()})
+// functionCall adds a functionCall part to the model turn, with the
+// thought signature its id carries (see callID).
+func (w *contentWriter) functionCall(id, name rawjson.Value, args []byte) {
+	idv, _ := id.Str()
+	w.names = append(w.names, toolName{idv, name.Raw()})
 	w.next("model")
 	w.buf = append(w.buf, `{"functionCall":{"name":`...)
-	w.buf = append(w.buf, c.Name.Raw()...)
+	w.buf = append(w.buf, name.Raw()...)
 	w.buf = append(w.buf, `,"args":`...)
-	w.buf = append(w.buf, c.Arguments...)
+	w.buf = append(w.buf, args...)
 	w.buf = append(w.buf, '}')
 	sig, ours := signatureOf(idv)
 	if sig == nil && !ours && w.calls == 0 {
@@ -387,13 +406,12 @@ func (w *contentWriter) ToolCall(_, _ int, c chatreq.ToolCall) error {
 	}
 	w.buf = append(w.buf, '}')
 	w.calls++
-	return nil
 }
 
-// ToolResult adds a functionResponse part to the user turn; consecutive
-// tool messages (parallel calls) end up in one turn, as Gemini expects one
-// response part per call.
-func (w *contentWriter) ToolResult(i int, id, content rawjson.Value) error {
+// functionResponse adds a functionResponse part for messages[i] to the
+// user turn; consecutive tool messages (parallel calls) end up in one turn,
+// as Gemini expects one response part per call.
+func (w *contentWriter) functionResponse(i int, id, content rawjson.Value) error {
 	idv, _ := id.Str()
 	var name []byte
 	for k := len(w.names) - 1; k >= 0; k-- {

@@ -5,26 +5,38 @@
 // messages, tell the roles apart, take content as a string or as an array
 // of parts, check tool calls and tool messages, and refuse malformed input
 // with the 400 an OpenAI client expects. Writing the provider's request is
-// not: so the package reads and the plugin writes. A plugin implements
-// Visitor, and Walker.Walk calls it with each piece of content, in order,
-// already checked; the plugin appends what its provider wants and refuses,
-// with its own error, what its provider cannot take.
+// not: so the package reads and the plugin writes. Reader.Messages returns
+// an iterator over the pieces of the messages, in order, already checked;
+// the plugin appends what its provider wants and refuses, with its own
+// error, what its provider cannot take:
 //
-//	var walker chatreq.Walker // one per instance: it keeps a tape between calls
+//	var reader chatreq.Reader // one per instance: it keeps a tape between calls
 //
-//	func buildRequest(req rawjson.Value, parse chatreq.Parser) ([]byte, error) {
-//		w := writer{...} // implements chatreq.Visitor
-//		if err := walker.Walk(req.Get("messages"), parse, &w); err != nil {
-//			return nil, err // an *sdk.HTTPError with status 400
+//	m := reader.Messages(req.Get("messages"), c.ParseJSON)
+//	for m.Next() {
+//		switch m.Kind() {
+//		case chatreq.Text: // m.Role(), m.Value()
+//		case chatreq.Part: // m.Type(), m.Value(): an image? a file?
+//		case chatreq.ToolCall: // m.ID(), m.Name(), m.Arguments()
+//		case chatreq.ToolResult: // m.ID(), m.Value()
 //		}
-//		...
+//	}
+//	if err := m.Err(); err != nil {
+//		return err // an *sdk.HTTPError with status 400
 //	}
 //
 // Values come as rawjson.Values, raw bytes of the request: a text is the
 // string literal as the client sent it, quotes and escapes included, ready
 // to be copied into the output. Nothing is decoded that the walk does not
-// need to look at, and there is no reflection, so the walk costs a guest a
-// few steps per message.
+// need to look at, and there is no reflection, so reading costs a guest a
+// few steps per message. It is an iterator rather than callbacks through
+// an interface, which would move the plugin's writer to the heap: the
+// iterator lives on the caller's stack and the plugin's own functions are
+// called directly. Reading allocates nothing but the decoded copy of tool
+// call arguments that hold escapes, provided the request's Doc is not a
+// local variable: the compiler cannot tell that the values the iterator
+// keeps do not outlive the call, and moves such a Doc to the heap. Keep
+// it in a package variable, as its tape.
 //
 // The package also holds the small helpers both translations need around
 // that walk: BadRequest (the OpenAI-shaped 400), UnsupportedPart, Blank,
@@ -39,9 +51,7 @@ import (
 	"github.com/llm-proxy/llm-proxy/sdk/rawjson"
 )
 
-// Role is the role of a message whose content is handed to a Visitor.
-// Tool messages are not among them: their content goes to
-// Visitor.ToolResult.
+// Role is the role of a message.
 type Role uint8
 
 const (
@@ -51,6 +61,7 @@ const (
 	System Role = iota + 1
 	User
 	Assistant
+	Tool
 )
 
 // String is the OpenAI name of the role.
@@ -62,85 +73,175 @@ func (r Role) String() string {
 		return "user"
 	case Assistant:
 		return "assistant"
+	case Tool:
+		return "tool"
 	}
 	return "unknown"
 }
 
-// ToolCall is one element of an assistant message's tool_calls, checked.
-type ToolCall struct {
-	// ID and Name are string literals (id and function.name), as they came.
-	ID, Name rawjson.Value
-	// Arguments is function.arguments decoded: the text of a JSON object,
-	// checked, without surrounding spaces; {} when the call has none. It
-	// points into the request, or into a new slice when the string had
-	// escapes; do not modify it.
-	Arguments []byte
-}
+// Kind is what the current piece of a Messages iterator is.
+type Kind uint8
 
-// Visitor receives the content of a request's messages, in order. i is
-// the index of the message in messages, j that of a part in its content
-// array or of a call in its tool_calls. An error stops the walk and is
-// returned by Walk as it is: return an *sdk.HTTPError (BadRequest) to
-// refuse the request.
-type Visitor interface {
+const (
 	// Text is a piece of text of a system, user or assistant message: a
 	// string content, a text part, or a refusal part of an assistant
-	// message (a refusal is text the assistant said). text is a string
+	// message (a refusal is text the assistant said). Value is the string
 	// literal, which may be empty or blank (see Blank).
-	Text(i int, role Role, text rawjson.Value) error
-	// Part is a part of an array content that is not text: typ is its
-	// type decoded (nil when it has none), part the whole object, or
-	// whatever else the element is. It is the plugin that knows which
-	// parts its provider takes; UnsupportedPart is the usual refusal.
-	// A refusal part outside an assistant message, or whose refusal is
-	// not a string, comes here too.
-	Part(i, j int, role Role, typ []byte, part rawjson.Value) error
-	// ToolCall is a tool call of an assistant message, after the
-	// message's content.
-	ToolCall(i, j int, call ToolCall) error
-	// ToolResult is a tool message: id is its tool_call_id, a string
-	// literal; content is its content as it came (a string, an array of
-	// parts, null, or absent), which providers take in such different
-	// forms that reading it is left to the plugin.
-	ToolResult(i int, id, content rawjson.Value) error
-}
+	Text Kind = iota + 1
+	// Part is a part of an array content that is not text: Type is its
+	// type, Value the element (an object, or whatever else the client
+	// sent). The plugin knows which parts its provider takes;
+	// UnsupportedPart is the usual refusal. A refusal part outside an
+	// assistant message, or whose refusal is not a string, is a Part too.
+	Part
+	// ToolCall is a tool call of an assistant message, after the message's
+	// content: ID, Name and Arguments.
+	ToolCall
+	// ToolResult is a tool message: ID is its tool_call_id, Value its
+	// content as it came (a string, an array of parts, null, or absent),
+	// which providers take in such different forms that reading it is left
+	// to the plugin.
+	ToolResult
+)
 
 // Parser indexes a JSON document, reusing tape: sdk.Call.ParseJSON in a
 // plugin (the host builds the tape), rawjson.Parse in native tests.
 type Parser func(data []byte, tape []uint32) (rawjson.Doc, error)
 
-// Walker walks the messages of chat requests. Its zero value is ready;
+// Reader reads the messages of chat requests. Its zero value is ready;
 // keep one for the life of an instance, as the buffers of a plugin, so the
-// tape it indexes tool call arguments into is reused. A Walker is not safe
+// tape it indexes tool call arguments into is reused. A Reader is not safe
 // for concurrent use.
-type Walker struct {
+type Reader struct {
 	tape []uint32
 }
 
-// Walk reads messages, the messages member of a chat request, and hands
-// its content to v. It returns the first error, either a 400 built by
-// BadRequest for a request that is not a well-formed chat request or the
-// Visitor's own. parse indexes the arguments of tool calls, to check that
+// Messages returns an iterator over messages, the messages member of a
+// chat request. parse indexes the arguments of tool calls, to check that
 // they are JSON objects.
 //
 // The members of a message are found by their names as the client wrote
 // them, escapes not decoded, and one that appears twice counts with its
 // last value; roles and part types are compared decoded.
-func (w *Walker) Walk(messages rawjson.Value, parse Parser, v Visitor) error {
+func (r *Reader) Messages(messages rawjson.Value, parse Parser) Messages {
 	if messages.Kind() != rawjson.Array {
-		return BadRequest("messages", "messages must be an array of message objects")
+		return Messages{err: BadRequest("messages", "messages must be an array of message objects")}
 	}
-	i := 0
-	for e := messages.Elements(); e.Next(); i++ {
-		if err := w.message(e.Value(), i, parse, v); err != nil {
-			return err
-		}
-	}
-	return nil
+	return Messages{r: r, parse: parse, msgs: messages.Elements(), i: -1}
 }
 
-// tool marks a tool message inside the walk; Visitors never see it.
-const tool Role = 0xff
+// Messages iterates over the pieces of a request's messages, in order:
+//
+//	for m.Next() {
+//		m.Kind(), m.Message(), m.Role(), m.Value(), ...
+//	}
+//	err := m.Err()
+//
+// Next stops at the first malformed message, which Err then refuses.
+type Messages struct {
+	r     *Reader
+	parse Parser
+	err   error
+	msgs  rawjson.Elements // over messages
+	inner rawjson.Elements // over the current content parts or tool calls
+	phase uint8
+	i, j  int
+	role  Role
+	calls rawjson.Value // tool_calls of the current message
+
+	kind          Kind
+	val, id, name rawjson.Value
+	typ, args     []byte
+}
+
+// The phases of a Messages iterator: what Next looks at.
+const (
+	phaseMessage  = iota // the next message
+	phaseParts           // the parts of the current message's content
+	phaseCalls           // the current message's tool_calls, to check
+	phaseCallList        // the calls in tool_calls
+)
+
+// Next moves to the next piece and reports whether there is one. It
+// returns false at the end of the messages and at the first malformed
+// one.
+func (m *Messages) Next() bool {
+	for m.err == nil {
+		switch m.phase {
+		case phaseMessage:
+			if !m.msgs.Next() {
+				return false
+			}
+			m.i++
+			if m.message(m.msgs.Value()) {
+				return true
+			}
+		case phaseParts:
+			if !m.inner.Next() {
+				m.phase = phaseCalls
+				continue
+			}
+			m.j++
+			if m.part(m.inner.Value()) {
+				return true
+			}
+		case phaseCalls:
+			m.phase = phaseMessage
+			if m.role == Assistant {
+				m.startCalls()
+			}
+		case phaseCallList:
+			if !m.inner.Next() {
+				m.phase = phaseMessage
+				continue
+			}
+			m.j++
+			if m.call(m.inner.Value()) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Err is the error that stopped the iteration, nil at the end of
+// well-formed messages. It is a 400 built by BadRequest.
+func (m *Messages) Err() error { return m.err }
+
+// Kind is what the current piece is.
+func (m *Messages) Kind() Kind { return m.kind }
+
+// Message is the index in messages of the current piece's message.
+func (m *Messages) Message() int { return m.i }
+
+// Index is the index of the current piece in its message's content array
+// (a Text from a part, a Part) or tool_calls (a ToolCall); -1 for a Text
+// that is a string content, and for a ToolResult.
+func (m *Messages) Index() int { return m.j }
+
+// Role is the role of the current piece's message: Assistant for a
+// ToolCall, Tool for a ToolResult.
+func (m *Messages) Role() Role { return m.role }
+
+// Value is the string literal of a Text, the element of a Part, or the
+// content of a ToolResult (absent when the message has none).
+func (m *Messages) Value() rawjson.Value { return m.val }
+
+// Type is the type of a Part, decoded; nil when it has none.
+func (m *Messages) Type() []byte { return m.typ }
+
+// ID is the id of a ToolCall or the tool_call_id of a ToolResult: a
+// string literal, as it came.
+func (m *Messages) ID() rawjson.Value { return m.id }
+
+// Name is function.name of a ToolCall: a string literal, as it came.
+func (m *Messages) Name() rawjson.Value { return m.name }
+
+// Arguments is function.arguments of a ToolCall decoded: the text of a
+// JSON object, checked, without surrounding spaces; {} when the call has
+// none. It points into the request, or into a new slice when the string
+// had escapes; do not modify it.
+func (m *Messages) Arguments() []byte { return m.args }
 
 // roleOf maps a role's decoded value to a Role, 0 when it is none of
 // OpenAI's. The length picks the candidate and rawjson.Equal confirms it:
@@ -152,7 +253,7 @@ func roleOf(r []byte) Role {
 			return User
 		}
 		if rawjson.Equal(r, "tool") {
-			return tool
+			return Tool
 		}
 	case 6:
 		if rawjson.Equal(r, "system") {
@@ -169,13 +270,16 @@ func roleOf(r []byte) Role {
 	return 0
 }
 
-// message reads messages[i].
-func (w *Walker) message(m rawjson.Value, i int, parse Parser, v Visitor) error {
-	if m.Kind() != rawjson.Object {
-		return BadRequest(fmt.Sprintf("messages[%d]", i), "messages[%d] must be an object", i)
+// message starts messages[m.i], v, and reports whether it is a piece
+// itself (a string content, a tool message).
+func (m *Messages) message(v rawjson.Value) bool {
+	i := m.i
+	if v.Kind() != rawjson.Object {
+		m.err = BadRequest(fmt.Sprintf("messages[%d]", i), "messages[%d] must be an object", i)
+		return false
 	}
 	var role, content, toolCalls, toolCallID rawjson.Value
-	for f := m.Members(); f.Next(); {
+	for f := v.Members(); f.Next(); {
 		switch k := f.Key(); len(k) {
 		case 4:
 			if rawjson.Equal(k, "role") {
@@ -196,106 +300,110 @@ func (w *Walker) message(m rawjson.Value, i int, parse Parser, v Visitor) error 
 		}
 	}
 	r, _ := role.Str()
-	switch rl := roleOf(r); rl {
-	case System, User:
-		return readContent(content, i, rl, v)
-	case Assistant:
-		if err := readContent(content, i, rl, v); err != nil {
-			return err
-		}
-		return w.toolCalls(toolCalls, i, parse, v)
-	case tool:
+	m.role, m.j = roleOf(r), -1
+	m.typ, m.id, m.name, m.args = nil, rawjson.Value{}, rawjson.Value{}, nil
+	switch m.role {
+	case 0:
+		m.err = BadRequest(fmt.Sprintf("messages[%d].role", i),
+			"messages[%d].role %s is not supported; use system, developer, user, assistant or tool", i, role.Raw())
+		return false
+	case Tool:
 		if toolCallID.Kind() != rawjson.String {
-			return BadRequest(fmt.Sprintf("messages[%d].tool_call_id", i), "messages[%d].tool_call_id must be a string", i)
+			m.err = BadRequest(fmt.Sprintf("messages[%d].tool_call_id", i), "messages[%d].tool_call_id must be a string", i)
+			return false
 		}
-		return v.ToolResult(i, toolCallID, content)
+		m.kind, m.id, m.val = ToolResult, toolCallID, content
+		return true
 	}
-	return BadRequest(fmt.Sprintf("messages[%d].role", i),
-		"messages[%d].role %s is not supported; use system, developer, user, assistant or tool", i, role.Raw())
-}
-
-// readContent reads the content of a system, user or assistant message: a
-// string, nothing, or an array of parts.
-func readContent(content rawjson.Value, i int, role Role, v Visitor) error {
+	m.calls = toolCalls
 	switch content.Kind() {
 	case rawjson.String:
-		return v.Text(i, role, content)
+		m.kind, m.val = Text, content
+		m.phase = phaseCalls
+		return true
 	case rawjson.Null, rawjson.Invalid:
-		return nil
+		m.phase = phaseCalls
 	case rawjson.Array:
+		m.inner = content.Elements()
+		m.phase = phaseParts
 	default:
 		param := fmt.Sprintf("messages[%d].content", i)
-		return BadRequest(param, "%s must be a string or an array of content parts", param)
+		m.err = BadRequest(param, "%s must be a string or an array of content parts", param)
 	}
-	j := 0
-	for e := content.Elements(); e.Next(); j++ {
-		p := e.Value()
-		typ, _ := p.Get("type").Str()
-		var err error
-		switch {
-		case len(typ) == 4 && rawjson.Equal(typ, "text"):
-			t := p.Get("text")
-			if t.Kind() != rawjson.String {
-				param := fmt.Sprintf("messages[%d].content[%d]", i, j)
-				return BadRequest(param, "%s.text must be a string", param)
-			}
-			err = v.Text(i, role, t)
-		case role == Assistant && len(typ) == 7 && rawjson.Equal(typ, "refusal") && p.Get("refusal").Kind() == rawjson.String:
-			err = v.Text(i, role, p.Get("refusal"))
-		default:
-			err = v.Part(i, j, role, typ, p)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+	return false
 }
 
-// toolCalls reads the tool_calls of messages[i], an assistant message.
-func (w *Walker) toolCalls(calls rawjson.Value, i int, parse Parser, v Visitor) error {
-	switch calls.Kind() {
-	case rawjson.Null, rawjson.Invalid:
-		return nil
-	case rawjson.Array:
+// part makes p, part m.j of the current content, the current piece, and
+// reports whether it is well-formed.
+func (m *Messages) part(p rawjson.Value) bool {
+	typ, _ := p.Get("type").Str()
+	m.typ = typ
+	switch {
+	case len(typ) == 4 && rawjson.Equal(typ, "text"):
+		t := p.Get("text")
+		if t.Kind() != rawjson.String {
+			param := fmt.Sprintf("messages[%d].content[%d]", m.i, m.j)
+			m.err = BadRequest(param, "%s.text must be a string", param)
+			return false
+		}
+		m.kind, m.val = Text, t
+	case m.role == Assistant && len(typ) == 7 && rawjson.Equal(typ, "refusal") && p.Get("refusal").Kind() == rawjson.String:
+		m.kind, m.val = Text, p.Get("refusal")
 	default:
-		return BadRequest(fmt.Sprintf("messages[%d].tool_calls", i), "tool_calls must be an array")
+		m.kind, m.val = Part, p
 	}
-	j := 0
-	for e := calls.Elements(); e.Next(); j++ {
-		call := e.Value()
-		id := call.Get("id")
-		fn := call.Get("function")
-		name := fn.Get("name")
-		if id.Kind() != rawjson.String || name.Kind() != rawjson.String {
-			param := fmt.Sprintf("messages[%d].tool_calls[%d]", i, j)
-			return BadRequest(param, "%s needs a string id and function.name", param)
-		}
-		argsV := fn.Get("arguments")
-		args, ok := argsV.Str()
-		if !ok && argsV.Exists() && !argsV.IsNull() {
-			param := fmt.Sprintf("messages[%d].tool_calls[%d]", i, j)
-			return BadRequest(param, "%s.function.arguments must be a string", param)
-		}
-		// Arguments are a string holding JSON; providers want the object
-		// itself, so it must be one. Clients send "" for a call without
-		// arguments, which is the empty object.
-		args = bytes.TrimSpace(args)
-		if len(args) == 0 {
-			args = emptyObject
-		} else {
-			doc, err := parse(args, w.tape)
-			w.tape = doc.Tape
-			if err != nil || doc.Root().Kind() != rawjson.Object {
-				param := fmt.Sprintf("messages[%d].tool_calls[%d]", i, j)
-				return BadRequest(param, "%s.function.arguments must be a JSON object", param)
-			}
-		}
-		if err := v.ToolCall(i, j, ToolCall{ID: id, Name: name, Arguments: args}); err != nil {
-			return err
+	return true
+}
+
+// startCalls checks the tool_calls of the current message, an assistant
+// message, once its content is read.
+func (m *Messages) startCalls() {
+	switch m.calls.Kind() {
+	case rawjson.Null, rawjson.Invalid:
+	case rawjson.Array:
+		m.inner = m.calls.Elements()
+		m.j = -1
+		m.phase = phaseCallList
+	default:
+		m.err = BadRequest(fmt.Sprintf("messages[%d].tool_calls", m.i), "tool_calls must be an array")
+	}
+}
+
+// call makes c, call m.j of the current tool_calls, the current piece, and
+// reports whether it is well-formed.
+func (m *Messages) call(c rawjson.Value) bool {
+	id := c.Get("id")
+	fn := c.Get("function")
+	name := fn.Get("name")
+	if id.Kind() != rawjson.String || name.Kind() != rawjson.String {
+		param := fmt.Sprintf("messages[%d].tool_calls[%d]", m.i, m.j)
+		m.err = BadRequest(param, "%s needs a string id and function.name", param)
+		return false
+	}
+	argsV := fn.Get("arguments")
+	args, ok := argsV.Str()
+	if !ok && argsV.Exists() && !argsV.IsNull() {
+		param := fmt.Sprintf("messages[%d].tool_calls[%d]", m.i, m.j)
+		m.err = BadRequest(param, "%s.function.arguments must be a string", param)
+		return false
+	}
+	// Arguments are a string holding JSON; providers want the object
+	// itself, so it must be one. Clients send "" for a call without
+	// arguments, which is the empty object.
+	args = bytes.TrimSpace(args)
+	if len(args) == 0 {
+		args = emptyObject
+	} else {
+		doc, err := m.parse(args, m.r.tape)
+		m.r.tape = doc.Tape
+		if err != nil || doc.Root().Kind() != rawjson.Object {
+			param := fmt.Sprintf("messages[%d].tool_calls[%d]", m.i, m.j)
+			m.err = BadRequest(param, "%s.function.arguments must be a JSON object", param)
+			return false
 		}
 	}
-	return nil
+	m.kind, m.typ, m.val, m.id, m.name, m.args = ToolCall, nil, rawjson.Value{}, id, name, args
+	return true
 }
 
 var emptyObject = []byte("{}")

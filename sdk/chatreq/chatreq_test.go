@@ -12,50 +12,43 @@ import (
 	"github.com/llm-proxy/llm-proxy/sdk/rawjson"
 )
 
-// recorder is a Visitor that writes down what it is handed, one line per
-// call, and can refuse a part type.
-type recorder struct {
-	log    []string
-	refuse string // a part type Part refuses with UnsupportedPart
-}
-
-func (r *recorder) Text(i int, role Role, text rawjson.Value) error {
-	r.log = append(r.log, fmt.Sprintf("%d %s text %s", i, role, text.Raw()))
-	return nil
-}
-
-func (r *recorder) Part(i, j int, role Role, typ []byte, part rawjson.Value) error {
-	if r.refuse != "" && string(typ) == r.refuse {
-		return UnsupportedPart(i, j, typ, role.String())
-	}
-	r.log = append(r.log, fmt.Sprintf("%d.%d %s part %q %s", i, j, role, typ, part.Raw()))
-	return nil
-}
-
-func (r *recorder) ToolCall(i, j int, c ToolCall) error {
-	r.log = append(r.log, fmt.Sprintf("%d.%d call %s %s %s", i, j, c.ID.Raw(), c.Name.Raw(), c.Arguments))
-	return nil
-}
-
-func (r *recorder) ToolResult(i int, id, content rawjson.Value) error {
-	kind := "absent"
-	if content.Exists() {
-		kind = string(content.Raw())
-	}
-	r.log = append(r.log, fmt.Sprintf("%d result %s %s", i, id.Raw(), kind))
-	return nil
-}
-
-// walk runs a Walker over the messages in JSON and returns the visitor's
-// log, or the error's message.
-func walk(t *testing.T, w *Walker, messages string, v *recorder) (string, error) {
+// walk reads the messages in JSON with r and returns one line per piece,
+// and the error that stopped the iteration. refuse is a part type the
+// caller refuses with UnsupportedPart, as a plugin would.
+func walk(t *testing.T, r *Reader, messages, refuse string) (string, error) {
 	t.Helper()
 	doc, err := rawjson.Parse([]byte(`{"messages":`+messages+`}`), nil)
 	if err != nil {
 		t.Fatalf("test input: %v", err)
 	}
-	err = w.Walk(doc.Root().Get("messages"), rawjson.Parse, v)
-	return strings.Join(v.log, "\n"), err
+	var log []string
+	m := r.Messages(doc.Root().Get("messages"), rawjson.Parse)
+	for m.Next() {
+		i, j := m.Message(), m.Index()
+		switch m.Kind() {
+		case Text:
+			log = append(log, fmt.Sprintf("%d.%d %s text %s", i, j, m.Role(), m.Value().Raw()))
+		case Part:
+			if refuse != "" && string(m.Type()) == refuse {
+				return strings.Join(log, "\n"), UnsupportedPart(i, j, m.Type(), m.Role().String())
+			}
+			log = append(log, fmt.Sprintf("%d.%d %s part %q %s", i, j, m.Role(), m.Type(), m.Value().Raw()))
+		case ToolCall:
+			log = append(log, fmt.Sprintf("%d.%d %s call %s %s %s", i, j, m.Role(), m.ID().Raw(), m.Name().Raw(), m.Arguments()))
+		case ToolResult:
+			content := "absent"
+			if m.Value().Exists() {
+				content = string(m.Value().Raw())
+			}
+			log = append(log, fmt.Sprintf("%d.%d %s result %s %s", i, j, m.Role(), m.ID().Raw(), content))
+		default:
+			t.Fatalf("kind %d", m.Kind())
+		}
+	}
+	if m.Next() {
+		t.Fatal("Next after the end")
+	}
+	return strings.Join(log, "\n"), m.Err()
 }
 
 // errBody is the body BadRequest writes for param and message.
@@ -73,56 +66,56 @@ func TestWalk(t *testing.T) {
 	}{
 		{"every role with string content",
 			`[{"role":"system","content":"s"},{"role":"developer","content":"d"},{"role":"user","content":"u"},{"role":"assistant","content":"a"}]`,
-			"0 system text \"s\"\n1 system text \"d\"\n2 user text \"u\"\n3 assistant text \"a\""},
+			"0.-1 system text \"s\"\n1.-1 system text \"d\"\n2.-1 user text \"u\"\n3.-1 assistant text \"a\""},
 		{"text kept as it came, blank and empty included",
 			`[{"role":"user","content":"a\"b\u00e9"},{"role":"user","content":""},{"role":"user","content":" \n"}]`,
-			"0 user text \"a\\\"b\\u00e9\"\n1 user text \"\"\n2 user text \" \\n\""},
+			"0.-1 user text \"a\\\"b\\u00e9\"\n1.-1 user text \"\"\n2.-1 user text \" \\n\""},
 		{"null, absent and empty array content",
 			`[{"role":"user","content":null},{"role":"assistant"},{"role":"system","content":[]}]`, ""},
 		{"text parts",
 			`[{"role":"developer","content":[{"type":"text","text":"x"},{"text":"y","type":"text"}]}]`,
-			"0 system text \"x\"\n0 system text \"y\""},
+			"0.0 system text \"x\"\n0.1 system text \"y\""},
 		{"refusal of an assistant is text",
 			`[{"role":"assistant","content":[{"type":"refusal","refusal":"no"},{"type":"text","text":"t"}]}]`,
-			"0 assistant text \"no\"\n0 assistant text \"t\""},
+			"0.0 assistant text \"no\"\n0.1 assistant text \"t\""},
 		{"refusal elsewhere, or not a string, is a part",
 			`[{"role":"user","content":[{"type":"refusal","refusal":"no"}]},{"role":"assistant","content":[{"type":"refusal","refusal":null}]}]`,
 			"0.0 user part \"refusal\" {\"type\":\"refusal\",\"refusal\":\"no\"}\n1.0 assistant part \"refusal\" {\"type\":\"refusal\",\"refusal\":null}"},
 		{"image, file, audio and odd parts go to the plugin",
 			`[{"role":"user","content":[{"type":"text","text":"see"},{"type":"image_url","image_url":{"url":"https://x/y.png"}},{"type":"file","file":{"file_data":"data:application/pdf;base64,JVBER"}},{"type":"input_audio","input_audio":{"data":"UklG","format":"wav"}},{},5,{"type":"te\u0078t","text":"escaped type"}]}]`,
-			"0 user text \"see\"\n" +
+			"0.0 user text \"see\"\n" +
 				"0.1 user part \"image_url\" {\"type\":\"image_url\",\"image_url\":{\"url\":\"https://x/y.png\"}}\n" +
 				"0.2 user part \"file\" {\"type\":\"file\",\"file\":{\"file_data\":\"data:application/pdf;base64,JVBER\"}}\n" +
 				"0.3 user part \"input_audio\" {\"type\":\"input_audio\",\"input_audio\":{\"data\":\"UklG\",\"format\":\"wav\"}}\n" +
 				"0.4 user part \"\" {}\n" +
 				"0.5 user part \"\" 5\n" +
-				"0 user text \"escaped type\""},
+				"0.6 user text \"escaped type\""},
 		{"tool calls after the content",
 			`[{"role":"assistant","content":"let me look","tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}},{"id":"c2","function":{"name":"g","arguments":" {\"s\":\"\\u00e9\"} "}}]}]`,
-			"0 assistant text \"let me look\"\n0.0 call \"c1\" \"f\" {\"a\":1}\n0.1 call \"c2\" \"g\" {\"s\":\"\\u00e9\"}"},
+			"0.-1 assistant text \"let me look\"\n0.0 assistant call \"c1\" \"f\" {\"a\":1}\n0.1 assistant call \"c2\" \"g\" {\"s\":\"\\u00e9\"}"},
 		{"tool calls without arguments",
 			`[{"role":"assistant","tool_calls":[{"id":"c1","function":{"name":"f"}},{"id":"c2","function":{"name":"g","arguments":null}},{"id":"c3","function":{"name":"h","arguments":"  "}}]}]`,
-			"0.0 call \"c1\" \"f\" {}\n0.1 call \"c2\" \"g\" {}\n0.2 call \"c3\" \"h\" {}"},
+			"0.0 assistant call \"c1\" \"f\" {}\n0.1 assistant call \"c2\" \"g\" {}\n0.2 assistant call \"c3\" \"h\" {}"},
 		{"null and empty tool_calls",
 			`[{"role":"assistant","content":"a","tool_calls":null},{"role":"assistant","tool_calls":[]}]`,
-			"0 assistant text \"a\""},
+			"0.-1 assistant text \"a\""},
 		{"tool_calls of other roles are not read",
-			`[{"role":"user","content":"u","tool_calls":5}]`, "0 user text \"u\""},
+			`[{"role":"user","content":"u","tool_calls":5}]`, "0.-1 user text \"u\""},
 		{"tool messages, content as it came",
 			`[{"role":"tool","tool_call_id":"c1","content":"72F"},{"role":"tool","tool_call_id":"c\u0032","content":[{"type":"text","text":"x"}]},{"role":"tool","tool_call_id":"c3"},{"role":"tool","tool_call_id":"c4","content":5}]`,
-			"0 result \"c1\" \"72F\"\n1 result \"c\\u0032\" [{\"type\":\"text\",\"text\":\"x\"}]\n2 result \"c3\" absent\n3 result \"c4\" 5"},
+			"0.-1 tool result \"c1\" \"72F\"\n1.-1 tool result \"c\\u0032\" [{\"type\":\"text\",\"text\":\"x\"}]\n2.-1 tool result \"c3\" absent\n3.-1 tool result \"c4\" 5"},
 		{"the last of a repeated member counts",
-			`[{"role":"user","content":"a","role":"assistant","content":"b"}]`, "0 assistant text \"b\""},
+			`[{"role":"user","content":"a","role":"assistant","content":"b"}]`, "0.-1 assistant text \"b\""},
 		{"an escaped role is decoded",
-			`[{"role":"us\u0065r","content":"u"}]`, "0 user text \"u\""},
+			`[{"role":"us\u0065r","content":"u"}]`, "0.-1 user text \"u\""},
 		{"an escaped key is not read",
 			`[{"role":"user","con\u0074ent":"a"}]`, ""},
 		{"no messages", `[]`, ""},
 	}
-	var w Walker
+	var r Reader
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := walk(t, &w, tt.messages, &recorder{})
+			got, err := walk(t, &r, tt.messages, "")
 			if err != nil {
 				t.Fatalf("error %v", err)
 			}
@@ -177,10 +170,10 @@ func TestWalkErrors(t *testing.T) {
 		{"the plugin refuses a part", `[{"role":"user","content":[{"type":"input_audio"}]}]`, "messages[0].content",
 			`"messages[0].content[0]: content parts of type \"input_audio\" are not supported in user messages by this provider"`},
 	}
-	var w Walker
+	var r Reader
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := walk(t, &w, tt.messages, &recorder{refuse: "input_audio"})
+			_, err := walk(t, &r, tt.messages, "input_audio")
 			var he *sdk.HTTPError
 			if !errors.As(err, &he) || he.Status != 400 {
 				t.Fatalf("error %v, want a 400", err)
@@ -192,55 +185,38 @@ func TestWalkErrors(t *testing.T) {
 	}
 }
 
-// stopper fails on the n-th call, whatever it is.
-type stopper struct {
-	n   int
-	err error
-}
-
-func (s *stopper) call() error {
-	if s.n--; s.n == 0 {
-		return s.err
+// TestStopsAtError: the pieces before a malformed message are read, in
+// order, then Next stops and Err says why; an empty iterator refuses
+// messages that are not an array.
+func TestStopsAtError(t *testing.T) {
+	var r Reader
+	got, err := walk(t, &r, `[{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url"}]},`+
+		`{"role":"assistant","content":"b","tool_calls":[{"id":"c","function":{"name":"f"}},{"id":"d"}]},{"role":"user","content":"never"}]`, "")
+	want := "0.0 user text \"a\"\n0.1 user part \"image_url\" {\"type\":\"image_url\"}\n1.-1 assistant text \"b\"\n1.0 assistant call \"c\" \"f\" {}"
+	if got != want {
+		t.Fatalf("got\n%s\nwant\n%s", got, want)
 	}
-	return nil
-}
-func (s *stopper) Text(int, Role, rawjson.Value) error                { return s.call() }
-func (s *stopper) Part(int, int, Role, []byte, rawjson.Value) error   { return s.call() }
-func (s *stopper) ToolCall(int, int, ToolCall) error                  { return s.call() }
-func (s *stopper) ToolResult(int, rawjson.Value, rawjson.Value) error { return s.call() }
-
-// TestVisitorError: an error from any Visitor method ends the walk and is
-// returned as it is.
-func TestVisitorError(t *testing.T) {
-	doc, err := rawjson.Parse([]byte(`[{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url"}]},`+
-		`{"role":"assistant","content":"b","tool_calls":[{"id":"c","function":{"name":"f"}}]},{"role":"tool","tool_call_id":"c","content":"r"},{"role":"user","content":"z"}]`), nil)
-	if err != nil {
-		t.Fatal(err)
+	if err == nil || !strings.Contains(err.Error(), `"param":"messages[1].tool_calls[1]"`) {
+		t.Fatalf("error %v", err)
 	}
-	var w Walker
-	for n := 1; n <= 6; n++ {
-		mine := fmt.Errorf("stop at %d", n)
-		s := &stopper{n: n, err: mine}
-		if err := w.Walk(doc.Root(), rawjson.Parse, s); err != mine {
-			t.Errorf("call %d: error %v", n, err)
-		}
-		if s.n != 0 {
-			t.Errorf("call %d: %d more calls after the error", n, -s.n)
-		}
+	// The content's error comes before the tool_calls' one.
+	if _, err := walk(t, &r, `[{"role":"assistant","content":5,"tool_calls":5}]`, ""); err == nil || !strings.Contains(err.Error(), `"param":"messages[0].content"`) {
+		t.Fatalf("error %v", err)
 	}
-	if err := w.Walk(doc.Root(), rawjson.Parse, &stopper{n: 7}); err != nil {
-		t.Fatal(err)
+	var m Messages
+	if m.Next() || m.Err() != nil {
+		t.Fatal("the zero Messages is not empty")
 	}
 }
 
-// TestWalkerReusesTape: the tape that checks tool call arguments is kept
-// between walks, so a warm instance does not allocate one per call.
-func TestWalkerReusesTape(t *testing.T) {
+// TestReaderReusesTape: the tape that checks tool call arguments is kept
+// between requests, so a warm instance does not allocate one per call.
+func TestReaderReusesTape(t *testing.T) {
 	doc, err := rawjson.Parse([]byte(`[{"role":"assistant","tool_calls":[{"id":"c","function":{"name":"f","arguments":"{\"a\":[1,2,3]}"}}]}]`), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var w Walker
+	var r Reader
 	tapes := 0
 	parse := func(data []byte, tape []uint32) (rawjson.Doc, error) {
 		if cap(tape) == 0 {
@@ -249,8 +225,11 @@ func TestWalkerReusesTape(t *testing.T) {
 		return rawjson.Parse(data, tape)
 	}
 	for range 3 {
-		if err := w.Walk(doc.Root(), parse, &recorder{}); err != nil {
-			t.Fatal(err)
+		m := r.Messages(doc.Root(), parse)
+		for m.Next() {
+		}
+		if m.Err() != nil {
+			t.Fatal(m.Err())
 		}
 	}
 	if tapes != 1 {
@@ -376,9 +355,43 @@ func TestParseHTTPDate(t *testing.T) {
 }
 
 func TestRoleString(t *testing.T) {
-	for r, want := range map[Role]string{System: "system", User: "user", Assistant: "assistant", 0: "unknown", tool: "unknown"} {
+	for r, want := range map[Role]string{System: "system", User: "user", Assistant: "assistant", Tool: "tool", 0: "unknown"} {
 		if r.String() != want {
 			t.Errorf("Role(%d) = %s, want %s", r, r, want)
+		}
+	}
+}
+
+// TestNoAllocs: once the Reader's tape has grown, reading well-formed
+// messages allocates nothing but the decoded copy of tool call arguments
+// that hold escapes (as arguments with a key do: "{\"a\":1}").
+func TestNoAllocs(t *testing.T) {
+	for _, tt := range []struct {
+		args   string
+		allocs float64
+	}{{`"{}"`, 0}, {`""`, 0}, {`"{\"a\":1}"`, 1}} {
+		doc, err := rawjson.Parse([]byte(`[{"role":"system","content":"be brief"},{"role":"user","content":[{"type":"text","text":"hi"},{"type":"image_url","image_url":{"url":"https://x/y.png"}}]},`+
+			`{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":`+tt.args+`}}]},{"role":"tool","tool_call_id":"c1","content":"72F"}]`), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r Reader
+		n := 0
+		read := func() {
+			m := r.Messages(doc.Root(), rawjson.Parse)
+			for m.Next() {
+				n++
+			}
+			if m.Err() != nil {
+				t.Fatal(m.Err())
+			}
+		}
+		read()
+		if allocs := testing.AllocsPerRun(100, read); allocs != tt.allocs {
+			t.Errorf("arguments %s: %v allocations per read, want %v", tt.args, allocs, tt.allocs)
+		}
+		if n != 5*102 { // AllocsPerRun runs once more to warm up
+			t.Fatalf("%d pieces", n)
 		}
 	}
 }
