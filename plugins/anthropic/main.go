@@ -105,17 +105,24 @@ func (plugin) Chat(c *sdk.Call) error {
 	return c.EmitBody(out)
 }
 
-// Tapes reused across the calls of a warm instance.
-var reqTape, respTape []uint32
+// The request's Doc and the responses' tape, reused across the calls of a
+// warm instance. The request's whole Doc is kept, not only its tape: the
+// compiler cannot tell that the values read from it do not outlive the
+// call, so a local Doc would be moved to the heap, an allocation per
+// request.
+var (
+	reqDoc   rawjson.Doc
+	respTape []uint32
+)
 
 // translateRequest indexes the unified request and translates it.
 func translateRequest(c *sdk.Call, s *settings, stream bool) ([]byte, error) {
-	doc, err := c.ParseJSON(c.Request(), reqTape)
-	reqTape = doc.Tape
+	var err error
+	reqDoc, err = c.ParseJSON(c.Request(), reqDoc.Tape)
 	if err != nil {
 		return nil, chatreq.BadRequest("", "the request body is not valid JSON")
 	}
-	return buildRequest(doc.Root(), s, stream, c.ParseJSON)
+	return buildRequest(reqDoc.Root(), s, stream, c.ParseJSON)
 }
 
 // errUpstreamBody reports an upstream answer that is not JSON.
