@@ -198,7 +198,7 @@ func (w *messageWriter) next(role string) {
 }
 
 // messages writes what m reads from the request's messages.
-func (w *messageWriter) messages(m chatreq.Messages) error {
+func (w *messageWriter) messages(m *chatreq.Messages) error {
 	for m.Next() {
 		var err error
 		switch m.Kind() {

@@ -246,7 +246,7 @@ func (w *contentWriter) next(role string) {
 }
 
 // messages writes what m reads from the request's messages.
-func (w *contentWriter) messages(m chatreq.Messages) error {
+func (w *contentWriter) messages(m *chatreq.Messages) error {
 	for m.Next() {
 		var err error
 		switch m.Kind() {

@@ -10,7 +10,7 @@
 // the plugin appends what its provider wants and refuses, with its own
 // error, what its provider cannot take:
 //
-//	var reader chatreq.Reader // one per instance: it keeps a tape between calls
+//	var reader chatreq.Reader // one per instance, reused from call to call
 //
 //	m := reader.Messages(req.Get("messages"), c.ParseJSON)
 //	for m.Next() {
@@ -29,14 +29,14 @@
 // string literal as the client sent it, quotes and escapes included, ready
 // to be copied into the output. Nothing is decoded that the walk does not
 // need to look at, and there is no reflection, so reading costs a guest a
-// few steps per message. It is an iterator rather than callbacks through
-// an interface, which would move the plugin's writer to the heap: the
-// iterator lives on the caller's stack and the plugin's own functions are
-// called directly. Reading allocates nothing but the decoded copy of tool
-// call arguments that hold escapes, provided the request's Doc is not a
-// local variable: the compiler cannot tell that the values the iterator
-// keeps do not outlive the call, and moves such a Doc to the heap. Keep
-// it in a package variable, as its tape.
+// few steps per message. It is an iterator, kept in the Reader, rather
+// than callbacks through an interface, which would move the plugin's
+// writer to the heap: the plugin's own functions are called directly.
+// Reading allocates nothing but the decoded copy of tool call arguments
+// that hold escapes, provided the request's Doc is not a local variable:
+// the compiler cannot tell that the values the iterator keeps do not
+// outlive the call, and moves such a Doc to the heap. Keep it in a
+// package variable, as its tape.
 //
 // The package also holds the small helpers both translations need around
 // that walk: BadRequest (the OpenAI-shaped 400), UnsupportedPart, Blank,
@@ -109,25 +109,28 @@ const (
 type Parser func(data []byte, tape []uint32) (rawjson.Doc, error)
 
 // Reader reads the messages of chat requests. Its zero value is ready;
-// keep one for the life of an instance, as the buffers of a plugin, so the
-// tape it indexes tool call arguments into is reused. A Reader is not safe
-// for concurrent use.
+// keep one for the life of an instance, as the buffers of a plugin: it
+// holds the iterator Messages returns, and the tape tool call arguments
+// are indexed into, both reused from one request to the next. A Reader
+// reads one request at a time and is not safe for concurrent use.
 type Reader struct {
-	tape []uint32
+	m Messages
 }
 
 // Messages returns an iterator over messages, the messages member of a
-// chat request. parse indexes the arguments of tool calls, to check that
-// they are JSON objects.
+// chat request, valid until the next call. parse indexes the arguments of
+// tool calls, to check that they are JSON objects.
 //
 // The members of a message are found by their names as the client wrote
 // them, escapes not decoded, and one that appears twice counts with its
 // last value; roles and part types are compared decoded.
-func (r *Reader) Messages(messages rawjson.Value, parse Parser) Messages {
+func (r *Reader) Messages(messages rawjson.Value, parse Parser) *Messages {
+	m := &r.m
+	m.parse, m.msgs, m.phase, m.i, m.err = parse, messages.Elements(), phaseMessage, -1, nil
 	if messages.Kind() != rawjson.Array {
-		return Messages{err: BadRequest("messages", "messages must be an array of message objects")}
+		m.err = BadRequest("messages", "messages must be an array of message objects")
 	}
-	return Messages{r: r, parse: parse, msgs: messages.Elements(), i: -1}
+	return m
 }
 
 // Messages iterates over the pieces of a request's messages, in order:
@@ -137,9 +140,10 @@ func (r *Reader) Messages(messages rawjson.Value, parse Parser) Messages {
 //	}
 //	err := m.Err()
 //
-// Next stops at the first malformed message, which Err then refuses.
+// Next stops at the first malformed message, which Err then refuses. The
+// accessors describe the current piece; each says which kinds it is for.
 type Messages struct {
-	r     *Reader
+	tape  []uint32 // kept from one request to the next
 	parse Parser
 	err   error
 	msgs  rawjson.Elements // over messages
@@ -165,6 +169,12 @@ const (
 // Next moves to the next piece and reports whether there is one. It
 // returns false at the end of the messages and at the first malformed
 // one.
+//
+// Reading a message is written out here, without a call on the way of a
+// well-formed one, and keys and roles are compared as at most 6 bytes at a
+// time: in a wasm guest a call saves every live value to memory and back,
+// and a comparison of more than 6 bytes is a call to a byte loop, while
+// shorter ones are expanded inline.
 func (m *Messages) Next() bool {
 	for m.err == nil {
 		switch m.phase {
@@ -173,12 +183,92 @@ func (m *Messages) Next() bool {
 				return false
 			}
 			m.i++
-			if m.message(m.msgs.Value()) {
+			v := m.msgs.Value()
+			if v.Kind() != rawjson.Object {
+				return m.fail(notObject, nil)
+			}
+			var role, content, toolCalls, toolCallID rawjson.Value
+			for f := v.Members(); f.Next(); {
+				switch k := f.Key(); len(k) {
+				case 4:
+					if string(k) == "role" {
+						role = f.Value()
+					}
+				case 7:
+					if string(k[:6]) == "conten" && k[6] == 't' {
+						content = f.Value()
+					}
+				case 10:
+					if string(k[:6]) == "tool_c" && string(k[6:]) == "alls" {
+						toolCalls = f.Value()
+					}
+				case 12:
+					if string(k[:6]) == "tool_c" && string(k[6:]) == "all_id" {
+						toolCallID = f.Value()
+					}
+				}
+			}
+			// The role is compared in place when it has no escapes, as
+			// clients write it.
+			rl := Role(0)
+			if role.Kind() == rawjson.String {
+				r := role.Raw()
+				r = r[1 : len(r)-1]
+				if role.Escaped() {
+					r, _ = role.Str()
+				}
+				switch len(r) {
+				case 4:
+					if string(r) == "user" {
+						rl = User
+					} else if string(r) == "tool" {
+						rl = Tool
+					}
+				case 6:
+					if string(r) == "system" {
+						rl = System
+					}
+				case 9:
+					if string(r[:5]) == "assis" && string(r[5:]) == "tant" {
+						rl = Assistant
+					} else if string(r[:5]) == "devel" && string(r[5:]) == "oper" {
+						rl = System
+					}
+				}
+			}
+			m.role, m.j = rl, -1
+			switch rl {
+			case 0:
+				return m.fail(badRole, role.Raw())
+			case Tool:
+				if toolCallID.Kind() != rawjson.String {
+					return m.fail(badToolCallID, nil)
+				}
+				m.kind, m.id, m.val = ToolResult, toolCallID, content
 				return true
+			}
+			// After the content, the tool calls of an assistant message.
+			m.calls, m.phase = toolCalls, phaseMessage
+			if rl == Assistant {
+				m.phase = phaseCalls
+			}
+			switch content.Kind() {
+			case rawjson.String:
+				m.kind, m.val = Text, content
+				return true
+			case rawjson.Null, rawjson.Invalid:
+			case rawjson.Array:
+				m.inner = content.Elements()
+				m.phase = phaseParts
+			default:
+				return m.fail(badContent, nil)
 			}
 		case phaseParts:
 			if !m.inner.Next() {
-				m.phase = phaseCalls
+				m.phase = phaseMessage
+				if m.role == Assistant {
+					m.phase = phaseCalls
+				}
 				continue
 			}
 			m.j++
@@ -187,9 +277,7 @@ func (m *Messages) Next() bool {
 			}
 		case phaseCalls:
 			m.phase = phaseMessage
-			if m.role == Assistant {
-				m.startCalls()
-			}
+			m.startCalls()
 		case phaseCallList:
 			if !m.inner.Next() {
 				m.phase = phaseMessage
@@ -243,111 +331,19 @@ func (m *Messages) Name() rawjson.Value { return m.name }
 // had escapes; do not modify it.
 func (m *Messages) Arguments() []byte { return m.args }
 
-// roleOf maps a role's decoded value to a Role, 0 when it is none of
-// OpenAI's. The length picks the candidate and rawjson.Equal confirms it:
-// a switch on the string would compare byte by byte on wasm.
-func roleOf(r []byte) Role {
-	switch len(r) {
-	case 4:
-		if rawjson.Equal(r, "user") {
-			return User
-		}
-		if rawjson.Equal(r, "tool") {
-			return Tool
-		}
-	case 6:
-		if rawjson.Equal(r, "system") {
-			return System
-		}
-	case 9:
-		if rawjson.Equal(r, "assistant") {
-			return Assistant
-		}
-		if rawjson.Equal(r, "developer") {
-			return System
-		}
-	}
-	return 0
-}
-
-// message starts messages[m.i], v, and reports whether it is a piece
-// itself (a string content, a tool message).
-func (m *Messages) message(v rawjson.Value) bool {
-	i := m.i
-	if v.Kind() != rawjson.Object {
-		m.err = BadRequest(fmt.Sprintf("messages[%d]", i), "messages[%d] must be an object", i)
-		return false
-	}
-	var role, content, toolCalls, toolCallID rawjson.Value
-	for f := v.Members(); f.Next(); {
-		switch k := f.Key(); len(k) {
-		case 4:
-			if rawjson.Equal(k, "role") {
-				role = f.Value()
-			}
-		case 7:
-			if rawjson.Equal(k, "content") {
-				content = f.Value()
-			}
-		case 10:
-			if rawjson.Equal(k, "tool_calls") {
-				toolCalls = f.Value()
-			}
-		case 12:
-			if rawjson.Equal(k, "tool_call_id") {
-				toolCallID = f.Value()
-			}
-		}
-	}
-	r, _ := role.Str()
-	m.role, m.j = roleOf(r), -1
-	m.typ, m.id, m.name, m.args = nil, rawjson.Value{}, rawjson.Value{}, nil
-	switch m.role {
-	case 0:
-		m.err = BadRequest(fmt.Sprintf("messages[%d].role", i),
-			"messages[%d].role %s is not supported; use system, developer, user, assistant or tool", i, role.Raw())
-		return false
-	case Tool:
-		if toolCallID.Kind() != rawjson.String {
-			m.err = BadRequest(fmt.Sprintf("messages[%d].tool_call_id", i), "messages[%d].tool_call_id must be a string", i)
-			return false
-		}
-		m.kind, m.id, m.val = ToolResult, toolCallID, content
-		return true
-	}
-	m.calls = toolCalls
-	switch content.Kind() {
-	case rawjson.String:
-		m.kind, m.val = Text, content
-		m.phase = phaseCalls
-		return true
-	case rawjson.Null, rawjson.Invalid:
-		m.phase = phaseCalls
-	case rawjson.Array:
-		m.inner = content.Elements()
-		m.phase = phaseParts
-	default:
-		param := fmt.Sprintf("messages[%d].content", i)
-		m.err = BadRequest(param, "%s must be a string or an array of content parts", param)
-	}
-	return false
-}
-
 // part makes p, part m.j of the current content, the current piece, and
 // reports whether it is well-formed.
 func (m *Messages) part(p rawjson.Value) bool {
 	typ, _ := p.Get("type").Str()
 	m.typ = typ
 	switch {
-	case len(typ) == 4 && rawjson.Equal(typ, "text"):
+	case string(typ) == "text":
 		t := p.Get("text")
 		if t.Kind() != rawjson.String {
-			param := fmt.Sprintf("messages[%d].content[%d]", m.i, m.j)
-			m.err = BadRequest(param, "%s.text must be a string", param)
-			return false
+			return m.fail(badText, nil)
 		}
 		m.kind, m.val = Text, t
-	case m.role == Assistant && len(typ) == 7 && rawjson.Equal(typ, "refusal") && p.Get("refusal").Kind() == rawjson.String:
+	case m.role == Assistant && string(typ) == "refusal" && p.Get("refusal").Kind() == rawjson.String:
 		m.kind, m.val = Text, p.Get("refusal")
 	default:
 		m.kind, m.val = Part, p
@@ -365,7 +361,7 @@ func (m *Messages) startCalls() {
 		m.j = -1
 		m.phase = phaseCallList
 	default:
-		m.err = BadRequest(fmt.Sprintf("messages[%d].tool_calls", m.i), "tool_calls must be an array")
+		m.fail(badToolCalls, nil)
 	}
 }
 
@@ -376,16 +372,12 @@ func (m *Messages) call(c rawjson.Value) bool {
 	fn := c.Get("function")
 	name := fn.Get("name")
 	if id.Kind() != rawjson.String || name.Kind() != rawjson.String {
-		param := fmt.Sprintf("messages[%d].tool_calls[%d]", m.i, m.j)
-		m.err = BadRequest(param, "%s needs a string id and function.name", param)
-		return false
+		return m.fail(badCall, nil)
 	}
 	argsV := fn.Get("arguments")
 	args, ok := argsV.Str()
 	if !ok && argsV.Exists() && !argsV.IsNull() {
-		param := fmt.Sprintf("messages[%d].tool_calls[%d]", m.i, m.j)
-		m.err = BadRequest(param, "%s.function.arguments must be a string", param)
-		return false
+		return m.fail(badArgumentsType, nil)
 	}
 	// Arguments are a string holding JSON; providers want the object
 	// itself, so it must be one. Clients send "" for a call without
@@ -394,16 +386,64 @@ func (m *Messages) call(c rawjson.Value) bool {
 	if len(args) == 0 {
 		args = emptyObject
 	} else {
-		doc, err := m.parse(args, m.r.tape)
-		m.r.tape = doc.Tape
+		doc, err := m.parse(args, m.tape)
+		m.tape = doc.Tape
 		if err != nil || doc.Root().Kind() != rawjson.Object {
-			param := fmt.Sprintf("messages[%d].tool_calls[%d]", m.i, m.j)
-			m.err = BadRequest(param, "%s.function.arguments must be a JSON object", param)
-			return false
+			return m.fail(badArguments, nil)
 		}
 	}
-	m.kind, m.typ, m.val, m.id, m.name, m.args = ToolCall, nil, rawjson.Value{}, id, name, args
+	m.kind, m.id, m.name, m.args = ToolCall, id, name, args
 	return true
 }
 
 var emptyObject = []byte("{}")
+
+// failure is what is wrong with a message.
+type failure uint8
+
+const (
+	notObject        failure = iota // messages[i] is not an object
+	badRole                         // its role is none of OpenAI's
+	badToolCallID                   // a tool message without a string tool_call_id
+	badContent                      // content neither a string, null nor an array
+	badText                         // part j is a text part without a string text
+	badToolCalls                    // tool_calls is not an array
+	badCall                         // call j lacks a string id or function.name
+	badArgumentsType                // its arguments are not a string
+	badArguments                    // its arguments are not a JSON object
+)
+
+// fail stops the iteration with the 400 for what is wrong at messages[m.i],
+// in its part or call m.j; role is the offending role. The errors are
+// built here, out of the functions that read well-formed messages: their
+// formatting would weigh on every call of those in a wasm guest.
+func (m *Messages) fail(what failure, role []byte) bool {
+	i, j := m.i, m.j
+	switch what {
+	case notObject:
+		m.err = BadRequest(fmt.Sprintf("messages[%d]", i), "messages[%d] must be an object", i)
+	case badRole:
+		m.err = BadRequest(fmt.Sprintf("messages[%d].role", i),
+			"messages[%d].role %s is not supported; use system, developer, user, assistant or tool", i, role)
+	case badToolCallID:
+		m.err = BadRequest(fmt.Sprintf("messages[%d].tool_call_id", i), "messages[%d].tool_call_id must be a string", i)
+	case badContent:
+		param := fmt.Sprintf("messages[%d].content", i)
+		m.err = BadRequest(param, "%s must be a string or an array of content parts", param)
+	case badText:
+		param := fmt.Sprintf("messages[%d].content[%d]", i, j)
+		m.err = BadRequest(param, "%s.text must be a string", param)
+	case badToolCalls:
+		m.err = BadRequest(fmt.Sprintf("messages[%d].tool_calls", i), "tool_calls must be an array")
+	case badCall:
+		param := fmt.Sprintf("messages[%d].tool_calls[%d]", i, j)
+		m.err = BadRequest(param, "%s needs a string id and function.name", param)
+	case badArgumentsType:
+		param := fmt.Sprintf("messages[%d].tool_calls[%d]", i, j)
+		m.err = BadRequest(param, "%s.function.arguments must be a string", param)
+	case badArguments:
+		param := fmt.Sprintf("messages[%d].tool_calls[%d]", i, j)
+		m.err = BadRequest(param, "%s.function.arguments must be a JSON object", param)
+	}
+	return false
+}
