@@ -18,9 +18,9 @@ package main
 
 import (
 	"strconv"
-	"time"
 
 	"github.com/llm-proxy/llm-proxy/sdk"
+	"github.com/llm-proxy/llm-proxy/sdk/chatreq"
 	"github.com/llm-proxy/llm-proxy/sdk/rawjson"
 )
 
@@ -97,24 +97,32 @@ func (plugin) Chat(c *sdk.Call) error {
 	if err != nil {
 		return errUpstreamBody
 	}
-	out, err := buildCompletion(doc.Root(), created(resp))
+	// The Messages API sends no timestamp: created is the response's Date.
+	out, err := buildCompletion(doc.Root(), chatreq.Created(resp))
 	if err != nil {
 		return err
 	}
 	return c.EmitBody(out)
 }
 
-// Tapes reused across the calls of a warm instance.
-var reqTape, respTape []uint32
+// The request's Doc and the responses' tape, reused across the calls of a
+// warm instance. The request's whole Doc is kept, not only its tape: the
+// compiler cannot tell that the values read from it do not outlive the
+// call, so a local Doc would be moved to the heap, an allocation per
+// request.
+var (
+	reqDoc   rawjson.Doc
+	respTape []uint32
+)
 
 // translateRequest indexes the unified request and translates it.
 func translateRequest(c *sdk.Call, s *settings, stream bool) ([]byte, error) {
-	doc, err := c.ParseJSON(c.Request(), reqTape)
-	reqTape = doc.Tape
+	var err error
+	reqDoc, err = c.ParseJSON(c.Request(), reqDoc.Tape)
 	if err != nil {
-		return nil, badRequest("", "the request body is not valid JSON")
+		return nil, chatreq.BadRequest("", "the request body is not valid JSON")
 	}
-	return buildRequest(doc.Root(), s, stream, c.ParseJSON)
+	return buildRequest(reqDoc.Root(), s, stream, c.ParseJSON)
 }
 
 // errUpstreamBody reports an upstream answer that is not JSON.
@@ -137,7 +145,7 @@ func (plugin) ChatStream(c *sdk.Call) error {
 	if resp.StatusCode >= 300 {
 		return failUpstream(c, resp)
 	}
-	return translateStream(c, resp, created(resp))
+	return translateStream(c, resp, chatreq.Created(resp))
 }
 
 // Models lists the upstream's models (GET /v1/models) as an OpenAI model
@@ -213,62 +221,6 @@ func statusForError(typ rawjson.Value) int {
 		return 504
 	}
 	return 502
-}
-
-// created is the chat.completion's creation time: the upstream response's
-// Date (the Messages API sends no timestamp), or the clock without one.
-func created(resp *sdk.Response) int64 {
-	if d, ok := resp.Header("Date"); ok {
-		if t, ok := parseHTTPDate(d); ok {
-			return t
-		}
-	}
-	return time.Now().Unix()
-}
-
-// parseHTTPDate reads an IMF-fixdate, "Tue, 14 Nov 2023 22:13:20 GMT", the
-// Date format HTTP servers send, into Unix seconds. It does by arithmetic
-// what time.Parse does with loops, which cost a guest dearly.
-func parseHTTPDate(d string) (int64, bool) {
-	if len(d) != 29 || d[3] != ',' || d[4] != ' ' || d[7] != ' ' || d[11] != ' ' || d[16] != ' ' ||
-		d[19] != ':' || d[22] != ':' || d[25:] != " GMT" {
-		return 0, false
-	}
-	num := func(s string) (int64, bool) {
-		var n int64
-		for i := 0; i < len(s); i++ {
-			if s[i] < '0' || s[i] > '9' {
-				return 0, false
-			}
-			n = n*10 + int64(s[i]-'0')
-		}
-		return n, true
-	}
-	day, ok1 := num(d[5:7])
-	year, ok2 := num(d[12:16])
-	hh, ok3 := num(d[17:19])
-	mm, ok4 := num(d[20:22])
-	ss, ok5 := num(d[23:25])
-	month := int64(0)
-	for i, m := range [...]string{"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"} {
-		if d[8:11] == m {
-			month = int64(i + 1)
-		}
-	}
-	if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 || month == 0 || day < 1 || day > 31 || hh > 23 || mm > 59 || ss > 60 {
-		return 0, false
-	}
-	// Days from 1970-01-01 to the civil date (Howard Hinnant's algorithm).
-	if month <= 2 {
-		year--
-	}
-	era := year / 400
-	yoe := year - era*400
-	mp := (month + 9) % 12
-	doy := (153*mp+2)/5 + day - 1
-	doe := yoe*365 + yoe/4 - yoe/100 + doy
-	days := era*146097 + doe - 719468
-	return days*86400 + hh*3600 + mm*60 + ss, true
 }
 
 func init() { sdk.Register(plugin{}) }

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"fmt"
 
-	"github.com/llm-proxy/llm-proxy/sdk"
+	"github.com/llm-proxy/llm-proxy/sdk/chatreq"
 	"github.com/llm-proxy/llm-proxy/sdk/rawjson"
 )
 
@@ -36,8 +36,9 @@ var (
 	sysBuf = make([]byte, 0, 1<<10)
 )
 
-// parser indexes a JSON document, reusing tape.
-type parser func(data []byte, tape []uint32) (rawjson.Doc, error)
+// reader reads the messages of the unified request; it keeps the tape of
+// tool call arguments for the next call.
+var reader chatreq.Reader
 
 // requestFields are the members of the unified request the translation
 // reads.
@@ -52,7 +53,7 @@ type requestFields struct {
 //
 // parse indexes JSON found inside the request (tool call arguments):
 // Call.ParseJSON in a plugin, rawjson.Parse in tests.
-func buildRequest(req rawjson.Value, s *settings, stream bool, parse parser) ([]byte, error) {
+func buildRequest(req rawjson.Value, s *settings, stream bool, parse chatreq.Parser) ([]byte, error) {
 	var f requestFields
 	for m := req.Members(); m.Next(); {
 		v := m.Value()
@@ -88,24 +89,18 @@ func buildRequest(req rawjson.Value, s *settings, stream bool, parse parser) ([]
 		}
 	}
 	if f.model.Kind() != rawjson.String {
-		return nil, badRequest("model", "model must be a string")
+		return nil, chatreq.BadRequest("model", "model must be a string")
 	}
 	if n, ok := f.n.Int(); ok && n > 1 {
-		return nil, badRequest("n", "this provider returns one choice per request; n must be 1")
-	}
-	if f.messages.Kind() != rawjson.Array {
-		return nil, badRequest("messages", "messages must be an array of message objects")
+		return nil, chatreq.BadRequest("n", "this provider returns one choice per request; n must be 1")
 	}
 
-	w := messageWriter{buf: append(msgBuf[:0], '['), sys: sysBuf[:0], parse: parse}
-	i := 0
-	for e := f.messages.Elements(); e.Next(); i++ {
-		if err := w.message(e.Value(), i); err != nil {
-			return nil, err
-		}
+	w := messageWriter{buf: append(msgBuf[:0], '['), sys: sysBuf[:0]}
+	if err := w.messages(reader.Messages(f.messages, parse)); err != nil {
+		return nil, err
 	}
 	if w.open == "" {
-		return nil, badRequest("messages", "at least one user or assistant message with content is required")
+		return nil, chatreq.BadRequest("messages", "at least one user or assistant message with content is required")
 	}
 	w.buf = append(w.buf, "]}]"...)
 	msgBuf, sysBuf = w.buf[:0], w.sys[:0]
@@ -149,7 +144,7 @@ func buildRequest(req rawjson.Value, s *settings, stream bool, parse parser) ([]
 			b = append(b, p.v.Raw()...)
 		case rawjson.Null, rawjson.Invalid:
 		default:
-			return nil, badRequest(p.name, "%s must be a number", p.name)
+			return nil, chatreq.BadRequest(p.name, "%s must be a number", p.name)
 		}
 	}
 	if b, err = appendTools(b, f.tools, f.toolChoice, f.parallelToolCalls); err != nil {
@@ -163,7 +158,7 @@ func buildRequest(req rawjson.Value, s *settings, stream bool, parse parser) ([]
 	if f.responseFormat.Get("type").StringIs("json_schema") {
 		schema := f.responseFormat.Get("json_schema").Get("schema")
 		if schema.Kind() != rawjson.Object {
-			return nil, badRequest("response_format", "response_format.json_schema.schema must be an object")
+			return nil, chatreq.BadRequest("response_format", "response_format.json_schema.schema must be an object")
 		}
 		b = append(b, `,"output_config":{"format":{"type":"json_schema","schema":`...)
 		b = append(b, schema.Raw()...)
@@ -185,7 +180,6 @@ type messageWriter struct {
 	sys       []byte // system text blocks, comma-separated
 	sysText   []byte // the raw string of the first system text
 	sysBlocks int
-	parse     parser
 }
 
 // next prepares for one more content block in a message of the given role.
@@ -203,13 +197,39 @@ func (w *messageWriter) next(role string) {
 	w.open = role
 }
 
-// text adds a text block made of the string s; blank strings are skipped,
-// as the Messages API refuses text blocks without visible text.
-func (w *messageWriter) text(role string, s rawjson.Value) {
-	if blank(s.Raw()) {
+// messages writes what m reads from the request's messages.
+func (w *messageWriter) messages(m *chatreq.Messages) error {
+	for m.Next() {
+		var err error
+		switch m.Kind() {
+		case chatreq.Text:
+			w.text(m.Role(), m.Value())
+		case chatreq.Part:
+			err = w.part(m.Message(), m.Index(), m.Role(), m.Type(), m.Value())
+		case chatreq.ToolCall:
+			w.toolUse(m.ID(), m.Name(), m.Arguments())
+		case chatreq.ToolResult:
+			err = w.toolResult(m.Message(), m.ID(), m.Value())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return m.Err()
+}
+
+// text adds a text block made of the string s, to system when it is system
+// text; blank strings are skipped, as the Messages API refuses text blocks
+// without visible text.
+func (w *messageWriter) text(role chatreq.Role, s rawjson.Value) {
+	if chatreq.Blank(s.Raw()) {
 		return
 	}
-	w.next(role)
+	if role == chatreq.System {
+		w.systemText(s)
+		return
+	}
+	w.next(role.String())
 	w.buf = appendTextBlock(w.buf, s.Raw())
 }
 
@@ -219,29 +239,8 @@ func appendTextBlock(b, s []byte) []byte {
 	return append(b, '}')
 }
 
-// blank reports whether the string literal s holds only spaces, tabs and
-// line breaks.
-func blank(s []byte) bool {
-	for i := 1; i < len(s)-1; i++ {
-		switch s[i] {
-		case ' ':
-		case '\\':
-			if i+1 < len(s)-1 && (s[i+1] == 'n' || s[i+1] == 't' || s[i+1] == 'r') {
-				i++
-				continue
-			}
-			return false
-		default:
-			return false
-		}
-	}
-	return true
-}
-
+// systemText adds a text block to the system prompt.
 func (w *messageWriter) systemText(s rawjson.Value) {
-	if blank(s.Raw()) {
-		return
-	}
 	if w.sysBlocks > 0 {
 		w.sys = append(w.sys, ',')
 	} else {
@@ -251,103 +250,25 @@ func (w *messageWriter) systemText(s rawjson.Value) {
 	w.sysBlocks++
 }
 
-// message translates messages[i].
-func (w *messageWriter) message(m rawjson.Value, i int) error {
-	if m.Kind() != rawjson.Object {
-		return badRequest(fmt.Sprintf("messages[%d]", i), "messages[%d] must be an object", i)
+// part adds an image or a document block, part j of messages[i], to a user
+// message: the Messages API takes them there only.
+func (w *messageWriter) part(i, j int, role chatreq.Role, typ []byte, p rawjson.Value) error {
+	if role != chatreq.User {
+		return chatreq.UnsupportedPart(i, j, typ, role.String())
 	}
-	var role, content, toolCalls, toolCallID rawjson.Value
-	for f := m.Members(); f.Next(); {
-		switch string(f.Key()) {
-		case "role":
-			role = f.Value()
-		case "content":
-			content = f.Value()
-		case "tool_calls":
-			toolCalls = f.Value()
-		case "tool_call_id":
-			toolCallID = f.Value()
-		}
-	}
-	r, _ := role.Str()
-	switch string(r) {
-	case "system", "developer":
-		return w.parts(content, i, "system")
-	case "user":
-		return w.parts(content, i, "user")
-	case "assistant":
-		if err := w.parts(content, i, "assistant"); err != nil {
-			return err
-		}
-		return w.toolUses(toolCalls, i)
-	case "tool":
-		return w.toolResult(content, toolCallID, i)
-	}
-	return badRequest(fmt.Sprintf("messages[%d].role", i),
-		"messages[%d].role %s is not supported; use system, developer, user, assistant or tool", i, role.Raw())
-}
-
-// parts adds the content of a system, user or assistant message: a string
-// or an array of parts.
-func (w *messageWriter) parts(content rawjson.Value, i int, role string) error {
-	param := func() string { return fmt.Sprintf("messages[%d].content", i) }
-	switch content.Kind() {
-	case rawjson.String:
-		if role == "system" {
-			w.systemText(content)
-		} else {
-			w.text(role, content)
-		}
-		return nil
-	case rawjson.Null, rawjson.Invalid:
-		return nil
-	case rawjson.Array:
+	where := fmt.Sprintf("messages[%d].content[%d]", i, j)
+	var err error
+	switch {
+	case rawjson.Equal(typ, "image_url"):
+		w.next("user")
+		w.buf, err = appendImage(w.buf, p, where)
+	case rawjson.Equal(typ, "file"):
+		w.next("user")
+		w.buf, err = appendDocument(w.buf, p, where)
 	default:
-		return badRequest(param(), "%s must be a string or an array of content parts", param())
+		err = chatreq.UnsupportedPart(i, j, typ, "user")
 	}
-	j := 0
-	for e := content.Elements(); e.Next(); j++ {
-		p := e.Value()
-		typ, _ := p.Get("type").Str()
-		switch string(typ) {
-		case "text":
-			t := p.Get("text")
-			if t.Kind() != rawjson.String {
-				return badRequest(param(), "%s[%d].text must be a string", param(), j)
-			}
-			if role == "system" {
-				w.systemText(t)
-			} else {
-				w.text(role, t)
-			}
-			continue
-		case "refusal":
-			if t := p.Get("refusal"); role == "assistant" && t.Kind() == rawjson.String {
-				w.text(role, t)
-				continue
-			}
-		case "image_url":
-			if role == "user" {
-				w.next(role)
-				var err error
-				if w.buf, err = appendImage(w.buf, p, fmt.Sprintf("%s[%d]", param(), j)); err != nil {
-					return err
-				}
-				continue
-			}
-		case "file":
-			if role == "user" {
-				w.next(role)
-				var err error
-				if w.buf, err = appendDocument(w.buf, p, fmt.Sprintf("%s[%d]", param(), j)); err != nil {
-					return err
-				}
-				continue
-			}
-		}
-		return badRequest(param(), "%s[%d]: content parts of type %q are not supported in %s messages by this provider", param(), j, typ, role)
-	}
-	return nil
+	return err
 }
 
 // appendImage writes an image block for an image_url part: a data URL
@@ -359,12 +280,12 @@ func appendImage(b []byte, part rawjson.Value, param string) ([]byte, error) {
 	}
 	u, ok := iu.Str()
 	if !ok {
-		return b, badRequest(param, "%s.image_url.url must be a string", param)
+		return b, chatreq.BadRequest(param, "%s.image_url.url must be a string", param)
 	}
 	safe := !iu.Escaped() // u is the literal's content: it can be copied as it is
-	if mediaType, data, isData := parseDataURL(u); isData {
+	if mediaType, data, isData := chatreq.ParseDataURL(u); isData {
 		if mediaType == nil || data == nil {
-			return b, badRequest(param, "%s: a data URL must be data:<media type>;base64,<data>", param)
+			return b, chatreq.BadRequest(param, "%s: a data URL must be data:<media type>;base64,<data>", param)
 		}
 		b = append(b, `{"type":"image","source":{"type":"base64","media_type":`...)
 		b = rawjson.AppendString(b, bytes.ToLower(mediaType))
@@ -372,12 +293,12 @@ func appendImage(b []byte, part rawjson.Value, param string) ([]byte, error) {
 		b = appendContent(b, data, safe)
 		return append(b, "}}"...), nil
 	}
-	if hasPrefixFold(u, "https://") || hasPrefixFold(u, "http://") {
+	if chatreq.HasPrefixFold(u, "https://") || chatreq.HasPrefixFold(u, "http://") {
 		b = append(b, `{"type":"image","source":{"type":"url","url":`...)
 		b = appendContent(b, u, safe)
 		return append(b, "}}"...), nil
 	}
-	return b, badRequest(param, "%s: an image must be an http(s) URL or a base64 data URL", param)
+	return b, chatreq.BadRequest(param, "%s: an image must be an http(s) URL or a base64 data URL", param)
 }
 
 // appendDocument writes a document block for a file part carrying a PDF as
@@ -385,35 +306,13 @@ func appendImage(b []byte, part rawjson.Value, param string) ([]byte, error) {
 func appendDocument(b []byte, part rawjson.Value, param string) ([]byte, error) {
 	fd := part.Get("file").Get("file_data")
 	u, ok := fd.Str()
-	mediaType, data, isData := parseDataURL(u)
+	mediaType, data, isData := chatreq.ParseDataURL(u)
 	if !ok || !isData || data == nil || !bytes.EqualFold(mediaType, []byte("application/pdf")) {
-		return b, badRequest(param, "%s: only PDF files sent as a base64 data URL in file.file_data are supported", param)
+		return b, chatreq.BadRequest(param, "%s: only PDF files sent as a base64 data URL in file.file_data are supported", param)
 	}
 	b = append(b, `{"type":"document","source":{"type":"base64","media_type":"application/pdf","data":`...)
 	b = appendContent(b, data, !fd.Escaped())
 	return append(b, "}}"...), nil
-}
-
-// parseDataURL splits data:<media type>[;params];base64,<data>. isData
-// reports the data: scheme; mediaType or data is nil when the URL is not a
-// base64 data URL with a media type.
-func parseDataURL(u []byte) (mediaType, data []byte, isData bool) {
-	if !hasPrefixFold(u, "data:") {
-		return nil, nil, false
-	}
-	meta, payload, ok := bytes.Cut(u[5:], []byte{','})
-	if !ok || len(meta) < 7 || !bytes.EqualFold(meta[len(meta)-7:], []byte(";base64")) {
-		return nil, nil, true
-	}
-	mt, _, _ := bytes.Cut(meta, []byte{';'})
-	if len(mt) == 0 {
-		return nil, nil, true
-	}
-	return mt, payload, true
-}
-
-func hasPrefixFold(b []byte, prefix string) bool {
-	return len(b) >= len(prefix) && bytes.EqualFold(b[:len(prefix)], []byte(prefix))
 }
 
 // appendContent writes s as a string literal; safe means s is the content of
@@ -427,61 +326,22 @@ func appendContent(b, s []byte, safe bool) []byte {
 	return append(b, '"')
 }
 
-// argsTape is reused to check tool call arguments.
-var argsTape []uint32
-
-// toolUses adds a tool_use block per tool call of an assistant message.
-func (w *messageWriter) toolUses(calls rawjson.Value, i int) error {
-	switch calls.Kind() {
-	case rawjson.Null, rawjson.Invalid:
-		return nil
-	case rawjson.Array:
-	default:
-		return badRequest(fmt.Sprintf("messages[%d].tool_calls", i), "tool_calls must be an array")
-	}
-	j := 0
-	for e := calls.Elements(); e.Next(); j++ {
-		call := e.Value()
-		param := fmt.Sprintf("messages[%d].tool_calls[%d]", i, j)
-		id := call.Get("id")
-		fn := call.Get("function")
-		name := fn.Get("name")
-		if id.Kind() != rawjson.String || name.Kind() != rawjson.String {
-			return badRequest(param, "%s needs a string id and function.name", param)
-		}
-		argsV := fn.Get("arguments")
-		args, ok := argsV.Str()
-		if !ok && argsV.Exists() && !argsV.IsNull() {
-			return badRequest(param, "%s.function.arguments must be a string", param)
-		}
-		args = bytes.TrimSpace(args)
-		if len(args) == 0 {
-			args = []byte("{}")
-		} else {
-			doc, err := w.parse(args, argsTape)
-			argsTape = doc.Tape
-			if err != nil || doc.Root().Kind() != rawjson.Object {
-				return badRequest(param, "%s.function.arguments must be a JSON object", param)
-			}
-		}
-		w.next("assistant")
-		w.buf = append(w.buf, `{"type":"tool_use","id":`...)
-		w.buf = append(w.buf, id.Raw()...)
-		w.buf = append(w.buf, `,"name":`...)
-		w.buf = append(w.buf, name.Raw()...)
-		w.buf = append(w.buf, `,"input":`...)
-		w.buf = append(w.buf, args...)
-		w.buf = append(w.buf, '}')
-	}
-	return nil
+// toolUse adds a tool_use block to the assistant turn.
+func (w *messageWriter) toolUse(id, name rawjson.Value, args []byte) {
+	w.next("assistant")
+	w.buf = append(w.buf, `{"type":"tool_use","id":`...)
+	w.buf = append(w.buf, id.Raw()...)
+	w.buf = append(w.buf, `,"name":`...)
+	w.buf = append(w.buf, name.Raw()...)
+	w.buf = append(w.buf, `,"input":`...)
+	w.buf = append(w.buf, args...)
+	w.buf = append(w.buf, '}')
 }
 
-// toolResult adds a tool_result block to the user turn; consecutive tool
-// messages (parallel calls) end up in one user message.
-func (w *messageWriter) toolResult(content, id rawjson.Value, i int) error {
-	if id.Kind() != rawjson.String {
-		return badRequest(fmt.Sprintf("messages[%d].tool_call_id", i), "messages[%d].tool_call_id must be a string", i)
-	}
+// toolResult adds a tool_result block for messages[i] to the user turn;
+// consecutive tool messages (parallel calls) end up in one user message.
+// The result may be text and images.
+func (w *messageWriter) toolResult(i int, id, content rawjson.Value) error {
 	w.next("user")
 	w.buf = append(w.buf, `{"type":"tool_result","tool_use_id":`...)
 	w.buf = append(w.buf, id.Raw()...)
@@ -502,9 +362,9 @@ func (w *messageWriter) toolResult(content, id rawjson.Value, i int) error {
 			case "text":
 				t := p.Get("text")
 				if t.Kind() != rawjson.String {
-					return badRequest(param, "%s.text must be a string", param)
+					return chatreq.BadRequest(param, "%s.text must be a string", param)
 				}
-				if blank(t.Raw()) {
+				if chatreq.Blank(t.Raw()) {
 					continue
 				}
 				if n > 0 {
@@ -520,14 +380,14 @@ func (w *messageWriter) toolResult(content, id rawjson.Value, i int) error {
 					return err
 				}
 			default:
-				return badRequest(param, "%s: tool results may hold text and images, not %q", param, typ)
+				return chatreq.BadRequest(param, "%s: tool results may hold text and images, not %q", param, typ)
 			}
 			n++
 		}
 		w.buf = append(w.buf, ']')
 	case rawjson.Null, rawjson.Invalid:
 	default:
-		return badRequest(fmt.Sprintf("messages[%d].content", i), "messages[%d].content must be a string or an array", i)
+		return chatreq.BadRequest(fmt.Sprintf("messages[%d].content", i), "messages[%d].content must be a string or an array", i)
 	}
 	w.buf = append(w.buf, '}')
 	return nil
@@ -547,7 +407,7 @@ func appendStop(b []byte, stop rawjson.Value) ([]byte, error) {
 		n := 0
 		for e := stop.Elements(); e.Next(); n++ {
 			if e.Value().Kind() != rawjson.String {
-				return b, badRequest("stop", "stop must be a string or an array of strings")
+				return b, chatreq.BadRequest("stop", "stop must be a string or an array of strings")
 			}
 		}
 		if n > 0 {
@@ -556,7 +416,7 @@ func appendStop(b []byte, stop rawjson.Value) ([]byte, error) {
 		}
 	case rawjson.Null, rawjson.Invalid:
 	default:
-		return b, badRequest("stop", "stop must be a string or an array of strings")
+		return b, chatreq.BadRequest("stop", "stop must be a string or an array of strings")
 	}
 	return b, nil
 }
@@ -569,7 +429,7 @@ func appendTools(b []byte, tools, choice, parallel rawjson.Value) ([]byte, error
 		return b, nil
 	case rawjson.Array:
 	default:
-		return b, badRequest("tools", "tools must be an array")
+		return b, chatreq.BadRequest("tools", "tools must be an array")
 	}
 	start := len(b)
 	b = append(b, `,"tools":[`...)
@@ -578,12 +438,12 @@ func appendTools(b []byte, tools, choice, parallel rawjson.Value) ([]byte, error
 		t := e.Value()
 		param := fmt.Sprintf("tools[%d]", j)
 		if typ := t.Get("type"); typ.Exists() && !typ.StringIs("function") {
-			return b, badRequest(param, "%s: only tools of type function are supported by this provider", param)
+			return b, chatreq.BadRequest(param, "%s: only tools of type function are supported by this provider", param)
 		}
 		fn := t.Get("function")
 		name := fn.Get("name")
 		if name.Kind() != rawjson.String {
-			return b, badRequest(param, "%s.function.name must be a string", param)
+			return b, chatreq.BadRequest(param, "%s.function.name must be a string", param)
 		}
 		if j > 0 {
 			b = append(b, ',')
@@ -621,12 +481,12 @@ func appendTools(b []byte, tools, choice, parallel rawjson.Value) ([]byte, error
 		case "required":
 			typ = "any"
 		default:
-			return b, badRequest("tool_choice", "tool_choice must be auto, none, required or a named function")
+			return b, chatreq.BadRequest("tool_choice", "tool_choice must be auto, none, required or a named function")
 		}
 	case rawjson.Object:
 		n := choice.Get("function").Get("name")
 		if !choice.Get("type").StringIs("function") || n.Kind() != rawjson.String {
-			return b, badRequest("tool_choice", "tool_choice must be auto, none, required or a named function")
+			return b, chatreq.BadRequest("tool_choice", "tool_choice must be auto, none, required or a named function")
 		}
 		typ, name = "tool", n.Raw()
 	case rawjson.Null, rawjson.Invalid:
@@ -635,7 +495,7 @@ func appendTools(b []byte, tools, choice, parallel rawjson.Value) ([]byte, error
 		}
 		typ = "auto"
 	default:
-		return b, badRequest("tool_choice", "tool_choice must be a string or an object")
+		return b, chatreq.BadRequest("tool_choice", "tool_choice must be a string or an object")
 	}
 	b = append(b, `,"tool_choice":{"type":"`...)
 	b = append(b, typ...)
@@ -648,18 +508,4 @@ func appendTools(b []byte, tools, choice, parallel rawjson.Value) ([]byte, error
 		b = append(b, `,"disable_parallel_tool_use":true`...)
 	}
 	return append(b, '}'), nil
-}
-
-// badRequest is a 400 for the client, as an OpenAI error object.
-func badRequest(param, format string, args ...any) error {
-	b := []byte(`{"error":{"message":`)
-	b = rawjson.AppendString(b, fmt.Sprintf(format, args...))
-	b = append(b, `,"type":"invalid_request_error","param":`...)
-	if param == "" {
-		b = append(b, "null"...)
-	} else {
-		b = rawjson.AppendString(b, param)
-	}
-	b = append(b, `,"code":null}}`...)
-	return &sdk.HTTPError{Status: 400, Message: string(b)}
 }

@@ -8,6 +8,7 @@ import (
 	"unsafe"
 
 	"github.com/llm-proxy/llm-proxy/sdk"
+	"github.com/llm-proxy/llm-proxy/sdk/chatreq"
 	"github.com/llm-proxy/llm-proxy/sdk/rawjson"
 )
 
@@ -27,15 +28,14 @@ func (plugin) Embeddings(c *sdk.Call) error {
 	if err != nil {
 		return err
 	}
-	doc, err := c.ParseJSON(c.Request(), reqTape)
-	reqTape = doc.Tape
+	reqDoc, err = c.ParseJSON(c.Request(), reqDoc.Tape)
 	if err != nil {
-		return badRequest("", "the request body is not valid JSON")
+		return chatreq.BadRequest("", "the request body is not valid JSON")
 	}
-	req := doc.Root()
+	req := reqDoc.Root()
 	model, ok := req.Get("model").Str()
 	if !ok || len(model) == 0 {
-		return badRequest("model", "model must be a string")
+		return chatreq.BadRequest("model", "model must be a string")
 	}
 	input := req.Get("input")
 	dims := req.Get("dimensions")
@@ -63,7 +63,7 @@ func (plugin) Embeddings(c *sdk.Call) error {
 	case rawjson.Array:
 		for e := input.Elements(); e.Next(); n++ {
 			if e.Value().Kind() != rawjson.String {
-				return badRequest("input", "input must be a string or an array of strings: this provider embeds text, not tokens")
+				return chatreq.BadRequest("input", "input must be a string or an array of strings: this provider embeds text, not tokens")
 			}
 			if n > 0 {
 				body = append(body, ',')
@@ -72,7 +72,7 @@ func (plugin) Embeddings(c *sdk.Call) error {
 		}
 	}
 	if n == 0 {
-		return badRequest("input", "input must be a non-empty string or array of strings")
+		return chatreq.BadRequest("input", "input must be a non-empty string or array of strings")
 	}
 	body = append(body, "]}"...)
 	reqBuf = body[:0]

@@ -14,11 +14,10 @@
 package main
 
 import (
-	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/llm-proxy/llm-proxy/sdk"
+	"github.com/llm-proxy/llm-proxy/sdk/chatreq"
 	"github.com/llm-proxy/llm-proxy/sdk/rawjson"
 )
 
@@ -30,8 +29,15 @@ type plugin struct{ sdk.Unimplemented }
 
 var jsonHeaders = [][2]string{{"Content-Type", "application/json"}}
 
-// Tapes reused across the calls of a warm instance.
-var reqTape, respTape []uint32
+// The request's Doc and the responses' tape, reused across the calls of a
+// warm instance. The request's whole Doc is kept, not only its tape: the
+// compiler cannot tell that the values chatreq reads from it do not
+// outlive the call, so a Doc local to chat would be moved to the heap, an
+// allocation per request.
+var (
+	reqDoc   rawjson.Doc
+	respTape []uint32
+)
 
 func (plugin) Chat(c *sdk.Call) error { return chat(c, false) }
 
@@ -42,15 +48,14 @@ func chat(c *sdk.Call, stream bool) error {
 	if err != nil {
 		return err
 	}
-	doc, err := c.ParseJSON(c.Request(), reqTape)
-	reqTape = doc.Tape
+	reqDoc, err = c.ParseJSON(c.Request(), reqDoc.Tape)
 	if err != nil {
-		return badRequest("", "the request body is not valid JSON")
+		return chatreq.BadRequest("", "the request body is not valid JSON")
 	}
-	req := doc.Root()
+	req := reqDoc.Root()
 	model, ok := req.Get("model").Str()
 	if !ok || len(model) == 0 {
-		return badRequest("model", "model must be a string")
+		return chatreq.BadRequest("model", "model must be a string")
 	}
 	body, err := buildRequest(req, c.ParseJSON, c.FetchImage)
 	if err != nil {
@@ -68,7 +73,7 @@ func chat(c *sdk.Call, stream bool) error {
 		return failUpstream(c, resp)
 	}
 	if stream {
-		return translateStream(c, resp, created(resp), req.Get("model").Raw())
+		return translateStream(c, resp, chatreq.Created(resp), req.Get("model").Raw())
 	}
 	raw, err := resp.ReadAll(maxBody)
 	if err != nil {
@@ -79,7 +84,7 @@ func chat(c *sdk.Call, stream bool) error {
 	if err != nil {
 		return errUpstreamBody
 	}
-	out, err := buildCompletion(rd.Root(), created(resp), req.Get("model").Raw())
+	out, err := buildCompletion(rd.Root(), chatreq.Created(resp), req.Get("model").Raw())
 	if err != nil {
 		return err
 	}
@@ -251,75 +256,6 @@ func errorType(status string, httpStatus int) string {
 		return "invalid_request_error"
 	}
 	return "api_error"
-}
-
-// badRequest is a 400 for the client, as an OpenAI error object.
-func badRequest(param, format string, args ...any) error {
-	b := []byte(`{"error":{"message":`)
-	b = rawjson.AppendString(b, fmt.Sprintf(format, args...))
-	b = append(b, `,"type":"invalid_request_error","param":`...)
-	if param == "" {
-		b = append(b, "null"...)
-	} else {
-		b = rawjson.AppendString(b, param)
-	}
-	b = append(b, `,"code":null}}`...)
-	return &sdk.HTTPError{Status: 400, Message: string(b)}
-}
-
-// created is the completion's creation time: the upstream response's Date,
-// or the clock without one.
-func created(resp *sdk.Response) int64 {
-	if d, ok := resp.Header("Date"); ok {
-		if t, ok := parseHTTPDate(d); ok {
-			return t
-		}
-	}
-	return time.Now().Unix()
-}
-
-// parseHTTPDate reads an IMF-fixdate, "Tue, 14 Nov 2023 22:13:20 GMT", into
-// Unix seconds by arithmetic (time.Parse loops, which cost a guest dearly).
-func parseHTTPDate(d string) (int64, bool) {
-	if len(d) != 29 || d[3] != ',' || d[4] != ' ' || d[7] != ' ' || d[11] != ' ' || d[16] != ' ' ||
-		d[19] != ':' || d[22] != ':' || d[25:] != " GMT" {
-		return 0, false
-	}
-	num := func(s string) (int64, bool) {
-		var n int64
-		for i := 0; i < len(s); i++ {
-			if s[i] < '0' || s[i] > '9' {
-				return 0, false
-			}
-			n = n*10 + int64(s[i]-'0')
-		}
-		return n, true
-	}
-	day, ok1 := num(d[5:7])
-	year, ok2 := num(d[12:16])
-	hh, ok3 := num(d[17:19])
-	mm, ok4 := num(d[20:22])
-	ss, ok5 := num(d[23:25])
-	month := int64(0)
-	for i, m := range [...]string{"Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"} {
-		if d[8:11] == m {
-			month = int64(i + 1)
-		}
-	}
-	if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 || month == 0 || day < 1 || day > 31 || hh > 23 || mm > 59 || ss > 60 {
-		return 0, false
-	}
-	// Days from 1970-01-01 to the civil date (Howard Hinnant's algorithm).
-	if month <= 2 {
-		year--
-	}
-	era := year / 400
-	yoe := year - era*400
-	mp := (month + 9) % 12
-	doy := (153*mp+2)/5 + day - 1
-	doe := yoe*365 + yoe/4 - yoe/100 + doy
-	days := era*146097 + doe - 719468
-	return days*86400 + hh*3600 + mm*60 + ss, true
 }
 
 func init() { sdk.Register(plugin{}) }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/llm-proxy/llm-proxy/sdk"
 	"github.com/llm-proxy/llm-proxy/sdk/abi"
+	"github.com/llm-proxy/llm-proxy/sdk/chatreq"
 	"github.com/llm-proxy/llm-proxy/sdk/rawjson"
 )
 
@@ -35,9 +36,6 @@ import (
 //	tool_choice auto/none/required/named  toolConfig.functionCallingConfig AUTO/NONE/ANY/ANY
 //	                                        with allowedFunctionNames
 
-// parser indexes a JSON document, reusing tape.
-type parser func(data []byte, tape []uint32) (rawjson.Doc, error)
-
 // fetcher downloads the image at an http(s) URL: its media type and its
 // bytes in base64 (Call.FetchImage).
 type fetcher func(url string) (string, []byte, error)
@@ -49,12 +47,16 @@ var (
 	sysBuf = make([]byte, 0, 1<<10)
 )
 
+// reader reads the messages of the unified request; it keeps the tape of
+// tool call arguments for the next call.
+var reader chatreq.Reader
+
 // signatureSentinel is the value Google documents for a function call
 // whose thought signature is lost (a history the client made up): it
 // tells Gemini 3 not to validate the signature.
 const signatureSentinel = "skip_thought_signature_validator"
 
-func buildRequest(req rawjson.Value, parse parser, fetch fetcher) ([]byte, error) {
+func buildRequest(req rawjson.Value, parse chatreq.Parser, fetch fetcher) ([]byte, error) {
 	var messages, maxTokens, maxCompletionTokens, stop, n, responseFormat, tools, toolChoice rawjson.Value
 	var numbers [6]rawjson.Value // temperature, top_p, top_k, seed, presence, frequency
 	for m := req.Members(); m.Next(); {
@@ -90,18 +92,12 @@ func buildRequest(req rawjson.Value, parse parser, fetch fetcher) ([]byte, error
 			toolChoice = v
 		}
 	}
-	if messages.Kind() != rawjson.Array {
-		return nil, badRequest("messages", "messages must be an array of message objects")
-	}
 	w := contentWriter{buf: append(cntBuf[:0], '['), sys: sysBuf[:0], parse: parse, fetch: fetch}
-	i := 0
-	for e := messages.Elements(); e.Next(); i++ {
-		if err := w.message(e.Value(), i); err != nil {
-			return nil, err
-		}
+	if err := w.messages(reader.Messages(messages, parse)); err != nil {
+		return nil, err
 	}
 	if w.open == "" {
-		return nil, badRequest("messages", "at least one user or assistant message with content is required")
+		return nil, chatreq.BadRequest("messages", "at least one user or assistant message with content is required")
 	}
 	w.buf = append(w.buf, "]}]"...)
 	cntBuf, sysBuf = w.buf[:0], w.sys[:0]
@@ -139,7 +135,7 @@ func buildRequest(req rawjson.Value, parse parser, fetch fetcher) ([]byte, error
 			b = append(b, v.Raw()...)
 		case rawjson.Null, rawjson.Invalid:
 		default:
-			return nil, badRequest(openAIName[j], "%s must be a number", openAIName[j])
+			return nil, chatreq.BadRequest(openAIName[j], "%s must be a number", openAIName[j])
 		}
 	}
 	switch {
@@ -161,7 +157,7 @@ func buildRequest(req rawjson.Value, parse parser, fetch fetcher) ([]byte, error
 	case rawjson.Array:
 		for e := stop.Elements(); e.Next(); {
 			if e.Value().Kind() != rawjson.String {
-				return nil, badRequest("stop", "stop must be a string or an array of strings")
+				return nil, chatreq.BadRequest("stop", "stop must be a string or an array of strings")
 			}
 		}
 		if stop.Len() > 0 {
@@ -170,11 +166,11 @@ func buildRequest(req rawjson.Value, parse parser, fetch fetcher) ([]byte, error
 		}
 	case rawjson.Null, rawjson.Invalid:
 	default:
-		return nil, badRequest("stop", "stop must be a string or an array of strings")
+		return nil, chatreq.BadRequest("stop", "stop must be a string or an array of strings")
 	}
 	if k, ok := n.Int(); ok && k != 1 {
 		if k < 1 {
-			return nil, badRequest("n", "n must be at least 1")
+			return nil, chatreq.BadRequest("n", "n must be at least 1")
 		}
 		field("candidateCount")
 		b = append(b, n.Raw()...)
@@ -186,7 +182,7 @@ func buildRequest(req rawjson.Value, parse parser, fetch fetcher) ([]byte, error
 	case "json_schema":
 		schema := responseFormat.Get("json_schema").Get("schema")
 		if schema.Kind() != rawjson.Object {
-			return nil, badRequest("response_format", "response_format.json_schema.schema must be an object")
+			return nil, chatreq.BadRequest("response_format", "response_format.json_schema.schema must be an object")
 		}
 		field("responseMimeType")
 		b = append(b, `"application/json"`...)
@@ -212,7 +208,8 @@ type contentWriter struct {
 	open  string // role of the open content, "" before the first part
 	calls int    // function calls in the open model content
 	sys   []byte // system text parts, comma-separated
-	parse parser
+	// parse checks tool results that look like JSON objects.
+	parse chatreq.Parser
 	fetch fetcher
 	// names maps the id of each tool call seen so far to its function
 	// name, for the functionResponse parts of tool messages.
@@ -221,7 +218,16 @@ type contentWriter struct {
 
 type toolName struct{ id, name []byte }
 
-var argsTape []uint32
+// resultTape is reused to check tool results that look like JSON objects.
+var resultTape []uint32
+
+// roleName is Gemini's name of a role: model for assistant.
+func roleName(r chatreq.Role) string {
+	if r == chatreq.Assistant {
+		return "model"
+	}
+	return r.String()
+}
 
 // next prepares for one more part in a content of the given role.
 func (w *contentWriter) next(role string) {
@@ -239,30 +245,34 @@ func (w *contentWriter) next(role string) {
 	w.calls = 0
 }
 
-// blank reports whether the string literal s holds only spaces, tabs and
-// line breaks.
-func blank(s []byte) bool {
-	for i := 1; i < len(s)-1; i++ {
-		switch s[i] {
-		case ' ':
-		case '\\':
-			if i+1 < len(s)-1 && (s[i+1] == 'n' || s[i+1] == 't' || s[i+1] == 'r') {
-				i++
-				continue
-			}
-			return false
-		default:
-			return false
+// messages writes what m reads from the request's messages.
+func (w *contentWriter) messages(m *chatreq.Messages) error {
+	for m.Next() {
+		var err error
+		switch m.Kind() {
+		case chatreq.Text:
+			w.text(m.Role(), m.Value())
+		case chatreq.Part:
+			err = w.part(m.Message(), m.Index(), m.Role(), m.Type(), m.Value())
+		case chatreq.ToolCall:
+			w.functionCall(m.ID(), m.Name(), m.Arguments())
+		case chatreq.ToolResult:
+			err = w.functionResponse(m.Message(), m.ID(), m.Value())
+		}
+		if err != nil {
+			return err
 		}
 	}
-	return true
+	return m.Err()
 }
 
-func (w *contentWriter) text(role string, s rawjson.Value) {
-	if blank(s.Raw()) {
+// text adds a text part, to systemInstruction when it is system text;
+// blank strings are skipped.
+func (w *contentWriter) text(role chatreq.Role, s rawjson.Value) {
+	if chatreq.Blank(s.Raw()) {
 		return
 	}
-	if role == "system" {
+	if role == chatreq.System {
 		if len(w.sys) > 0 {
 			w.sys = append(w.sys, ',')
 		}
@@ -271,125 +281,52 @@ func (w *contentWriter) text(role string, s rawjson.Value) {
 		w.sys = append(w.sys, '}')
 		return
 	}
-	w.next(role)
+	w.next(roleName(role))
 	w.buf = append(w.buf, `{"text":`...)
 	w.buf = append(w.buf, s.Raw()...)
 	w.buf = append(w.buf, '}')
 }
 
-// message translates messages[i].
-func (w *contentWriter) message(m rawjson.Value, i int) error {
-	if m.Kind() != rawjson.Object {
-		return badRequest(fmt.Sprintf("messages[%d]", i), "messages[%d] must be an object", i)
+// part adds an inlineData part for an image, a file or a piece of audio,
+// part j of messages[i], to a user message.
+func (w *contentWriter) part(i, j int, role chatreq.Role, typ []byte, p rawjson.Value) error {
+	if role != chatreq.User {
+		return chatreq.UnsupportedPart(i, j, typ, roleName(role))
 	}
-	var role, content, toolCalls, toolCallID rawjson.Value
-	for f := m.Members(); f.Next(); {
-		switch string(f.Key()) {
-		case "role":
-			role = f.Value()
-		case "content":
-			content = f.Value()
-		case "tool_calls":
-			toolCalls = f.Value()
-		case "tool_call_id":
-			toolCallID = f.Value()
+	where := fmt.Sprintf("messages[%d].content[%d]", i, j)
+	var err error
+	switch {
+	case rawjson.Equal(typ, "image_url"):
+		iu := p.Get("image_url")
+		if iu.Kind() == rawjson.Object {
+			iu = iu.Get("url")
 		}
-	}
-	r, _ := role.Str()
-	switch string(r) {
-	case "system", "developer":
-		return w.parts(content, i, "system")
-	case "user":
-		return w.parts(content, i, "user")
-	case "assistant":
-		if err := w.parts(content, i, "model"); err != nil {
-			return err
+		w.next("user")
+		if u, _ := iu.Str(); w.fetch != nil && (chatreq.HasPrefixFold(u, "https://") || chatreq.HasPrefixFold(u, "http://")) {
+			w.buf, err = appendFetched(w.buf, w.fetch, string(u), where)
+		} else {
+			w.buf, err = appendDataURL(w.buf, iu, where, "an image")
 		}
-		return w.functionCalls(toolCalls, i)
-	case "tool":
-		return w.functionResponse(content, toolCallID, i)
-	}
-	return badRequest(fmt.Sprintf("messages[%d].role", i),
-		"messages[%d].role %s is not supported; use system, developer, user, assistant or tool", i, role.Raw())
-}
-
-// parts adds a message's content: a string or an array of parts.
-func (w *contentWriter) parts(content rawjson.Value, i int, role string) error {
-	param := func() string { return fmt.Sprintf("messages[%d].content", i) }
-	switch content.Kind() {
-	case rawjson.String:
-		w.text(role, content)
-		return nil
-	case rawjson.Null, rawjson.Invalid:
-		return nil
-	case rawjson.Array:
+	case rawjson.Equal(typ, "file"):
+		w.next("user")
+		w.buf, err = appendDataURL(w.buf, p.Get("file").Get("file_data"), where, "a file")
+	case rawjson.Equal(typ, "input_audio"):
+		a := p.Get("input_audio")
+		data := a.Get("data")
+		format, _ := a.Get("format").Str()
+		if data.Kind() != rawjson.String || len(format) == 0 || chatreq.Blank(a.Get("format").Raw()) {
+			return chatreq.BadRequest(where, "%s.input_audio needs data and format", where)
+		}
+		w.next("user")
+		w.buf = append(w.buf, `{"inlineData":{"mimeType":`...)
+		w.buf = rawjson.AppendString(w.buf, "audio/"+string(bytes.ToLower(format)))
+		w.buf = append(w.buf, `,"data":`...)
+		w.buf = append(w.buf, data.Raw()...)
+		w.buf = append(w.buf, "}}"...)
 	default:
-		return badRequest(param(), "%s must be a string or an array of content parts", param())
+		err = chatreq.UnsupportedPart(i, j, typ, "user")
 	}
-	j := 0
-	for e := content.Elements(); e.Next(); j++ {
-		p := e.Value()
-		typ, _ := p.Get("type").Str()
-		where := fmt.Sprintf("%s[%d]", param(), j)
-		var err error
-		switch string(typ) {
-		case "text":
-			t := p.Get("text")
-			if t.Kind() != rawjson.String {
-				return badRequest(where, "%s.text must be a string", where)
-			}
-			w.text(role, t)
-			continue
-		case "refusal":
-			if t := p.Get("refusal"); role == "model" && t.Kind() == rawjson.String {
-				w.text(role, t)
-				continue
-			}
-		case "image_url":
-			if role == "user" {
-				iu := p.Get("image_url")
-				if iu.Kind() == rawjson.Object {
-					iu = iu.Get("url")
-				}
-				w.next(role)
-				if u, _ := iu.Str(); w.fetch != nil && (hasPrefixFold(u, "https://") || hasPrefixFold(u, "http://")) {
-					w.buf, err = appendFetched(w.buf, w.fetch, string(u), where)
-				} else {
-					w.buf, err = appendDataURL(w.buf, iu, where, "an image")
-				}
-				if err != nil {
-					return err
-				}
-				continue
-			}
-		case "file":
-			if role == "user" {
-				w.next(role)
-				if w.buf, err = appendDataURL(w.buf, p.Get("file").Get("file_data"), where, "a file"); err != nil {
-					return err
-				}
-				continue
-			}
-		case "input_audio":
-			if role == "user" {
-				a := p.Get("input_audio")
-				data := a.Get("data")
-				format, _ := a.Get("format").Str()
-				if data.Kind() != rawjson.String || len(format) == 0 || blank(a.Get("format").Raw()) {
-					return badRequest(where, "%s.input_audio needs data and format", where)
-				}
-				w.next(role)
-				w.buf = append(w.buf, `{"inlineData":{"mimeType":`...)
-				w.buf = rawjson.AppendString(w.buf, "audio/"+string(bytes.ToLower(format)))
-				w.buf = append(w.buf, `,"data":`...)
-				w.buf = append(w.buf, data.Raw()...)
-				w.buf = append(w.buf, "}}"...)
-				continue
-			}
-		}
-		return badRequest(param(), "%s: content parts of type %q are not supported in %s messages by this provider", where, typ, role)
-	}
-	return nil
+	return err
 }
 
 // appendFetched writes an inlineData part for an image the host downloads
@@ -412,7 +349,7 @@ func appendFetched(b []byte, fetch fetcher, url, param string) ([]byte, error) {
 				why = "did not answer in time"
 			}
 		}
-		return b, badRequest(param, "%s: the image URL %s", param, why)
+		return b, chatreq.BadRequest(param, "%s: the image URL %s", param, why)
 	}
 	b = append(b, `{"inlineData":{"mimeType":`...)
 	b = rawjson.AppendString(b, mt)
@@ -421,23 +358,19 @@ func appendFetched(b []byte, fetch fetcher, url, param string) ([]byte, error) {
 	return append(b, `"}}`...), nil
 }
 
-func hasPrefixFold(b []byte, prefix string) bool {
-	return len(b) >= len(prefix) && bytes.EqualFold(b[:len(prefix)], []byte(prefix))
-}
-
 // appendDataURL writes an inlineData part for a base64 data URL. A file
 // given by http(s) URL is refused: only images are fetched.
 func appendDataURL(b []byte, url rawjson.Value, param, what string) ([]byte, error) {
 	u, ok := url.Str()
 	if !ok {
-		return b, badRequest(param, "%s: the URL must be a string", param)
+		return b, chatreq.BadRequest(param, "%s: the URL must be a string", param)
 	}
-	mediaType, data, isData := parseDataURL(u)
+	mediaType, data, isData := chatreq.ParseDataURL(u)
 	if !isData {
-		return b, badRequest(param, "%s: %s must be sent as a base64 data URL (or, for an image, an http(s) URL)", param, what)
+		return b, chatreq.BadRequest(param, "%s: %s must be sent as a base64 data URL (or, for an image, an http(s) URL)", param, what)
 	}
 	if mediaType == nil || data == nil {
-		return b, badRequest(param, "%s: a data URL must be data:<media type>;base64,<data>", param)
+		return b, chatreq.BadRequest(param, "%s: a data URL must be data:<media type>;base64,<data>", param)
 	}
 	b = append(b, `{"inlineData":{"mimeType":`...)
 	b = rawjson.AppendString(b, bytes.ToLower(mediaType))
@@ -452,89 +385,34 @@ func appendDataURL(b []byte, url rawjson.Value, param, what string) ([]byte, err
 	return append(b, "}}"...), nil
 }
 
-// parseDataURL splits data:<media type>[;params];base64,<data>. isData
-// reports the data: scheme; mediaType or data is nil when the URL is not a
-// base64 data URL with a media type.
-func parseDataURL(u []byte) (mediaType, data []byte, isData bool) {
-	if len(u) < 5 || !bytes.EqualFold(u[:5], []byte("data:")) {
-		return nil, nil, false
+// functionCall adds a functionCall part to the model turn, with the
+// thought signature its id carries (see callID).
+func (w *contentWriter) functionCall(id, name rawjson.Value, args []byte) {
+	idv, _ := id.Str()
+	w.names = append(w.names, toolName{idv, name.Raw()})
+	w.next("model")
+	w.buf = append(w.buf, `{"functionCall":{"name":`...)
+	w.buf = append(w.buf, name.Raw()...)
+	w.buf = append(w.buf, `,"args":`...)
+	w.buf = append(w.buf, args...)
+	w.buf = append(w.buf, '}')
+	sig, ours := signatureOf(idv)
+	if sig == nil && !ours && w.calls == 0 {
+		sig = []byte(signatureSentinel)
 	}
-	meta, payload, ok := bytes.Cut(u[5:], []byte{','})
-	if !ok || len(meta) < 7 || !bytes.EqualFold(meta[len(meta)-7:], []byte(";base64")) {
-		return nil, nil, true
+	if sig != nil {
+		w.buf = append(w.buf, `,"thoughtSignature":`...)
+		w.buf = rawjson.AppendString(w.buf, sig)
 	}
-	mt, _, _ := bytes.Cut(meta, []byte{';'})
-	if len(mt) == 0 {
-		return nil, nil, true
-	}
-	return mt, payload, true
+	w.buf = append(w.buf, '}')
+	w.calls++
 }
 
-// functionCalls adds a functionCall part per tool call of an assistant
-// message, with the thought signature its id carries (see callID).
-func (w *contentWriter) functionCalls(calls rawjson.Value, i int) error {
-	switch calls.Kind() {
-	case rawjson.Null, rawjson.Invalid:
-		return nil
-	case rawjson.Array:
-	default:
-		return badRequest(fmt.Sprintf("messages[%d].tool_calls", i), "tool_calls must be an array")
-	}
-	j := 0
-	for e := calls.Elements(); e.Next(); j++ {
-		call := e.Value()
-		param := fmt.Sprintf("messages[%d].tool_calls[%d]", i, j)
-		id := call.Get("id")
-		fn := call.Get("function")
-		name := fn.Get("name")
-		idv, ok := id.Str()
-		if !ok || name.Kind() != rawjson.String {
-			return badRequest(param, "%s needs a string id and function.name", param)
-		}
-		argsV := fn.Get("arguments")
-		args, ok := argsV.Str()
-		if !ok && argsV.Exists() && !argsV.IsNull() {
-			return badRequest(param, "%s.function.arguments must be a string", param)
-		}
-		args = bytes.TrimSpace(args)
-		if len(args) == 0 {
-			args = []byte("{}")
-		} else {
-			doc, err := w.parse(args, argsTape)
-			argsTape = doc.Tape
-			if err != nil || doc.Root().Kind() != rawjson.Object {
-				return badRequest(param, "%s.function.arguments must be a JSON object", param)
-			}
-		}
-		w.names = append(w.names, toolName{idv, name.Raw()})
-		w.next("model")
-		w.buf = append(w.buf, `{"functionCall":{"name":`...)
-		w.buf = append(w.buf, name.Raw()...)
-		w.buf = append(w.buf, `,"args":`...)
-		w.buf = append(w.buf, args...)
-		w.buf = append(w.buf, '}')
-		sig, ours := signatureOf(idv)
-		if sig == nil && !ours && w.calls == 0 {
-			sig = []byte(signatureSentinel)
-		}
-		if sig != nil {
-			w.buf = append(w.buf, `,"thoughtSignature":`...)
-			w.buf = rawjson.AppendString(w.buf, sig)
-		}
-		w.buf = append(w.buf, '}')
-		w.calls++
-	}
-	return nil
-}
-
-// functionResponse adds a functionResponse part to the user turn;
-// consecutive tool messages (parallel calls) end up in one turn, as Gemini
-// expects one response part per call.
-func (w *contentWriter) functionResponse(content, id rawjson.Value, i int) error {
-	idv, ok := id.Str()
-	if !ok {
-		return badRequest(fmt.Sprintf("messages[%d].tool_call_id", i), "messages[%d].tool_call_id must be a string", i)
-	}
+// functionResponse adds a functionResponse part for messages[i] to the
+// user turn; consecutive tool messages (parallel calls) end up in one turn,
+// as Gemini expects one response part per call.
+func (w *contentWriter) functionResponse(i int, id, content rawjson.Value) error {
+	idv, _ := id.Str()
 	var name []byte
 	for k := len(w.names) - 1; k >= 0; k-- {
 		if bytes.Equal(w.names[k].id, idv) {
@@ -543,7 +421,7 @@ func (w *contentWriter) functionResponse(content, id rawjson.Value, i int) error
 		}
 	}
 	if name == nil {
-		return badRequest(fmt.Sprintf("messages[%d].tool_call_id", i),
+		return chatreq.BadRequest(fmt.Sprintf("messages[%d].tool_call_id", i),
 			"messages[%d].tool_call_id %s answers no tool call of an earlier assistant message", i, id.Raw())
 	}
 	w.next("user")
@@ -556,8 +434,8 @@ func (w *contentWriter) functionResponse(content, id rawjson.Value, i int) error
 	case rawjson.String:
 		s, _ := content.Str()
 		if t := bytes.TrimSpace(s); len(t) > 0 && t[0] == '{' {
-			if doc, err := w.parse(t, argsTape); err == nil && doc.Root().Kind() == rawjson.Object {
-				argsTape = doc.Tape
+			if doc, err := w.parse(t, resultTape); err == nil && doc.Root().Kind() == rawjson.Object {
+				resultTape = doc.Tape
 				w.buf = append(w.buf, t...)
 				break
 			}
@@ -571,7 +449,7 @@ func (w *contentWriter) functionResponse(content, id rawjson.Value, i int) error
 		for e := content.Elements(); e.Next(); {
 			t := e.Value().Get("text")
 			if t.Kind() != rawjson.String {
-				return badRequest(fmt.Sprintf("messages[%d].content", i), "messages[%d].content: tool results may hold text parts only", i)
+				return chatreq.BadRequest(fmt.Sprintf("messages[%d].content", i), "messages[%d].content: tool results may hold text parts only", i)
 			}
 			raw := t.Raw()
 			w.buf = append(w.buf, raw[1:len(raw)-1]...)
@@ -591,7 +469,7 @@ func appendTools(b []byte, tools, choice rawjson.Value) ([]byte, error) {
 		return b, nil
 	case rawjson.Array:
 	default:
-		return b, badRequest("tools", "tools must be an array")
+		return b, chatreq.BadRequest("tools", "tools must be an array")
 	}
 	if tools.Len() == 0 {
 		return b, nil
@@ -602,12 +480,12 @@ func appendTools(b []byte, tools, choice rawjson.Value) ([]byte, error) {
 		t := e.Value()
 		param := fmt.Sprintf("tools[%d]", j)
 		if typ := t.Get("type"); typ.Exists() && !typ.StringIs("function") {
-			return b, badRequest(param, "%s: only tools of type function are supported by this provider", param)
+			return b, chatreq.BadRequest(param, "%s: only tools of type function are supported by this provider", param)
 		}
 		fn := t.Get("function")
 		name := fn.Get("name")
 		if name.Kind() != rawjson.String {
-			return b, badRequest(param, "%s.function.name must be a string", param)
+			return b, chatreq.BadRequest(param, "%s.function.name must be a string", param)
 		}
 		if j > 0 {
 			b = append(b, ',')
@@ -638,7 +516,7 @@ func appendTools(b []byte, tools, choice rawjson.Value) ([]byte, error) {
 		case "required":
 			mode = "ANY"
 		default:
-			return b, badRequest("tool_choice", "tool_choice must be auto, none, required or a named function")
+			return b, chatreq.BadRequest("tool_choice", "tool_choice must be auto, none, required or a named function")
 		}
 		b = append(b, `,"toolConfig":{"functionCallingConfig":{"mode":"`...)
 		b = append(b, mode...)
@@ -646,14 +524,14 @@ func appendTools(b []byte, tools, choice rawjson.Value) ([]byte, error) {
 	case rawjson.Object:
 		n := choice.Get("function").Get("name")
 		if !choice.Get("type").StringIs("function") || n.Kind() != rawjson.String {
-			return b, badRequest("tool_choice", "tool_choice must be auto, none, required or a named function")
+			return b, chatreq.BadRequest("tool_choice", "tool_choice must be auto, none, required or a named function")
 		}
 		b = append(b, `,"toolConfig":{"functionCallingConfig":{"mode":"ANY","allowedFunctionNames":[`...)
 		b = append(b, n.Raw()...)
 		b = append(b, "]}}"...)
 	case rawjson.Null, rawjson.Invalid:
 	default:
-		return b, badRequest("tool_choice", "tool_choice must be a string or an object")
+		return b, chatreq.BadRequest("tool_choice", "tool_choice must be a string or an object")
 	}
 	return b, nil
 }
