@@ -30,6 +30,18 @@ func (c *Call) ParseJSON(data []byte, tape []uint32) (rawjson.Doc, error) {
 	}
 }
 
+// ReadJSON reads the whole body of an upstream response, at most max
+// bytes, and indexes it like ParseJSON, reusing tape (keep doc.Tape for the
+// next call). A body that is not one JSON value gives rawjson.ErrSyntax; a
+// failed or oversized read, the read's error.
+func (r *Response) ReadJSON(max int, tape []uint32) (rawjson.Doc, error) {
+	raw, err := r.ReadAll(max)
+	if err != nil {
+		return rawjson.Doc{Tape: tape[:0]}, err
+	}
+	return r.call.ParseJSON(raw, tape)
+}
+
 // imageBuf is reused across the calls of a warm instance.
 var imageBuf []byte
 

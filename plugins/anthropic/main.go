@@ -17,6 +17,7 @@
 package main
 
 import (
+	"errors"
 	"strconv"
 
 	"github.com/llm-proxy/llm-proxy/sdk"
@@ -71,13 +72,19 @@ func settingsFor(cfg *sdk.Config) *settings {
 	return s
 }
 
-func (plugin) Chat(c *sdk.Call) error {
+func (plugin) Chat(c *sdk.Call) error { return chat(c, false) }
+
+func (plugin) ChatStream(c *sdk.Call) error { return chat(c, true) }
+
+// chat sends the translated request to /v1/messages and translates the
+// Message, or the stream of events, back.
+func chat(c *sdk.Call, stream bool) error {
 	cfg, err := c.Config()
 	if err != nil {
 		return err
 	}
 	s := settingsFor(cfg)
-	body, err := translateRequest(c, s, false)
+	body, err := translateRequest(c, s, stream)
 	if err != nil {
 		return err
 	}
@@ -88,16 +95,18 @@ func (plugin) Chat(c *sdk.Call) error {
 	if resp.StatusCode >= 300 {
 		return failUpstream(c, resp)
 	}
-	raw, err := resp.ReadAll(maxBody)
+	// The Messages API sends no timestamp: created is the response's Date.
+	if stream {
+		return translateStream(c, resp, chatreq.Created(resp))
+	}
+	doc, err := resp.ReadJSON(maxBody, respTape)
+	respTape = doc.Tape
+	if errors.Is(err, rawjson.ErrSyntax) {
+		return errUpstreamBody
+	}
 	if err != nil {
 		return err
 	}
-	doc, err := c.ParseJSON(raw, respTape)
-	respTape = doc.Tape
-	if err != nil {
-		return errUpstreamBody
-	}
-	// The Messages API sends no timestamp: created is the response's Date.
 	out, err := buildCompletion(doc.Root(), chatreq.Created(resp))
 	if err != nil {
 		return err
@@ -128,26 +137,6 @@ func translateRequest(c *sdk.Call, s *settings, stream bool) ([]byte, error) {
 // errUpstreamBody reports an upstream answer that is not JSON.
 var errUpstreamBody = &sdk.HTTPError{Status: 502, Message: "the upstream answered with a body that is not JSON"}
 
-func (plugin) ChatStream(c *sdk.Call) error {
-	cfg, err := c.Config()
-	if err != nil {
-		return err
-	}
-	s := settingsFor(cfg)
-	body, err := translateRequest(c, s, true)
-	if err != nil {
-		return err
-	}
-	resp, err := c.Send("POST", cfg.BaseURL+"/v1/messages", s.headers, body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode >= 300 {
-		return failUpstream(c, resp)
-	}
-	return translateStream(c, resp, chatreq.Created(resp))
-}
-
 // Models lists the upstream's models (GET /v1/models) as an OpenAI model
 // list; the proxy's provider connection test uses it.
 func (plugin) Models(c *sdk.Call) error {
@@ -163,14 +152,13 @@ func (plugin) Models(c *sdk.Call) error {
 	if resp.StatusCode >= 300 {
 		return failUpstream(c, resp)
 	}
-	raw, err := resp.ReadAll(maxBody)
+	doc, err := resp.ReadJSON(maxBody, respTape)
+	respTape = doc.Tape
+	if errors.Is(err, rawjson.ErrSyntax) {
+		return errUpstreamBody
+	}
 	if err != nil {
 		return err
-	}
-	doc, err := c.ParseJSON(raw, respTape)
-	respTape = doc.Tape
-	if err != nil {
-		return errUpstreamBody
 	}
 	out, err := buildModelList(doc.Root())
 	if err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/base64"
 	"encoding/binary"
+	"errors"
 	"math"
 	"strconv"
 	"unsafe"
@@ -84,14 +85,13 @@ func (plugin) Embeddings(c *sdk.Call) error {
 	if resp.StatusCode >= 300 {
 		return failUpstream(c, resp)
 	}
-	raw, err := resp.ReadAll(maxBody)
+	rd, err := resp.ReadJSON(maxBody, respTape)
+	respTape = rd.Tape
+	if errors.Is(err, rawjson.ErrSyntax) {
+		return errUpstreamBody
+	}
 	if err != nil {
 		return err
-	}
-	rd, err := c.ParseJSON(raw, respTape)
-	respTape = rd.Tape
-	if err != nil {
-		return errUpstreamBody
 	}
 	out := append(outBuf[:0], `{"object":"list","data":[`...)
 	i := 0

@@ -14,6 +14,8 @@
 package main
 
 import (
+	"bytes"
+	"errors"
 	"strconv"
 
 	"github.com/llm-proxy/llm-proxy/sdk"
@@ -75,14 +77,13 @@ func chat(c *sdk.Call, stream bool) error {
 	if stream {
 		return translateStream(c, resp, chatreq.Created(resp), req.Get("model").Raw())
 	}
-	raw, err := resp.ReadAll(maxBody)
+	rd, err := resp.ReadJSON(maxBody, respTape)
+	respTape = rd.Tape
+	if errors.Is(err, rawjson.ErrSyntax) {
+		return errUpstreamBody
+	}
 	if err != nil {
 		return err
-	}
-	rd, err := c.ParseJSON(raw, respTape)
-	respTape = rd.Tape
-	if err != nil {
-		return errUpstreamBody
 	}
 	out, err := buildCompletion(rd.Root(), chatreq.Created(resp), req.Get("model").Raw())
 	if err != nil {
@@ -97,21 +98,12 @@ func modelURL(base string, model []byte, method string) string {
 	b := make([]byte, 0, len(base)+len(model)+len(method)+8)
 	b = append(b, base...)
 	b = append(b, '/')
-	if !containsByte(model, '/') {
+	if bytes.IndexByte(model, '/') < 0 {
 		b = append(b, "models/"...)
 	}
 	b = append(b, model...)
 	b = append(b, method...)
 	return string(b)
-}
-
-func containsByte(b []byte, c byte) bool {
-	for _, x := range b {
-		if x == c {
-			return true
-		}
-	}
-	return false
 }
 
 // Models lists the upstream's models (GET /models) as an OpenAI model list;
@@ -128,14 +120,13 @@ func (plugin) Models(c *sdk.Call) error {
 	if resp.StatusCode >= 300 {
 		return failUpstream(c, resp)
 	}
-	raw, err := resp.ReadAll(maxBody)
+	doc, err := resp.ReadJSON(maxBody, respTape)
+	respTape = doc.Tape
+	if errors.Is(err, rawjson.ErrSyntax) {
+		return errUpstreamBody
+	}
 	if err != nil {
 		return err
-	}
-	doc, err := c.ParseJSON(raw, respTape)
-	respTape = doc.Tape
-	if err != nil {
-		return errUpstreamBody
 	}
 	b := []byte(`{"object":"list","data":[`)
 	n := 0

@@ -170,24 +170,30 @@ type partsReader struct {
 	any   bool
 }
 
+// readPart returns the members of a response part that the translation
+// uses: its text, its functionCall, the call's thoughtSignature, and
+// whether it is thought text (which is dropped).
+func readPart(p rawjson.Value) (text, call, sig rawjson.Value, thought bool) {
+	for m := p.Members(); m.Next(); {
+		switch string(m.Key()) {
+		case "text":
+			text = m.Value()
+		case "functionCall":
+			call = m.Value()
+		case "thoughtSignature":
+			sig = m.Value()
+		case "thought":
+			thought = m.Value().IsTrue()
+		}
+	}
+	return text, call, sig, thought
+}
+
 // read walks parts; responseID and base (the index of the first call)
 // seed callID.
 func (r *partsReader) read(parts rawjson.Value, responseID []byte, base int) error {
 	for e := parts.Elements(); e.Next(); {
-		var text, call, sig rawjson.Value
-		thought := false
-		for m := e.Value().Members(); m.Next(); {
-			switch string(m.Key()) {
-			case "text":
-				text = m.Value()
-			case "functionCall":
-				call = m.Value()
-			case "thoughtSignature":
-				sig = m.Value()
-			case "thought":
-				thought = m.Value().IsTrue()
-			}
-		}
+		text, call, sig, thought := readPart(e.Value())
 		switch {
 		case thought:
 		case text.Kind() == rawjson.String:

@@ -205,20 +205,7 @@ func (s *streamer) candidate(c rawjson.Value, pos int) error {
 	st := &s.choices[idx]
 	st.used = true
 	for e := parts.Elements(); e.Next(); {
-		var text, call, sig rawjson.Value
-		thought := false
-		for m := e.Value().Members(); m.Next(); {
-			switch string(m.Key()) {
-			case "text":
-				text = m.Value()
-			case "functionCall":
-				call = m.Value()
-			case "thoughtSignature":
-				sig = m.Value()
-			case "thought":
-				thought = m.Value().IsTrue()
-			}
-		}
+		text, call, sig, thought := readPart(e.Value())
 		switch {
 		case thought:
 		case text.Kind() == rawjson.String && len(text.Raw()) > 2:
