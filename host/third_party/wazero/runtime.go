@@ -262,6 +262,15 @@ func (r *runtime) CompileModule(ctx context.Context, binary []byte) (CompiledMod
 	if err = r.store.Engine.CompileModule(ctx, internal, listeners, r.ensureTermination); err != nil {
 		return nil, err
 	}
+	// llm-proxy: a function's body is read only to validate and compile it.
+	// Once compiled, drop the bodies, so that a compiled module does not keep
+	// a second copy of its code on the heap for as long as it lives (about a
+	// third of a Go guest's binary).
+	for i := range internal.CodeSection {
+		if internal.CodeSection[i].GoFunc == nil {
+			internal.CodeSection[i].Body = nil
+		}
+	}
 	return c, nil
 }
 

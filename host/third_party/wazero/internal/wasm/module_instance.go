@@ -30,6 +30,12 @@ func (m *ModuleInstance) FailIfClosed() (err error) {
 //
 // Callers of this function must invoke the returned context.CancelFunc to release the spawned Goroutine.
 func (m *ModuleInstance) CloseModuleOnCanceledOrTimeout(ctx context.Context) context.CancelFunc {
+	// llm-proxy: a context that is never done needs no watcher. A caller
+	// that bounds each call itself, with Interrupt, then pays no goroutine
+	// per call.
+	if ctx.Done() == nil {
+		return noopCancel
+	}
 	// Creating an empty channel in this case is a bit more efficient than
 	// creating a context.Context and canceling it with the same effect. We
 	// really just need to be notified when to stop listening to the users
@@ -38,6 +44,16 @@ func (m *ModuleInstance) CloseModuleOnCanceledOrTimeout(ctx context.Context) con
 	cancelChan := make(chan struct{})
 	go m.closeModuleOnCanceledOrTimeout(ctx, cancelChan)
 	return func() { close(cancelChan) }
+}
+
+func noopCancel() {}
+
+// Interrupt (llm-proxy) makes a call running in m on another goroutine end
+// with exitCode at its next termination check, exactly as a context done
+// during the call would, and closes m. Its resources are closed by the
+// goroutine running it, when the call returns.
+func (m *ModuleInstance) Interrupt(exitCode uint32) {
+	_ = m.closeWithExitCodeWithoutClosingResource(exitCode)
 }
 
 // closeModuleOnCanceledOrTimeout is extracted from CloseModuleOnCanceledOrTimeout for testing.
