@@ -14,6 +14,7 @@ require (
 	github.com/knadh/koanf/parsers/toml/v2 v2.1.0
 	github.com/knadh/koanf/providers/file v1.2.1
 	github.com/knadh/koanf/v2 v2.4.1
+	github.com/llm-proxy/llm-proxy/sdk v0.0.0-00010101000000-000000000000
 	github.com/openai/openai-go/v3 v3.98.0
 	github.com/pelletier/go-toml/v2 v2.2.2
 	github.com/pressly/goose/v3 v3.30.0
@@ -172,3 +173,5 @@ require (
 tool github.com/go-task/task/v3/cmd/task
 
 replace github.com/tetratelabs/wazero => ./host/third_party/wazero
+
+replace github.com/llm-proxy/llm-proxy/sdk => ./sdk

@@ -7,75 +7,105 @@
 //
 //	import "github.com/llm-proxy/llm-proxy/sdk"
 //
-//	type echo struct{ sdk.Unimplemented }
+//	type plugin struct{ sdk.Unimplemented }
 //
-//	func (echo) Chat(c *sdk.Call) error {
-//		return c.EmitBody([]byte(`{"object":"chat.completion", ...}`))
+//	// One function for the request ...
+//	func (plugin) ChatStream(s *sdk.Stream) error {
+//		cfg, err := s.Config()
+//		if err != nil {
+//			return err
+//		}
+//		body := translate(s.Request())
+//		t := &translator{} // this stream's state
+//		return s.Send(sdk.Request{Method: "POST", URL: cfg.BaseURL + "/chat", Body: body},
+//			sdk.Handler{Event: t.event, End: t.end})
 //	}
 //
-//	func init() { sdk.Register(echo{}) }
+//	// ... one for each upstream event, one for the end.
+//	func (t *translator) event(s *sdk.Stream, data []byte) error { return s.EmitChunk(t.chunk(data)) }
+//	func (t *translator) end(s *sdk.Stream) error               { return s.Finish() }
+//
+//	func init() { sdk.Register(plugin{}) }
 //	func main()  {}
 //
-//	GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o echo.wasm .
-//	go run github.com/llm-proxy/llm-proxy/sdk/cmd/llmproxy-pack -manifest manifest.json echo.wasm
+//	GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o my.wasm .
+//	go run github.com/llm-proxy/llm-proxy/sdk/cmd/llmproxy-pack -manifest manifest.json my.wasm
 //
-// The SDK owns the ABI (sdk/ABI.md): it exports llmproxy_handle, reads the
-// request and the provider config through host functions into buffers it
-// owns, recovers panics, and turns errors into OpenAI-shaped failures.
+// # The model: callbacks, never blocking
+//
+// An instance of a plugin serves many streams at once (ABI 2, sdk/ABI.md):
+// the host calls the plugin once when a stream starts and again whenever
+// something arrives for it (an upstream response head, an event, the end
+// of a body, an image, a timer), and each call runs to completion. Nothing
+// in a plugin waits: Stream.Send returns at once, and the answer comes to
+// the Handler given with it. State that must outlive a callback lives in
+// the plugin's own values (a translator per stream, captured by the
+// Handler's functions); the SDK keeps each Stream until the host says it is
+// done.
+//
+// A Handler with Relay set costs the plugin nothing per event: the host
+// sends the upstream's events to the client itself. That is how an
+// OpenAI-compatible plugin passes streams through.
 //
 // # Testing
 //
-// The same plugin code runs natively: sdk/plugintest provides a Host backed
-// by net/http, so `go test` exercises a plugin without building wasm.
+// The same plugin code runs natively: sdk/plugintest drives the callbacks
+// from a host backed by net/http, so `go test` exercises a plugin without
+// building wasm, and its golden cases run unchanged against the .wasm.
 //
 // # Performance
 //
 // Code in a Go wasip1 guest runs roughly an order of magnitude slower than
-// native code and reflection is slower still. Keep per-request and per-chunk
-// work free of encoding/json: pass the unified request and upstream events
-// through unchanged where the formats agree (see Call.ForwardSSE), and scan
-// bytes where a field must be found.
+// native code and reflection is slower still. Keep per-request and per-event
+// work free of encoding/json: relay what need not change, and read JSON
+// through Stream.ParseJSON (a tape the host builds natively, walked with
+// sdk/rawjson).
 package sdk
 
 import (
 	"errors"
-	"fmt"
-	"runtime/debug"
 
 	"github.com/llm-proxy/llm-proxy/sdk/abi"
 )
 
-// Plugin is implemented by a provider plugin. Each method handles one call;
-// it reads the request with Call.Request and answers with the Call's Emit
-// methods or Fail. Returning an error that was not already reported fails
-// the request (see Call.Fail for how errors map to HTTP statuses).
+// Plugin is implemented by a provider plugin. Each method starts one stream
+// of its operation: it reads the request with Stream.Request and either
+// answers at once (EmitBody, Fail) or dispatches an upstream request with
+// Stream.Send, whose Handler answers later. Returning an error that was not
+// already reported fails the stream (see Stream.Fail for how errors map to
+// HTTP statuses).
 type Plugin interface {
 	// Chat answers an OpenAI chat completion request without streaming:
 	// exactly one EmitBody with a chat.completion object.
-	Chat(c *Call) error
+	Chat(s *Stream) error
 	// ChatStream answers a streaming chat completion request: EmitChunk per
-	// chat.completion.chunk object, the last with usage when known.
-	ChatStream(c *Call) error
+	// chat.completion.chunk object, the last with usage when known, then
+	// Finish.
+	ChatStream(s *Stream) error
 	// Embeddings answers an OpenAI embeddings request with one EmitBody.
-	Embeddings(c *Call) error
+	Embeddings(s *Stream) error
 	// Models lists what the upstream offers, as an OpenAI model list body.
-	Models(c *Call) error
+	Models(s *Stream) error
 }
 
 // Unimplemented answers every operation with ErrUnsupported. Embed it so a
 // plugin only writes the methods it supports.
 type Unimplemented struct{}
 
-func (Unimplemented) Chat(*Call) error       { return ErrUnsupported }
-func (Unimplemented) ChatStream(*Call) error { return ErrUnsupported }
-func (Unimplemented) Embeddings(*Call) error { return ErrUnsupported }
-func (Unimplemented) Models(*Call) error     { return ErrUnsupported }
+func (Unimplemented) Chat(*Stream) error       { return ErrUnsupported }
+func (Unimplemented) ChatStream(*Stream) error { return ErrUnsupported }
+func (Unimplemented) Embeddings(*Stream) error { return ErrUnsupported }
+func (Unimplemented) Models(*Stream) error     { return ErrUnsupported }
 
 var (
 	// ErrUnsupported is returned by operations a plugin does not implement.
 	ErrUnsupported = errors.New("operation not supported by this provider")
-	// ErrClientGone is returned by Emit methods once the client disconnected.
+	// ErrClientGone is returned by Emit methods once the client disconnected
+	// or the stream was ended by the host.
 	ErrClientGone = errors.New("client gone")
+	// ErrEnded is returned by Emit methods, Fail and Finish once the stream
+	// has ended.
+	ErrEnded = errors.New("stream ended")
 )
 
 // StatusError is a host function's negative status, as an error.
@@ -87,11 +117,22 @@ type StatusError struct {
 func (e *StatusError) Error() string { return e.Op + ": " + e.Status.String() }
 
 func statusErr(op string, s int32) error {
-	if abi.Status(s) == abi.StatusClientGone {
+	switch abi.Status(s) {
+	case abi.StatusClientGone:
 		return ErrClientGone
+	case abi.StatusEnded:
+		return ErrEnded
 	}
 	return &StatusError{Op: op, Status: abi.Status(s)}
 }
+
+// HTTPError is an error with the HTTP status the client should get.
+type HTTPError struct {
+	Status  int
+	Message string
+}
+
+func (e *HTTPError) Error() string { return e.Message }
 
 var registered Plugin
 
@@ -105,39 +146,3 @@ func Register(p Plugin) {
 
 // Registered returns the plugin given to Register, or nil.
 func Registered() Plugin { return registered }
-
-// Serve runs one operation of p against host h and returns the value of
-// llmproxy_handle: 0 when the call ended normally (with a response or a
-// reported failure), 1 when the plugin panicked. The wasip1 export calls it
-// with the real host; plugintest calls it with a native one.
-func Serve(h Host, p Plugin, op abi.Op) (ret int32) {
-	c := &Call{host: h, op: op}
-	defer func() {
-		if r := recover(); r != nil {
-			msg := fmt.Sprintf("plugin panic: %v", r)
-			c.Log(abi.LogError, msg+"\n"+string(debug.Stack()))
-			if !c.finished {
-				_ = c.Fail(502, []byte(msg))
-			}
-			ret = 1
-		}
-	}()
-	var err error
-	switch op {
-	case abi.OpChat:
-		err = p.Chat(c)
-	case abi.OpChatStream:
-		err = p.ChatStream(c)
-	case abi.OpEmbeddings:
-		err = p.Embeddings(c)
-	case abi.OpModels:
-		err = p.Models(c)
-	default:
-		err = &HTTPError{Status: 400, Message: "unknown operation"}
-	}
-	c.closeAll()
-	if err != nil && !c.finished {
-		c.failWith(err)
-	}
-	return 0
-}

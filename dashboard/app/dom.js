@@ -61,6 +61,10 @@ export class Errors {
   constructor() { this.el = h('div', { class: 'errors' }); }
   show(err) {
     const msg = err && err.message ? err.message : String(err);
+    // A page that refreshes by itself meets the same error again: keep the
+    // banner shown (and the focus on its button) rather than redraw it.
+    const shown = this.el.querySelector('.banner .text');
+    if (shown && shown.textContent === msg) return;
     replace(this.el, banner('error', msg, { onClose: () => {} }));
   }
   clear() { this.el.replaceChildren(); }

@@ -20,6 +20,11 @@ export function decimal(n, digits = 1) {
   return bad(n) ? dash : nf({ maximumFractionDigits: digits }).format(n);
 }
 
+// fixed: exactly `digits` fraction digits (0.0, 2.5, 1,234.0).
+export function fixed(n, digits = 1) {
+  return bad(n) ? dash : nf({ minimumFractionDigits: digits, maximumFractionDigits: digits }).format(n);
+}
+
 // tokens: 950, 1.2k, 3.4M, 1.1B.
 export function tokens(n) {
   if (bad(n)) return dash;

@@ -9,10 +9,12 @@ import (
 	"github.com/llm-proxy/llm-proxy/sdk/rawjson"
 )
 
-// The native half of the translation benchmarks: the plugin's code run by
-// sdk.Serve against an in-memory host that hands out a canned answer, so
-// only translation and the SDK are measured. host/internal/plugin's
-// BenchmarkGuestAnthropic* run the same inputs through anthropic.wasm.
+// Native translation benchmarks: the plugin's code run by an sdk.Guest
+// whose callbacks are driven the way the host drives them, by an in-memory
+// host that hands out a canned answer, so only translation and the SDK are
+// measured (the JSON tapes, which the real host builds, are built here
+// too). The guest stays warm from one stream to the next, as an instance
+// does.
 
 // benchRequest is a ~2 KB chat request, like the OpenAI plugin's benchmark.
 var benchRequest = []byte(`{"model":"claude-x","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"` + strings.Repeat("lorem ipsum ", 160) + `"}],"max_tokens":100}`)
@@ -38,14 +40,18 @@ func benchEvents() [][]byte {
 	return out
 }
 
-// memHost is an sdk.Host with one canned upstream response.
+// memHost is an sdk.Host with one canned upstream response, for one
+// stream at a time.
 type memHost struct {
-	body   []byte
-	events [][]byte
-	next   int
-	read   bool
+	body   []byte   // the answer of a chat
+	events [][]byte // the events of a chat_stream
+	data   []byte   // the current callback's data
 	emits  int
+	ended  bool // the stream was answered, finished or failed
 }
+
+// benchHandle is the handle of every upstream request.
+const benchHandle = 7
 
 var benchConfig = []byte(`{"provider":"anthropic","base_url":"https://api.anthropic.com","options":{}}`)
 
@@ -56,16 +62,27 @@ func copyOut(buf, src []byte) int32 {
 	return int32(len(src))
 }
 
-func (h *memHost) RequestRead(buf []byte) int32       { return copyOut(buf, benchRequest) }
-func (h *memHost) ConfigRead(buf []byte) int32        { return copyOut(buf, benchConfig) }
-func (h *memHost) HTTPSend(head, body []byte) int32   { return 1 }
-func (h *memHost) HTTPStatus(int32) int32             { return 200 }
-func (h *memHost) HTTPClose(int32) int32              { return 0 }
-func (h *memHost) Fail(int32, []byte) int32           { return 0 }
-func (h *memHost) Log(int32, []byte) int32            { return 0 }
-func (h *memHost) Emit(k abi.Kind, data []byte) int32 { h.emits++; return 0 }
+func (h *memHost) RequestRead(_ int32, buf []byte) int32     { return copyOut(buf, benchRequest) }
+func (h *memHost) ConfigRead(_ int32, buf []byte) int32      { return copyOut(buf, benchConfig) }
+func (h *memHost) HTTPSend(_ int32, head, body []byte) int32 { return benchHandle }
+func (h *memHost) HTTPBody(int32, abi.BodyMode) int32        { return 0 }
+func (h *memHost) HTTPClose(int32) int32                     { return 0 }
+func (h *memHost) DataRead(buf []byte) int32                 { return copyOut(buf, h.data) }
+func (h *memHost) Fail(int32, int32, []byte) int32           { h.ended = true; return 0 }
+func (h *memHost) Finish(int32) int32                        { h.ended = true; return 0 }
+func (h *memHost) FetchImage(int32, []byte) int32            { return int32(abi.StatusDenied) }
+func (h *memHost) SetTimer(int32, int32) int32               { return int32(abi.StatusInvalid) }
+func (h *memHost) Log(int32, []byte) int32                   { return 0 }
 func (h *memHost) HTTPHeader(_ int32, name, buf []byte) int32 {
 	return copyOut(buf, []byte("Tue, 14 Nov 2023 22:13:20 GMT"))
+}
+
+func (h *memHost) Emit(_ int32, k abi.Kind, data []byte) int32 {
+	h.emits++
+	if k == abi.KindBody {
+		h.ended = true
+	}
+	return 0
 }
 
 // JSONTape builds the tape natively, as the host does.
@@ -74,41 +91,44 @@ func (h *memHost) JSONTape(data []byte, tape []uint32) int32 {
 	if err != nil {
 		return int32(abi.StatusMalformed)
 	}
-	if len(t) > cap(tape) {
-		return int32(len(t) / rawjson.EntryWords) // not written: the caller grows its tape
-	}
-	return int32(len(t) / rawjson.EntryWords)
+	return int32(len(t) / rawjson.EntryWords) // written only if it fit: else the caller grows its tape
 }
 
-func (h *memHost) FetchImage(url, buf []byte) int32 { return int32(abi.StatusDenied) }
-
-func (h *memHost) HTTPRead(_ int32, buf []byte) int32 {
-	if h.read {
-		return 0
+// serve runs one stream on g from its start to on_done: the head, the body
+// or each event while the stream lasts, the end.
+func (h *memHost) serve(g *sdk.Guest, id int32, op abi.Op) {
+	h.emits, h.ended = 0, false
+	g.OnStart(id, int32(op))
+	g.OnHTTPHead(id, benchHandle, 200)
+	if op == abi.OpChatStream {
+		for _, ev := range h.events {
+			if h.ended {
+				break
+			}
+			h.data = ev
+			g.OnHTTPData(id, benchHandle, int32(len(ev)))
+		}
+	} else {
+		h.data = h.body
+		g.OnHTTPData(id, benchHandle, int32(len(h.body)))
 	}
-	h.read = true
-	return copyOut(buf, h.body)
-}
-
-func (h *memHost) HTTPReadEvent(_ int32, buf []byte) int32 {
-	if h.next >= len(h.events) {
-		return 0
+	h.data = nil
+	if !h.ended {
+		g.OnHTTPEnd(id, benchHandle, 0)
 	}
-	n := copyOut(buf, h.events[h.next])
-	if int(n) <= cap(buf) {
-		h.next++
-	}
-	return n
+	g.OnDone(id, 0)
 }
 
 // BenchmarkNativeChat: one ~2 KB request translated, one answer translated.
 func BenchmarkNativeChat(b *testing.B) {
 	h := &memHost{body: []byte(benchAnswer)}
+	g := sdk.NewGuest(h, plugin{})
+	id := int32(0)
 	b.ReportAllocs()
 	for b.Loop() {
-		h.read, h.emits = false, 0
-		if sdk.Serve(h, plugin{}, abi.OpChat) != 0 || h.emits != 1 {
-			b.Fatal("call failed")
+		id++
+		if h.serve(g, id, abi.OpChat); h.emits != 1 || !h.ended {
+			b.Fatal("stream failed")
 		}
 	}
 }
@@ -117,11 +137,13 @@ func BenchmarkNativeChat(b *testing.B) {
 // divide by 20 for the cost per streamed chunk.
 func BenchmarkNativeStream20(b *testing.B) {
 	h := &memHost{events: benchEvents()}
+	g := sdk.NewGuest(h, plugin{})
+	id := int32(0)
 	b.ReportAllocs()
 	for b.Loop() {
-		h.next, h.emits = 0, 0
-		if sdk.Serve(h, plugin{}, abi.OpChatStream) != 0 || h.emits != 22 {
-			b.Fatalf("call failed after %d chunks", h.emits)
+		id++
+		if h.serve(g, id, abi.OpChatStream); h.emits != 22 || !h.ended {
+			b.Fatalf("stream failed after %d chunks", h.emits)
 		}
 	}
 }

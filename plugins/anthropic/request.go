@@ -2,7 +2,7 @@ package main
 
 import (
 	"bytes"
-	"fmt"
+	"strconv"
 
 	"github.com/llm-proxy/llm-proxy/sdk/chatreq"
 	"github.com/llm-proxy/llm-proxy/sdk/rawjson"
@@ -29,7 +29,9 @@ import (
 //	user                                    metadata.user_id
 //	response_format json_schema             output_config.format json_schema
 
-// Buffers reused across the calls of a warm instance.
+// Scratch buffers: a request is translated within one callback (the start
+// of its stream) and the result handed to Send, which copies it, so the
+// next stream's translation reuses them.
 var (
 	reqBuf = make([]byte, 0, 8<<10)
 	msgBuf = make([]byte, 0, 8<<10)
@@ -37,7 +39,7 @@ var (
 )
 
 // reader reads the messages of the unified request; it keeps the tape of
-// tool call arguments for the next call.
+// tool call arguments for the next translation.
 var reader chatreq.Reader
 
 // requestFields are the members of the unified request the translation
@@ -52,7 +54,7 @@ type requestFields struct {
 // field.
 //
 // parse indexes JSON found inside the request (tool call arguments):
-// Call.ParseJSON in a plugin, rawjson.Parse in tests.
+// Stream.ParseJSON in a plugin, rawjson.Parse in tests.
 func buildRequest(req rawjson.Value, s *settings, stream bool, parse chatreq.Parser) ([]byte, error) {
 	var f requestFields
 	for m := req.Members(); m.Next(); {
@@ -144,7 +146,7 @@ func buildRequest(req rawjson.Value, s *settings, stream bool, parse chatreq.Par
 			b = append(b, p.v.Raw()...)
 		case rawjson.Null, rawjson.Invalid:
 		default:
-			return nil, chatreq.BadRequest(p.name, "%s must be a number", p.name)
+			return nil, chatreq.BadRequest(p.name, p.name+" must be a number")
 		}
 	}
 	if b, err = appendTools(b, f.tools, f.toolChoice, f.parallelToolCalls); err != nil {
@@ -256,7 +258,7 @@ func (w *messageWriter) part(i, j int, role chatreq.Role, typ []byte, p rawjson.
 	if role != chatreq.User {
 		return chatreq.UnsupportedPart(i, j, typ, role.String())
 	}
-	where := fmt.Sprintf("messages[%d].content[%d]", i, j)
+	where := chatreq.Elem(chatreq.Elem("messages", i)+".content", j)
 	var err error
 	switch {
 	case rawjson.Equal(typ, "image_url"):
@@ -280,12 +282,12 @@ func appendImage(b []byte, part rawjson.Value, param string) ([]byte, error) {
 	}
 	u, ok := iu.Str()
 	if !ok {
-		return b, chatreq.BadRequest(param, "%s.image_url.url must be a string", param)
+		return b, chatreq.BadRequest(param, param+".image_url.url must be a string")
 	}
 	safe := !iu.Escaped() // u is the literal's content: it can be copied as it is
 	if mediaType, data, isData := chatreq.ParseDataURL(u); isData {
 		if mediaType == nil || data == nil {
-			return b, chatreq.BadRequest(param, "%s: a data URL must be data:<media type>;base64,<data>", param)
+			return b, chatreq.BadRequest(param, param+": a data URL must be data:<media type>;base64,<data>")
 		}
 		b = append(b, `{"type":"image","source":{"type":"base64","media_type":`...)
 		b = rawjson.AppendString(b, bytes.ToLower(mediaType))
@@ -298,7 +300,7 @@ func appendImage(b []byte, part rawjson.Value, param string) ([]byte, error) {
 		b = appendContent(b, u, safe)
 		return append(b, "}}"...), nil
 	}
-	return b, chatreq.BadRequest(param, "%s: an image must be an http(s) URL or a base64 data URL", param)
+	return b, chatreq.BadRequest(param, param+": an image must be an http(s) URL or a base64 data URL")
 }
 
 // appendDocument writes a document block for a file part carrying a PDF as
@@ -308,7 +310,7 @@ func appendDocument(b []byte, part rawjson.Value, param string) ([]byte, error) 
 	u, ok := fd.Str()
 	mediaType, data, isData := chatreq.ParseDataURL(u)
 	if !ok || !isData || data == nil || !bytes.EqualFold(mediaType, []byte("application/pdf")) {
-		return b, chatreq.BadRequest(param, "%s: only PDF files sent as a base64 data URL in file.file_data are supported", param)
+		return b, chatreq.BadRequest(param, param+": only PDF files sent as a base64 data URL in file.file_data are supported")
 	}
 	b = append(b, `{"type":"document","source":{"type":"base64","media_type":"application/pdf","data":`...)
 	b = appendContent(b, data, !fd.Escaped())
@@ -356,13 +358,13 @@ func (w *messageWriter) toolResult(i int, id, content rawjson.Value) error {
 		n, j := 0, 0
 		for e := content.Elements(); e.Next(); j++ {
 			p := e.Value()
-			param := fmt.Sprintf("messages[%d].content[%d]", i, j)
+			param := chatreq.Elem(chatreq.Elem("messages", i)+".content", j)
 			typ, _ := p.Get("type").Str()
 			switch string(typ) {
 			case "text":
 				t := p.Get("text")
 				if t.Kind() != rawjson.String {
-					return chatreq.BadRequest(param, "%s.text must be a string", param)
+					return chatreq.BadRequest(param, param+".text must be a string")
 				}
 				if chatreq.Blank(t.Raw()) {
 					continue
@@ -380,14 +382,15 @@ func (w *messageWriter) toolResult(i int, id, content rawjson.Value) error {
 					return err
 				}
 			default:
-				return chatreq.BadRequest(param, "%s: tool results may hold text and images, not %q", param, typ)
+				return chatreq.BadRequest(param, param+": tool results may hold text and images, not "+strconv.Quote(string(typ)))
 			}
 			n++
 		}
 		w.buf = append(w.buf, ']')
 	case rawjson.Null, rawjson.Invalid:
 	default:
-		return chatreq.BadRequest(fmt.Sprintf("messages[%d].content", i), "messages[%d].content must be a string or an array", i)
+		param := chatreq.Elem("messages", i) + ".content"
+		return chatreq.BadRequest(param, param+" must be a string or an array")
 	}
 	w.buf = append(w.buf, '}')
 	return nil
@@ -436,14 +439,14 @@ func appendTools(b []byte, tools, choice, parallel rawjson.Value) ([]byte, error
 	j := 0
 	for e := tools.Elements(); e.Next(); j++ {
 		t := e.Value()
-		param := fmt.Sprintf("tools[%d]", j)
+		param := chatreq.Elem("tools", j)
 		if typ := t.Get("type"); typ.Exists() && !typ.StringIs("function") {
-			return b, chatreq.BadRequest(param, "%s: only tools of type function are supported by this provider", param)
+			return b, chatreq.BadRequest(param, param+": only tools of type function are supported by this provider")
 		}
 		fn := t.Get("function")
 		name := fn.Get("name")
 		if name.Kind() != rawjson.String {
-			return b, chatreq.BadRequest(param, "%s.function.name must be a string", param)
+			return b, chatreq.BadRequest(param, param+".function.name must be a string")
 		}
 		if j > 0 {
 			b = append(b, ',')

@@ -20,6 +20,9 @@ import (
 //	usage                                  usage (usage.append)
 //	the response's Date header             created
 
+// outBuf, textBuf and callsBuf are scratch of the callback that translates
+// a Message: the completion is emitted (and copied by the host) before it
+// returns.
 var outBuf = make([]byte, 0, 4<<10)
 
 // buildCompletion translates a Message into a chat.completion.

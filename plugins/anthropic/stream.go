@@ -1,10 +1,10 @@
 package main
 
 import (
-	"io"
 	"strconv"
 
 	"github.com/llm-proxy/llm-proxy/sdk"
+	"github.com/llm-proxy/llm-proxy/sdk/chatreq"
 	"github.com/llm-proxy/llm-proxy/sdk/rawjson"
 )
 
@@ -19,9 +19,9 @@ import (
 //	  input_json_delta             an arguments chunk for that tool call's index
 //	content_block_stop             "{}" arguments for a tool call that got none
 //	message_delta                  the finish chunk (finish_reason), usage replaced
-//	message_stop                   the usage chunk (choices: [])
+//	message_stop                   the usage chunk (choices: []), and the stream is finished
 //	ping                           nothing
-//	error                          the call fails with the error's status and message
+//	error                          the stream fails with the error's status and message
 //	thinking, redacted_thinking,   dropped, with their deltas (thinking_delta,
 //	  server tool blocks             signature_delta, citations_delta)
 //
@@ -30,6 +30,13 @@ import (
 // becomes a plain HTTP error with its own status (529 overload: 503).
 // Tool calls are numbered in the order they start (index 0, 1, ...),
 // whatever their position among the content blocks.
+//
+// A streamer holds one stream's translation state and is driven by the
+// Handler of its upstream request: onHead when the answer's head arrives,
+// onEvent for each event, onEnd at the end of the body. Streams of an
+// instance interleave, so everything that lives from one event to the next
+// is in the streamer; the package variables below are scratch that one
+// callback fills and sends before it returns.
 
 // blockKind says what a content block of the upstream message became.
 type blockKind uint8
@@ -49,12 +56,11 @@ type block struct {
 // maxBlocks bounds the content blocks of one message a stream may open.
 const maxBlocks = 4096
 
+// streamer is the translation state of one stream.
 type streamer struct {
-	c        *sdk.Call
 	created  int64
 	head     []byte // `{"id":...,"object":...,"model":...,"choices":[`
 	textPre  []byte // head + `{"index":0,"delta":{"content":`, once the role is sent
-	buf      []byte
 	blocks   []block
 	tools    int
 	u        usage
@@ -62,56 +68,64 @@ type streamer struct {
 	roleSent bool
 	finished bool // finish chunk sent
 	stopped  bool // usage chunk sent
+
+	// Room for head, textPre and the first blocks, so that a stream's
+	// state is one allocation; longer ones move to the heap.
+	headArr  [192]byte
+	preArr   [224]byte
+	blockArr [8]block
 }
 
-// Buffers reused across the calls of a warm instance.
+// newStreamer returns the state of a new stream.
+func newStreamer() *streamer {
+	t := new(streamer)
+	t.head = t.headArr[:0]
+	t.blocks = t.blockArr[:0]
+	return t
+}
+
+// Scratch of one callback: the chunk being built and the tape of the event
+// being read. Both are filled and used within one onEvent or onEnd and
+// reused by the next, whichever stream it belongs to.
 var (
-	headBuf    = make([]byte, 0, 256)
-	chunkBuf   = make([]byte, 0, 1<<10)
-	textPreBuf = make([]byte, 0, 256)
-	blockBuf   = make([]block, 0, 8)
+	chunkBuf = make([]byte, 0, 1<<10)
+	evTape   = make([]uint32, 0, 64)
 )
 
-func translateStream(c *sdk.Call, resp *sdk.Response, created int64) error {
-	s := &streamer{c: c, created: created, head: headBuf[:0], buf: chunkBuf[:0], blocks: blockBuf[:0]}
-	defer func() {
-		headBuf, chunkBuf, blockBuf = s.head[:0], s.buf[:0], s.blocks[:0]
-		if s.textPre != nil {
-			textPreBuf = s.textPre[:0]
-		}
-	}()
-	for {
-		data, err := resp.NextEvent()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		done, err := s.event(data)
-		if err != nil || done {
-			return err
-		}
-	}
-	if !s.finished {
-		return &sdk.HTTPError{Status: 502, Message: "the upstream stream ended before the message was complete"}
-	}
-	if !s.stopped {
-		return s.usageChunk()
-	}
+// onHead is the Handler's Head: the Messages API sends no timestamp, so
+// created is the response's Date.
+func (t *streamer) onHead(s *sdk.Stream, r *sdk.Response) error {
+	t.created = chatreq.Created(r)
 	return nil
 }
 
-// evTape is reused for every event of every stream of a warm instance.
-var evTape = make([]uint32, 0, 64)
+// onEnd is the Handler's End: the body ended without message_stop.
+func (t *streamer) onEnd(s *sdk.Stream) error {
+	if s.Ended() {
+		return nil
+	}
+	if !t.finished {
+		return &sdk.HTTPError{Status: 502, Message: "the upstream stream ended before the message was complete"}
+	}
+	if !t.stopped {
+		if err := t.usageChunk(s); err != nil {
+			return err
+		}
+	}
+	return s.Finish()
+}
 
-// event handles one event; done reports the end of the message (or a
-// failure already reported).
-func (s *streamer) event(data []byte) (done bool, err error) {
-	doc, err := s.c.ParseJSON(data, evTape)
+// onEvent is the Handler's Event: it translates one event. message_stop
+// finishes the stream and an error event fails it; events that come after
+// the stream ended are ignored.
+func (t *streamer) onEvent(s *sdk.Stream, data []byte) error {
+	if s.Ended() {
+		return nil
+	}
+	doc, err := s.ParseJSON(data, evTape)
 	evTape = doc.Tape
 	if err != nil {
-		return false, &sdk.HTTPError{Status: 502, Message: "the upstream sent a malformed stream event"}
+		return &sdk.HTTPError{Status: 502, Message: "the upstream sent a malformed stream event"}
 	}
 	var typ, index, delta, cblock, message, usageV, errObj rawjson.Value
 	for m := doc.Root().Members(); m.Next(); {
@@ -134,26 +148,29 @@ func (s *streamer) event(data []byte) (done bool, err error) {
 	}
 	switch eventType(typ) {
 	case "content_block_delta":
-		return false, s.blockDelta(index, delta)
+		return t.blockDelta(s, index, delta)
 	case "content_block_start":
-		return false, s.blockStart(index, cblock)
+		return t.blockStart(s, index, cblock)
 	case "content_block_stop":
-		return false, s.blockStop(index)
+		return t.blockStop(s, index)
 	case "message_start":
-		return false, s.messageStart(message)
+		return t.messageStart(message)
 	case "message_delta":
-		return false, s.messageDelta(delta, usageV)
+		return t.messageDelta(s, delta, usageV)
 	case "message_stop":
-		if !s.finished {
-			return false, &sdk.HTTPError{Status: 502, Message: "the upstream stream stopped without a stop reason"}
+		if !t.finished {
+			return &sdk.HTTPError{Status: 502, Message: "the upstream stream stopped without a stop reason"}
 		}
-		return true, s.usageChunk()
+		if err := t.usageChunk(s); err != nil {
+			return err
+		}
+		return s.Finish()
 	case "error":
 		// {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}:
 		// the host reads error.message and error.type from it as it is.
-		return true, s.c.Fail(statusForError(errObj.Get("type")), data)
+		return s.Fail(statusForError(errObj.Get("type")), data)
 	}
-	return false, nil // ping, and event types added later
+	return nil // ping, and event types added later
 }
 
 // eventType returns the known event type typ names, or "". A switch on the
@@ -188,7 +205,7 @@ func eventType(typ rawjson.Value) string {
 	return k
 }
 
-func (s *streamer) messageStart(message rawjson.Value) error {
+func (t *streamer) messageStart(message rawjson.Value) error {
 	var id, model, usageV rawjson.Value
 	for m := message.Members(); m.Next(); {
 		switch string(m.Key()) {
@@ -200,36 +217,36 @@ func (s *streamer) messageStart(message rawjson.Value) error {
 			usageV = m.Value()
 		}
 	}
-	s.u.read(usageV)
-	h := append(s.head[:0], `{"id":`...)
+	t.u.read(usageV)
+	h := append(t.head[:0], `{"id":`...)
 	h = appendStringOr(h, id, "msg")
 	h = append(h, `,"object":"chat.completion.chunk","created":`...)
-	h = strconv.AppendInt(h, s.created, 10)
+	h = strconv.AppendInt(h, t.created, 10)
 	h = append(h, `,"model":`...)
 	h = appendStringOr(h, model, "")
 	h = append(h, `,"choices":[`...)
-	s.head = h
-	s.started = true
+	t.head = h
+	t.started = true
 	return nil
 }
 
 // blockAt returns the block at a content_block_* event's index.
-func (s *streamer) blockAt(index rawjson.Value, create bool) (*block, error) {
+func (t *streamer) blockAt(index rawjson.Value, create bool) (*block, error) {
 	i, ok := index.Int()
-	if !s.started || !ok || i < 0 || i >= maxBlocks {
+	if !t.started || !ok || i < 0 || i >= maxBlocks {
 		return nil, &sdk.HTTPError{Status: 502, Message: "the upstream sent a content block event out of order"}
 	}
-	for create && int(i) >= len(s.blocks) {
-		s.blocks = append(s.blocks, block{})
+	for create && int(i) >= len(t.blocks) {
+		t.blocks = append(t.blocks, block{})
 	}
-	if int(i) >= len(s.blocks) {
+	if int(i) >= len(t.blocks) {
 		return &block{}, nil // never started: ignored
 	}
-	return &s.blocks[i], nil
+	return &t.blocks[i], nil
 }
 
-func (s *streamer) blockStart(index, cb rawjson.Value) error {
-	b, err := s.blockAt(index, true)
+func (t *streamer) blockStart(s *sdk.Stream, index, cb rawjson.Value) error {
+	b, err := t.blockAt(index, true)
 	if err != nil {
 		return err
 	}
@@ -250,15 +267,15 @@ func (s *streamer) blockStart(index, cb rawjson.Value) error {
 	case typ.StringIs("text"):
 		*b = block{kind: blockText}
 		if text.Kind() == rawjson.String && len(text.Raw()) > 2 {
-			return s.contentChunk(text.Raw())
+			return t.contentChunk(s, text.Raw())
 		}
 	case typ.StringIs("tool_use"):
 		if id.Kind() != rawjson.String || name.Kind() != rawjson.String {
 			return &sdk.HTTPError{Status: 502, Message: "the upstream started a tool call without id or name"}
 		}
-		*b = block{kind: blockTool, tool: s.tools}
-		s.tools++
-		d := s.open()
+		*b = block{kind: blockTool, tool: t.tools}
+		t.tools++
+		d := t.open()
 		d = append(d, `"tool_calls":[{"index":`...)
 		d = strconv.AppendInt(d, int64(b.tool), 10)
 		d = append(d, `,"id":`...)
@@ -266,36 +283,36 @@ func (s *streamer) blockStart(index, cb rawjson.Value) error {
 		d = append(d, `,"type":"function","function":{"name":`...)
 		d = append(d, name.Raw()...)
 		d = append(d, `,"arguments":""}}]`...)
-		return s.send(d, "")
+		return t.send(s, d, "")
 	default:
 		*b = block{kind: blockIgnored}
 	}
 	return nil
 }
 
-func (s *streamer) blockDelta(index, delta rawjson.Value) error {
-	b, err := s.blockAt(index, false)
+func (t *streamer) blockDelta(s *sdk.Stream, index, delta rawjson.Value) error {
+	b, err := t.blockAt(index, false)
 	if err != nil {
 		return err
 	}
 	switch b.kind {
 	case blockText:
-		t := delta.Get("text")
-		if t.Kind() == rawjson.String && len(t.Raw()) > 2 {
-			return s.contentChunk(t.Raw())
+		txt := delta.Get("text")
+		if txt.Kind() == rawjson.String && len(txt.Raw()) > 2 {
+			return t.contentChunk(s, txt.Raw())
 		}
 	case blockTool:
 		p := delta.Get("partial_json")
 		if p.Kind() == rawjson.String && len(p.Raw()) > 2 {
 			b.hasArgs = true
-			return s.argsChunk(b.tool, p.Raw())
+			return t.argsChunk(s, b.tool, p.Raw())
 		}
 	}
 	return nil
 }
 
-func (s *streamer) blockStop(index rawjson.Value) error {
-	b, err := s.blockAt(index, false)
+func (t *streamer) blockStop(s *sdk.Stream, index rawjson.Value) error {
+	b, err := t.blockAt(index, false)
 	if err != nil {
 		return err
 	}
@@ -303,32 +320,32 @@ func (s *streamer) blockStop(index rawjson.Value) error {
 		// A tool without parameters: clients parse the arguments they
 		// collected, and "" is not JSON.
 		b.hasArgs = true
-		return s.argsChunk(b.tool, []byte(`"{}"`))
+		return t.argsChunk(s, b.tool, []byte(`"{}"`))
 	}
 	return nil
 }
 
-func (s *streamer) messageDelta(delta, usageV rawjson.Value) error {
-	if !s.started {
+func (t *streamer) messageDelta(s *sdk.Stream, delta, usageV rawjson.Value) error {
+	if !t.started {
 		return &sdk.HTTPError{Status: 502, Message: "the upstream sent message_delta before message_start"}
 	}
-	s.u.read(usageV)
-	if s.finished {
+	t.u.read(usageV)
+	if t.finished {
 		return nil
 	}
-	s.finished = true
-	return s.send(s.open(), finishReason(delta.Get("stop_reason")))
+	t.finished = true
+	return t.send(s, t.open(), finishReason(delta.Get("stop_reason")))
 }
 
-// open starts a chunk with one choice and returns it with its delta object
-// open; the role goes into the first chunk sent.
-func (s *streamer) open() []byte {
-	b := append(s.buf[:0], s.head...)
+// open starts a chunk with one choice in chunkBuf and returns it with its
+// delta object open; the role goes into the first chunk sent.
+func (t *streamer) open() []byte {
+	b := append(chunkBuf[:0], t.head...)
 	b = append(b, `{"index":0,"delta":{`...)
-	if !s.roleSent {
-		s.roleSent = true
+	if !t.roleSent {
+		t.roleSent = true
 		b = append(b, `"role":"assistant"`...)
-		if s.finished {
+		if t.finished {
 			return b
 		}
 		b = append(b, ',')
@@ -337,7 +354,7 @@ func (s *streamer) open() []byte {
 }
 
 // send closes the delta opened by open and emits the chunk.
-func (s *streamer) send(b []byte, finish string) error {
+func (t *streamer) send(s *sdk.Stream, b []byte, finish string) error {
 	b = append(b, `},"logprobs":null,"finish_reason":`...)
 	if finish == "" {
 		b = append(b, "null"...)
@@ -347,8 +364,8 @@ func (s *streamer) send(b []byte, finish string) error {
 		b = append(b, '"')
 	}
 	b = append(b, "}]}"...)
-	s.buf = b
-	return s.c.EmitChunk(b)
+	chunkBuf = b[:0]
+	return s.EmitChunk(b)
 }
 
 // chunkTail ends a chunk whose delta is still open.
@@ -356,45 +373,45 @@ const chunkTail = `},"logprobs":null,"finish_reason":null}]}`
 
 // contentChunk sends a text delta. Text chunks are most of a stream, so
 // after the first their prefix is copied whole: three appends a chunk.
-func (s *streamer) contentChunk(text []byte) error {
-	if !s.started {
+func (t *streamer) contentChunk(s *sdk.Stream, text []byte) error {
+	if !t.started {
 		return &sdk.HTTPError{Status: 502, Message: "the upstream sent content before message_start"}
 	}
-	if !s.roleSent {
-		d := s.open()
+	if !t.roleSent {
+		d := t.open()
 		d = append(d, `"content":`...)
 		d = append(d, text...)
-		return s.send(d, "")
+		return t.send(s, d, "")
 	}
-	if s.textPre == nil {
-		s.textPre = append(append(textPreBuf[:0], s.head...), `{"index":0,"delta":{"content":`...)
+	if t.textPre == nil {
+		t.textPre = append(append(t.preArr[:0], t.head...), `{"index":0,"delta":{"content":`...)
 	}
-	b := append(s.buf[:0], s.textPre...)
+	b := append(chunkBuf[:0], t.textPre...)
 	b = append(b, text...)
 	b = append(b, chunkTail...)
-	s.buf = b
-	return s.c.EmitChunk(b)
+	chunkBuf = b[:0]
+	return s.EmitChunk(b)
 }
 
-func (s *streamer) argsChunk(tool int, args []byte) error {
-	d := s.open()
+func (t *streamer) argsChunk(s *sdk.Stream, tool int, args []byte) error {
+	d := t.open()
 	d = append(d, `"tool_calls":[{"index":`...)
 	d = strconv.AppendInt(d, int64(tool), 10)
 	d = append(d, `,"function":{"arguments":`...)
 	d = append(d, args...)
 	d = append(d, "}}]"...)
-	return s.send(d, "")
+	return t.send(s, d, "")
 }
 
 // usageChunk emits the final chunk: no choices, the usage. The host always
 // asks for usage, records it, and passes this chunk on only to clients that
 // asked for it themselves.
-func (s *streamer) usageChunk() error {
-	s.stopped = true
-	b := append(s.buf[:0], s.head...)
+func (t *streamer) usageChunk(s *sdk.Stream) error {
+	t.stopped = true
+	b := append(chunkBuf[:0], t.head...)
 	b = append(b, `],"usage":`...)
-	b = s.u.append(b)
+	b = t.u.append(b)
 	b = append(b, '}')
-	s.buf = b
-	return s.c.EmitChunk(b)
+	chunkBuf = b[:0]
+	return s.EmitChunk(b)
 }

@@ -40,6 +40,9 @@ func TestGolden(t *testing.T) {
 			if diffs := c.Check(u, res.Emits); len(diffs) > 0 {
 				t.Fatal(strings.Join(diffs, "\n"))
 			}
+			if c.Op == abi.OpChatStream && c.Upstream.Status == 200 && !res.Finished {
+				t.Fatal("the stream was not finished")
+			}
 		})
 	}
 }

@@ -7,9 +7,13 @@
 //
 // where the deployment is options.deployments[M], or M itself when the map
 // has no entry, and the host adds the key as the api-key header. The body
-// and the answers pass through unchanged, as with the openai plugin, except
-// that the chunk Azure sends before a stream's first choice, which carries
-// only prompt_filter_results, is not forwarded (no OpenAI stream has one).
+// and the answers pass through unchanged, as with the openai plugin: the
+// host relays a whole answer without the plugin reading it, and an error
+// answer is passed on with its status and body. A stream differs: the chunk
+// Azure sends before a stream's first choice, which carries only
+// prompt_filter_results, is not forwarded (no OpenAI stream has one), so
+// the plugin is called for each event of a stream and emits the others
+// unchanged.
 //
 // With api_version = "v1" the plugin speaks Azure's v1 API instead:
 //
@@ -33,10 +37,6 @@ import (
 	"github.com/llm-proxy/llm-proxy/sdk/rawjson"
 )
 
-// maxBody bounds a non-streamed upstream body that the plugin buffers; the
-// host enforces its own, configurable limit as well.
-const maxBody = 64 << 20
-
 const defaultAPIVersion = "2024-10-21"
 
 type plugin struct{}
@@ -47,17 +47,24 @@ type settings struct {
 	v1          bool
 }
 
+// settingsCache holds the decoded options of recent providers, keyed by the
+// SDK's shared *sdk.Config: it is derived from the config alone, so the
+// streams of a provider share it.
 var settingsCache = map[*sdk.Config]*settings{}
 
 func settingsFor(cfg *sdk.Config) *settings {
 	if s, ok := settingsCache[cfg]; ok {
 		return s
 	}
-	s := &settings{}
-	cfg.Option("deployments", &s.deployments)
+	s := &settings{deployments: map[string]string{}}
+	for m := cfg.Option("deployments").Members(); m.Next(); {
+		k, _ := rawjson.Unquote(append(append([]byte{'"'}, m.Key()...), '"'))
+		if d, ok := m.Value().Str(); ok {
+			s.deployments[k] = string(d)
+		}
+	}
 	v := defaultAPIVersion
-	var o string
-	if cfg.Option("api_version", &o) && o != "" {
+	if o, ok := cfg.OptionString("api_version"); ok && o != "" {
 		v = o
 	}
 	if v == "v1" {
@@ -102,55 +109,54 @@ var (
 	streamHeaders = [][2]string{{"Content-Type", "application/json"}, {"Accept", "text/event-stream"}}
 )
 
-func (plugin) Chat(c *sdk.Call) error       { return forward(c, "chat/completions", false) }
-func (plugin) ChatStream(c *sdk.Call) error { return forward(c, "chat/completions", true) }
-func (plugin) Embeddings(c *sdk.Call) error { return forward(c, "embeddings", false) }
+func (plugin) Chat(s *sdk.Stream) error       { return forward(s, "chat/completions", false) }
+func (plugin) ChatStream(s *sdk.Stream) error { return forward(s, "chat/completions", true) }
+func (plugin) Embeddings(s *sdk.Stream) error { return forward(s, "embeddings", false) }
 
-func forward(c *sdk.Call, op string, stream bool) error {
-	cfg, err := c.Config()
+// forward sends the request to the operation's URL. A whole answer, and
+// an error answer, go to the client as they are (the host relays the
+// former; the SDK's default error path passes on the latter's status and
+// body). A stream is read event by event, only to drop Azure's prompt
+// filter chunk.
+func forward(s *sdk.Stream, op string, stream bool) error {
+	cfg, err := s.Config()
 	if err != nil {
 		return err
 	}
-	req := c.Request()
-	model, start, end, ok := modelOf(c, req)
+	req := s.Request()
+	model, start, end, ok := modelOf(s, req)
 	if !ok {
 		return &sdk.HTTPError{Status: 400, Message: "model must be a string"}
 	}
-	s := settingsFor(cfg)
-	if d := s.deployment(model); s.v1 && d != model {
+	set := settingsFor(cfg)
+	if d := set.deployment(model); set.v1 && d != model {
 		// The v1 API finds the deployment through the body's model.
 		body := append(make([]byte, 0, len(req)+len(d)), req[:start]...)
 		body = rawjson.AppendString(body, d)
 		req = append(body, req[end:]...)
 	}
-	h := jsonHeaders
+	h, handler := jsonHeaders, sdk.Relay
 	if stream {
-		h = streamHeaders
+		h, handler = streamHeaders, sdk.Handler{Event: new(filter).event}
 	}
-	resp, err := c.Send("POST", operationURL(cfg, s, model, op), h, req)
-	if err != nil {
-		return err
+	return s.Send(sdk.Request{Method: "POST", URL: operationURL(cfg, set, model, op), Header: h, Body: req}, handler)
+}
+
+// filter is one stream's state: whether its first chunk with a choice (or
+// anything else that is not the prompt filter chunk) has been forwarded.
+type filter struct{ started bool }
+
+// event forwards an upstream event as a chunk, except a prompt filter
+// chunk before the first forwarded one. The Handler's default End finishes
+// the stream at [DONE] or at the end of the body.
+func (f *filter) event(s *sdk.Stream, data []byte) error {
+	if !f.started {
+		if promptFilterOnly(data) {
+			return nil
+		}
+		f.started = true
 	}
-	if resp.StatusCode >= 300 {
-		return c.FailUpstream(resp)
-	}
-	if stream {
-		started := false
-		return c.ForwardSSE(resp, func(data []byte) []byte {
-			if !started {
-				if promptFilterOnly(data) {
-					return nil
-				}
-				started = true
-			}
-			return data
-		})
-	}
-	body, err := resp.ReadAll(maxBody)
-	if err != nil {
-		return err
-	}
-	return c.EmitBody(body)
+	return s.EmitChunk(data)
 }
 
 // promptFilterOnly reports Azure's leading chunk that holds no choice and
@@ -160,15 +166,16 @@ func promptFilterOnly(data []byte) bool {
 		!bytes.Contains(data, []byte(`"usage":{`))
 }
 
-// reqTape is reused across the calls of a warm instance.
+// reqTape is scratch for modelOf, reused from callback to callback of a
+// warm instance; nothing in it outlives the callback that filled it.
 var reqTape []uint32
 
 // modelOf returns the request's top-level "model" (the upstream name the
 // host wrote there) and where its literal starts and ends in req, found
 // through the host-built tape, so a "model" key nested elsewhere in the
 // request cannot be mistaken for it.
-func modelOf(c *sdk.Call, req []byte) (model string, start, end int, ok bool) {
-	doc, err := c.ParseJSON(req, reqTape)
+func modelOf(s *sdk.Stream, req []byte) (model string, start, end int, ok bool) {
+	doc, err := s.ParseJSON(req, reqTape)
 	reqTape = doc.Tape
 	if err != nil {
 		return "", 0, 0, false
@@ -184,25 +191,14 @@ func modelOf(c *sdk.Call, req []byte) (model string, start, end int, ok bool) {
 }
 
 // Models lists the models of the resource (GET /openai/models, or
-// /openai/v1/models), an
-// OpenAI-shaped list; the proxy's provider connection test uses it.
-func (plugin) Models(c *sdk.Call) error {
-	cfg, err := c.Config()
+// /openai/v1/models), an OpenAI-shaped list that the host relays; the
+// proxy's provider connection test uses it.
+func (plugin) Models(s *sdk.Stream) error {
+	cfg, err := s.Config()
 	if err != nil {
 		return err
 	}
-	resp, err := c.Send("GET", modelsURL(cfg, settingsFor(cfg)), jsonHeaders[1:], nil)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode >= 300 {
-		return c.FailUpstream(resp)
-	}
-	body, err := resp.ReadAll(maxBody)
-	if err != nil {
-		return err
-	}
-	return c.EmitBody(body)
+	return s.Send(sdk.Request{Method: "GET", URL: modelsURL(cfg, settingsFor(cfg)), Header: jsonHeaders[1:]}, sdk.Relay)
 }
 
 func init() { sdk.Register(plugin{}) }

@@ -6,13 +6,13 @@ import (
 
 	"github.com/llm-proxy/llm-proxy/sdk"
 	"github.com/llm-proxy/llm-proxy/sdk/abi"
-	"github.com/llm-proxy/llm-proxy/sdk/rawjson"
 )
 
-// The native half of the translation benchmarks: the plugin's code run by
-// sdk.Serve against an in-memory host that hands out a canned answer.
-// host/internal/plugin's BenchmarkGuestGemini* run the same inputs through
-// gemini.wasm.
+// The native translation benchmarks: the plugin's code run by a Guest whose
+// callbacks the benchmark drives, one stream at a time, against an
+// in-memory host (fakeHost) that hands out a canned answer. (Under ABI 1,
+// host/internal/plugin's BenchmarkGuestGemini* ran the same inputs through
+// gemini.wasm; the ABI 2 host has no such benchmark yet.)
 
 var benchRequest = []byte(`{"model":"gemini-x","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"` + strings.Repeat("lorem ipsum ", 160) + `"}],"max_tokens":100}`)
 
@@ -30,71 +30,27 @@ func benchEvents() [][]byte {
 	return append(out, []byte(`{"candidates":[{"content":{"role":"model","parts":[{"text":"token "}]},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":300,"candidatesTokenCount":20,"totalTokenCount":320},"modelVersion":"gemini-x","responseId":"resp-x"}`))
 }
 
-type memHost struct {
-	body   []byte
-	events [][]byte
-	next   int
-	read   bool
-	emits  int
-}
-
 var benchConfig = []byte(`{"provider":"gemini","base_url":"https://generativelanguage.googleapis.com/v1beta","options":{}}`)
 
-func copyOut(buf, src []byte) int32 {
-	if len(src) <= cap(buf) {
-		copy(buf[:len(src)], src)
-	}
-	return int32(len(src))
-}
-
-func (h *memHost) RequestRead(buf []byte) int32       { return copyOut(buf, benchRequest) }
-func (h *memHost) ConfigRead(buf []byte) int32        { return copyOut(buf, benchConfig) }
-func (h *memHost) HTTPSend(head, body []byte) int32   { return 1 }
-func (h *memHost) HTTPStatus(int32) int32             { return 200 }
-func (h *memHost) HTTPClose(int32) int32              { return 0 }
-func (h *memHost) Fail(int32, []byte) int32           { return 0 }
-func (h *memHost) Log(int32, []byte) int32            { return 0 }
-func (h *memHost) Emit(k abi.Kind, data []byte) int32 { h.emits++; return 0 }
-func (h *memHost) HTTPHeader(_ int32, name, buf []byte) int32 {
-	return copyOut(buf, []byte("Tue, 14 Nov 2023 22:13:20 GMT"))
-}
-
-func (h *memHost) JSONTape(data []byte, tape []uint32) int32 {
-	t, err := rawjson.AppendTape(tape[:0], data)
-	if err != nil {
-		return int32(abi.StatusMalformed)
-	}
-	return int32(len(t) / rawjson.EntryWords)
-}
-
-func (h *memHost) FetchImage(url, buf []byte) int32 { return int32(abi.StatusDenied) }
-
-func (h *memHost) HTTPRead(_ int32, buf []byte) int32 {
-	if h.read {
-		return 0
-	}
-	h.read = true
-	return copyOut(buf, h.body)
-}
-
-func (h *memHost) HTTPReadEvent(_ int32, buf []byte) int32 {
-	if h.next >= len(h.events) {
-		return 0
-	}
-	n := copyOut(buf, h.events[h.next])
-	if int(n) <= cap(buf) {
-		h.next++
-	}
-	return n
+func benchHost() (*fakeHost, *sdk.Guest) {
+	h := &fakeHost{config: benchConfig, date: []byte("Tue, 14 Nov 2023 22:13:20 GMT")}
+	return h, sdk.NewGuest(h, plugin{})
 }
 
 // BenchmarkNativeChat: one ~2 KB request translated, one answer translated.
 func BenchmarkNativeChat(b *testing.B) {
-	h := &memHost{body: []byte(benchAnswer)}
+	h, g := benchHost()
+	body := []byte(benchAnswer)
 	b.ReportAllocs()
 	for b.Loop() {
-		h.read, h.emits = false, 0
-		if sdk.Serve(h, plugin{}, abi.OpChat) != 0 || h.emits != 1 {
+		h.ups = h.ups[:0]
+		up := h.start(g, 1, abi.OpChat, benchRequest)
+		if up == 0 || h.head(g, up, 200) != abi.BodyWhole {
+			b.Fatal("no upstream request")
+		}
+		h.deliver(g, up, body)
+		h.end(g, up)
+		if st := &h.streams[1]; st.count != 1 || st.failed || g.Streams() != 0 {
 			b.Fatal("call failed")
 		}
 	}
@@ -102,12 +58,39 @@ func BenchmarkNativeChat(b *testing.B) {
 
 // BenchmarkNativeStream20: the request, then 20 events into 22 chunks.
 func BenchmarkNativeStream20(b *testing.B) {
-	h := &memHost{events: benchEvents()}
+	h, g := benchHost()
+	events := benchEvents()
 	b.ReportAllocs()
 	for b.Loop() {
-		h.next, h.emits = 0, 0
-		if sdk.Serve(h, plugin{}, abi.OpChatStream) != 0 || h.emits != 22 {
-			b.Fatalf("call failed after %d chunks", h.emits)
+		h.ups = h.ups[:0]
+		up := h.start(g, 1, abi.OpChatStream, benchRequest)
+		if up == 0 || h.head(g, up, 200) != abi.BodyEvents {
+			b.Fatal("no upstream request")
 		}
+		for _, ev := range events {
+			h.deliver(g, up, ev)
+		}
+		h.end(g, up)
+		if st := &h.streams[1]; st.count != 22 || !st.finished || g.Streams() != 0 {
+			b.Fatalf("call failed after %d chunks", st.count)
+		}
+	}
+}
+
+// TestEventsDoNotAllocate: once a stream has started, translating an event
+// allocates nothing (its state and the scratch buffers are reused).
+func TestEventsDoNotAllocate(t *testing.T) {
+	h, g := benchHost()
+	up := h.start(g, 1, abi.OpChatStream, benchRequest)
+	if up == 0 || h.head(g, up, 200) != abi.BodyEvents {
+		t.Fatal("no upstream request")
+	}
+	ev := []byte(benchEvent)
+	h.deliver(g, up, ev)
+	if n := testing.AllocsPerRun(100, func() { h.deliver(g, up, ev) }); n != 0 {
+		t.Fatalf("%v allocations per event", n)
+	}
+	if st := &h.streams[1]; st.count != 102 || st.ended {
+		t.Fatalf("%d chunks, ended %v", st.count, st.ended)
 	}
 }

@@ -24,12 +24,12 @@ import (
 //
 // Token arrays as input are refused (400): Gemini embeds text. Gemini
 // reports no token counts for embeddings, so usage is 0.
-func (plugin) Embeddings(c *sdk.Call) error {
-	cfg, err := c.Config()
+func (plugin) Embeddings(s *sdk.Stream) error {
+	cfg, err := s.Config()
 	if err != nil {
 		return err
 	}
-	reqDoc, err = c.ParseJSON(c.Request(), reqDoc.Tape)
+	reqDoc, err = s.ParseJSON(s.Request(), reqDoc.Tape)
 	if err != nil {
 		return chatreq.BadRequest("", "the request body is not valid JSON")
 	}
@@ -78,14 +78,22 @@ func (plugin) Embeddings(c *sdk.Call) error {
 	body = append(body, "]}"...)
 	reqBuf = body[:0]
 
-	resp, err := c.Send("POST", modelURL(cfg.BaseURL, model, ":batchEmbedContents"), jsonHeaders, body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode >= 300 {
-		return failUpstream(c, resp)
-	}
-	rd, err := resp.ReadJSON(maxBody, respTape)
+	e := &embedding{n: n, b64: b64, reqModel: append([]byte(nil), req.Get("model").Raw()...)}
+	return s.Send(sdk.Request{Method: "POST", URL: modelURL(cfg.BaseURL, model, ":batchEmbedContents"), Header: jsonHeaders, Body: body},
+		sdk.Handler{Body: e.body, Error: failUpstream})
+}
+
+// embedding is an embeddings request's state, for its answer: the number
+// of inputs, whether the vectors go out in base64, and the request's model.
+type embedding struct {
+	n        int
+	b64      bool
+	reqModel []byte
+}
+
+// body translates a batchEmbedContents answer.
+func (em *embedding) body(s *sdk.Stream, _ *sdk.Response, body []byte) error {
+	rd, err := s.ParseJSON(body, respTape)
 	respTape = rd.Tape
 	if errors.Is(err, rawjson.ErrSyntax) {
 		return errUpstreamBody
@@ -106,7 +114,7 @@ func (plugin) Embeddings(c *sdk.Call) error {
 		out = append(out, `{"object":"embedding","index":`...)
 		out = strconv.AppendInt(out, int64(i), 10)
 		out = append(out, `,"embedding":`...)
-		if b64 {
+		if em.b64 {
 			if out, err = appendBase64Floats(out, values); err != nil {
 				return err
 			}
@@ -115,14 +123,14 @@ func (plugin) Embeddings(c *sdk.Call) error {
 		}
 		out = append(out, '}')
 	}
-	if i != n {
-		return &sdk.HTTPError{Status: 502, Message: "the upstream answered with " + strconv.Itoa(i) + " embeddings for " + strconv.Itoa(n) + " inputs"}
+	if i != em.n {
+		return &sdk.HTTPError{Status: 502, Message: "the upstream answered with " + strconv.Itoa(i) + " embeddings for " + strconv.Itoa(em.n) + " inputs"}
 	}
 	out = append(out, `],"model":`...)
-	out = append(out, req.Get("model").Raw()...)
+	out = append(out, em.reqModel...)
 	out = append(out, `,"usage":{"prompt_tokens":0,"total_tokens":0}}`...)
 	outBuf = out[:0]
-	return c.EmitBody(out)
+	return s.EmitBody(out)
 }
 
 var floatBuf []byte

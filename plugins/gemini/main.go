@@ -3,10 +3,19 @@
 // embeddings requests are translated into Gemini's, and answers and event
 // streams back into OpenAI's shapes.
 //
-// Like the anthropic plugin, it reads JSON through the host-built tape
-// (Call.ParseJSON) and copies values it does not change as raw bytes. What
-// is mapped, and what is not, is listed in request.go, response.go and
-// stream.go, and in the README's section on this plugin.
+// It reads JSON through the host-built tape (Stream.ParseJSON) and copies
+// values it does not change as raw bytes. What is mapped, and what is not,
+// is listed in request.go, response.go and stream.go, and in the README's
+// section on this plugin.
+//
+// The plugin follows ABI 2's callback model: each operation starts in a
+// Plugin method, which translates the request and dispatches it with
+// Stream.Send (after Stream.FetchImages when it names images by URL), and
+// the answer is translated in the Handler's functions as it arrives. An
+// instance serves many streams at once, interleaved, so what a stream needs
+// from one callback to the next lives in a value of its own (a completion,
+// a streamer, an embedding), never in the package's buffers, which are
+// scratch for the callback that uses them.
 //
 // The provider's base_url is the API version root,
 // https://generativelanguage.googleapis.com/v1beta; the plugin appends
@@ -19,65 +28,125 @@ import (
 	"strconv"
 
 	"github.com/llm-proxy/llm-proxy/sdk"
+	"github.com/llm-proxy/llm-proxy/sdk/abi"
 	"github.com/llm-proxy/llm-proxy/sdk/chatreq"
 	"github.com/llm-proxy/llm-proxy/sdk/rawjson"
 )
-
-// maxBody bounds a non-streamed upstream body that the plugin buffers; the
-// host enforces its own, configurable limit as well.
-const maxBody = 64 << 20
 
 type plugin struct{ sdk.Unimplemented }
 
 var jsonHeaders = [][2]string{{"Content-Type", "application/json"}}
 
-// The request's Doc and the responses' tape, reused across the calls of a
-// warm instance. The request's whole Doc is kept, not only its tape: the
-// compiler cannot tell that the values chatreq reads from it do not
-// outlive the call, so a Doc local to chat would be moved to the heap, an
-// allocation per request.
+// The request's Doc and the responses' tape, scratch reused by the
+// callbacks of a warm instance: neither outlives the callback that parses
+// into it. The request's whole Doc is kept, not only its tape: the compiler
+// cannot tell that the values chatreq reads from it do not outlive the
+// call, so a Doc local to chat would be moved to the heap, an allocation
+// per request.
 var (
 	reqDoc   rawjson.Doc
 	respTape []uint32
 )
 
-func (plugin) Chat(c *sdk.Call) error { return chat(c, false) }
+func (plugin) Chat(s *sdk.Stream) error { return chat(s) }
 
-func (plugin) ChatStream(c *sdk.Call) error { return chat(c, true) }
+func (plugin) ChatStream(s *sdk.Stream) error { return chat(s) }
 
-func chat(c *sdk.Call, stream bool) error {
-	cfg, err := c.Config()
+// imageURLs collects the http(s) image URLs of a request (collectURL); it
+// is scratch of the callback that builds the request.
+var imageURLs []string
+
+// collectURL is the fetcher of a request's first translation: it notes the
+// URL and answers with nothing, so the request can be translated again
+// once the host has downloaded the images (chatWithImages).
+func collectURL(url string) (string, []byte, error) {
+	imageURLs = append(imageURLs, url)
+	return "", nil, nil
+}
+
+// chat starts a chat or chat_stream: it translates the request and sends
+// it. A request that names images by http(s) URL is translated twice: once
+// to find the URLs, then, after the host downloaded them all at once
+// (Stream.FetchImages), with the images inline. The errors are the ones a
+// translation with each image fetched in turn would give: the first pass
+// stops where such a translation would, so it finds exactly the images it
+// would have fetched, and the second pass reports the first error in the
+// request's order, a refused image included.
+func chat(s *sdk.Stream) error {
+	cfg, err := s.Config()
 	if err != nil {
 		return err
 	}
-	reqDoc, err = c.ParseJSON(c.Request(), reqDoc.Tape)
+	req, err := parseChat(s)
 	if err != nil {
-		return chatreq.BadRequest("", "the request body is not valid JSON")
+		return err
+	}
+	imageURLs = imageURLs[:0]
+	body, err := buildRequest(req, s.ParseJSON, collectURL)
+	if len(imageURLs) > 0 {
+		return s.FetchImages(imageURLs, chatWithImages)
+	}
+	if err != nil {
+		return err
+	}
+	return sendChat(s, cfg, req, body)
+}
+
+// chatWithImages translates the request again with the downloaded images
+// and sends it.
+func chatWithImages(s *sdk.Stream, imgs *sdk.Images) error {
+	cfg, err := s.Config()
+	if err != nil {
+		return err
+	}
+	req, err := parseChat(s)
+	if err != nil {
+		return err
+	}
+	body, err := buildRequest(req, s.ParseJSON, imgs.Get)
+	if err != nil {
+		return err
+	}
+	return sendChat(s, cfg, req, body)
+}
+
+// parseChat parses the stream's request into reqDoc and checks its model.
+func parseChat(s *sdk.Stream) (rawjson.Value, error) {
+	var err error
+	reqDoc, err = s.ParseJSON(s.Request(), reqDoc.Tape)
+	if err != nil {
+		return rawjson.Value{}, chatreq.BadRequest("", "the request body is not valid JSON")
 	}
 	req := reqDoc.Root()
 	model, ok := req.Get("model").Str()
 	if !ok || len(model) == 0 {
-		return chatreq.BadRequest("model", "model must be a string")
+		return rawjson.Value{}, chatreq.BadRequest("model", "model must be a string")
 	}
-	body, err := buildRequest(req, c.ParseJSON, c.FetchImage)
-	if err != nil {
-		return err
+	return req, nil
+}
+
+// sendChat sends the translated request; the answer goes to a completion
+// or, for a chat_stream, to a streamer, each keeping the request's model
+// (a copy: the request's Doc is gone by then).
+func sendChat(s *sdk.Stream, cfg *sdk.Config, req rawjson.Value, body []byte) error {
+	model, _ := req.Get("model").Str()
+	if s.Op() == abi.OpChatStream {
+		t := newStreamer(req.Get("model").Raw())
+		return s.Send(sdk.Request{Method: "POST", URL: modelURL(cfg.BaseURL, model, ":streamGenerateContent?alt=sse"), Header: jsonHeaders, Body: body},
+			sdk.Handler{Head: t.responseHead, Event: t.event, End: t.end, Error: failUpstream})
 	}
-	url := modelURL(cfg.BaseURL, model, ":generateContent")
-	if stream {
-		url = modelURL(cfg.BaseURL, model, ":streamGenerateContent?alt=sse")
-	}
-	resp, err := c.Send("POST", url, jsonHeaders, body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode >= 300 {
-		return failUpstream(c, resp)
-	}
-	if stream {
-		return translateStream(c, resp, chatreq.Created(resp), req.Get("model").Raw())
-	}
-	rd, err := resp.ReadJSON(maxBody, respTape)
+	c := &completion{reqModel: append([]byte(nil), req.Get("model").Raw()...)}
+	return s.Send(sdk.Request{Method: "POST", URL: modelURL(cfg.BaseURL, model, ":generateContent"), Header: jsonHeaders, Body: body},
+		sdk.Handler{Body: c.body, Error: failUpstream})
+}
+
+// completion is a chat's state: the request's model, for an answer that
+// does not name its own.
+type completion struct{ reqModel []byte }
+
+// body translates a whole GenerateContentResponse.
+func (c *completion) body(s *sdk.Stream, r *sdk.Response, body []byte) error {
+	rd, err := s.ParseJSON(body, respTape)
 	respTape = rd.Tape
 	if errors.Is(err, rawjson.ErrSyntax) {
 		return errUpstreamBody
@@ -85,11 +154,11 @@ func chat(c *sdk.Call, stream bool) error {
 	if err != nil {
 		return err
 	}
-	out, err := buildCompletion(rd.Root(), chatreq.Created(resp), req.Get("model").Raw())
+	out, err := buildCompletion(rd.Root(), chatreq.Created(r), c.reqModel)
 	if err != nil {
 		return err
 	}
-	return c.EmitBody(out)
+	return s.EmitBody(out)
 }
 
 // modelURL is base/models/{model}{method}. A model given with its own
@@ -108,19 +177,18 @@ func modelURL(base string, model []byte, method string) string {
 
 // Models lists the upstream's models (GET /models) as an OpenAI model list;
 // the proxy's provider connection test uses it.
-func (plugin) Models(c *sdk.Call) error {
-	cfg, err := c.Config()
+func (plugin) Models(s *sdk.Stream) error {
+	cfg, err := s.Config()
 	if err != nil {
 		return err
 	}
-	resp, err := c.Send("GET", cfg.BaseURL+"/models?pageSize=1000", nil, nil)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode >= 300 {
-		return failUpstream(c, resp)
-	}
-	doc, err := resp.ReadJSON(maxBody, respTape)
+	return s.Send(sdk.Request{Method: "GET", URL: cfg.BaseURL + "/models?pageSize=1000"},
+		sdk.Handler{Body: modelList, Error: failUpstream})
+}
+
+// modelList translates the answer of GET /models.
+func modelList(s *sdk.Stream, _ *sdk.Response, body []byte) error {
+	doc, err := s.ParseJSON(body, respTape)
 	respTape = doc.Tape
 	if errors.Is(err, rawjson.ErrSyntax) {
 		return errUpstreamBody
@@ -145,21 +213,29 @@ func (plugin) Models(c *sdk.Call) error {
 		b = rawjson.AppendString(b, name)
 		b = append(b, `,"object":"model","created":0,"owned_by":"google"}`...)
 	}
-	return c.EmitBody(append(b, "]}"...))
+	return s.EmitBody(append(b, "]}"...))
 }
 
 // errUpstreamBody reports an upstream answer that is not what the API
 // documents.
 var errUpstreamBody = &sdk.HTTPError{Status: 502, Message: "the upstream answered with a body that is not a Gemini API response"}
 
-// failUpstream passes an upstream error on, rewritten into OpenAI's shape.
-// Google's errors are {"error":{"code":429,"message":...,"status":
-// "RESOURCE_EXHAUSTED","details":[...]}}: the message is kept, the status
-// becomes the code and picks the type. The HTTP status is kept; the host
-// maps it (401/403 to 502 upstream_auth_failed, 5xx to 502 but 503/504).
-func failUpstream(c *sdk.Call, resp *sdk.Response) error {
-	body, _ := resp.ReadAll(64 << 10)
-	if doc, err := rawjson.Parse(body, nil); err == nil {
+// maxErrorBody is how much of an upstream error body is read and passed on.
+const maxErrorBody = 64 << 10
+
+// failUpstream is the Handler.Error of every upstream request: it passes an
+// upstream error on, rewritten into OpenAI's shape. Google's errors are
+// {"error":{"code":429,"message":...,"status":"RESOURCE_EXHAUSTED",
+// "details":[...]}}: the message is kept, the status becomes the code and
+// picks the type. The HTTP status is kept; the host maps it (401/403 to 502
+// upstream_auth_failed, 5xx to 502 but 503/504).
+func failUpstream(s *sdk.Stream, resp *sdk.Response, body []byte) error {
+	if len(body) > maxErrorBody {
+		body = body[:maxErrorBody]
+	}
+	doc, err := s.ParseJSON(body, respTape)
+	respTape = doc.Tape
+	if err == nil {
 		e := doc.Root().Get("error")
 		if msg := e.Get("message"); msg.Kind() == rawjson.String {
 			status, _ := e.Get("status").Str()
@@ -169,13 +245,13 @@ func failUpstream(c *sdk.Call, resp *sdk.Response) error {
 				// (sdk/ABI.md §7.4): Google names the wait only here.
 				out = append(append(append(out[:len(out)-1], `,"retry_after":`...), wait...), '}')
 			}
-			return c.Fail(resp.StatusCode, out)
+			return s.Fail(resp.StatusCode, out)
 		}
 	}
 	if len(body) == 0 {
 		body = []byte("upstream returned HTTP " + strconv.Itoa(resp.StatusCode))
 	}
-	return c.Fail(resp.StatusCode, body)
+	return s.Fail(resp.StatusCode, body)
 }
 
 // retryDelay returns the seconds of the google.rpc.RetryInfo among an

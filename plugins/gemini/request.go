@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"errors"
-	"fmt"
 
 	"github.com/llm-proxy/llm-proxy/sdk"
 	"github.com/llm-proxy/llm-proxy/sdk/abi"
@@ -21,7 +20,7 @@ import (
 //	image_url, file and input_audio       {"inlineData": {mimeType, data}}
 //	  with base64 data (data: URLs)
 //	image_url with an http(s) URL         {"inlineData"} with the image the host
-//	                                        downloads (fetch_image)
+//	                                        downloads (Stream.FetchImages, see chat)
 //	assistant tool_calls                  {"functionCall": {name, args}} parts, with the
 //	                                      thoughtSignature kept in the call's id
 //	tool messages                         {"functionResponse": {name, response}} parts of a
@@ -36,11 +35,13 @@ import (
 //	tool_choice auto/none/required/named  toolConfig.functionCallingConfig AUTO/NONE/ANY/ANY
 //	                                        with allowedFunctionNames
 
-// fetcher downloads the image at an http(s) URL: its media type and its
-// bytes in base64 (Call.FetchImage).
+// fetcher answers for the image at an http(s) URL: its media type and its
+// bytes in base64. It is Images.Get of the images the host downloaded, or,
+// on the first pass over a request, collectURL, which only notes the URL.
 type fetcher func(url string) (string, []byte, error)
 
-// Buffers reused across the calls of a warm instance.
+// Buffers reused by the callbacks of a warm instance; the request built in
+// them is sent (Stream.Send copies it) before the callback returns.
 var (
 	reqBuf = make([]byte, 0, 8<<10)
 	cntBuf = make([]byte, 0, 8<<10)
@@ -48,7 +49,7 @@ var (
 )
 
 // reader reads the messages of the unified request; it keeps the tape of
-// tool call arguments for the next call.
+// tool call arguments for the next request.
 var reader chatreq.Reader
 
 // signatureSentinel is the value Google documents for a function call
@@ -135,7 +136,7 @@ func buildRequest(req rawjson.Value, parse chatreq.Parser, fetch fetcher) ([]byt
 			b = append(b, v.Raw()...)
 		case rawjson.Null, rawjson.Invalid:
 		default:
-			return nil, chatreq.BadRequest(openAIName[j], "%s must be a number", openAIName[j])
+			return nil, chatreq.BadRequest(openAIName[j], openAIName[j]+" must be a number")
 		}
 	}
 	switch {
@@ -293,7 +294,7 @@ func (w *contentWriter) part(i, j int, role chatreq.Role, typ []byte, p rawjson.
 	if role != chatreq.User {
 		return chatreq.UnsupportedPart(i, j, typ, roleName(role))
 	}
-	where := fmt.Sprintf("messages[%d].content[%d]", i, j)
+	where := chatreq.Elem(chatreq.Elem("messages", i)+".content", j)
 	var err error
 	switch {
 	case rawjson.Equal(typ, "image_url"):
@@ -315,7 +316,7 @@ func (w *contentWriter) part(i, j int, role chatreq.Role, typ []byte, p rawjson.
 		data := a.Get("data")
 		format, _ := a.Get("format").Str()
 		if data.Kind() != rawjson.String || len(format) == 0 || chatreq.Blank(a.Get("format").Raw()) {
-			return chatreq.BadRequest(where, "%s.input_audio needs data and format", where)
+			return chatreq.BadRequest(where, where+".input_audio needs data and format")
 		}
 		w.next("user")
 		w.buf = append(w.buf, `{"inlineData":{"mimeType":`...)
@@ -329,8 +330,8 @@ func (w *contentWriter) part(i, j int, role chatreq.Role, typ []byte, p rawjson.
 	return err
 }
 
-// appendFetched writes an inlineData part for an image the host downloads
-// (fetch_image): Gemini wants image bytes inline. A URL the host refuses or
+// appendFetched writes an inlineData part for an image the host downloaded
+// (Stream.FetchImages): Gemini wants image bytes inline. A URL the host refuses or
 // cannot fetch is the client's mistake: a 400 that says why.
 func appendFetched(b []byte, fetch fetcher, url, param string) ([]byte, error) {
 	mt, data, err := fetch(url)
@@ -349,7 +350,7 @@ func appendFetched(b []byte, fetch fetcher, url, param string) ([]byte, error) {
 				why = "did not answer in time"
 			}
 		}
-		return b, chatreq.BadRequest(param, "%s: the image URL %s", param, why)
+		return b, chatreq.BadRequest(param, param+": the image URL "+why)
 	}
 	b = append(b, `{"inlineData":{"mimeType":`...)
 	b = rawjson.AppendString(b, mt)
@@ -363,14 +364,14 @@ func appendFetched(b []byte, fetch fetcher, url, param string) ([]byte, error) {
 func appendDataURL(b []byte, url rawjson.Value, param, what string) ([]byte, error) {
 	u, ok := url.Str()
 	if !ok {
-		return b, chatreq.BadRequest(param, "%s: the URL must be a string", param)
+		return b, chatreq.BadRequest(param, param+": the URL must be a string")
 	}
 	mediaType, data, isData := chatreq.ParseDataURL(u)
 	if !isData {
-		return b, chatreq.BadRequest(param, "%s: %s must be sent as a base64 data URL (or, for an image, an http(s) URL)", param, what)
+		return b, chatreq.BadRequest(param, param+": "+what+" must be sent as a base64 data URL (or, for an image, an http(s) URL)")
 	}
 	if mediaType == nil || data == nil {
-		return b, chatreq.BadRequest(param, "%s: a data URL must be data:<media type>;base64,<data>", param)
+		return b, chatreq.BadRequest(param, param+": a data URL must be data:<media type>;base64,<data>")
 	}
 	b = append(b, `{"inlineData":{"mimeType":`...)
 	b = rawjson.AppendString(b, bytes.ToLower(mediaType))
@@ -421,8 +422,8 @@ func (w *contentWriter) functionResponse(i int, id, content rawjson.Value) error
 		}
 	}
 	if name == nil {
-		return chatreq.BadRequest(fmt.Sprintf("messages[%d].tool_call_id", i),
-			"messages[%d].tool_call_id %s answers no tool call of an earlier assistant message", i, id.Raw())
+		param := chatreq.Elem("messages", i) + ".tool_call_id"
+		return chatreq.BadRequest(param, param+" "+string(id.Raw())+" answers no tool call of an earlier assistant message")
 	}
 	w.next("user")
 	w.buf = append(w.buf, `{"functionResponse":{"name":`...)
@@ -449,7 +450,8 @@ func (w *contentWriter) functionResponse(i int, id, content rawjson.Value) error
 		for e := content.Elements(); e.Next(); {
 			t := e.Value().Get("text")
 			if t.Kind() != rawjson.String {
-				return chatreq.BadRequest(fmt.Sprintf("messages[%d].content", i), "messages[%d].content: tool results may hold text parts only", i)
+				param := chatreq.Elem("messages", i) + ".content"
+				return chatreq.BadRequest(param, param+": tool results may hold text parts only")
 			}
 			raw := t.Raw()
 			w.buf = append(w.buf, raw[1:len(raw)-1]...)
@@ -478,14 +480,14 @@ func appendTools(b []byte, tools, choice rawjson.Value) ([]byte, error) {
 	j := 0
 	for e := tools.Elements(); e.Next(); j++ {
 		t := e.Value()
-		param := fmt.Sprintf("tools[%d]", j)
+		param := chatreq.Elem("tools", j)
 		if typ := t.Get("type"); typ.Exists() && !typ.StringIs("function") {
-			return b, chatreq.BadRequest(param, "%s: only tools of type function are supported by this provider", param)
+			return b, chatreq.BadRequest(param, param+": only tools of type function are supported by this provider")
 		}
 		fn := t.Get("function")
 		name := fn.Get("name")
 		if name.Kind() != rawjson.String {
-			return b, chatreq.BadRequest(param, "%s.function.name must be a string", param)
+			return b, chatreq.BadRequest(param, param+".function.name must be a string")
 		}
 		if j > 0 {
 			b = append(b, ',')

@@ -21,6 +21,8 @@ import (
 //	usageMetadata                       usage (usage.append)
 //	the response's Date header          created
 
+// outBuf holds a body being built (a completion, an embeddings list); it is
+// scratch of one callback, emitted before the callback returns.
 var outBuf = make([]byte, 0, 4<<10)
 
 // usage is Gemini's usageMetadata. Each report replaces the previous one:
@@ -333,6 +335,7 @@ func buildCompletion(resp rawjson.Value, created int64, reqModel []byte) ([]byte
 	return b, nil
 }
 
+// textBuf and callsBuf are scratch for a candidate's text and tool calls.
 var textBuf, callsBuf []byte
 
 // appendID writes the completion id: "chatcmpl-" and the response id, or

@@ -1,10 +1,10 @@
 package main
 
 import (
-	"io"
 	"strconv"
 
 	"github.com/llm-proxy/llm-proxy/sdk"
+	"github.com/llm-proxy/llm-proxy/sdk/chatreq"
 	"github.com/llm-proxy/llm-proxy/sdk/rawjson"
 )
 
@@ -21,7 +21,7 @@ import (
 //	  without candidates
 //	usageMetadata              kept as it came, the last report wins (never
 //	                           summed), decoded once at the end
-//	an error object            the call fails with its status and message
+//	an error object            the stream fails with its status and message
 //	the end of the body        the usage chunk; a 502 if a choice had no finishReason
 //
 // The first chunk of a choice also carries "role":"assistant". Text is
@@ -35,52 +35,58 @@ type choiceState struct {
 	tools                           int
 }
 
+// streamer is the state of one chat_stream, from the request to the end of
+// the upstream's body: the Handler's functions are its methods. Streams
+// interleave on an instance, so everything here is the stream's own; the
+// chunk being assembled is not kept from one callback to the next and is
+// built in the package's chunkBuf.
 type streamer struct {
-	c        *sdk.Call
 	created  int64
 	reqModel []byte
 	rid      []byte // the response id's raw content
 	head     []byte // `{"id":...,"object":...,"model":...,"choices":[`
 	textPre  []byte // head + `{"index":0,"delta":{"content":`
-	buf      []byte
 	choices  [maxChoices]choiceState
 	usage    []byte // the last usageMetadata, as it came
 	started  bool
+
+	// Room for reqModel, usage, and rid, head and textPre, when they
+	// fit: a stream's state is one allocation, and its events none.
+	modelMem [64]byte
+	usageMem [256]byte
+	headMem  [384]byte
 }
 
-// Buffers reused across the calls of a warm instance.
+// Scratch of one callback, reused by the callbacks of a warm instance: the
+// chunk being assembled and the tape of the event being read.
 var (
-	headBuf  = make([]byte, 0, 256)
 	chunkBuf = make([]byte, 0, 1<<10)
-	ridBuf   = make([]byte, 0, 64)
-	usageBuf = make([]byte, 0, 256)
-	preBuf   = make([]byte, 0, 256)
 	evTape   = make([]uint32, 0, 128)
 )
 
-func translateStream(c *sdk.Call, resp *sdk.Response, created int64, reqModel []byte) error {
-	s := &streamer{c: c, created: created, reqModel: reqModel, head: headBuf[:0], buf: chunkBuf[:0], rid: ridBuf[:0], usage: usageBuf[:0], textPre: preBuf[:0]}
-	defer func() {
-		headBuf, chunkBuf, ridBuf, usageBuf, preBuf = s.head[:0], s.buf[:0], s.rid[:0], s.usage[:0], s.textPre[:0]
-	}()
-	for {
-		data, err := resp.NextEvent()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		done, err := s.event(data)
-		if err != nil || done {
-			return err
-		}
-	}
+// newStreamer returns the state of a stream for a request whose model is
+// reqModel (raw JSON, copied).
+func newStreamer(reqModel []byte) *streamer {
+	s := new(streamer)
+	s.reqModel = append(s.modelMem[:0], reqModel...)
+	s.usage = s.usageMem[:0]
+	return s
+}
+
+// responseHead is the Handler's Head: the response's Date header gives created.
+func (s *streamer) responseHead(_ *sdk.Stream, r *sdk.Response) error {
+	s.created = chatreq.Created(r)
+	return nil
+}
+
+// end is the Handler's End, at the end of the upstream's body: the usage
+// chunk, unless a choice did not finish.
+func (s *streamer) end(st *sdk.Stream) error {
 	if !s.started {
 		return &sdk.HTTPError{Status: 502, Message: "the upstream stream ended without an answer"}
 	}
 	for i := range s.choices {
-		if st := &s.choices[i]; st.used && !st.finished {
+		if c := &s.choices[i]; c.used && !c.finished {
 			return &sdk.HTTPError{Status: 502, Message: "the upstream stream ended before a finish reason"}
 		}
 	}
@@ -88,25 +94,32 @@ func translateStream(c *sdk.Call, resp *sdk.Response, created int64, reqModel []
 	// is kept as bytes and decoded once, here.
 	var u usage
 	if len(s.usage) > 0 {
-		doc, err := s.c.ParseJSON(s.usage, evTape)
+		doc, err := st.ParseJSON(s.usage, evTape)
 		evTape = doc.Tape
 		if err == nil {
 			u.read(doc.Root())
 		}
 	}
-	b := append(s.buf[:0], s.head...)
+	b := append(chunkBuf[:0], s.head...)
 	b = append(b, `],"usage":`...)
 	b = u.append(b)
 	b = append(b, '}')
-	s.buf = b
-	return s.c.EmitChunk(b)
+	chunkBuf = b[:0]
+	if err := st.EmitChunk(b); err != nil {
+		return err
+	}
+	return st.Finish()
 }
 
-func (s *streamer) event(data []byte) (done bool, err error) {
-	doc, err := s.c.ParseJSON(data, evTape)
+// event is the Handler's Event: one GenerateContentResponse.
+func (s *streamer) event(st *sdk.Stream, data []byte) error {
+	if st.Ended() {
+		return nil // failed by an error event: the rest is not read
+	}
+	doc, err := st.ParseJSON(data, evTape)
 	evTape = doc.Tape
 	if err != nil {
-		return false, &sdk.HTTPError{Status: 502, Message: "the upstream sent a malformed stream event"}
+		return &sdk.HTTPError{Status: 502, Message: "the upstream sent a malformed stream event"}
 	}
 	var candidates, feedback, usageV, responseID, modelVersion, errObj rawjson.Value
 	for m := doc.Root().Members(); m.Next(); {
@@ -135,7 +148,7 @@ func (s *streamer) event(data []byte) (done bool, err error) {
 		if code < 400 || code > 599 {
 			code = 502
 		}
-		return true, s.c.Fail(int(code), openAIError(msg, errorType(string(status), int(code)), status))
+		return st.Fail(int(code), openAIError(msg, errorType(string(status), int(code)), status))
 	}
 	if !s.started {
 		s.start(responseID, modelVersion)
@@ -145,46 +158,53 @@ func (s *streamer) event(data []byte) (done bool, err error) {
 	}
 	i := 0
 	for e := candidates.Elements(); e.Next(); i++ {
-		if err := s.candidate(e.Value(), i); err != nil {
-			return false, err
+		if err := s.candidate(st, e.Value(), i); err != nil {
+			return err
 		}
 	}
 	if i == 0 {
 		if reason, blocked := feedback.Get("blockReason").Str(); blocked && !s.choices[0].finished {
-			st := &s.choices[0]
-			st.used, st.finished, st.roleSent = true, true, true
-			b := append(s.buf[:0], s.head...)
+			c := &s.choices[0]
+			c.used, c.finished, c.roleSent = true, true, true
+			b := append(chunkBuf[:0], s.head...)
 			b = append(b, `{"index":0,"delta":{"role":"assistant","content":"","refusal":`...)
 			b = blockedRefusal(b, reason)
 			b = append(b, `},"logprobs":null,"finish_reason":"content_filter"}]}`...)
-			s.buf = b
-			return false, s.c.EmitChunk(b)
+			chunkBuf = b[:0]
+			return st.EmitChunk(b)
 		}
 	}
-	return false, nil
+	return nil
 }
 
+// start makes the prefix of the stream's chunks from its first event. The
+// response id, the prefix and the prefix of choice 0's text chunks share
+// headMem while they fit.
 func (s *streamer) start(responseID, modelVersion rawjson.Value) {
 	s.started = true
-	if rid, ok := responseID.Str(); ok {
-		s.rid = append(s.rid[:0], rid...)
+	rid, _ := responseID.Str()
+	model := s.reqModel
+	if modelVersion.Kind() == rawjson.String {
+		model = modelVersion.Raw()
 	}
-	h := append(s.head[:0], `{"id":`...)
+	mem := append(s.headMem[:0], rid...)
+	s.rid = mem[:len(rid):len(rid)]
+	h := append(mem[len(mem):], `{"id":`...)
 	h = appendID(h, responseID)
 	h = append(h, `,"object":"chat.completion.chunk","created":`...)
 	h = strconv.AppendInt(h, s.created, 10)
 	h = append(h, `,"model":`...)
-	if modelVersion.Kind() == rawjson.String {
-		h = append(h, modelVersion.Raw()...)
-	} else {
-		h = append(h, s.reqModel...)
-	}
+	h = append(h, model...)
 	h = append(h, `,"choices":[`...)
-	s.head = h
+	s.head = h[:len(h):len(h)]
+	s.textPre = append(h, textOpen...)
 }
 
+// textOpen follows the prefix in a text chunk of choice 0 after its first.
+const textOpen = `{"index":0,"delta":{"content":`
+
 // candidate emits the chunks of one candidate of an event.
-func (s *streamer) candidate(c rawjson.Value, pos int) error {
+func (s *streamer) candidate(st *sdk.Stream, c rawjson.Value, pos int) error {
 	idx := int64(pos)
 	var parts, finish rawjson.Value
 	for m := c.Members(); m.Next(); {
@@ -202,14 +222,14 @@ func (s *streamer) candidate(c rawjson.Value, pos int) error {
 	if idx < 0 || idx >= maxChoices {
 		return &sdk.HTTPError{Status: 502, Message: "the upstream sent a candidate index out of range"}
 	}
-	st := &s.choices[idx]
-	st.used = true
+	cs := &s.choices[idx]
+	cs.used = true
 	for e := parts.Elements(); e.Next(); {
 		text, call, sig, thought := readPart(e.Value())
 		switch {
 		case thought:
 		case text.Kind() == rawjson.String && len(text.Raw()) > 2:
-			if err := s.text(st, idx, text.Raw()); err != nil {
+			if err := s.text(st, cs, idx, text.Raw()); err != nil {
 				return err
 			}
 		case call.Kind() == rawjson.Object:
@@ -222,20 +242,20 @@ func (s *streamer) candidate(c rawjson.Value, pos int) error {
 				args = []byte("{}")
 			}
 			sg, _ := sig.Str()
-			b := s.open(st, idx)
+			b := s.open(cs, idx)
 			b = append(b, `"tool_calls":[`...)
-			b = writeCall(b, s.rid, int(idx)*1000+st.tools, name.Raw(), args, sg, st.tools)
+			b = writeCall(b, s.rid, int(idx)*1000+cs.tools, name.Raw(), args, sg, cs.tools)
 			b = append(b, ']')
-			st.tools++
-			st.calls = true
-			if err := s.send(b, ""); err != nil {
+			cs.tools++
+			cs.calls = true
+			if err := send(st, b, ""); err != nil {
 				return err
 			}
 		}
 	}
-	if fr, ok := finish.Str(); ok && !st.finished {
-		st.finished = true
-		return s.send(s.open(st, idx), finishReason(fr, st.calls))
+	if fr, ok := finish.Str(); ok && !cs.finished {
+		cs.finished = true
+		return send(st, s.open(cs, idx), finishReason(fr, cs.calls))
 	}
 	return nil
 }
@@ -245,34 +265,31 @@ const chunkTail = `},"logprobs":null,"finish_reason":null}]}`
 
 // text sends a text delta. Text chunks of choice 0 are most of a stream, so
 // after the first their prefix is copied whole: three appends a chunk.
-func (s *streamer) text(st *choiceState, idx int64, raw []byte) error {
-	if idx != 0 || !st.roleSent {
-		b := s.open(st, idx)
+func (s *streamer) text(st *sdk.Stream, cs *choiceState, idx int64, raw []byte) error {
+	if idx != 0 || !cs.roleSent {
+		b := s.open(cs, idx)
 		b = append(b, `"content":`...)
 		b = append(b, raw...)
-		return s.send(b, "")
+		return send(st, b, "")
 	}
-	if len(s.textPre) == 0 {
-		s.textPre = append(append(s.textPre[:0], s.head...), `{"index":0,"delta":{"content":`...)
-	}
-	b := append(s.buf[:0], s.textPre...)
+	b := append(chunkBuf[:0], s.textPre...)
 	b = append(b, raw...)
 	b = append(b, chunkTail...)
-	s.buf = b
-	return s.c.EmitChunk(b)
+	chunkBuf = b[:0]
+	return st.EmitChunk(b)
 }
 
-// open starts a chunk for choice idx and returns it with its delta object
-// open; the role goes into the choice's first chunk.
-func (s *streamer) open(st *choiceState, idx int64) []byte {
-	b := append(s.buf[:0], s.head...)
+// open starts a chunk for choice idx in chunkBuf and returns it with its
+// delta object open; the role goes into the choice's first chunk.
+func (s *streamer) open(cs *choiceState, idx int64) []byte {
+	b := append(chunkBuf[:0], s.head...)
 	b = append(b, `{"index":`...)
 	b = strconv.AppendInt(b, idx, 10)
 	b = append(b, `,"delta":{`...)
-	if !st.roleSent {
-		st.roleSent = true
+	if !cs.roleSent {
+		cs.roleSent = true
 		b = append(b, `"role":"assistant"`...)
-		if !st.finished {
+		if !cs.finished {
 			b = append(b, ',')
 		}
 	}
@@ -280,7 +297,7 @@ func (s *streamer) open(st *choiceState, idx int64) []byte {
 }
 
 // send closes the delta opened by open and emits the chunk.
-func (s *streamer) send(b []byte, finish string) error {
+func send(st *sdk.Stream, b []byte, finish string) error {
 	b = append(b, `},"logprobs":null,"finish_reason":`...)
 	if finish == "" {
 		b = append(b, "null"...)
@@ -290,6 +307,6 @@ func (s *streamer) send(b []byte, finish string) error {
 		b = append(b, '"')
 	}
 	b = append(b, "}]}"...)
-	s.buf = b
-	return s.c.EmitChunk(b)
+	chunkBuf = b[:0]
+	return st.EmitChunk(b)
 }

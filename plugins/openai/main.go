@@ -3,60 +3,32 @@
 // Ollama's /v1, ...).
 //
 // The unified request is already an OpenAI request, so the plugin sends it
-// on unchanged (unknown fields included) and passes each upstream SSE event
-// through as it arrives: no JSON is decoded on the request path or per chunk.
+// on unchanged (unknown fields included) and has the host relay the answer:
+// no JSON is decoded, and no event of a stream calls into the plugin. An
+// error answer is passed on with its status.
 package main
 
 import (
 	"github.com/llm-proxy/llm-proxy/sdk"
 )
 
-// maxBody bounds a non-streamed upstream body that the plugin buffers; the
-// host enforces its own, configurable limit as well.
-const maxBody = 64 << 20
-
 type plugin struct{}
 
-func (plugin) Chat(c *sdk.Call) error       { return forward(c, "/chat/completions", false) }
-func (plugin) ChatStream(c *sdk.Call) error { return forward(c, "/chat/completions", true) }
-func (plugin) Embeddings(c *sdk.Call) error { return forward(c, "/embeddings", false) }
+func (plugin) Chat(s *sdk.Stream) error       { return forward(s, "POST", "/chat/completions", false) }
+func (plugin) ChatStream(s *sdk.Stream) error { return forward(s, "POST", "/chat/completions", true) }
+func (plugin) Embeddings(s *sdk.Stream) error { return forward(s, "POST", "/embeddings", false) }
+func (plugin) Models(s *sdk.Stream) error     { return forward(s, "GET", "/models", false) }
 
-func (plugin) Models(c *sdk.Call) error {
-	cfg, err := c.Config()
+func forward(s *sdk.Stream, method, path string, stream bool) error {
+	cfg, err := s.Config()
 	if err != nil {
 		return err
 	}
-	resp, err := c.Send("GET", cfg.BaseURL+"/models", headers(cfg, false), nil)
-	if err != nil {
-		return err
+	var body []byte
+	if method == "POST" {
+		body = s.Request()
 	}
-	return finish(c, resp)
-}
-
-func forward(c *sdk.Call, path string, stream bool) error {
-	cfg, err := c.Config()
-	if err != nil {
-		return err
-	}
-	resp, err := c.Send("POST", cfg.BaseURL+path, headers(cfg, stream), c.Request())
-	if err != nil {
-		return err
-	}
-	if stream && resp.StatusCode < 300 {
-		return c.ForwardSSE(resp, nil)
-	}
-	return finish(c, resp)
-}
-
-func finish(c *sdk.Call, resp *sdk.Response) error {
-	if resp.StatusCode >= 300 {
-		return c.FailUpstream(resp)
-	}
-	body, err := resp.ReadAll(maxBody)
-	if err != nil {
-		return err
-	}
-	return c.EmitBody(body)
+	return s.Send(sdk.Request{Method: method, URL: cfg.BaseURL + path, Header: headers(cfg, stream), Body: body}, sdk.Relay)
 }
 
 func headers(cfg *sdk.Config, stream bool) [][2]string {
@@ -67,11 +39,10 @@ func headers(cfg *sdk.Config, stream bool) [][2]string {
 	} else {
 		h = append(h, [2]string{"Accept", "application/json"})
 	}
-	var s string
-	if cfg.Option("organization", &s) && s != "" {
+	if s, ok := cfg.OptionString("organization"); ok && s != "" {
 		h = append(h, [2]string{"OpenAI-Organization", s})
 	}
-	if cfg.Option("project", &s) && s != "" {
+	if s, ok := cfg.OptionString("project"); ok && s != "" {
 		h = append(h, [2]string{"OpenAI-Project", s})
 	}
 	return h

@@ -1,6 +1,8 @@
 // Package abi holds the contract between the LLM Proxy host and its provider
-// plugins: the import module name, the numeric codes that cross the boundary,
-// the plugin manifest, and the few byte formats both sides must agree on.
+// plugins: the import module name, the exports and host functions (one table
+// each, which the host registers from, the SDK binds from and a test holds
+// sdk/ABI.md to), the numeric codes that cross the boundary, the plugin
+// manifest, and the few byte formats both sides must agree on.
 //
 // It is a leaf package: the host, the Go SDK and the test kit import it, and it
 // imports nothing but the standard library. sdk/ABI.md is the prose
@@ -11,20 +13,15 @@ package abi
 // the import module name, so a host can serve several majors side by side; a
 // minor version only adds optional behaviour and is declared in the manifest.
 const (
-	Major = 1
-	Minor = 2
+	Major = 2
+	Minor = 0
 
 	// ImportModule is the wasm import module that carries every host function
-	// of ABI major 1.
-	ImportModule = "llmproxy_v1"
-
-	// ExportHandle is the guest function the host calls once per request:
-	// (op i32) -> i32. It returns 0 when the guest finished normally (it has
-	// emitted a response or called fail) and non-zero otherwise.
-	ExportHandle = "llmproxy_handle"
+	// of ABI major 2.
+	ImportModule = "llmproxy_v2"
 
 	// ExportInitialize is the WASI reactor initialiser the host runs once per
-	// instance, before the first call.
+	// instance, before the first callback.
 	ExportInitialize = "_initialize"
 
 	// ManifestSection is the name of the wasm custom section holding the
@@ -32,7 +29,8 @@ const (
 	ManifestSection = "llmproxy.manifest"
 )
 
-// Op says which operation a call to ExportHandle performs.
+// Op says which operation a stream performs (the op argument of
+// llmproxy_on_start).
 type Op int32
 
 const (
@@ -41,7 +39,8 @@ const (
 	OpChat Op = 1
 	// OpChatStream: the unified request has "stream":true and
 	// "stream_options":{"include_usage":true}; the guest emits KindChunk
-	// events (chat.completion.chunk objects), the last carrying usage.
+	// events (chat.completion.chunk objects), the last carrying usage, then
+	// calls finish.
 	OpChatStream Op = 2
 	// OpEmbeddings: an OpenAI embeddings request; the guest emits one KindBody.
 	OpEmbeddings Op = 3
@@ -69,9 +68,10 @@ type Kind int32
 
 const (
 	// KindChunk is one streamed event: a complete JSON value that the host
-	// frames as one SSE "data:" event and flushes at once.
+	// frames as one SSE "data:" event and sends at once.
 	KindChunk Kind = 1
-	// KindBody is a whole non-streamed JSON response body.
+	// KindBody is a whole non-streamed JSON response body. It ends the
+	// stream.
 	KindBody Kind = 2
 	// KindUsage reports token usage as an OpenAI usage object
 	// ({"prompt_tokens":..,"completion_tokens":..,...}) without sending
@@ -80,37 +80,83 @@ const (
 	KindUsage Kind = 3
 )
 
-// Status is the i32 result of a host function. Non-negative values are
-// results (a length, a handle, a count of bytes); negative values are the
-// errors below. None of them is a trap: the guest decides what to do.
+// BodyMode says how the host delivers an upstream response body; the guest
+// chooses it with http_body during llmproxy_on_http_head.
+type BodyMode int32
+
+const (
+	// BodyWhole reads the whole body (within the stream's upstream byte
+	// budget) and delivers it in one llmproxy_on_http_data. The default when
+	// the guest does not call http_body.
+	BodyWhole BodyMode = 1
+	// BodyEvents parses the body as Server-Sent Events natively and delivers
+	// the data of each event in its own llmproxy_on_http_data.
+	BodyEvents BodyMode = 2
+	// BodyChunks delivers the body's bytes as they arrive, one
+	// llmproxy_on_http_data per read.
+	BodyChunks BodyMode = 3
+	// BodyRelay sends the body to the client unchanged with no guest call:
+	// for a chat_stream, the data of each event becomes a chunk (an event
+	// "[DONE]" ends the relay); for any other operation, the whole body
+	// becomes the response body, which ends the stream.
+	BodyRelay BodyMode = 4
+)
+
+func (m BodyMode) String() string {
+	switch m {
+	case BodyWhole:
+		return "whole"
+	case BodyEvents:
+		return "events"
+	case BodyChunks:
+		return "chunks"
+	case BodyRelay:
+		return "relay"
+	}
+	return "unknown"
+}
+
+// Status is the i32 result of a host function, and the status argument of
+// some callbacks. Non-negative values are results (a length, a handle, a
+// count); negative values are the errors below. None of them is a trap: the
+// guest decides what to do.
 type Status int32
 
 const (
 	StatusOK Status = 0
 	// StatusInvalid: an argument was wrong: a pointer or length outside guest
-	// memory, an unknown handle, an unknown kind, a malformed request head.
+	// memory, an unknown stream or handle, an unknown kind or mode, a
+	// malformed request head, or a call that is not allowed at this point.
 	StatusInvalid Status = -1
 	// StatusDenied: the destination is not granted to this provider, the
 	// scheme is not allowed, or the address is private and the provider may
 	// not reach private networks.
 	StatusDenied Status = -2
-	// StatusTimeout: the upstream did not answer in time, or the call's
+	// StatusTimeout: the upstream did not answer in time, or the stream's
 	// deadline passed.
 	StatusTimeout Status = -3
 	// StatusUnreachable: DNS, connect or TLS failed.
 	StatusUnreachable Status = -4
-	// StatusLimit: a limit of the call was reached (open handles, upstream
-	// body bytes, emitted bytes).
+	// StatusLimit: a limit of the stream was reached (open handles, upstream
+	// body bytes, emitted bytes, bytes waiting for the client).
 	StatusLimit Status = -5
-	// StatusClientGone: the client disconnected; the guest should stop.
+	// StatusClientGone: the client disconnected or stopped reading; the
+	// stream is over.
 	StatusClientGone Status = -6
 	// StatusIO: the upstream connection failed while reading the body.
 	StatusIO Status = -7
 	// StatusNotFound: the asked-for header does not exist.
 	StatusNotFound Status = -8
 	// StatusMalformed: the bytes given to json_tape are not one valid JSON
-	// value (ABI 1.1), or what fetch_image downloaded is not an image (1.2).
+	// value, or what fetch_image downloaded is not an image.
 	StatusMalformed Status = -9
+	// StatusEnded: the stream has already ended (the guest finished or
+	// failed it, or the host ended it); nothing more can be sent.
+	StatusEnded Status = -10
+	// StatusAborted: the host ended the stream because the guest left it
+	// with nothing to wait for (no open upstream request, image fetch or
+	// timer) and no answer: the client got 502 plugin_no_response.
+	StatusAborted Status = -11
 )
 
 func (s Status) String() string {
@@ -134,7 +180,11 @@ func (s Status) String() string {
 	case StatusNotFound:
 		return "not found"
 	case StatusMalformed:
-		return "malformed JSON"
+		return "malformed input"
+	case StatusEnded:
+		return "stream ended"
+	case StatusAborted:
+		return "stream aborted"
 	}
 	if s > 0 {
 		return "ok"
@@ -149,47 +199,3 @@ const (
 	LogWarn  int32 = 4
 	LogError int32 = 8
 )
-
-// Host function names in ImportModule. Signatures use i32 only; pointers are
-// offsets into the guest's exported "memory".
-const (
-	FnRequestRead = "request_read" // (buf, cap) -> len
-	FnConfigRead  = "config_read"  // (buf, cap) -> len
-	FnHTTPSend    = "http_send"    // (head, head_len, body, body_len) -> handle
-	FnHTTPStatus  = "http_status"  // (handle) -> status code
-	FnHTTPHeader  = "http_header"  // (handle, name, name_len, buf, cap) -> len
-	FnHTTPRead    = "http_read"    // (handle, buf, cap) -> n
-	// FnHTTPReadEvent returns the data of the next Server-Sent Event of a
-	// response body, parsed by the host: (handle, buf, cap) -> len.
-	FnHTTPReadEvent = "http_read_event"
-	FnHTTPClose     = "http_close" // (handle) -> status
-	FnEmit          = "emit"       // (kind, buf, len) -> status
-	FnFail          = "fail"       // (http_status, buf, len) -> status
-	FnLog           = "log"        // (level, buf, len) -> status
-	// FnJSONTape indexes a JSON document of guest memory natively and
-	// writes its tape (sdk/rawjson): (buf, len, tape, cap) -> entries.
-	// Added in ABI 1.1.
-	FnJSONTape = "json_tape"
-	// FnFetchImage downloads an image a client named by http(s) URL, for
-	// providers that want image bytes inline: (url, url_len, buf, cap) ->
-	// len of "<media type>\n<base64 data>". Added in ABI 1.2.
-	FnFetchImage = "fetch_image"
-)
-
-// HostFunctions lists every function of ImportModule with its number of i32
-// parameters. Every one returns a single i32.
-var HostFunctions = map[string]int{
-	FnRequestRead:   2,
-	FnConfigRead:    2,
-	FnHTTPSend:      4,
-	FnHTTPStatus:    1,
-	FnHTTPHeader:    5,
-	FnHTTPRead:      3,
-	FnHTTPReadEvent: 3,
-	FnHTTPClose:     1,
-	FnEmit:          3,
-	FnFail:          3,
-	FnLog:           3,
-	FnJSONTape:      4,
-	FnFetchImage:    4,
-}

@@ -3,8 +3,6 @@ package abi
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 )
@@ -56,7 +54,26 @@ const (
 // KeyPlaceholder is replaced by the secret in Auth.Format.
 const KeyPlaceholder = "{key}"
 
-var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+// namePattern is the rule of Manifest.Name. It is checked by validName, not
+// a regexp: the guest SDK imports this package, and a package-level regexp
+// would link the regexp engine (and run its compiler) in every plugin.
+const namePattern = `^[a-z0-9][a-z0-9._-]{0,63}$`
+
+func validName(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case i > 0 && (c == '.' || c == '_' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // Errors returned while reading a manifest.
 var (
@@ -69,7 +86,7 @@ var (
 func ParseManifest(b []byte) (*Manifest, error) {
 	var m Manifest
 	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("manifest: %w", err)
+		return nil, &wrapped{"manifest: " + err.Error(), err}
 	}
 	if err := m.Validate(); err != nil {
 		return nil, err
@@ -80,15 +97,15 @@ func ParseManifest(b []byte) (*Manifest, error) {
 // Validate reports every problem of the manifest in one error.
 func (m *Manifest) Validate() error {
 	var errs []error
-	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf("manifest: "+format, a...)) }
-	if !nameRE.MatchString(m.Name) {
-		bad("name %q must match %s", m.Name, nameRE)
+	bad := func(msg string) { errs = append(errs, errors.New("manifest: "+msg)) }
+	if !validName(m.Name) {
+		bad("name " + strconv.Quote(m.Name) + " must match " + namePattern)
 	}
 	if m.Version == "" {
 		bad("version is empty")
 	}
 	if _, _, err := m.ABIVersion(); err != nil {
-		bad("%v", err)
+		bad(err.Error())
 	}
 	if len(m.Capabilities) == 0 {
 		bad("capabilities is empty")
@@ -97,24 +114,24 @@ func (m *Manifest) Validate() error {
 		switch c {
 		case CapChat, CapChatStream, CapEmbeddings, CapModels:
 		default:
-			bad("unknown capability %q", c)
+			bad("unknown capability " + strconv.Quote(c))
 		}
 	}
 	switch m.Auth.Type {
 	case "none":
 	case "header":
 		if !isToken([]byte(m.Auth.Name)) {
-			bad("auth.name %q is not a valid header name", m.Auth.Name)
+			bad("auth.name " + strconv.Quote(m.Auth.Name) + " is not a valid header name")
 		}
 		if !strings.Contains(m.Auth.Format, KeyPlaceholder) {
-			bad("auth.format must contain %s", KeyPlaceholder)
+			bad("auth.format must contain " + KeyPlaceholder)
 		}
 	case "query":
 		if m.Auth.Name == "" {
 			bad("auth.name (the query parameter) is empty")
 		}
 	default:
-		bad(`auth.type %q must be "header", "query" or "none"`, m.Auth.Type)
+		bad("auth.type " + strconv.Quote(m.Auth.Type) + ` must be "header", "query" or "none"`)
 	}
 	if len(m.ConfigSchema) > 0 && !json.Valid(m.ConfigSchema) {
 		bad("config_schema is not valid JSON")
@@ -128,7 +145,7 @@ func (m *Manifest) ABIVersion() (major, minor int, err error) {
 	major, err1 := strconv.Atoi(a)
 	minor, err2 := strconv.Atoi(b)
 	if !ok || err1 != nil || err2 != nil || !digits(a) || !digits(b) {
-		return 0, 0, fmt.Errorf("abi %q must be \"major.minor\", e.g. \"%d.%d\"", m.ABI, Major, Minor)
+		return 0, 0, errors.New("abi " + strconv.Quote(m.ABI) + ` must be "major.minor", e.g. "` + strconv.Itoa(Major) + "." + strconv.Itoa(Minor) + `"`)
 	}
 	return major, minor, nil
 }

@@ -2,13 +2,31 @@ package abi
 
 import (
 	"bytes"
-	"fmt"
+	"errors"
+	"strconv"
 )
 
 // The helpers below walk the top level of a WebAssembly binary: an 8-byte
 // preamble ("\0asm" and version 1) followed by sections, each one byte of id,
 // a LEB128 u32 payload size and the payload. A custom section (id 0) starts
 // its payload with a LEB128 name length and the name. Nothing else is decoded.
+
+// The errors of a malformed binary. (No fmt here: guests import this
+// package, and fmt would add hundreds of kilobytes to every plugin.)
+var (
+	errMalformedName = errors.New("custom section with a malformed name")
+	errLEBOverflow   = errors.New("LEB128 value overflows u32")
+	errLEBTruncated  = errors.New("truncated LEB128 value")
+)
+
+// wrapped is an error with a prefix, as fmt.Errorf("...: %w", err) makes.
+type wrapped struct {
+	msg string
+	err error
+}
+
+func (w *wrapped) Error() string { return w.msg }
+func (w *wrapped) Unwrap() error { return w.err }
 
 var wasmPreamble = []byte{0x00, 'a', 's', 'm', 0x01, 0x00, 0x00, 0x00}
 
@@ -84,11 +102,11 @@ func walkSections(wasm []byte, fn func(id byte, payload []byte, start, end int) 
 		off++
 		size, n, err := readULEB(wasm[off:])
 		if err != nil {
-			return fmt.Errorf("section at offset %d: %w", start, err)
+			return &wrapped{"section at offset " + strconv.Itoa(start) + ": " + err.Error(), err}
 		}
 		off += n
 		if uint64(size) > uint64(len(wasm)-off) {
-			return fmt.Errorf("section at offset %d: size %d runs past the end of the file", start, size)
+			return errors.New("section at offset " + strconv.Itoa(start) + ": size " + strconv.FormatUint(uint64(size), 10) + " runs past the end of the file")
 		}
 		end := off + int(size)
 		if err := fn(id, wasm[off:end], start, end); err != nil {
@@ -102,7 +120,7 @@ func walkSections(wasm []byte, fn func(id byte, payload []byte, start, end int) 
 func splitCustom(payload []byte) (string, []byte, error) {
 	n, k, err := readULEB(payload)
 	if err != nil || uint64(n) > uint64(len(payload)-k) {
-		return "", nil, fmt.Errorf("custom section with a malformed name")
+		return "", nil, errMalformedName
 	}
 	return string(payload[k : k+int(n)]), payload[k+int(n):], nil
 }
@@ -112,14 +130,14 @@ func readULEB(b []byte) (uint32, int, error) {
 	for i := 0; i < 5 && i < len(b); i++ {
 		c := b[i]
 		if i == 4 && c > 0x0f {
-			return 0, 0, fmt.Errorf("LEB128 value overflows u32")
+			return 0, 0, errLEBOverflow
 		}
 		v |= uint32(c&0x7f) << (7 * i)
 		if c&0x80 == 0 {
 			return v, i + 1, nil
 		}
 	}
-	return 0, 0, fmt.Errorf("truncated LEB128 value")
+	return 0, 0, errLEBTruncated
 }
 
 func appendULEB(dst []byte, v uint32) []byte {

@@ -46,7 +46,6 @@ package chatreq
 
 import (
 	"bytes"
-	"fmt"
 
 	"github.com/llm-proxy/llm-proxy/sdk/rawjson"
 )
@@ -418,32 +417,32 @@ const (
 // built here, out of the functions that read well-formed messages: their
 // formatting would weigh on every call of those in a wasm guest.
 func (m *Messages) fail(what failure, role []byte) bool {
-	i, j := m.i, m.j
+	at := Elem("messages", m.i)
 	switch what {
 	case notObject:
-		m.err = BadRequest(fmt.Sprintf("messages[%d]", i), "messages[%d] must be an object", i)
+		m.err = BadRequest(at, at+" must be an object")
 	case badRole:
-		m.err = BadRequest(fmt.Sprintf("messages[%d].role", i),
-			"messages[%d].role %s is not supported; use system, developer, user, assistant or tool", i, role)
+		m.err = BadRequest(at+".role",
+			at+".role "+string(role)+" is not supported; use system, developer, user, assistant or tool")
 	case badToolCallID:
-		m.err = BadRequest(fmt.Sprintf("messages[%d].tool_call_id", i), "messages[%d].tool_call_id must be a string", i)
+		m.err = BadRequest(at+".tool_call_id", at+".tool_call_id must be a string")
 	case badContent:
-		param := fmt.Sprintf("messages[%d].content", i)
-		m.err = BadRequest(param, "%s must be a string or an array of content parts", param)
+		param := at + ".content"
+		m.err = BadRequest(param, param+" must be a string or an array of content parts")
 	case badText:
-		param := fmt.Sprintf("messages[%d].content[%d]", i, j)
-		m.err = BadRequest(param, "%s.text must be a string", param)
+		param := Elem(at+".content", m.j)
+		m.err = BadRequest(param, param+".text must be a string")
 	case badToolCalls:
-		m.err = BadRequest(fmt.Sprintf("messages[%d].tool_calls", i), "tool_calls must be an array")
+		m.err = BadRequest(at+".tool_calls", "tool_calls must be an array")
 	case badCall:
-		param := fmt.Sprintf("messages[%d].tool_calls[%d]", i, j)
-		m.err = BadRequest(param, "%s needs a string id and function.name", param)
+		param := Elem(at+".tool_calls", m.j)
+		m.err = BadRequest(param, param+" needs a string id and function.name")
 	case badArgumentsType:
-		param := fmt.Sprintf("messages[%d].tool_calls[%d]", i, j)
-		m.err = BadRequest(param, "%s.function.arguments must be a string", param)
+		param := Elem(at+".tool_calls", m.j)
+		m.err = BadRequest(param, param+".function.arguments must be a string")
 	case badArguments:
-		param := fmt.Sprintf("messages[%d].tool_calls[%d]", i, j)
-		m.err = BadRequest(param, "%s.function.arguments must be a JSON object", param)
+		param := Elem(at+".tool_calls", m.j)
+		m.err = BadRequest(param, param+".function.arguments must be a JSON object")
 	}
 	return false
 }

@@ -256,25 +256,29 @@ func TestReaderReusesTape(t *testing.T) {
 
 func TestBadRequest(t *testing.T) {
 	tests := []struct {
-		param, format string
-		args          []any
-		want          string
+		param, message string
+		want           string
 	}{
-		{"model", "model must be a string", nil,
+		{"model", "model must be a string",
 			`{"error":{"message":"model must be a string","type":"invalid_request_error","param":"model","code":null}}`},
-		{"", "the request body is not valid JSON", nil,
+		{"", "the request body is not valid JSON",
 			`{"error":{"message":"the request body is not valid JSON","type":"invalid_request_error","param":null,"code":null}}`},
-		{"messages[0].role", "messages[%d].role %s is not supported", []any{0, []byte(`"x\"<y>"`)},
+		{"messages[0].role", Elem("messages", 0) + ".role " + `"x\"<y>"` + " is not supported",
 			`{"error":{"message":"messages[0].role \"x\\\"<y>\" is not supported","type":"invalid_request_error","param":"messages[0].role","code":null}}`},
-		{"tools[1]", "%s: tab\there, line\u2028separator", []any{"tools[1]"},
+		{"tools[1]", Elem("tools", 1) + ": tab\there, line\u2028separator",
 			`{"error":{"message":"tools[1]: tab\there, line\u2028separator","type":"invalid_request_error","param":"tools[1]","code":null}}`},
+		{"n", "100% sure: %d %s stay as they are",
+			`{"error":{"message":"100% sure: %d %s stay as they are","type":"invalid_request_error","param":"n","code":null}}`},
 	}
 	for _, tt := range tests {
-		err := BadRequest(tt.param, tt.format, tt.args...)
+		err := BadRequest(tt.param, tt.message)
 		he, ok := err.(*sdk.HTTPError)
 		if !ok || he.Status != 400 || he.Message != tt.want || err.Error() != tt.want {
-			t.Errorf("BadRequest(%q, %q) = %#v\nwant %s", tt.param, tt.format, err, tt.want)
+			t.Errorf("BadRequest(%q, %q) = %#v\nwant %s", tt.param, tt.message, err, tt.want)
 		}
+	}
+	if got := Elem(Elem("messages", 12)+".content", 0); got != "messages[12].content[0]" {
+		t.Errorf("Elem = %q", got)
 	}
 	err := UnsupportedPart(2, 3, []byte("video"), "model")
 	want := `{"error":{"message":"messages[2].content[3]: content parts of type \"video\" are not supported in model messages by this provider","type":"invalid_request_error","param":"messages[2].content","code":null}}`

@@ -2,7 +2,7 @@ package chatreq
 
 import (
 	"bytes"
-	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/llm-proxy/llm-proxy/sdk"
@@ -13,10 +13,12 @@ import (
 // request it refuses: {"error":{"message":...,"type":
 // "invalid_request_error","param":param,"code":null}}. param names the
 // offending field (messages[2].content); "" makes it null. Returned from a
-// Plugin method, the SDK fails the call with it as it is.
-func BadRequest(param, format string, args ...any) error {
+// Plugin method, the SDK fails the call with it as it is. The caller builds
+// message itself, with Elem, strconv and concatenation: fmt would add
+// hundreds of kilobytes to a wasm guest.
+func BadRequest(param, message string) error {
 	b := []byte(`{"error":{"message":`)
-	b = rawjson.AppendString(b, fmt.Sprintf(format, args...))
+	b = rawjson.AppendString(b, message)
 	b = append(b, `,"type":"invalid_request_error","param":`...)
 	if param == "" {
 		b = append(b, "null"...)
@@ -32,8 +34,16 @@ func BadRequest(param, format string, args ...any) error {
 // provider does, so that the error matches what the client reads in the
 // provider's documentation).
 func UnsupportedPart(i, j int, typ []byte, role string) error {
-	return BadRequest(fmt.Sprintf("messages[%d].content", i),
-		"messages[%d].content[%d]: content parts of type %q are not supported in %s messages by this provider", i, j, typ, role)
+	param := Elem("messages", i) + ".content"
+	return BadRequest(param, Elem(param, j)+": content parts of type "+strconv.Quote(string(typ))+
+		" are not supported in "+role+" messages by this provider")
+}
+
+// Elem names element i of the array name, as a param or in a message:
+// Elem("messages", 3) is "messages[3]", Elem("messages[3].content", 1)
+// "messages[3].content[1]".
+func Elem(name string, i int) string {
+	return name + "[" + strconv.Itoa(i) + "]"
 }
 
 // Blank reports whether the JSON string literal s (quotes included) holds

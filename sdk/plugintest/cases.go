@@ -40,7 +40,9 @@ import (
 //	chunk {...}
 //	fail 429 {...}
 //
-// JSON payloads are compared by value, everything else byte for byte. Header
+// Emits are compared byte for byte; an emit whose data holds a line break
+// continues on the next line, which starts with "| ". The upstream request
+// body is compared by value when it is JSON, byte for byte otherwise. Header
 // lines under "want upstream" must be present; others are not checked.
 //
 // The upstream body is written one SSE event (up to a blank line) at a time,
@@ -128,6 +130,10 @@ func ParseCase(name string, b []byte) (*Case, error) {
 	c.WantBody = bytes.TrimSpace(body)
 
 	for _, l := range strings.Split(string(sections["want emits"]), "\n") {
+		if rest, ok := strings.CutPrefix(l, "| "); ok && len(c.WantEmits) > 0 {
+			c.WantEmits[len(c.WantEmits)-1] += "\n" + strings.TrimRight(rest, " \t\r")
+			continue
+		}
 		if l = strings.TrimSpace(l); l != "" {
 			c.WantEmits = append(c.WantEmits, l)
 		}
@@ -238,10 +244,13 @@ func (c *Case) Check(u *Upstream, emits []Emit) []string {
 	return diffs
 }
 
+// sameEmit compares an emit with its expectation byte for byte: a plugin
+// must send exactly what it sent when the case was written, key order and
+// spacing included.
 func sameEmit(got, want string) bool {
 	gk, gp := splitEmit(got)
 	wk, wp := splitEmit(want)
-	return gk == wk && sameJSONOrBytes([]byte(gp), []byte(wp))
+	return gk == wk && strings.TrimSpace(gp) == strings.TrimSpace(wp)
 }
 
 // splitEmit separates "chunk {...}" or "fail 429 {...}" into kind and payload.

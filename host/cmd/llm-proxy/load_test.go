@@ -301,6 +301,27 @@ func TestSIGTERMUnderLoadLosesNoRequest(t *testing.T) {
 	t.Logf("%d requests completed (%d during the drain), %d refused or cut; %d rows", len(res.completed), drained, res.failed, len(ids))
 }
 
+// written is the request log's committed row count, from /api/stats.
+func written(t *testing.T, p *proc) int64 {
+	t.Helper()
+	req, _ := http.NewRequest("GET", p.base+"/api/stats", nil)
+	req.Header.Set("Authorization", "Bearer "+procAdminKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st struct {
+		RequestLog struct {
+			Written int64 `json:"written"`
+		} `json:"request_log"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatal(err)
+	}
+	return st.RequestLog.Written
+}
+
 // TestSIGKILLUnderLoadLeavesAUsableDatabase: the real binary, busy with 16
 // clients and storing bodies, is killed outright. The database then opens
 // with the store, passes PRAGMA integrity_check, and migrate status works.
@@ -309,6 +330,15 @@ func TestSIGKILLUnderLoadLeavesAUsableDatabase(t *testing.T) {
 	var res loadResult
 	clients := runLoad(p, 16, &res)
 	res.waitFor(t, 300, 30*time.Second)
+	// Kill it once the log writer has committed some rows, while the load
+	// goes on: requests finish faster than its batches.
+	deadline := time.Now().Add(30 * time.Second)
+	for written(t, p) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no request log row written within 30s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if err := p.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}

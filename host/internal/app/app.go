@@ -104,7 +104,7 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 		Dir:      cfg.Plugins.Dir,
 		CacheDir: cacheDir,
 		LimitsFor: func(name string) plugin.Limits {
-			return pluginLimits(cfg.Plugins.LimitsFor(name))
+			return cfg.Plugins.LimitsFor(name).Plugin()
 		},
 		Logger: log,
 	})
@@ -169,6 +169,7 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 		MaxBodyBytes: int(cfg.Server.MaxBodyBytes),
 		Settings:     sets,
 		ReadTimeout:  cfg.Server.ReadTimeout.Std(),
+		WriteTimeout: cfg.Server.WriteTimeout.Std(),
 		Logger:       log,
 	})
 	sets.srv = srv
@@ -234,21 +235,6 @@ func envMap(environ []string) map[string]string {
 		}
 	}
 	return m
-}
-
-func pluginLimits(l config.Limits) plugin.Limits {
-	return plugin.Limits{
-		MemoryPages:          uint32(l.MemoryPages),
-		RequestTimeout:       l.RequestTimeout.Std(),
-		UpstreamTimeout:      l.UpstreamTimeout.Std(),
-		MaxUpstreamBodyBytes: int64(l.MaxUpstreamBodyBytes),
-		MaxEmitBytes:         int64(l.MaxEmitBytes),
-		MaxHTTPHandles:       l.MaxHTTPHandles,
-		MaxInstances:         l.MaxInstances,
-		MaxIdleInstances:     l.MaxIdleInstances,
-		RecycleAfterCalls:    l.RecycleAfterCalls,
-		RecycleAfterPages:    uint32(l.RecycleAfterPages),
-	}
 }
 
 // Start loads the plugins, starts watching their folder and serves on ln.

@@ -231,6 +231,10 @@ func TestDashboardBrowser(t *testing.T) {
 	p := startProxy(t, func(c *config.Config) {
 		c.Prices = map[string]config.PriceConfig{"gpt-4o-mini": {Input: 0.15, Output: 0.6}}
 		c.Logs.Bodies = true
+		// The demo plugin's instances close after a second without a
+		// stream, so the plugins page can be seen scaling it to zero.
+		idle := config.Duration(time.Second)
+		c.Plugins.LimitsOverride["demo"] = config.LimitsPatch{IdleTimeout: &idle}
 	})
 	createUser(t, p, "alice", "alice password", "admin")
 	createUser(t, p, "victor", "victor password", "viewer")
@@ -594,6 +598,112 @@ func TestDashboardBrowser(t *testing.T) {
 		statuses := tb.eval(`[...document.querySelectorAll("#main tbody tr")].map(r => r.children[1].innerText).join(",")`)
 		if statuses == "" || strings.Trim(statuses, "5,0123456789") != "" || strings.Contains(statuses, "200") {
 			t.Fatalf("statuses under a 5xx filter: %q", statuses)
+		}
+	})
+
+	t.Run("the plugins page follows instances and streams", func(t *testing.T) {
+		tb := openTab(t, p)
+		// Count the page's reads of /api/plugins, to see them stop once it
+		// is left.
+		if _, err := chromedp.Call(tb.ctx, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: `
+			window.__pluginReads = 0;
+			const realFetch = window.fetch;
+			window.fetch = function (input, init) {
+				if (String(input).startsWith("/api/plugins")) window.__pluginReads++;
+				return realFetch.call(this, input, init);
+			};`}); err != nil {
+			t.Fatal(err)
+		}
+		tb.login("alice", "alice password")
+		tb.visit("/plugins")
+		tb.wait("live connection", `document.querySelector(".livestate").dataset.state === "live"`)
+		row := `document.querySelector('tr[data-stats-file="demo.wasm"]')`
+		cell := func(class string) string { return row + `.querySelector(".` + class + `").innerText` }
+		detail := `document.querySelector('tr[data-instances-of="demo.wasm"]')`
+		scaledToZero := row + `.dataset.instances === "0" && ` + cell("instances .count") + ` === "0 (idle)" && ` + detail + `.hidden`
+
+		// With no traffic for a second the demo plugin has no instance,
+		// and the page says so rather than showing it as broken.
+		tb.wait("demo scaled to zero", scaledToZero)
+		tb.shot("idle")
+
+		// demo-story streams a word every 30 ms, for about a second: two
+		// clients ask for one story after another until told to stop.
+		stop := make(chan struct{})
+		errs := make(chan error, 2)
+		var wg sync.WaitGroup
+		for range 2 {
+			wg.Go(func() {
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					s := p.client(adminKey).Chat.Completions.NewStreaming(ctx, chatParams("demo-story", "tell the plugins page"))
+					for s.Next() {
+					}
+					err := s.Err()
+					s.Close()
+					if err != nil {
+						errs <- err
+						return
+					}
+				}
+			})
+		}
+		halt := sync.OnceFunc(func() { close(stop); wg.Wait() })
+		defer halt()
+
+		tb.wait("streams open", row+`.dataset.streams !== "0" && Number(`+cell("streams")+`) > 0 && Number(`+row+`.dataset.instances) > 0`)
+		tb.wait("an instance shown under the row", `!`+detail+`.hidden && /^Instance \d+: \d+ streams? · \d+ queued · \d+\.\d MiB · [\d,]+ callbacks?/.test(`+
+			detail+`.querySelector("li[data-instance-id]").innerText)`)
+		tb.wait("callbacks counted", `/^\d+\.\d$/.test(`+cell("rate")+`) && `+cell("rate")+` !== "0.0" && `+cell("callbacks")+` !== "0" && `+cell("streamstotal")+` !== "0"`)
+		tb.shot("streaming")
+		tb.do("dark theme", chromedp.Click(chromedp.CSS(".topbar button[aria-live]")), chromedp.Click(chromedp.CSS(".topbar button[aria-live]")))
+		tb.wait("dark", `document.documentElement.dataset.theme === "dark"`)
+		tb.shot("streaming-dark")
+		tb.do("system theme", chromedp.Click(chromedp.CSS(".topbar button[aria-live]")))
+
+		halt()
+		select {
+		case err := <-errs:
+			t.Fatalf("demo-story stream: %v", err)
+		default:
+		}
+		tb.wait("no stream open", row+`.dataset.streams === "0" && `+cell("streams")+` === "0"`)
+		tb.wait("scaled to zero again", scaledToZero)
+
+		// The page shows what the API says.
+		var list struct {
+			Data []struct {
+				File      string `json:"file"`
+				Instances struct {
+					StreamsTotal int64 `json:"streams_total"`
+					Callbacks    int64 `json:"callbacks"`
+				} `json:"instances"`
+			} `json:"data"`
+		}
+		_, b := adminCall(t, p, "GET", "/api/plugins", "")
+		if err := json.Unmarshal(b, &list); err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range list.Data {
+			if d.File == "demo.wasm" {
+				tb.wait("streams total as the API says", `Number(`+cell("streamstotal")+`.replace(/\D/g, "")) === `+strconv.FormatInt(d.Instances.StreamsTotal, 10))
+			}
+		}
+		tb.shot("idle-again")
+
+		// Away from the page, its refresh stops.
+		tb.visit("/overview")
+		before := tb.eval(`String(window.__pluginReads)`)
+		time.Sleep(5 * time.Second)
+		if after := tb.eval(`String(window.__pluginReads)`); after != before {
+			t.Fatalf("/api/plugins read %s times before leaving the page, %s five seconds later", before, after)
+		}
+		if n, _ := strconv.Atoi(before); n < 3 {
+			t.Fatalf("the plugins page read /api/plugins %d times in all", n)
 		}
 	})
 

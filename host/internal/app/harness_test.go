@@ -62,10 +62,10 @@ var upstreamModels = []string{
 	"gpt-4o-mini", "text-embedding-3-small",
 	fakeupstream.ModelFail429, fakeupstream.ModelFail500, fakeupstream.ModelFail400,
 	fakeupstream.ModelSlowHeaders, fakeupstream.ModelStreamErrorMidway, fakeupstream.ModelSlowStream,
-	fakeupstream.ModelBigOutput,
+	fakeupstream.ModelBigOutput, fakeupstream.ModelEndlessStream,
 }
 
-var hostileModels = []string{"panic", "loop", "membomb", "badhost", "badptr", "flood", "exit", "silent", "ok"}
+var hostileModels = []string{"panic", "loop", "sleep", "membomb", "badhost", "badptr", "flood", "bigout", "exit", "silent", "slow", "ok"}
 
 func startProxy(t *testing.T, tweak func(*config.Config)) *proxy {
 	t.Helper()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -14,17 +15,36 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openai/openai-go/v3"
 	"github.com/tetratelabs/wazero"
 
+	"github.com/llm-proxy/llm-proxy/host/internal/config"
 	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
 	"github.com/llm-proxy/llm-proxy/host/internal/testplugins"
 	"github.com/llm-proxy/llm-proxy/sdk/abi"
 )
 
-// TestHostilePlugins: each misbehaviour costs its own request a clear error;
-// the host, the same plugin's next request and other plugins keep serving.
+// TestHostilePlugins: each misbehaviour of a plugin costs exactly what the
+// callback model says, through the real HTTP API and the official SDK.
+// Around every misbehaving request run four "slow" streams of the same
+// plugin, two on each of its two instances, and a stream through another
+// plugin:
+//
+//   - a panic, an output flood, 100 MB of output, an ungranted host and a
+//     request left unanswered fail their own request only: every bystander
+//     completes;
+//   - an infinite loop, a sleep, a memory bomb and proc_exit kill their
+//     instance: the request fails with 502 plugin_failed, and so do exactly
+//     the two bystanders that instance held (an SSE error event then
+//     [DONE]); the two on the other instance and the other plugin's stream
+//     complete, and the next request gets a fresh instance.
 func TestHostilePlugins(t *testing.T) {
-	p := startProxy(t, nil)
+	instances, pages := 2, 256
+	emit, callback := config.ByteSize(8<<20), config.Duration(time.Second)
+	p := startProxy(t, func(cfg *config.Config) {
+		cfg.Plugins.LimitsOverride["hostile"] = config.LimitsPatch{MinInstances: &instances, MemoryPages: &pages,
+			RecycleAfterPages: &pages, MaxEmitBytes: &emit, CallbackTimeout: &callback}
+	})
 	c := p.client(adminKey)
 	ctx := context.Background()
 	cases := []struct {
@@ -32,16 +52,19 @@ func TestHostilePlugins(t *testing.T) {
 		stream bool
 		status int
 		msg    string
+		kills  bool // the instance dies with its streams
 	}{
-		{"panic", false, 502, "panic"},
-		{"loop", false, 504, "deadline"},
-		{"membomb", false, 502, "failed"},
-		{"badhost", false, 502, "denied"},
-		{"badptr", false, 502, "statuses -1 -1 -1 -1"},
-		{"exit", false, 502, "failed"},
-		{"silent", false, 502, "no response"},
-		{"flood", true, 0, "output limit"},
-		{"panic", true, 502, "panic"},
+		{"panic", false, 502, "plugin panic", false},
+		{"panic", true, 502, "plugin panic", false},
+		{"flood", true, 0, "output limit", false},
+		{"bigout", true, 0, "output limit", false},
+		{"badhost", false, 502, "denied", false},
+		{"badptr", false, 502, "statuses -1 -1 -1 -1", false},
+		{"silent", false, 502, "no response", false},
+		{"loop", false, 502, "failed", true},
+		{"sleep", false, 502, "failed", true},
+		{"membomb", false, 502, "failed", true},
+		{"exit", false, 502, "failed", true},
 	}
 	for _, tc := range cases {
 		name := tc.model
@@ -49,12 +72,27 @@ func TestHostilePlugins(t *testing.T) {
 			name += " stream"
 		}
 		t.Run(name, func(t *testing.T) {
-			// Another plugin serves while this one misbehaves.
-			done := make(chan error, 1)
+			waitFor(t, func() bool { in := pluginInfo(t, p, "hostile").Instances; return in.Instances == 2 && in.Streams == 0 })
+			var wg sync.WaitGroup
+			results := make([]slowStream, 4)
+			for i := range results {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					results[i] = readSlow(ctx, c)
+				}()
+			}
+			other := make(chan error, 1)
 			go func() {
-				_, err := c.Chat.Completions.New(ctx, chatParams("gpt-4o-mini", "bystander"))
-				done <- err
+				s := c.Chat.Completions.NewStreaming(ctx, chatParams("gpt-4o-mini", "bystander"))
+				for s.Next() {
+				}
+				other <- s.Err()
 			}()
+			waitFor(t, func() bool { return pluginInfo(t, p, "hostile").Instances.Streams == 4 })
+			time.Sleep(100 * time.Millisecond) // each bystander has its first chunk
+			var msg string
+			status := 0
 			if tc.stream {
 				s := c.Chat.Completions.NewStreaming(ctx, chatParams(tc.model, "x"))
 				for s.Next() {
@@ -63,30 +101,49 @@ func TestHostilePlugins(t *testing.T) {
 				if err == nil {
 					t.Fatal("stream ended without an error")
 				}
-				msg := err.Error()
-				if tc.status != 0 {
-					e := apiError(t, err)
-					if e.StatusCode != tc.status {
-						t.Fatalf("status %d", e.StatusCode)
-					}
-					msg = e.Message
-				}
-				if !strings.Contains(msg, tc.msg) {
-					t.Fatalf("stream error %q, want one mentioning %q", msg, tc.msg)
+				msg = err.Error()
+				var e *openai.Error
+				if errors.As(err, &e) {
+					status, msg = e.StatusCode, e.Message
 				}
 			} else {
 				_, err := c.Chat.Completions.New(ctx, chatParams(tc.model, "x"))
 				e := apiError(t, err)
-				if e.StatusCode != tc.status || !strings.Contains(e.Message, tc.msg) {
-					t.Fatalf("got %d %q, want %d mentioning %q", e.StatusCode, e.Message, tc.status, tc.msg)
+				status, msg = e.StatusCode, e.Message
+			}
+			if status != tc.status || !strings.Contains(msg, tc.msg) {
+				t.Fatalf("got %d %q, want %d mentioning %q", status, msg, tc.status, tc.msg)
+			}
+			wg.Wait()
+			if err := <-other; err != nil {
+				t.Fatalf("the other plugin's stream failed: %v", err)
+			}
+			byInstance := map[int64][]slowStream{}
+			for _, r := range results {
+				byInstance[r.instance] = append(byInstance[r.instance], r)
+			}
+			failedN, completed := 0, 0
+			for id, group := range byInstance {
+				if len(group) != 2 {
+					t.Fatalf("instance %d held %d bystanders, want 2: %+v", id, len(group), results)
+				}
+				for _, r := range group {
+					switch {
+					case r.chunks == 20 && r.err == nil:
+						completed++
+					case r.chunks < 20 && r.err != nil && strings.Contains(r.err.Error(), "plugin failed"):
+						failedN++
+					default:
+						t.Fatalf("bystander on instance %d: %d chunks, %v", id, r.chunks, r.err)
+					}
 				}
 			}
-			if err := <-done; err != nil {
-				t.Fatalf("bystander request failed: %v", err)
+			if want := map[bool]int{false: 0, true: 2}[tc.kills]; failedN != want || completed != 4-want {
+				t.Fatalf("%d bystanders failed, %d completed; want %d failed (those of the dying instance)", failedN, completed, want)
 			}
 			resp, err := c.Chat.Completions.New(ctx, chatParams("ok", "x"))
 			if err != nil || resp.Choices[0].Message.Content != "fine" {
-				t.Fatalf("hostile plugin did not recover: %v", err)
+				t.Fatalf("the plugin did not recover: %v", err)
 			}
 		})
 	}
@@ -96,10 +153,32 @@ func TestHostilePlugins(t *testing.T) {
 			t.Fatal("denied request reached the network")
 		}
 	}
-	st := pluginInfo(t, p, "hostile").Instances
-	if st.Discarded == 0 || st.Failures == 0 {
-		t.Fatalf("failed instances must be discarded: %+v", st)
+	if st := pluginInfo(t, p, "hostile").Instances; st.Failures != 4 {
+		t.Fatalf("want the 4 killed instances counted as failures: %+v", st)
 	}
+}
+
+// slowStream is what a client read of the hostile plugin's slow stream.
+type slowStream struct {
+	instance int64
+	chunks   int
+	err      error
+}
+
+func readSlow(ctx context.Context, c *openai.Client) slowStream {
+	res := slowStream{instance: -1}
+	s := c.Chat.Completions.NewStreaming(ctx, chatParams("slow", "x"))
+	for s.Next() {
+		var ch struct {
+			Instance int64 `json:"instance"`
+		}
+		if json.Unmarshal([]byte(s.Current().RawJSON()), &ch) == nil {
+			res.instance = ch.Instance
+			res.chunks++
+		}
+	}
+	res.err = s.Err()
+	return res
 }
 
 func pluginList(t *testing.T, p *proxy) []plugin.Info {
@@ -157,7 +236,7 @@ func TestRefusedPlugins(t *testing.T) {
 		t.Fatal(err)
 	}
 	manifest, _ := abi.ManifestFromWasm(openaiWasm)
-	future := []byte(strings.Replace(string(manifest), `"abi": "1.0"`, `"abi": "2.0"`, 1))
+	future := []byte(strings.Replace(string(manifest), `"abi": "2.0"`, `"abi": "3.0"`, 1))
 	future = []byte(strings.Replace(string(future), `"name": "openai"`, `"name": "future"`, 1))
 	futureWasm, err := abi.WithManifest(openaiWasm, future)
 	if err != nil {
@@ -175,8 +254,8 @@ func TestRefusedPlugins(t *testing.T) {
 	}{
 		{"corrupt.wasm", []byte("\x00asm\x01\x00\x00\x00garbage"), "section"},
 		{"text.wasm", []byte("not wasm at all"), "not a WebAssembly binary"},
-		{"future.wasm", futureWasm, "targets ABI 2.x"},
-		{"badimport.wasm", mustRead(t, testplugins.Build(t, "host/internal/testplugins/badimport")), "llmproxy_v1.read_secret"},
+		{"future.wasm", futureWasm, "targets ABI 3.x"},
+		{"badimport.wasm", mustRead(t, testplugins.Build(t, "host/internal/testplugins/badimport")), "llmproxy_v2.read_secret"},
 	}
 	for _, tc := range cases {
 		testplugins.InstallBytes(t, tc.data, p.Dir, tc.file)
@@ -409,7 +488,7 @@ func TestPluginUpload(t *testing.T) {
 		"client key":  {"x.wasm", []byte("small"), 401},
 		// Past the usual body limit, only the admin key or a live session
 		// may send: the body is refused from the headers, unread.
-		"client key, large": {"x.wasm", v2, 413},
+		"client key, large": {"x.wasm", make([]byte, 5<<20), 413},
 		"too large":         {"x.wasm", make([]byte, 65<<20), 413},
 	} {
 		key := adminKey

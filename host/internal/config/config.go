@@ -12,7 +12,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"time"
+
+	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
 )
 
 // SecurityConfig is the [security] section.
@@ -119,6 +122,10 @@ type ServerConfig struct {
 	// ReadTimeout limits how long reading a client request may take.
 	// Default: 60s.
 	ReadTimeout Duration `koanf:"read_timeout"`
+	// WriteTimeout drops a streaming client that reads nothing for this
+	// long while output is waiting for it, and cancels its upstream; 0
+	// never drops one. Default: 30s.
+	WriteTimeout Duration `koanf:"write_timeout"`
 }
 
 // AuthConfig configures access to the admin API.
@@ -160,42 +167,57 @@ type PluginsConfig struct {
 	LimitsOverride map[string]LimitsPatch `koanf:"limits_override"`
 }
 
-// Limits bounds the resources one plugin may use.
+// Limits bounds the resources one plugin may use. The defaults are the
+// plugin runtime's own (plugin.DefaultLimits); DefaultLimits converts them.
 type Limits struct {
 	// MemoryPages caps the linear memory of one instance, in 64 KiB wasm
 	// pages (1024 pages = 64 MiB). Allowed range: 32 to 65536. Default: 1024.
 	MemoryPages int `koanf:"memory_pages"`
-	// RequestTimeout is the deadline for a whole call, covering one request
-	// or one complete stream. Default: 300s.
+	// RequestTimeout is the deadline of one request: a whole answer or a
+	// whole stream. Default: 300s.
 	RequestTimeout Duration `koanf:"request_timeout"`
 	// UpstreamTimeout is how long to wait for an upstream's response
 	// headers. Default: 120s.
 	UpstreamTimeout Duration `koanf:"upstream_timeout"`
-	// MaxUpstreamBodyBytes caps the upstream response bytes one call may
-	// read, over all its upstream requests.
-	// Default: 64MiB.
+	// CallbackTimeout is the deadline of one call into the plugin (a
+	// stream's start, one upstream event, ...). A callback that runs longer
+	// is a bug: its instance is closed and the streams it held fail.
+	// Default: 100ms.
+	CallbackTimeout Duration `koanf:"callback_timeout"`
+	// MaxUpstreamBodyBytes caps the upstream response bytes one request may
+	// read, over all its upstream requests. Default: 64MiB.
 	MaxUpstreamBodyBytes ByteSize `koanf:"max_upstream_body_bytes"`
 	// MaxEmitBytes caps the bytes one request may send to the client.
 	// Default: 64MiB.
 	MaxEmitBytes ByteSize `koanf:"max_emit_bytes"`
-	// MaxHTTPHandles caps the upstream requests a single call may have open
-	// at the same time. Default: 8.
+	// StreamBufferBytes is how much output may wait for a slow client
+	// before the proxy stops reading that stream's upstream; a stream that
+	// leaves 128 times this waiting fails. Default: 64KiB.
+	StreamBufferBytes ByteSize `koanf:"stream_buffer_bytes"`
+	// MaxHTTPHandles caps the upstream requests (and image fetches) one
+	// request may have open at the same time. Default: 8.
 	MaxHTTPHandles int `koanf:"max_http_handles"`
-	// MaxInstances caps the instances per plugin version, idle and busy,
-	// which is also the number of calls that may run concurrently (a stream
-	// holds its instance until it ends). Default: 64.
+	// MaxInstances caps the instances per plugin version. Instances start
+	// while callbacks wait (up to about the number of cores) and when every
+	// instance holds max_streams_per_instance streams. Default: 64.
 	MaxInstances int `koanf:"max_instances"`
-	// MaxIdleInstances is how many warm instances survive a quiet period.
-	// Idle instances that no call needed for 30 seconds are closed, down to
-	// this number, returning their memory (about 4 MiB each for a Go
-	// plugin); a steady load keeps what it uses. A value above MaxInstances
-	// acts as MaxInstances. Default: 8.
-	MaxIdleInstances int `koanf:"max_idle_instances"`
-	// RecycleAfterCalls discards an instance after it served this many
-	// calls. Default: 10000.
+	// MinInstances is how many instances stay warm with no traffic; with 0
+	// an unused plugin keeps no instance and its next request pays a cold
+	// start of a few milliseconds. Default: 0.
+	MinInstances int `koanf:"min_instances"`
+	// MaxStreamsPerInstance caps the streams one instance holds: what one
+	// crash of an instance can take down. Default: 1000.
+	MaxStreamsPerInstance int `koanf:"max_streams_per_instance"`
+	// IdleTimeout closes an instance that held no stream for this long,
+	// returning its memory (about 4 MiB for a Go plugin). Default: 30s.
+	IdleTimeout Duration `koanf:"idle_timeout"`
+	// RecycleAfterCalls replaces an instance after this many callbacks: it
+	// takes no new stream and closes when its last one ends.
+	// Default: 1000000.
 	RecycleAfterCalls int `koanf:"recycle_after_calls"`
-	// RecycleAfterPages discards an instance once its memory grew beyond
-	// this many pages; it may not exceed MemoryPages. Default: 512.
+	// RecycleAfterPages replaces an instance once its memory grew beyond
+	// this many pages (wasm memory never shrinks); it may not exceed
+	// MemoryPages. Default: 512.
 	RecycleAfterPages int `koanf:"recycle_after_pages"`
 }
 
@@ -203,29 +225,20 @@ type Limits struct {
 // A nil field keeps the value from [plugins.limits]. Every field has the
 // same meaning as the Limits field of the same name. Default: all nil.
 type LimitsPatch struct {
-	// MemoryPages overrides Limits.MemoryPages when set. Default: nil.
-	MemoryPages *int `koanf:"memory_pages"`
-	// RequestTimeout overrides Limits.RequestTimeout when set. Default: nil.
-	RequestTimeout *Duration `koanf:"request_timeout"`
-	// UpstreamTimeout overrides Limits.UpstreamTimeout when set. Default: nil.
-	UpstreamTimeout *Duration `koanf:"upstream_timeout"`
-	// MaxUpstreamBodyBytes overrides Limits.MaxUpstreamBodyBytes when set.
-	// Default: nil.
-	MaxUpstreamBodyBytes *ByteSize `koanf:"max_upstream_body_bytes"`
-	// MaxEmitBytes overrides Limits.MaxEmitBytes when set. Default: nil.
-	MaxEmitBytes *ByteSize `koanf:"max_emit_bytes"`
-	// MaxHTTPHandles overrides Limits.MaxHTTPHandles when set. Default: nil.
-	MaxHTTPHandles *int `koanf:"max_http_handles"`
-	// MaxInstances overrides Limits.MaxInstances when set. Default: nil.
-	MaxInstances *int `koanf:"max_instances"`
-	// MaxIdleInstances overrides Limits.MaxIdleInstances when set. Default: nil.
-	MaxIdleInstances *int `koanf:"max_idle_instances"`
-	// RecycleAfterCalls overrides Limits.RecycleAfterCalls when set.
-	// Default: nil.
-	RecycleAfterCalls *int `koanf:"recycle_after_calls"`
-	// RecycleAfterPages overrides Limits.RecycleAfterPages when set.
-	// Default: nil.
-	RecycleAfterPages *int `koanf:"recycle_after_pages"`
+	MemoryPages           *int      `koanf:"memory_pages"`
+	RequestTimeout        *Duration `koanf:"request_timeout"`
+	UpstreamTimeout       *Duration `koanf:"upstream_timeout"`
+	CallbackTimeout       *Duration `koanf:"callback_timeout"`
+	MaxUpstreamBodyBytes  *ByteSize `koanf:"max_upstream_body_bytes"`
+	MaxEmitBytes          *ByteSize `koanf:"max_emit_bytes"`
+	StreamBufferBytes     *ByteSize `koanf:"stream_buffer_bytes"`
+	MaxHTTPHandles        *int      `koanf:"max_http_handles"`
+	MaxInstances          *int      `koanf:"max_instances"`
+	MinInstances          *int      `koanf:"min_instances"`
+	MaxStreamsPerInstance *int      `koanf:"max_streams_per_instance"`
+	IdleTimeout           *Duration `koanf:"idle_timeout"`
+	RecycleAfterCalls     *int      `koanf:"recycle_after_calls"`
+	RecycleAfterPages     *int      `koanf:"recycle_after_pages"`
 }
 
 // ProviderConfig describes one upstream provider served through a plugin.
@@ -258,19 +271,44 @@ type ProviderConfig struct {
 }
 
 // DefaultLimits returns the limits applied to plugins when the file does
-// not change them.
+// not change them: the plugin runtime's defaults, in config units.
 func DefaultLimits() Limits {
+	d := plugin.DefaultLimits
 	return Limits{
-		MemoryPages:          1024,
-		RequestTimeout:       Duration(300 * time.Second),
-		UpstreamTimeout:      Duration(120 * time.Second),
-		MaxUpstreamBodyBytes: 64 * MiB,
-		MaxEmitBytes:         64 * MiB,
-		MaxHTTPHandles:       8,
-		MaxInstances:         64,
-		MaxIdleInstances:     8,
-		RecycleAfterCalls:    10000,
-		RecycleAfterPages:    512,
+		MemoryPages:           int(d.MemoryPages),
+		RequestTimeout:        Duration(d.RequestTimeout),
+		UpstreamTimeout:       Duration(d.UpstreamTimeout),
+		CallbackTimeout:       Duration(d.CallbackTimeout),
+		MaxUpstreamBodyBytes:  ByteSize(d.MaxUpstreamBodyBytes),
+		MaxEmitBytes:          ByteSize(d.MaxEmitBytes),
+		StreamBufferBytes:     ByteSize(d.StreamBufferBytes),
+		MaxHTTPHandles:        d.MaxHTTPHandles,
+		MaxInstances:          d.MaxInstances,
+		MinInstances:          d.MinInstances,
+		MaxStreamsPerInstance: d.MaxStreamsPerInstance,
+		IdleTimeout:           Duration(d.IdleTimeout),
+		RecycleAfterCalls:     d.RecycleAfterCalls,
+		RecycleAfterPages:     int(d.RecycleAfterPages),
+	}
+}
+
+// Plugin converts the limits into the plugin runtime's.
+func (l Limits) Plugin() plugin.Limits {
+	return plugin.Limits{
+		MemoryPages:           uint32(l.MemoryPages),
+		RequestTimeout:        l.RequestTimeout.Std(),
+		UpstreamTimeout:       l.UpstreamTimeout.Std(),
+		CallbackTimeout:       l.CallbackTimeout.Std(),
+		MaxUpstreamBodyBytes:  int64(l.MaxUpstreamBodyBytes),
+		MaxEmitBytes:          int64(l.MaxEmitBytes),
+		StreamBufferBytes:     int64(l.StreamBufferBytes),
+		MaxHTTPHandles:        l.MaxHTTPHandles,
+		MaxInstances:          l.MaxInstances,
+		MinInstances:          l.MinInstances,
+		MaxStreamsPerInstance: l.MaxStreamsPerInstance,
+		IdleTimeout:           l.IdleTimeout.Std(),
+		RecycleAfterCalls:     l.RecycleAfterCalls,
+		RecycleAfterPages:     uint32(l.RecycleAfterPages),
 	}
 }
 
@@ -283,6 +321,7 @@ func Default() *Config {
 			MaxBodyBytes:    4 * MiB,
 			ShutdownTimeout: Duration(30 * time.Second),
 			ReadTimeout:     Duration(60 * time.Second),
+			WriteTimeout:    Duration(30 * time.Second),
 		},
 		Auth: AuthConfig{
 			AdminKeyEnv: "LLMPROXY_ADMIN_KEY",
@@ -304,30 +343,14 @@ func Default() *Config {
 	}
 }
 
-// Apply returns l with every field set in p replaced by p's value.
+// Apply returns l with every field set in p replaced by p's value: the
+// fields of the two structs pair up by their TOML key.
 func (p LimitsPatch) Apply(l Limits) Limits {
-	set := func(dst *int, src *int) {
-		if src != nil {
-			*dst = *src
+	pv, lv := reflect.ValueOf(p), reflect.ValueOf(&l).Elem()
+	for i := range pv.NumField() {
+		if f := pv.Field(i); !f.IsNil() {
+			lv.FieldByName(pv.Type().Field(i).Name).Set(f.Elem())
 		}
-	}
-	set(&l.MemoryPages, p.MemoryPages)
-	set(&l.MaxHTTPHandles, p.MaxHTTPHandles)
-	set(&l.MaxInstances, p.MaxInstances)
-	set(&l.MaxIdleInstances, p.MaxIdleInstances)
-	set(&l.RecycleAfterCalls, p.RecycleAfterCalls)
-	set(&l.RecycleAfterPages, p.RecycleAfterPages)
-	if p.RequestTimeout != nil {
-		l.RequestTimeout = *p.RequestTimeout
-	}
-	if p.UpstreamTimeout != nil {
-		l.UpstreamTimeout = *p.UpstreamTimeout
-	}
-	if p.MaxUpstreamBodyBytes != nil {
-		l.MaxUpstreamBodyBytes = *p.MaxUpstreamBodyBytes
-	}
-	if p.MaxEmitBytes != nil {
-		l.MaxEmitBytes = *p.MaxEmitBytes
 	}
 	return l
 }

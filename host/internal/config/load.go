@@ -229,7 +229,16 @@ func (c *checker) table(key string, t reflect.Type, m map[string]any) map[string
 	return out
 }
 
+// removedKeys explain keys that earlier versions knew.
+var removedKeys = map[string]string{
+	"max_idle_instances": "removed with plugin runtime 2: instances now follow demand and close when idle (see min_instances and idle_timeout)",
+}
+
 func (c *checker) unknownKey(key, name string, fields map[string]reflect.StructField) {
+	if why, ok := removedKeys[name]; ok {
+		c.probs.add(key, "%s", why)
+		return
+	}
 	known := make([]string, 0, len(fields))
 	for k := range fields {
 		known = append(known, k)

@@ -49,6 +49,9 @@ func (c *Config) problems() Problems {
 	positiveSize(&ps, "server.max_body_bytes", s.MaxBodyBytes)
 	positiveDuration(&ps, "server.shutdown_timeout", s.ShutdownTimeout)
 	positiveDuration(&ps, "server.read_timeout", s.ReadTimeout)
+	if s.WriteTimeout < 0 {
+		ps.add("server.write_timeout", "must be 0 (never drop a slow client) or more, got %s", s.WriteTimeout)
+	}
 
 	switch {
 	case c.Auth.AdminKeyEnv == "":
@@ -187,6 +190,8 @@ func limitIssues(l Limits) []limitIssue {
 	}{
 		{"request_timeout", l.RequestTimeout},
 		{"upstream_timeout", l.UpstreamTimeout},
+		{"callback_timeout", l.CallbackTimeout},
+		{"idle_timeout", l.IdleTimeout},
 	} {
 		if d.v <= 0 {
 			add(d.key, "must be greater than 0, got "+d.v.String())
@@ -198,6 +203,7 @@ func limitIssues(l Limits) []limitIssue {
 	}{
 		{"max_upstream_body_bytes", l.MaxUpstreamBodyBytes},
 		{"max_emit_bytes", l.MaxEmitBytes},
+		{"stream_buffer_bytes", l.StreamBufferBytes},
 	} {
 		if s.v <= 0 {
 			add(s.key, "must be greater than 0, got "+strconv.FormatInt(int64(s.v), 10))
@@ -209,13 +215,16 @@ func limitIssues(l Limits) []limitIssue {
 	}{
 		{"max_http_handles", l.MaxHTTPHandles},
 		{"max_instances", l.MaxInstances},
-		{"max_idle_instances", l.MaxIdleInstances},
+		{"max_streams_per_instance", l.MaxStreamsPerInstance},
 		{"recycle_after_calls", l.RecycleAfterCalls},
 		{"recycle_after_pages", l.RecycleAfterPages},
 	} {
 		if n.v <= 0 {
 			add(n.key, "must be greater than 0, got "+strconv.Itoa(n.v))
 		}
+	}
+	if l.MinInstances < 0 || l.MinInstances > l.MaxInstances {
+		add("min_instances", "must be between 0 and max_instances ("+strconv.Itoa(l.MaxInstances)+"), got "+strconv.Itoa(l.MinInstances), "max_instances")
 	}
 	if memoryOK && l.RecycleAfterPages > l.MemoryPages {
 		add("recycle_after_pages", "must not exceed memory_pages ("+strconv.Itoa(l.MemoryPages)+

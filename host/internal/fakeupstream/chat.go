@@ -423,6 +423,14 @@ func (s *Server) streamBody(c *chunkStream, req *chatRequest, a *chatAnswer, chu
 	if !c.choice(deltaRoleText, "") {
 		return streamClientGone
 	}
+	if req.Model == ModelEndlessStream {
+		delta := append([]byte(`{"content":"`), bytes.Repeat([]byte("x"), 1000)...)
+		delta = append(delta, `"}`...)
+		for c.choice(delta, "") {
+			s.endless.Add(int64(len(c.buf)))
+		}
+		return streamClientGone
+	}
 	delta := make([]byte, 0, 32+len(a.text)/chunks+len(a.text)/(8*chunks))
 	for i, part := range splitText(a.text, chunks) {
 		if i == 2 && req.Model == ModelStreamErrorMidway {

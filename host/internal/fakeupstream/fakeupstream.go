@@ -56,6 +56,10 @@ const (
 	ModelSlowStream = "slow-stream"
 	// ModelBigOutput replies with BigOutputSize bytes of text.
 	ModelBigOutput = "big-output"
+	// ModelEndlessStream, when streaming, sends content chunks of about
+	// 1 KiB as fast as the connection takes them, until the client goes
+	// away; EndlessBytes counts what it wrote.
+	ModelEndlessStream = "endless-stream"
 )
 
 // ImagePath serves ImagePNG (image/png) without any credentials, as a
@@ -123,6 +127,7 @@ type Server struct {
 
 	seq      atomic.Uint64
 	canceled atomic.Int64
+	endless  atomic.Int64 // bytes written by endless streams
 
 	// Tokens reported in chat answers: see Usage.
 	promptReported, completionReported atomic.Int64
@@ -203,6 +208,10 @@ func (s *Server) Requests() []Recorded {
 // slow-headers model was still waiting. Streams cut by the server itself
 // (stream-error-midway, Close) are not counted.
 func (s *Server) Canceled() int64 { return s.canceled.Load() }
+
+// EndlessBytes is the number of bytes the endless-stream model has written
+// (accepted by the connection) so far, over all its streams.
+func (s *Server) EndlessBytes() int64 { return s.endless.Load() }
 
 // Usage returns the prompt and completion tokens the server has reported
 // in chat usage objects: those of non-stream answers, and those of the

@@ -2,10 +2,19 @@ package plugin
 
 import "time"
 
-// SetReapInterval shortens the idle reaper's period for a test; pools made
-// afterwards use it.
-func SetReapInterval(d time.Duration) (restore func()) {
-	old := reapInterval
-	reapInterval = d
-	return func() { reapInterval = old }
+// SetTick shortens the scheduler's period (idle instances, the callback
+// rate) for a test; schedulers made afterwards use it.
+func SetTick(d time.Duration) (restore func()) {
+	old := tick
+	tick = d
+	return func() { tick = old }
+}
+
+// HostFuncNames lists the names with an implementation.
+func HostFuncNames() []string {
+	names := make([]string, 0, len(hostFuncs))
+	for n := range hostFuncs {
+		names = append(names, n)
+	}
+	return names
 }

@@ -1,7 +1,6 @@
 package plugin
 
 import (
-	"context"
 	"encoding/binary"
 	"sync"
 	"unsafe"
@@ -12,7 +11,7 @@ import (
 	"github.com/llm-proxy/llm-proxy/sdk/rawjson"
 )
 
-// hostJSONTape is json_tape(buf, len, tape, cap) (ABI 1.1): it indexes the
+// hostJSONTape is json_tape(buf, len, tape, cap): it indexes the
 // JSON document in [buf, buf+len) natively and writes its tape, 16 bytes
 // per entry (sdk/rawjson), at [tape, tape+cap) when it fits. It returns the
 // number of entries either way, StatusMalformed for input that is not one
@@ -22,25 +21,25 @@ import (
 // before the patched runtime counted its deadline checks down, an exit to
 // the host per loop iteration); with the tape it pays per value.
 // RATIONALE.md has the figures.
-func hostJSONTape(_ context.Context, mod api.Module, _ *callState, a []uint64) int32 {
-	data, ok := view(mod, uint32(a[0]), uint32(a[1]))
+func hostJSONTape(_ *worker, mod api.Module, a []uint64) abi.Status {
+	data, ok := view(mod, a[0], a[1])
 	if !ok {
-		return int32(abi.StatusInvalid)
+		return abi.StatusInvalid
 	}
 	s := tapeScratch.Get().(*tapeBufs)
 	defer tapeScratch.Put(s)
 	var err error
 	s.words, err = rawjson.AppendTape(s.words[:0], data)
 	if err != nil {
-		return int32(abi.StatusMalformed)
+		return abi.StatusMalformed
 	}
 	n := len(s.words) / rawjson.EntryWords
 	if len(s.words)*4 <= int(uint32(a[3])) {
 		if !mod.Memory().Write(uint32(a[2]), tapeBytes(s)) {
-			return int32(abi.StatusInvalid)
+			return abi.StatusInvalid
 		}
 	}
-	return int32(n)
+	return abi.Status(n)
 }
 
 // tapeBytes is the tape as little-endian bytes: the words' own memory on a

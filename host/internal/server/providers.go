@@ -138,19 +138,24 @@ func (s *Server) testProvider(c *fiber.Ctx) error {
 		}
 		return fail(apierror.New(fiber.StatusServiceUnavailable, "provider_not_served", msg), 0)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), providerTestTimeout)
-	defer cancel()
 	r := &request{id: newRequestID(), keyID: keyID(c), start: time.Now(), op: abi.OpModels, provider: p}
-	sink := &bufferSink{}
-	cerr := s.call(ctx, r, nil, sink, nil)
+	sink := newBufferSink()
+	st, cerr := s.open(r, nil, sink)
+	if cerr != nil {
+		return fail(cerr, time.Since(r.start))
+	}
+	timer := time.NewTimer(providerTestTimeout)
+	defer timer.Stop()
+	select {
+	case <-sink.done:
+	case <-timer.C:
+		st.Cancel()
+		<-sink.done
+		return fail(apierror.New(fiber.StatusGatewayTimeout, "provider_timeout", "The provider did not answer within "+providerTestTimeout.String()+"."), time.Since(r.start))
+	}
 	latency := time.Since(r.start)
-	switch {
-	case cerr != nil:
-		return fail(cerr, latency)
-	case sink.fail != nil:
-		return fail(sink.fail, latency)
-	case sink.body == nil:
-		return fail(apierror.New(fiber.StatusBadGateway, "plugin_no_response", "The provider plugin returned no response."), latency)
+	if err := sink.outcome(); err != nil {
+		return fail(err, latency)
 	}
 	models := []string{}
 	for _, id := range gjson.GetBytes(sink.body, "data.#.id").Array() {

@@ -85,7 +85,10 @@ type Options struct {
 	// Settings answers /api/settings; optional.
 	Settings    SettingsStore
 	ReadTimeout time.Duration
-	Logger      *slog.Logger
+	// WriteTimeout drops a streaming client that reads nothing for this
+	// long while output waits for it; 0 never drops one.
+	WriteTimeout time.Duration
+	Logger       *slog.Logger
 }
 
 // Server serves the API.
@@ -94,7 +97,9 @@ type Server struct {
 	opts     Options
 	log      *slog.Logger
 	adminKey [32]byte
-	inFlight atomic.Int64 // /v1 requests begun and not yet logged
+	// writeTimeout is Options.WriteTimeout.
+	writeTimeout time.Duration
+	inFlight     atomic.Int64 // /v1 requests begun and not yet logged
 	// logBodyBytes is how much of each /v1 body the request log keeps; 0
 	// keeps none. It changes at run time with the body logging setting.
 	logBodyBytes atomic.Int64
@@ -115,7 +120,7 @@ func New(o Options) *Server {
 	if o.MaxBodyBytes == 0 {
 		o.MaxBodyBytes = 4 << 20
 	}
-	s := &Server{opts: o, log: o.Logger, adminKey: sha256.Sum256([]byte(o.AdminKey))}
+	s := &Server{opts: o, log: o.Logger, adminKey: sha256.Sum256([]byte(o.AdminKey)), writeTimeout: o.WriteTimeout}
 	s.logBodyBytes.Store(int64(o.LogBodyBytes))
 	s.app = fiber.New(fiber.Config{
 		AppName:               "llm-proxy",

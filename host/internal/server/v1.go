@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -21,7 +20,6 @@ import (
 	"github.com/llm-proxy/llm-proxy/host/internal/requestlog"
 	"github.com/llm-proxy/llm-proxy/host/internal/router"
 	"github.com/llm-proxy/llm-proxy/sdk/abi"
-	"github.com/llm-proxy/llm-proxy/sdk/sse"
 )
 
 // request is one /v1 call on its way through the proxy; it becomes the
@@ -54,8 +52,12 @@ func (b *bodies) keepResponse(body []byte) {
 	b.resp, b.respSize = bodylog.Keep(body, b.max), len(body)
 }
 
-// appendResponse adds bytes sent to a streaming client.
+// appendResponse adds bytes sent to a streaming client; a nil b (body
+// logging off) keeps nothing.
 func (b *bodies) appendResponse(d []byte) {
+	if b == nil {
+		return
+	}
 	b.respSize += len(d)
 	if room := b.max - len(b.resp); room > 0 {
 		b.resp = append(b.resp, d[:min(room, len(d))]...)
@@ -195,23 +197,22 @@ func (s *Server) handle(c *fiber.Ctx, op abi.Op) error {
 			}
 		}
 	}
+	// The plugin stream may outlive this handler (a client that leaves a
+	// stream does not wait for its end): it gets its own copy rather than
+	// rely on how long fasthttp keeps the request buffer.
+	if &unified[0] == &body[0] {
+		unified = bytes.Clone(unified)
+	}
 	if stream {
-		// The plugin's goroutine outlives this handler: give it its own copy
-		// rather than rely on how long fasthttp keeps the request buffer.
-		if &unified[0] == &body[0] {
-			unified = bytes.Clone(unified)
-		}
 		return s.stream(c, r, unified)
 	}
-	sink := &bufferSink{}
-	cerr := s.call(context.Background(), r, unified, sink, nil)
-	switch {
-	case cerr != nil:
-		return s.finish(c, r, cerr)
-	case sink.fail != nil:
-		return s.finish(c, r, sink.fail)
-	case sink.body == nil:
-		return s.finish(c, r, apierror.New(fiber.StatusBadGateway, "plugin_no_response", "The provider plugin returned no response."))
+	sink := newBufferSink()
+	if _, err := s.open(r, unified, sink); err != nil {
+		return s.finish(c, r, err)
+	}
+	<-sink.done
+	if err := sink.outcome(); err != nil {
+		return s.finish(c, r, err)
 	}
 	if sink.usage != nil {
 		r.usage.set(sink.usage)
@@ -229,38 +230,34 @@ func (s *Server) handle(c *fiber.Ctx, op abi.Op) error {
 	return s.finish(c, r, nil)
 }
 
-// call runs the operation on the provider's plugin. A version retired
-// between lookup and call (a hot reload) is retried on its successor.
-func (s *Server) call(ctx context.Context, r *request, unified []byte, sink plugin.Sink, gone <-chan struct{}) *apierror.Error {
+// open starts the operation on the provider's plugin; the outcome reaches
+// sink. A version retired between lookup and start (a hot reload) is
+// retried on its successor: nothing of the stream ran on it.
+func (s *Server) open(r *request, unified []byte, sink plugin.Sink) (*plugin.Stream, *apierror.Error) {
 	for attempt := 0; ; attempt++ {
 		v, err := s.opts.Plugins.Lookup(r.provider.Plugin)
 		if err != nil {
-			return apierror.New(fiber.StatusServiceUnavailable, "plugin_not_loaded",
+			return nil, apierror.New(fiber.StatusServiceUnavailable, "plugin_not_loaded",
 				"The plugin '"+r.provider.Plugin+"' of provider '"+r.provider.Name+"' is not loaded.")
 		}
 		r.version = v
 		if capability := capabilityOf(r.op); !v.Manifest.Has(capability) {
-			return apierror.New(fiber.StatusBadRequest, "unsupported_operation",
+			return nil, apierror.New(fiber.StatusBadRequest, "unsupported_operation",
 				"Provider '"+r.provider.Name+"' does not support "+capability+".")
 		}
-		err = v.Call(ctx, &plugin.Invocation{
+		st, err := v.Open(plugin.Invocation{
 			Op: r.op, Request: unified, Config: r.provider.GuestConfig,
-			Egress: r.provider.Egress, Sink: sink, ClientGone: gone,
+			Egress: r.provider.Egress, Sink: sink,
 		})
 		switch {
 		case err == nil:
-			return nil
+			return st, nil
 		case errors.Is(err, plugin.ErrRetired) && attempt < 3:
 			continue
 		case errors.Is(err, plugin.ErrBusy):
-			return apierror.New(fiber.StatusServiceUnavailable, "plugin_busy", "The provider plugin has no free instance; retry shortly.")
-		case errors.Is(err, plugin.ErrTimeout):
-			return apierror.New(fiber.StatusGatewayTimeout, "plugin_timeout", "The provider did not finish within the request deadline.")
-		case errors.Is(err, plugin.ErrOutputLimit):
-			return apierror.New(fiber.StatusBadGateway, "plugin_output_limit", "The provider plugin exceeded its output limit.")
-		default:
-			return apierror.New(fiber.StatusBadGateway, "plugin_failed", "The provider plugin failed while handling the request.")
+			return nil, apierror.New(fiber.StatusServiceUnavailable, "plugin_busy", "Every instance of the provider plugin is full; retry shortly.")
 		}
+		return nil, apierror.New(fiber.StatusBadGateway, "plugin_failed", "The provider plugin failed while handling the request.")
 	}
 }
 
@@ -274,19 +271,6 @@ func capabilityOf(op abi.Op) string {
 		return abi.CapModels
 	}
 	return abi.CapChat
-}
-
-// bufferSink keeps a non-streamed answer.
-type bufferSink struct {
-	body, usage []byte
-	fail        *apierror.Error
-}
-
-func (b *bufferSink) Chunk([]byte) bool { return false }
-func (b *bufferSink) Body(d []byte)     { b.body = append(make([]byte, 0, len(d)), d...) }
-func (b *bufferSink) Usage(d []byte)    { b.usage = append([]byte(nil), d...) }
-func (b *bufferSink) Fail(status int, body []byte, retryAfter string) {
-	b.fail = apierror.FromPlugin(status, body, retryAfter)
 }
 
 // finish writes err (if any) and logs the request.
@@ -377,153 +361,34 @@ func (s *Server) getModel(c *fiber.Ctx) error {
 	return apierror.New(fiber.StatusNotFound, "model_not_found", "The model '"+id+"' does not exist or is not served by this proxy.").WithParam("model")
 }
 
-// streamSink writes a plugin's events to the client. Until the response
-// has started it holds the first event; once fasthttp hands over the
-// response writer, the plugin's goroutine writes and flushes each event
-// itself, with no goroutine hop per chunk.
-type streamSink struct {
-	r        *request
-	started  chan struct{}      // closed at the first event
-	attach   chan *bufio.Writer // the response writer, once the response started
-	gone     chan struct{}      // closed when the client is gone or never attached
-	goneOnce sync.Once
-	w        *bufio.Writer
-	buf      []byte
-	first    bool
-	usage    []byte
-	fail     *apierror.Error
-}
-
-// usageKey finds a "usage" member whose value is an object; most chunks
-// have none or "usage":null, so this is a byte search before any parsing.
-var usageKey = []byte(`"usage"`)
-
-func hasUsageObject(d []byte) bool {
-	i := bytes.Index(d, usageKey)
-	if i < 0 {
-		return false
-	}
-	rest := bytes.TrimLeft(d[i+len(usageKey):], " \t\r\n")
-	if len(rest) == 0 || rest[0] != ':' {
-		return true // not a plain member: let the parser decide
-	}
-	rest = bytes.TrimLeft(rest[1:], " \t\r\n")
-	return len(rest) > 0 && rest[0] == '{'
-}
-
-func (s *streamSink) Chunk(d []byte) bool {
-	if hasUsageObject(d) {
-		if u := gjson.GetBytes(d, "usage"); u.IsObject() {
-			s.usage = append(s.usage[:0], u.Raw...)
-			// The usage-only chunk the proxy asked for on the client's behalf.
-			if !s.r.includeUsage {
-				if ch := gjson.GetBytes(d, "choices"); ch.IsArray() && len(ch.Array()) == 0 {
-					return true
-				}
-			}
-		}
-	}
-	s.buf = sse.AppendData(s.buf[:0], d)
-	if !s.first {
-		s.first = true
-		s.r.ttfb = time.Since(s.r.start)
-		close(s.started)
-		select {
-		case s.w = <-s.attach:
-		case <-s.gone:
-			return false
-		}
-	}
-	return s.write(s.buf)
-}
-
-func (s *streamSink) write(ev []byte) bool {
-	if _, err := s.w.Write(ev); err != nil || s.w.Flush() != nil {
-		s.clientGone()
-		return false
-	}
-	if s.r.bodies != nil {
-		s.r.bodies.appendResponse(ev)
-	}
-	return true
-}
-
-func (s *streamSink) clientGone() { s.goneOnce.Do(func() { close(s.gone) }) }
-
-func (s *streamSink) isGone() bool {
-	select {
-	case <-s.gone:
-		return true
-	default:
-		return false
-	}
-}
-
-func (s *streamSink) Body([]byte)    {}
-func (s *streamSink) Usage(d []byte) { s.usage = append(s.usage[:0], d...) }
-func (s *streamSink) Fail(status int, body []byte, retryAfter string) {
-	s.fail = apierror.FromPlugin(status, body, retryAfter)
-}
-
-var doneEvent = []byte("data: [DONE]\n\n")
-
-// stream runs a streaming call on its own goroutine. The response status is
-// chosen when the first event or the end of the call arrives: an upstream
-// error before the first byte keeps its status; one after it becomes an
-// error event followed by a clean end.
+// stream serves a streaming call. The response status is chosen when the
+// first event or the end of the stream arrives: an upstream error before
+// the first byte keeps its status; one after it becomes an error event
+// followed by a clean end (writeStream).
 func (s *Server) stream(c *fiber.Ctx, r *request, unified []byte) error {
-	sink := &streamSink{r: r, started: make(chan struct{}), attach: make(chan *bufio.Writer), gone: make(chan struct{})}
-	done := make(chan *apierror.Error, 1) // the call's outcome, before the response started
-	finished := make(chan struct{})       // the call and its tail were written
-	go func() {
-		err := s.call(context.Background(), r, unified, sink, sink.gone)
-		if err == nil && sink.fail == nil && !sink.first {
-			err = apierror.New(fiber.StatusBadGateway, "plugin_no_response", "The provider plugin returned no response.")
-		}
-		if err == nil {
-			err = sink.fail
-		}
-		if !sink.first {
-			done <- err
-			return
-		}
-		// The response has started (or the client left while it was
-		// starting): finish it here, on the goroutine that wrote it.
-		status := fiber.StatusOK
-		switch {
-		case sink.isGone():
-			status = 499
-		case err != nil:
-			status = err.Status
-			if sink.write(sse.AppendData(sink.buf[:0], err.JSON())) {
-				sink.write(doneEvent)
-			}
-		default:
-			sink.write(doneEvent)
-		}
-		if sink.usage != nil {
-			r.usage.set(sink.usage)
-		}
-		s.logRequest(r, status, err)
-		close(finished)
-	}()
-	select {
-	case <-sink.started:
-	case err := <-done:
+	sink := newStreamSink(r)
+	st, err := s.open(r, unified, sink)
+	if err != nil {
 		return s.finish(c, r, err)
+	}
+	<-sink.decided
+	if started, end := sink.started(); !started {
+		e := endError(end)
+		if e == nil {
+			e = errNoResponse()
+		}
+		return s.finish(c, r, e)
 	}
 	c.Set(fiber.HeaderContentType, "text/event-stream")
 	c.Set(fiber.HeaderCacheControl, "no-cache")
 	c.Set(fiber.HeaderConnection, "keep-alive")
 	c.Set("X-Accel-Buffering", "no")
 	c.Status(fiber.StatusOK)
-	// fasthttp runs this on a goroutine of its own as soon as it is set, and
-	// copies what it writes to the connection; it is always called, so the
-	// plugin's goroutine never waits for a writer in vain.
-	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
-		sink.attach <- w
-		<-finished
-	})
+	conn := c.Context().Conn()
+	// fasthttp runs this on a goroutine of its own once the handler
+	// returns, and copies what it writes to the connection; it is always
+	// called.
+	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) { s.writeStream(w, conn, sink, st, r) })
 	return nil
 }
 

