@@ -31,6 +31,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -38,6 +39,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -108,6 +110,7 @@ type bench struct {
 	self     string
 	sz       sizes
 	quick    bool
+	only     string // run one part (see the -only flag)
 	log      func(format string, a ...any)
 	adminKey string
 
@@ -124,6 +127,7 @@ func runBench(args []string) error {
 	quick := fs.Bool("quick", false, "smaller request counts (about 30 s instead of about 2-3 min)")
 	out := fs.String("o", "", "also write the Markdown report to this file")
 	rootFlag := fs.String("root", "", "repository root holding bin/ (default: found from the working directory)")
+	only := fs.String("only", "", `run one part: "concurrency" (many streams, idle memory, cold start) or "" for everything`)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -185,7 +189,7 @@ func runBench(args []string) error {
 
 	b := &bench{
 		ctx: ctx, sup: sup, root: root, tmp: tmp, self: self, quick: *quick,
-		sz:  fullSizes,
+		sz: fullSizes, only: *only,
 		log: func(format string, a ...any) { fmt.Fprintf(os.Stderr, "# "+format+"\n", a...) },
 	}
 	if *quick {
@@ -281,7 +285,15 @@ var providerPlugins = []struct{ name, model string }{
 // quote makes a TOML basic string.
 func quote(s string) string { return strconv.Quote(s) }
 
-func proxyConfig(port int, pluginsDir, cacheDir, upstreamURL string) string {
+// proxyConfig is llm-proxy's config for the run; paced maps model names to
+// the base URL of a paced fake upstream, each served as a provider of its
+// own through the openai plugin.
+func proxyConfig(port int, pluginsDir, cacheDir, upstreamURL string, paced map[string]string) string {
+	var extra strings.Builder
+	for _, model := range slices.Sorted(maps.Keys(paced)) {
+		fmt.Fprintf(&extra, "\n[[providers]]\nname = %s\nplugin = \"openai\"\nbase_url = %s\nmodels = [%s]\nallow_private_network = true\n",
+			quote(model), quote(paced[model]), quote(model))
+	}
 	return fmt.Sprintf(`# Written by llm-proxy-bench.
 [server]
 listen = %s
@@ -333,7 +345,7 @@ allow_private_network = true
 `, quote(fmt.Sprintf("127.0.0.1:%d", port)), quote(pluginsDir), quote(cacheDir),
 		quote(filepath.Join(filepath.Dir(pluginsDir), "llm-proxy.db")), quote(upstreamURL),
 		quote(strings.TrimSuffix(upstreamURL, "/v1")), quote(anthropicModel),
-		quote(strings.TrimSuffix(upstreamURL, "/v1")+"/v1beta"), quote(geminiModel))
+		quote(strings.TrimSuffix(upstreamURL, "/v1")+"/v1beta"), quote(geminiModel)) + extra.String()
 }
 
 func (b *bench) run(proxyBin, pluginWasm string) error {
@@ -378,6 +390,18 @@ func (b *bench) run(proxyBin, pluginWasm string) error {
 	}
 	bareBase := "http://" + addr
 
+	// The paced upstreams of the concurrency figures, each with a bare
+	// proxy of its own, before llm-proxy's config names them.
+	p250, err := b.startPaced(250 * time.Millisecond)
+	if err != nil {
+		return err
+	}
+	p2s, err := b.startPaced(2 * time.Second)
+	if err != nil {
+		return err
+	}
+	paced := map[string]string{"paced-250ms": p250.url, "paced-2s": p2s.url}
+
 	b.pluginsDir = filepath.Join(b.tmp, "plugins")
 	if err := os.MkdirAll(b.pluginsDir, 0o755); err != nil {
 		return err
@@ -390,7 +414,7 @@ func (b *bench) run(proxyBin, pluginWasm string) error {
 		return err
 	}
 	cfgPath := filepath.Join(b.tmp, "config.toml")
-	if err := os.WriteFile(cfgPath, []byte(proxyConfig(port, b.pluginsDir, cacheDir, upstreamURL)), 0o644); err != nil {
+	if err := os.WriteFile(cfgPath, []byte(proxyConfig(port, b.pluginsDir, cacheDir, upstreamURL, paced)), 0o644); err != nil {
 		return err
 	}
 	b.adminKey = randomKey()
@@ -421,6 +445,13 @@ func (b *bench) run(proxyBin, pluginWasm string) error {
 		{title: "llm-proxy", url: proxyBase + "/v1/chat/completions", proc: b.proxy, client: newClient(), apiKey: b.adminKey},
 	}
 	f.titles = []string{b.targets[0].title, b.targets[1].title, b.targets[2].title}
+
+	if b.only == "concurrency" {
+		if err := b.runConcurrency(proxyBase, p250, p2s); err != nil {
+			return b.failed(err)
+		}
+		return b.failed2(b.measureIdle(proxyBin, filepath.Dir(pluginWasm), upstreamURL))
+	}
 
 	// 3. One request of each kind per path, then a warm-up. It grows
 	// llm-proxy's instance pool to the highest concurrency used below and
@@ -562,6 +593,15 @@ func (b *bench) run(proxyBin, pluginWasm string) error {
 	if _, err := b.targets[2].do(ctx, b.targets[2].body(false), false); err != nil {
 		return b.failed(fmt.Errorf("request after the reloads: %w", err))
 	}
+
+	// 8. Many long streams at once, then a proxy with every plugin at
+	// rest.
+	if err := b.runConcurrency(proxyBase, p250, p2s); err != nil {
+		return b.failed(err)
+	}
+	if err := b.measureIdle(proxyBin, filepath.Dir(pluginWasm), upstreamURL); err != nil {
+		return b.failed(err)
+	}
 	if c := b.sup.firstExited(); c != nil {
 		return fmt.Errorf("a process died during the run\n%s", c.describe())
 	}
@@ -580,6 +620,14 @@ func (b *bench) ourTicks() (uint64, error) {
 		sum += v
 	}
 	return sum, nil
+}
+
+// failed2 is failed for an error that may be nil.
+func (b *bench) failed2(err error) error {
+	if err == nil {
+		return nil
+	}
+	return b.failed(err)
 }
 
 // failed adds the output of any child that died to err.

@@ -106,11 +106,11 @@ type pluginInfo struct {
 	LoadedAt  *time.Time `json:"loaded_at"`
 	LastError string     `json:"last_error"`
 	Instances struct {
-		Idle      int   `json:"idle"`
-		Busy      int   `json:"busy"`
+		Instances int   `json:"instances"`
+		Streams   int   `json:"streams"`
 		Created   int64 `json:"created"`
 		Discarded int64 `json:"discarded"`
-		Calls     int64 `json:"calls"`
+		Callbacks int64 `json:"callbacks"`
 		Failures  int64 `json:"failures"`
 	} `json:"instances"`
 }

@@ -38,6 +38,7 @@ type figures struct {
 	instancesBefore, instancesAfter         int64 // live llm-proxy plugin instances around the memory test
 
 	plugins pluginRuns
+	conc    concFigures
 }
 
 // fmtDur prints a duration with a unit suited to its size.
@@ -101,6 +102,14 @@ func (t *table) perTarget(label string, n int, cell func(i int) string) {
 }
 
 func (b *bench) report() string {
+	if b.only == "concurrency" {
+		return b.header() + b.concReport()
+	}
+	return b.header() + b.mainReport() + b.concReport()
+}
+
+// header is the report's title and the run's conditions.
+func (b *bench) header() string {
 	f := &b.fig
 	var out strings.Builder
 	mode := "full"
@@ -112,6 +121,13 @@ func (b *bench) report() string {
 	fmt.Fprintf(&out, "- Go: %s; proxy: %s; date: %s; run took %s\n", f.goVersion, orDash(f.proxyVersion), f.date, f.elapsed.Round(time.Second))
 	fmt.Fprintf(&out, "- Load generator, upstream and proxies share the same %d CPU(s); CPU times come from /proc/PID/stat (%d ticks/s), memory from VmRSS.\n", f.machine.CPUs, f.clkTck)
 	fmt.Fprintf(&out, "- Other activity: load average %s when the run began; other processes used %.2f CPUs on average during the measurements%s.\n\n", f.loadAvg, f.otherLoad, noisy(f.otherLoad))
+	return out.String()
+}
+
+// mainReport is the table of per-request costs, latency, memory and reload.
+func (b *bench) mainReport() string {
+	f := &b.fig
+	var out strings.Builder
 
 	n := len(f.titles)
 	var t table
@@ -190,7 +206,7 @@ func (b *bench) report() string {
 	fmt.Fprintf(&out, "- Requests per path, direct / bare / llm-proxy (each run lasts at least %s for CPU, %s for latency): CPU %s non-stream and %s streams at c=%d; latency %s at c=1 and %s at c=32; TTFB %s streams at c=1; after a warm-up of %d requests and %d streams at c=32.\n",
 		f.sz.cpuDur, f.sz.latDur, counts(f.cpuChat), counts(f.cpuStream), conc, counts(f.latC1), counts(f.latC32), counts(f.ttfb), f.sz.warmChat, f.sz.warmStream)
 	fmt.Fprintf(&out, "- Streams carry 20 content chunks and ask for usage; SSE events per stream (direct / bare / llm-proxy): %s.\n", joinInts(f.events))
-	fmt.Fprintf(&out, "- Memory streams use the fake's slow-stream model (a chunk every 50 ms) and are dropped after %s of samples. llm-proxy's RSS was %s right after /readyz (one plugin instance). It had %d live plugin instances after the warm-up and %d after the %d streams (idle instances beyond max_idle_instances are closed only after 30-60 s unused, so they are all still there)%s.\n",
+	fmt.Fprintf(&out, "- Memory streams use the fake's slow-stream model (a chunk every 50 ms) and are dropped after %s of samples. llm-proxy's RSS was %s right after /readyz (one plugin instance). It had %d live plugin instances after the warm-up and %d with the %d streams open (an instance holds many streams; instances follow demand)%s.\n",
 		f.sz.hold, fmtMiB(f.rssStart), f.instancesBefore, f.instancesAfter, f.sz.openStreams, perInstance(f))
 	if f.quick {
 		fmt.Fprintf(&out, "- Quick run: the short warm-up leaves llm-proxy's plugin instances still growing their memory, so its CPU and tail-latency figures are pessimistic and vary from run to run. Use the full run for numbers to quote.\n")
