@@ -181,8 +181,9 @@ type Limits struct {
 	UpstreamTimeout Duration `koanf:"upstream_timeout"`
 	// CallbackTimeout is the deadline of one call into the plugin (a
 	// stream's start, one upstream event, ...). A callback that runs longer
-	// is a bug: its instance is closed and the streams it held fail.
-	// Default: 100ms.
+	// is a bug: its instance is closed and the streams it held fail. A
+	// callback handed a large input (the request, an upstream body) gets
+	// 100ms more per MiB of it. Default: 100ms.
 	CallbackTimeout Duration `koanf:"callback_timeout"`
 	// MaxUpstreamBodyBytes caps the upstream response bytes one request may
 	// read, over all its upstream requests. Default: 64MiB.

@@ -210,6 +210,31 @@ func TestSleepCannotOutlastItsCallback(t *testing.T) {
 	}
 }
 
+// TestLargeInputExtendsTheDeadline: a callback's deadline grows with the
+// input it is handed, so a large but valid request may take longer to read
+// than a small one without costing its instance.
+func TestLargeInputExtendsTheDeadline(t *testing.T) {
+	v := load(t, hostile, plugin.Limits{CallbackTimeout: 100 * time.Millisecond})
+	// 150 ms of work on a small request: past the 100 ms deadline.
+	if err := run(t, v, abi.OpChat, "busy").wait(t); !errors.Is(err, plugin.ErrTrap) {
+		t.Fatalf("small request: %v", err)
+	}
+	// The same work on an 8 MiB request, whose deadline is 100 ms + 8 ×
+	// DeadlinePerMiB (900 ms).
+	pad := strings.Repeat("x", 8<<20)
+	rec := newRecorder()
+	if _, err := v.Open(plugin.Invocation{Op: abi.OpChat, Request: []byte(`{"model":"busy","pad":"` + pad + `"}`),
+		Config: guestConfig("http://127.0.0.1:1"), Sink: rec}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rec.wait(t); err != nil {
+		t.Fatalf("large request: %v", err)
+	}
+	if e := rec.snapshot(); len(e) != 1 || e[0].Kind != "body" {
+		t.Fatalf("emits %v", e)
+	}
+}
+
 // TestRequestTimeout: a stream that outlives request_timeout ends with
 // ErrTimeout; its instance is unharmed.
 func TestRequestTimeout(t *testing.T) {

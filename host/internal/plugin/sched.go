@@ -100,16 +100,13 @@ func (s *scheduler) spawnLocked() *worker {
 }
 
 // remove forgets a worker that has exited.
-func (s *scheduler) remove(w *worker, failed bool) {
+func (s *scheduler) remove(w *worker) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, x := range s.workers {
 		if x == w {
 			s.workers = removeWorker(s.workers, w)
 			s.discarded.Add(1)
-			if failed {
-				s.failures.Add(1)
-			}
 			return
 		}
 	}

@@ -167,8 +167,11 @@ func (u *upstream) relayWhole(body io.Reader) abi.Status {
 	if status != abi.StatusOK {
 		return status
 	}
-	u.st.release(u)
+	// Answer before letting go of the request: released first, a callback
+	// running meanwhile could find the stream with nothing pending and end
+	// it as having no response.
 	u.st.relayBody(data)
+	u.st.release(u)
 	return statusStop
 }
 

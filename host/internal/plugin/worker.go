@@ -333,14 +333,30 @@ func (w *worker) exit() {
 	w.mu.Lock()
 	w.state = dead
 	w.mu.Unlock()
-	w.mod.Close(context.Background())
-	w.s.remove(w, false)
+	closeModule(w.mod)
+	w.s.remove(w)
+}
+
+// closeModule closes an instance's module and frees its memory. A watchdog
+// that fired just as a callback returned has marked the module closed with
+// its resources left to the call, which was already over: Close alone would
+// then see a closed module and keep them.
+func closeModule(mod api.Module) {
+	if m, ok := mod.(interface{ FailIfClosed() error }); ok {
+		_ = m.FailIfClosed()
+	}
+	mod.Close(context.Background())
 }
 
 // die ends every stream of a failed instance with err and closes it. Its
 // queued tasks are dropped; the readers waiting on them see their streams
 // end.
 func (w *worker) die(err error, failed bool) {
+	if failed {
+		// Counted before its streams see the error, so whoever reads the
+		// stats on seeing it finds the failure.
+		w.s.failures.Add(1)
+	}
 	w.mu.Lock()
 	w.state = dead
 	streams := w.streams
@@ -356,9 +372,9 @@ func (w *worker) die(err error, failed bool) {
 		w.done(st)
 	}
 	if w.mod != nil {
-		w.mod.Close(context.Background())
+		closeModule(w.mod)
 	}
-	w.s.remove(w, failed)
+	w.s.remove(w)
 }
 
 // done forgets a stream whose on_done has run (or whose instance died).
@@ -386,6 +402,9 @@ func (w *worker) run(t task) error {
 	defer signal(t.ack)
 	if st.isEnded() {
 		return nil // answered or cancelled: only on_done is still due
+	}
+	if (t.kind == tHead || t.kind == tData) && w.handles[t.u.handle] != t.u {
+		return nil // the guest closed the request after this was queued
 	}
 	var err error
 	switch t.kind {
@@ -448,9 +467,10 @@ func (w *worker) call(fn int, st *Stream, args ...uint64) error {
 	// The deadline: the instance's watchdog, armed for this callback. w.ctx
 	// is never done, so wazero watches no context (a goroutine per call);
 	// the watchdog interrupts the guest instead.
-	w.deadline.Store(int64(time.Since(epoch) + w.v.limits.CallbackTimeout))
+	limit := callbackDeadline(w.v.limits.CallbackTimeout, inputLen(fn, st, w.data))
+	w.deadline.Store(int64(time.Since(epoch) + limit))
 	w.running.Store(true)
-	w.watchdog.Reset(w.v.limits.CallbackTimeout)
+	w.watchdog.Reset(limit)
 	err := f.CallWithStack(w.ctx, w.stack)
 	w.running.Store(false)
 	w.watchdog.Stop()
@@ -459,14 +479,43 @@ func (w *worker) call(fn int, st *Stream, args ...uint64) error {
 		var exit *sys.ExitError
 		if errors.As(err, &exit) && (exit.ExitCode() == sys.ExitCodeDeadlineExceeded || exit.ExitCode() == sys.ExitCodeContextCanceled) ||
 			errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Errorf("%w: %s ran past its %s deadline", ErrTrap, exportOrder[fn], w.v.limits.CallbackTimeout)
+			return fmt.Errorf("%w: %s ran past its %s deadline", ErrTrap, exportOrder[fn], limit)
 		}
 		return fmt.Errorf("%w: %s: %v", ErrTrap, exportOrder[fn], firstLine(err.Error()))
 	}
 	if r := int32(w.stack[0]); r != 0 {
 		return fmt.Errorf("%w: %s returned %d", ErrTrap, exportOrder[fn], r)
 	}
+	if w.mod.IsClosed() {
+		// The watchdog fired as the callback returned: the module is closed
+		// and cannot run the next one.
+		return fmt.Errorf("%w: %s ran up to its %s deadline", ErrTrap, exportOrder[fn], limit)
+	}
 	return nil
+}
+
+// DeadlinePerMiB is added to a callback's deadline for each MiB of input it
+// is handed (the request for llmproxy_on_start, the data for
+// llmproxy_on_http_data and llmproxy_on_image). Parsing scales with the
+// input: a translating plugin written in Go reads a 4 MiB request in about
+// 100-170 ms on the reference machine, and a large but valid request must
+// not cost the instance's other streams.
+const DeadlinePerMiB = 100 * time.Millisecond
+
+// callbackDeadline is the deadline of a callback handed n bytes.
+func callbackDeadline(base time.Duration, n int) time.Duration {
+	return base + time.Duration(int64(DeadlinePerMiB)*int64(n)>>20)
+}
+
+// inputLen is the size of what callback fn is handed to read.
+func inputLen(fn int, st *Stream, data []byte) int {
+	switch fn {
+	case fnStart:
+		return len(st.inv.Request)
+	case fnData, fnImage:
+		return len(data)
+	}
+	return 0
 }
 
 // recycleIfWorn stops placing streams on an instance that ran many

@@ -130,6 +130,12 @@ func misbehave(s *sdk.Stream) error {
 		s4 := rawDataRead(bad, 10)
 		return s.Fail(500, []byte("statuses "+strconv.Itoa(int(s1))+" "+strconv.Itoa(int(s2))+" "+
 			strconv.Itoa(int(s3))+" "+strconv.Itoa(int(s4))))
+	case "busy":
+		// Works for 150 ms of wall time (as a parser handed a large
+		// request might), then answers.
+		for start := time.Now(); time.Since(start) < 150*time.Millisecond; {
+		}
+		return s.EmitBody([]byte(whoami() + `}`))
 	case "silent":
 		return nil
 	case "tape":
