@@ -183,7 +183,8 @@ type Limits struct {
 	// stream's start, one upstream event, ...). A callback that runs longer
 	// is a bug: its instance is closed and the streams it held fail. A
 	// callback handed a large input (the request, an upstream body) gets
-	// 100ms more per MiB of it. Default: 100ms.
+	// 100ms more per MiB of it. It counts CPU time on Linux, wall time
+	// elsewhere, with wall time capped at 50 times it. Default: 100ms.
 	CallbackTimeout Duration `koanf:"callback_timeout"`
 	// MaxUpstreamBodyBytes caps the upstream response bytes one request may
 	// read, over all its upstream requests. Default: 64MiB.

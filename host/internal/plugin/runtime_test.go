@@ -215,8 +215,9 @@ func TestSleepCannotOutlastItsCallback(t *testing.T) {
 // than a small one without costing its instance.
 func TestLargeInputExtendsTheDeadline(t *testing.T) {
 	v := load(t, hostile, plugin.Limits{CallbackTimeout: 100 * time.Millisecond})
-	// 150 ms of work on a small request: past the 100 ms deadline.
-	if err := run(t, v, abi.OpChat, "busy").wait(t); !errors.Is(err, plugin.ErrTrap) {
+	// 1.5 s of work on a small request: past the 100 ms deadline (of CPU
+	// time, which a busy machine could stretch, though not tenfold).
+	if err := run(t, v, abi.OpChat, "busy-long").wait(t); !errors.Is(err, plugin.ErrTrap) {
 		t.Fatalf("small request: %v", err)
 	}
 	// The same work on an 8 MiB request, whose deadline is 100 ms + 8 ×
@@ -232,6 +233,56 @@ func TestLargeInputExtendsTheDeadline(t *testing.T) {
 	}
 	if e := rec.snapshot(); len(e) != 1 || e[0].Kind != "body" {
 		t.Fatalf("emits %v", e)
+	}
+}
+
+// TestStarvedCallbackKeepsItsTime: the callback deadline counts the CPU
+// time a callback used, not the time it waited for a core. On a machine
+// saturated by other goroutines (thousands of connections opening at
+// once), a callback needing a fifth of its deadline takes several times
+// that deadline in wall time; cutting it would fail every stream on its
+// instance.
+func TestStarvedCallbackKeepsItsTime(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("per-thread CPU clocks are read on Linux only")
+	}
+	v := load(t, hostile, plugin.Limits{CallbackTimeout: 100 * time.Millisecond})
+	okChat(t, v) // the instance is up
+	// Spinners outnumbering the cores sixteen to one: the worker gets
+	// about a seventeenth of a core.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := 0; i < 16*runtime.GOMAXPROCS(0); i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for x := 0; ; x++ {
+				if x%1024 == 0 {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+				}
+			}
+		}()
+	}
+	start := time.Now()
+	rec := run(t, v, abi.OpChat, "work")
+	err := rec.wait(t)
+	wall := time.Since(start)
+	close(stop)
+	wg.Wait()
+	if err != nil {
+		t.Fatalf("a starved callback was cut after %s: %v", wall, err)
+	}
+	t.Logf("20 ms of work took %s of wall time", wall)
+	if st := v.Stats(); st.Failures != 0 || st.Created != 1 {
+		t.Fatalf("%+v", st)
+	}
+	// A spinning guest is still stopped at its deadline.
+	if err := run(t, v, abi.OpChat, "loop").wait(t); !errors.Is(err, plugin.ErrTrap) {
+		t.Fatalf("spinning guest: %v", err)
 	}
 }
 

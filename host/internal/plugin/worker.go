@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,10 +56,30 @@ type worker struct {
 	inHead  *upstream // the upstream whose head callback runs (http_body is allowed)
 	stack   []uint64
 
-	watchdog *time.Timer  // fires at the running callback's deadline
-	running  atomic.Bool  // a callback is running
-	deadline atomic.Int64 // its deadline, since epoch
+	watchdog *time.Timer // fires at the running callback's deadline
+	watch    watch       // what the watchdog needs of the running callback
 }
+
+// watch is the running callback as its watchdog sees it. The deadline is
+// CPU time where the OS counts it per thread: a callback that waits for a
+// core on a busy machine (thousands of connections opening at once) has
+// not used its time, and cutting it would fail every stream on the
+// instance. Wall time still bounds it, at wallFactor times its limit.
+type watch struct {
+	mu       sync.Mutex
+	running  bool
+	start    time.Duration // wall time it began, since epoch
+	deadline time.Duration // wall time the watchdog next looks, since epoch
+	limit    time.Duration // CPU time it may use
+	clock    threadClock   // the CPU clock of the thread running it
+	cpu0     time.Duration // that clock when it began
+	cpuOK    bool          // the clock can be read
+}
+
+// wallFactor bounds a callback's wall time as a multiple of its CPU limit.
+// A guest cannot wait (host functions do not block, and a sleep spins), so
+// a callback short of CPU time yet this late has been starved that long.
+const wallFactor = 50
 
 type workerState uint8
 
@@ -139,9 +160,29 @@ var epoch = time.Now()
 // the guest is interrupted where it is; its call returns a deadline error
 // and the instance dies.
 func (w *worker) bark() {
-	if w.running.Load() && time.Since(epoch) >= time.Duration(w.deadline.Load()) {
-		experimental.InterruptModule(w.mod, sys.ExitCodeDeadlineExceeded)
+	c := &w.watch
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Since(epoch)
+	if !c.running {
+		return
 	}
+	if now < c.deadline {
+		w.watchdog.Reset(c.deadline - now)
+		return
+	}
+	if c.cpuOK && now < c.start+c.limit*wallFactor {
+		if used, ok := c.clock.read(); ok && used-c.cpu0 < c.limit {
+			// Waited for a core rather than ran: look again once it could
+			// have used the rest of its time.
+			rest := c.limit - (used - c.cpu0)
+			c.deadline = now + rest
+			w.watchdog.Reset(rest)
+			return
+		}
+	}
+	c.running = false
+	experimental.InterruptModule(w.mod, sys.ExitCodeDeadlineExceeded)
 }
 
 func workerOf(ctx context.Context) *worker {
@@ -468,18 +509,28 @@ func (w *worker) call(fn int, st *Stream, args ...uint64) error {
 	// is never done, so wazero watches no context (a goroutine per call);
 	// the watchdog interrupts the guest instead.
 	limit := callbackDeadline(w.v.limits.CallbackTimeout, inputLen(fn, st, w.data))
-	w.deadline.Store(int64(time.Since(epoch) + limit))
-	w.running.Store(true)
+	// Locked to its thread for the call, so the thread's CPU clock counts
+	// this callback alone.
+	runtime.LockOSThread()
+	c := &w.watch
+	c.mu.Lock()
+	c.clock, c.cpu0, c.cpuOK = currentThreadClock()
+	c.start = time.Since(epoch)
+	c.deadline, c.limit, c.running = c.start+limit, limit, true
 	w.watchdog.Reset(limit)
+	c.mu.Unlock()
 	err := f.CallWithStack(w.ctx, w.stack)
-	w.running.Store(false)
+	c.mu.Lock()
+	c.running = false
 	w.watchdog.Stop()
+	c.mu.Unlock()
+	runtime.UnlockOSThread()
 	w.cur = nil
 	if err != nil {
 		var exit *sys.ExitError
 		if errors.As(err, &exit) && (exit.ExitCode() == sys.ExitCodeDeadlineExceeded || exit.ExitCode() == sys.ExitCodeContextCanceled) ||
 			errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Errorf("%w: %s ran past its %s deadline", ErrTrap, exportOrder[fn], limit)
+			return fmt.Errorf("%w: %s ran past its %s deadline", ErrTrap, exportOrder[fn], limit.Round(time.Millisecond))
 		}
 		return fmt.Errorf("%w: %s: %v", ErrTrap, exportOrder[fn], firstLine(err.Error()))
 	}
@@ -489,7 +540,7 @@ func (w *worker) call(fn int, st *Stream, args ...uint64) error {
 	if w.mod.IsClosed() {
 		// The watchdog fired as the callback returned: the module is closed
 		// and cannot run the next one.
-		return fmt.Errorf("%w: %s ran up to its %s deadline", ErrTrap, exportOrder[fn], limit)
+		return fmt.Errorf("%w: %s ran up to its %s deadline", ErrTrap, exportOrder[fn], limit.Round(time.Millisecond))
 	}
 	return nil
 }

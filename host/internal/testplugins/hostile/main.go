@@ -12,6 +12,8 @@
 //	bigout     emits a 1 MiB chunk every 5 ms, 100 times (100 MB), ignoring the answers
 //	badhost    sends a request to a host it was not granted
 //	badptr     hands the host pointers outside its memory, then reports the statuses
+//	busy       spins for 150 ms of wall time, then answers (busy-long: 1.5 s)
+//	work       computes for about 20 ms of CPU time, then answers
 //	silent     returns without answering
 //	tape       calls json_tape with a bad pointer, malformed JSON, a tape
 //	           too small and a good one, then reports what it saw
@@ -84,7 +86,8 @@ func whoami() string {
 func misbehave(s *sdk.Stream) error {
 	addr := uintptr(0xFFFFFF00)
 	bad := *(*unsafe.Pointer)(unsafe.Pointer(&addr)) // deliberately outside memory
-	switch mode(s) {
+	model := mode(s)
+	switch model {
 	case "panic":
 		var m map[string]int
 		m["boom"] = 1
@@ -130,12 +133,27 @@ func misbehave(s *sdk.Stream) error {
 		s4 := rawDataRead(bad, 10)
 		return s.Fail(500, []byte("statuses "+strconv.Itoa(int(s1))+" "+strconv.Itoa(int(s2))+" "+
 			strconv.Itoa(int(s3))+" "+strconv.Itoa(int(s4))))
-	case "busy":
-		// Works for 150 ms of wall time (as a parser handed a large
-		// request might), then answers.
-		for start := time.Now(); time.Since(start) < 150*time.Millisecond; {
+	case "busy", "busy-long":
+		// Works for 150 ms (busy-long: 1.5 s) of wall time, as a parser
+		// handed a large request might, then answers.
+		d := 150 * time.Millisecond
+		if model == "busy-long" {
+			d = 1500 * time.Millisecond
+		}
+		for start := time.Now(); time.Since(start) < d; {
 		}
 		return s.EmitBody([]byte(whoami() + `}`))
+	case "work":
+		// A fixed amount of computing (about 20 ms on the reference
+		// machine, whatever the wall clock says), then answers with its
+		// result so none of it can be left out.
+		x := uint64(88172645463325252)
+		for i := 0; i < 20_000_000; i++ {
+			x ^= x << 13
+			x ^= x >> 7
+			x ^= x << 17
+		}
+		return s.EmitBody([]byte(whoami() + `,"work":` + strconv.FormatUint(x, 10) + `}`))
 	case "silent":
 		return nil
 	case "tape":
