@@ -38,12 +38,17 @@
 //	journal_mode    WAL      (a property of the file)
 //	synchronous     NORMAL   -
 //	foreign_keys    1        -
+//	temp_store      MEMORY   -
 //	busy_timeout    Options.BusyTimeout on both
 //	query_only      -        1
 //
 // synchronous=NORMAL in WAL mode never corrupts the file; a power cut can
 // lose the last transactions committed before it, which is an acceptable
 // price for request logs and far cheaper than an fsync per commit.
+// temp_store=MEMORY keeps the writer's temporary files (statement journals)
+// in memory: the writer then needs no new file descriptor, so it keeps
+// committing when a burst of connections has taken every one the process
+// may open.
 //
 // # Times
 //
@@ -136,6 +141,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 			"journal_mode(WAL)",
 			"synchronous(NORMAL)",
 			"foreign_keys(1)",
+			"temp_store(MEMORY)",
 		},
 		"_txlock": {"immediate"},
 	}))

@@ -353,6 +353,7 @@ func TestPragmas(t *testing.T) {
 		{"writer synchronous", w, "synchronous", "1"}, // NORMAL
 		{"writer busy_timeout", w, "busy_timeout", "5000"},
 		{"writer query_only", w, "query_only", "0"},
+		{"writer temp_store", w, "temp_store", "2"}, // MEMORY
 		{"reader journal_mode", r, "journal_mode", "wal"},
 		{"reader busy_timeout", r, "busy_timeout", "5000"},
 		{"reader query_only", r, "query_only", "1"},
