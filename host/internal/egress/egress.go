@@ -183,7 +183,7 @@ func newTransport(private bool) *http.Transport {
 	}
 	return &http.Transport{
 		Proxy:                 nil,
-		DialContext:           d.DialContext,
+		DialContext:           dialer(d.DialContext),
 		ForceAttemptHTTP2:     true,
 		MaxIdleConns:          512,
 		MaxIdleConnsPerHost:   256,
@@ -197,6 +197,34 @@ var (
 	publicTransport  = newTransport(false)
 	privateTransport = newTransport(true)
 )
+
+// dialer wraps dial for the shared transports. When the process has no
+// file descriptor left (a burst of thousands of streams, each holding a
+// client and an upstream connection), the connections idling in the pools
+// are given up and the dial is tried once more: a new request is worth
+// more than a connection kept for one that may come.
+func dialer(dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil && (errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)) {
+			closeIdle()
+			c, err = dial(ctx, network, addr)
+		}
+		return c, err
+	}
+}
+
+// closeIdle closes the idle connections of both shared transports. It is
+// set in init: the transports' dialers refer to it, so naming the
+// transports in its declaration would be an initialisation cycle.
+var closeIdle func()
+
+func init() {
+	closeIdle = func() {
+		publicTransport.CloseIdleConnections()
+		privateTransport.CloseIdleConnections()
+	}
+}
 
 // IsDenied reports whether err came from a refused destination.
 func IsDenied(err error) bool {
