@@ -342,6 +342,9 @@ func (b *bench) runConcurrency(proxyBase string, p250, p2s *paced) error {
 			burstWindow, fmtDur(r.lastFirst), r.errs, fmtMiB(r.rssPeak))
 		if r.firstErr != nil {
 			b.log("  first error: %v", r.firstErr)
+			for _, l := range warnings(t.proc, 5) {
+				b.log("  %s said: %s", t.title, l)
+			}
 		}
 		f.burst = append(f.burst, r)
 		t.client.CloseIdleConnections()
@@ -550,4 +553,16 @@ func fdLimit() string {
 		return "an unknown number"
 	}
 	return fmt.Sprint(l.Cur)
+}
+
+// warnings returns the last n warning and error lines a process logged
+// (those still in its output's tail), to tell why requests failed.
+func warnings(c *child, n int) []string {
+	var out []string
+	for _, l := range strings.Split(c.out.String(), "\n") {
+		if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") || strings.Contains(l, `"level":"WARN"`) || strings.Contains(l, `"level":"ERROR"`) {
+			out = append(out, l)
+		}
+	}
+	return out[max(0, len(out)-n):]
 }
