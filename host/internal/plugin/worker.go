@@ -58,6 +58,13 @@ type worker struct {
 
 	watchdog *time.Timer // fires at the running callback's deadline
 	watch    watch       // what the watchdog needs of the running callback
+	pinned   struct {
+		locked bool          // the goroutine is locked to its thread
+		clock  threadClock   // that thread's CPU clock
+		ok     bool          // which can be read
+		cpu    time.Duration // its reading
+		at     time.Duration // taken then, since epoch
+	}
 }
 
 // watch is the running callback as its watchdog sees it. The deadline is
@@ -72,7 +79,7 @@ type watch struct {
 	deadline time.Duration // wall time the watchdog next looks, since epoch
 	limit    time.Duration // CPU time it may use
 	clock    threadClock   // the CPU clock of the thread running it
-	cpu0     time.Duration // that clock when it began
+	cpu0     time.Duration // that clock when it began, or later (see call)
 	cpuOK    bool          // the clock can be read
 }
 
@@ -262,6 +269,7 @@ func (w *worker) next() (task, bool) {
 			return task{}, false
 		}
 		w.mu.Unlock()
+		w.unpin()
 		<-w.wake
 		w.mu.Lock()
 	}
@@ -317,6 +325,7 @@ func removeWorker(ws []*worker, w *worker) []*worker {
 // loop is the worker's goroutine.
 func (w *worker) loop() {
 	defer close(w.exited)
+	defer w.unpin()
 	if err := w.instantiate(); err != nil {
 		w.initErr = err
 		close(w.ready)
@@ -509,14 +518,15 @@ func (w *worker) call(fn int, st *Stream, args ...uint64) error {
 	// is never done, so wazero watches no context (a goroutine per call);
 	// the watchdog interrupts the guest instead.
 	limit := callbackDeadline(w.v.limits.CallbackTimeout, inputLen(fn, st, w.data))
-	// Locked to its thread for the call, so the thread's CPU clock counts
-	// this callback alone.
-	runtime.LockOSThread()
+	now := w.pin()
 	c := &w.watch
 	c.mu.Lock()
-	c.clock, c.cpu0, c.cpuOK = currentThreadClock()
-	c.start = time.Since(epoch)
-	c.deadline, c.limit, c.running = c.start+limit, limit, true
+	c.clock, c.cpuOK = w.pinned.clock, w.pinned.ok
+	// The CPU time the thread could have used since the clock was read
+	// counts as this callback's: what it used is then never overstated.
+	c.cpu0 = w.pinned.cpu + (now - w.pinned.at)
+	c.start = now
+	c.deadline, c.limit, c.running = now+limit, limit, true
 	w.watchdog.Reset(limit)
 	c.mu.Unlock()
 	err := f.CallWithStack(w.ctx, w.stack)
@@ -524,7 +534,6 @@ func (w *worker) call(fn int, st *Stream, args ...uint64) error {
 	c.running = false
 	w.watchdog.Stop()
 	c.mu.Unlock()
-	runtime.UnlockOSThread()
 	w.cur = nil
 	if err != nil {
 		var exit *sys.ExitError
@@ -544,6 +553,39 @@ func (w *worker) call(fn int, st *Stream, args ...uint64) error {
 	}
 	return nil
 }
+
+// pin locks the worker's goroutine to its OS thread, so that thread's CPU
+// clock counts the callbacks the worker runs, and returns the time since
+// epoch. The clock is read when the worker wakes and again when the last
+// reading is more than repinAfter old, not for every callback: a reading
+// is a system call, and a batch of callbacks (the events of one upstream
+// read, the starts of a burst of streams) shares one.
+func (w *worker) pin() time.Duration {
+	now := time.Since(epoch)
+	p := &w.pinned
+	if !p.locked {
+		runtime.LockOSThread()
+		p.locked = true
+	} else if now-p.at < repinAfter {
+		return now
+	}
+	p.clock, p.cpu, p.ok = currentThreadClock()
+	p.at = now
+	return now
+}
+
+// unpin lets the worker's goroutine run on any thread again, before it
+// waits for work.
+func (w *worker) unpin() {
+	if w.pinned.locked {
+		w.pinned.locked = false
+		runtime.UnlockOSThread()
+	}
+}
+
+// repinAfter: a callback starting this long after the thread's clock was
+// read reads it again.
+const repinAfter = 10 * time.Millisecond
 
 // DeadlinePerMiB is added to a callback's deadline for each MiB of input it
 // is handed (the request for llmproxy_on_start, the data for
