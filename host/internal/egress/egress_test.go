@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -683,84 +682,5 @@ func TestIsTimeoutOnRealDeadline(t *testing.T) {
 	}
 	if egress.IsDenied(err) {
 		t.Errorf("IsDenied(%v) = true", err)
-	}
-}
-
-// TestDialWhenOutOfFileDescriptors: with every file descriptor of the
-// process taken, a new upstream request still goes out, on a descriptor
-// that an idle pooled connection gave up.
-func TestDialWhenOutOfFileDescriptors(t *testing.T) {
-	const idle = 8
-	var inFlight sync.WaitGroup
-	inFlight.Add(idle)
-	a := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		inFlight.Done()
-		inFlight.Wait() // all at once, so each holds its own connection
-		io.WriteString(w, "a")
-	}))
-	defer a.Close()
-	b := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "b") }))
-	defer b.Close()
-	client := func(base string) *egress.Client {
-		c, err := egress.New(egress.Options{BaseURL: base, AllowPrivateNetwork: true, Auth: egress.Auth{Type: "none"}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	get := func(c *egress.Client, url string) (string, error) {
-		req, _ := http.NewRequest("GET", url, nil)
-		resp, err := c.Do(req)
-		if err != nil {
-			return "", err
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		return string(body), err
-	}
-	ca, cb := client(a.URL), client(b.URL)
-	var wg sync.WaitGroup
-	for range idle {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, err := get(ca, a.URL); err != nil {
-				t.Error(err)
-			}
-		}()
-	}
-	wg.Wait() // idle connections to a are pooled now
-
-	// Lower the limit near what is open, then take the rest.
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		t.Skip(err)
-	}
-	low := lim
-	low.Cur = min(lim.Cur, 4096)
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
-		t.Skip(err)
-	}
-	var files []*os.File
-	defer func() {
-		for _, f := range files {
-			f.Close()
-		}
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-			t.Error(err)
-		}
-	}()
-	for {
-		f, err := os.Open(os.DevNull)
-		if errors.Is(err, syscall.EMFILE) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		files = append(files, f)
-	}
-	if got, err := get(cb, b.URL); err != nil || got != "b" {
-		t.Fatalf("request with no file descriptor left: %q, %v", got, err)
 	}
 }

@@ -1,10 +1,11 @@
+//go:build unix
+
 package store
 
 import (
-	"errors"
-	"os"
-	"syscall"
 	"testing"
+
+	"github.com/llm-proxy/llm-proxy/host/internal/fdtest"
 )
 
 // TestWritesWhileOutOfFileDescriptors: a burst of connections can use every
@@ -20,35 +21,7 @@ func TestWritesWhileOutOfFileDescriptors(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Lower the limit near what is open, then take the rest.
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		t.Skip(err)
-	}
-	low := lim
-	low.Cur = min(lim.Cur, 4096)
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
-		t.Skip(err)
-	}
-	var files []*os.File
-	defer func() {
-		for _, f := range files {
-			f.Close()
-		}
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-			t.Error(err)
-		}
-	}()
-	for {
-		f, err := os.Open(os.DevNull)
-		if errors.Is(err, syscall.EMFILE) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		files = append(files, f)
-	}
+	fdtest.TakeAll(t)
 	if err := s.InsertLogs(t.Context(), logRows("burst", 217, 100)); err != nil {
 		t.Fatalf("insert with no file descriptor left: %v", err)
 	}
