@@ -43,12 +43,10 @@ func hostFetchImage(w *worker, mod api.Module, a []uint64) abi.Status {
 	if !ok {
 		return abi.StatusDenied
 	}
-	u := w.newUpstream(st)
-	if s := st.track(u); s != abi.StatusOK {
-		u.cancel()
+	u, s := w.openHandle(st)
+	if s != abi.StatusOK {
 		return s
 	}
-	w.handles[u.handle] = u
 	go u.fetchImage(f, string(raw))
 	return abi.Status(u.handle)
 }

@@ -137,20 +137,26 @@ func hostHTTPSend(w *worker, mod api.Module, a []uint64) abi.Status {
 	if st.inv.Egress == nil {
 		return abi.StatusDenied
 	}
-	u := w.newUpstream(st)
-	if s := st.track(u); s != abi.StatusOK {
-		u.cancel()
+	u, s := w.openHandle(st)
+	if s != abi.StatusOK {
 		return s
 	}
-	w.handles[u.handle] = u
 	u.send(req, st.inv.Egress)
 	return abi.Status(u.handle)
 }
 
-func (w *worker) newUpstream(st *Stream) *upstream {
+// openHandle opens a handle of stream st (an upstream request or an image
+// fetch), within the stream's limit of open handles.
+func (w *worker) openHandle(st *Stream) (*upstream, abi.Status) {
 	w.handleN++
 	ctx, cancel := context.WithCancel(context.Background())
-	return &upstream{handle: w.handleN, st: st, w: w, ctx: ctx, cancel: cancel, ack: make(chan struct{}, 1)}
+	u := &upstream{handle: w.handleN, st: st, w: w, ctx: ctx, cancel: cancel, ack: make(chan struct{}, 1)}
+	if s := st.track(u); s != abi.StatusOK {
+		cancel()
+		return nil, s
+	}
+	w.handles[u.handle] = u
+	return u, abi.StatusOK
 }
 
 func hostHTTPBody(w *worker, _ api.Module, a []uint64) abi.Status {
