@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -206,7 +207,7 @@ var (
 func dialer(dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := dial(ctx, network, addr)
-		if err != nil && (errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)) {
+		if err != nil && outOfFiles(err) {
 			closeIdle()
 			c, err = dial(ctx, network, addr)
 		}
@@ -214,13 +215,42 @@ func dialer(dial func(ctx context.Context, network, addr string) (net.Conn, erro
 	}
 }
 
-// closeIdle closes the idle connections of both shared transports. It is
-// set in init: the transports' dialers refer to it, so naming the
-// transports in its declaration would be an initialisation cycle.
+// outOfFiles reports whether a dial failed for want of a file descriptor:
+// for the connection's socket, or for the DNS lookup before it. Go's own
+// resolver keeps only the text of that error; the system's (getaddrinfo,
+// which Go uses when nsswitch.conf asks for more than files and DNS) says
+// the name was not found, so then the kernel is asked whether a socket can
+// still be opened.
+func outOfFiles(err error) bool {
+	if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+		return true
+	}
+	var dns *net.DNSError
+	if !errors.As(err, &dns) {
+		return false
+	}
+	return strings.Contains(dns.Err, syscall.EMFILE.Error()) || // ENFILE's text begins with it
+		noSocketLeft()
+}
+
+// closeIdle closes the idle connections of both shared transports, at most
+// once per closeIdleEvery: during a burst, every failing dial would
+// otherwise empty the pools again, for every provider. It is set in init:
+// the transports' dialers refer to it, so naming the transports in its
+// declaration would be an initialisation cycle.
 var closeIdle func()
+
+const closeIdleEvery = 100 * time.Millisecond
+
+var lastCloseIdle atomic.Int64 // unix nanoseconds
 
 func init() {
 	closeIdle = func() {
+		now := time.Now().UnixNano()
+		last := lastCloseIdle.Load()
+		if now-last < int64(closeIdleEvery) || !lastCloseIdle.CompareAndSwap(last, now) {
+			return
+		}
 		publicTransport.CloseIdleConnections()
 		privateTransport.CloseIdleConnections()
 	}
