@@ -78,12 +78,14 @@ type watch struct {
 	start    time.Duration // wall time it began, since epoch
 	deadline time.Duration // wall time the watchdog next looks, since epoch
 	limit    time.Duration // CPU time it may use
+	wall     time.Duration // wall time it may take
 	clock    threadClock   // the CPU clock of the thread running it
 	cpu0     time.Duration // that clock when it began, or later (see call)
 	cpuOK    bool          // the clock can be read
 }
 
-// wallFactor bounds a callback's wall time as a multiple of its CPU limit.
+// wallFactor bounds a callback's wall time as a multiple of the CPU limit
+// (CallbackTimeout; the allowance for a large input is added once).
 // A guest cannot wait (host functions do not block, and a sleep spins), so
 // a callback short of CPU time yet this late has been starved that long.
 const wallFactor = 50
@@ -178,7 +180,7 @@ func (w *worker) bark() {
 		w.watchdog.Reset(c.deadline - now)
 		return
 	}
-	if c.cpuOK && now < c.start+c.limit*wallFactor {
+	if c.cpuOK && now < c.start+c.wall {
 		if used, ok := c.clock.read(); ok && used-c.cpu0 < c.limit {
 			// Waited for a core rather than ran: look again once it could
 			// have used the rest of its time.
@@ -527,6 +529,9 @@ func (w *worker) call(fn int, st *Stream, args ...uint64) error {
 	c.cpu0 = w.pinned.cpu + (now - w.pinned.at)
 	c.start = now
 	c.deadline, c.limit, c.running = now+limit, limit, true
+	// The wall-time backstop grows with the input's allowance, not fifty
+	// times as fast.
+	c.wall = limit + w.v.limits.CallbackTimeout*(wallFactor-1)
 	w.watchdog.Reset(limit)
 	c.mu.Unlock()
 	err := f.CallWithStack(w.ctx, w.stack)
