@@ -16,6 +16,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/tidwall/gjson"
+
+	"github.com/llm-proxy/llm-proxy/host/internal/jsondepth"
 )
 
 // Error types, as OpenAI names them.
@@ -100,7 +102,9 @@ func typeFor(status int) string {
 // 5xx become 502, except 503 and 504 which keep their meaning.
 func FromPlugin(status int, body []byte, retryAfter string) *Error {
 	e := &Error{Status: status}
-	if gjson.ValidBytes(body) {
+	// gjson's validator recurses once per level: a plugin's body that nests
+	// deeper than any error object does is taken as plain text.
+	if jsondepth.Within(body, jsondepth.Max) && gjson.ValidBytes(body) {
 		if m := gjson.GetBytes(body, "error.message"); m.Type == gjson.String {
 			e.Message = m.String()
 			e.Type = gjson.GetBytes(body, "error.type").String()

@@ -327,6 +327,18 @@ func TestFromPluginTruncatesMultibyteText(t *testing.T) {
 	}
 }
 
+// TestFromPluginDeeplyNested: a plugin's error body that nests thousands of
+// arrays is read as text; validating it as JSON recursed once per level and
+// overflowed the stack, ending the process.
+func TestFromPluginDeeplyNested(t *testing.T) {
+	t.Parallel()
+	body := []byte(`{"error":{"message":` + strings.Repeat("[", 6_500_000))
+	e := apierror.FromPlugin(500, body, "")
+	if e.Status != 502 || !strings.HasPrefix(e.Message, `{"error":{"message":[[[`) || len(e.Message) > 2048 {
+		t.Fatalf("%d %.80q (%d bytes)", e.Status, e.Message, len(e.Message))
+	}
+}
+
 func FuzzFromPlugin(f *testing.F) {
 	f.Add(429, []byte(`{"error":{"message":"slow","type":"requests","code":"rl"}}`), "3")
 	f.Add(401, []byte(`{"error":{"message":"bad key"}}`), "")

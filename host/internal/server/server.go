@@ -133,17 +133,17 @@ func New(o Options) *Server {
 	s.app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	s.app.Get("/readyz", s.readyz)
 
-	v1 := s.app.Group("/v1", s.requireClient)
+	v1 := s.app.Group("/v1", s.requireClient) // bodies are checked by parse
 	v1.Post("/chat/completions", s.chatCompletions)
 	v1.Post("/embeddings", s.embeddings)
 	v1.Get("/models", s.listModels)
 	v1.Get("/models/+", s.getModel)
 
 	if o.Sessions != nil {
-		s.app.Post("/api/login", s.login)
+		s.app.Post("/api/login", refuseDeepJSON, s.login)
 		s.app.Post("/api/logout", s.logout)
 	}
-	api := s.app.Group("/api", s.requireAPI)
+	api := s.app.Group("/api", s.requireAPI, refuseDeepJSON)
 	api.Get("/session", s.session)
 	if o.Settings != nil {
 		api.Get("/settings", s.getSettings)

@@ -15,6 +15,7 @@ import (
 	"github.com/llm-proxy/llm-proxy/host/internal/apierror"
 	"github.com/llm-proxy/llm-proxy/host/internal/bodylog"
 	"github.com/llm-proxy/llm-proxy/host/internal/hub"
+	"github.com/llm-proxy/llm-proxy/host/internal/jsondepth"
 	"github.com/llm-proxy/llm-proxy/host/internal/keys"
 	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
 	"github.com/llm-proxy/llm-proxy/host/internal/requestlog"
@@ -87,6 +88,9 @@ func invalid(param, msg string) *apierror.Error {
 // parse checks the JSON body and the fields the proxy itself relies on; the
 // rest is the upstream's to judge.
 func parse(body []byte, op abi.Op) (model string, stream bool, includeUsage bool, err *apierror.Error) {
+	if !jsondepth.Within(body, jsondepth.Max) {
+		return "", false, false, tooDeep()
+	}
 	if !gjson.ValidBytes(body) {
 		return "", false, false, apierror.New(fiber.StatusBadRequest, "invalid_json",
 			"We could not parse the JSON body of your request. Send valid JSON.")
