@@ -34,6 +34,7 @@ import (
 	"net/url"
 
 	"github.com/llm-proxy/llm-proxy/sdk"
+	"github.com/llm-proxy/llm-proxy/sdk/abi"
 	"github.com/llm-proxy/llm-proxy/sdk/rawjson"
 )
 
@@ -129,6 +130,11 @@ func forward(s *sdk.Stream, op string, stream bool) error {
 		return &sdk.HTTPError{Status: 400, Message: "model must be a string"}
 	}
 	set := settingsFor(cfg)
+	if !abi.ValidModel(set.deployment(model)) {
+		// The deployment goes into the URL's path (escaped, but ".." would
+		// still climb out of it).
+		return &sdk.HTTPError{Status: 400, Message: "the model's deployment name may hold only letters, digits and - _ . : / @ +, with no empty, '.' or '..' part between slashes"}
+	}
 	if d := set.deployment(model); set.v1 && d != model {
 		// The v1 API finds the deployment through the body's model.
 		body := append(make([]byte, 0, len(req)+len(d)), req[:start]...)

@@ -38,6 +38,9 @@ func (plugin) Embeddings(s *sdk.Stream) error {
 	if !ok || len(model) == 0 {
 		return chatreq.BadRequest("model", "model must be a string")
 	}
+	if err := checkModel(model); err != nil {
+		return err
+	}
 	input := req.Get("input")
 	dims := req.Get("dimensions")
 	b64 := req.Get("encoding_format").StringIs("base64")

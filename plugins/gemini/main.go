@@ -122,7 +122,19 @@ func parseChat(s *sdk.Stream) (rawjson.Value, error) {
 	if !ok || len(model) == 0 {
 		return rawjson.Value{}, chatreq.BadRequest("model", "model must be a string")
 	}
+	if err := checkModel(model); err != nil {
+		return rawjson.Value{}, err
+	}
 	return req, nil
+}
+
+// checkModel refuses a model name that could not stand for itself in the
+// upstream URL's path (the host refuses those too).
+func checkModel(model []byte) error {
+	if !abi.ValidModel(string(model)) {
+		return chatreq.BadRequest("model", "the model name may hold only letters, digits and - _ . : / @ +, with no empty, '.' or '..' part between slashes")
+	}
+	return nil
 }
 
 // sendChat sends the translated request; the answer goes to a completion
@@ -162,7 +174,8 @@ func (c *completion) body(s *sdk.Stream, r *sdk.Response, body []byte) error {
 }
 
 // modelURL is base/models/{model}{method}. A model given with its own
-// collection ("tunedModels/x") keeps it.
+// collection ("tunedModels/x") keeps it. The model has passed checkModel:
+// each of its characters stands for itself in a URL path.
 func modelURL(base string, model []byte, method string) string {
 	b := make([]byte, 0, len(base)+len(model)+len(method)+8)
 	b = append(b, base...)

@@ -27,6 +27,7 @@ var (
 	ErrHostNotAllowed = errors.New("egress: host not granted to this provider")
 	ErrSchemeDenied   = errors.New("egress: only https is allowed for this provider")
 	ErrPrivateAddress = errors.New("egress: private or loopback address refused")
+	ErrPathNotAllowed = errors.New("egress: path outside the provider's base_url")
 )
 
 // Auth says how the secret is attached.
@@ -52,6 +53,7 @@ type Client struct {
 	http      *http.Client
 	transport http.RoundTripper
 	authHost  string
+	basePath  string // the base URL's path, without a trailing slash
 	allowed   map[string]bool
 	private   bool
 	auth      Auth
@@ -67,6 +69,7 @@ func New(opts Options) (*Client, error) {
 	}
 	c := &Client{
 		authHost: strings.ToLower(base.Hostname()),
+		basePath: strings.TrimRight(base.Path, "/"),
 		allowed:  map[string]bool{strings.ToLower(base.Hostname()): true},
 		private:  opts.AllowPrivateNetwork,
 		auth:     opts.Auth,
@@ -114,10 +117,30 @@ func (c *Client) check(u *url.URL) error {
 	default:
 		return ErrSchemeDenied
 	}
-	if !c.allowed[strings.ToLower(u.Hostname())] {
+	host := strings.ToLower(u.Hostname())
+	if !c.allowed[host] {
 		return fmt.Errorf("%w: %s", ErrHostNotAllowed, u.Hostname())
 	}
+	if !c.pathAllowed(host, u.Path) {
+		return fmt.Errorf("%w: %s", ErrPathNotAllowed, u.EscapedPath())
+	}
 	return nil
+}
+
+// pathAllowed reports whether a request may go to path (decoded) on host:
+// no "." or ".." segment anywhere (a server would resolve it, so what the
+// path seems to name is not what it reaches), and on the base URL's host,
+// which gets the secret, only the base URL's path and below it.
+func (c *Client) pathAllowed(host, path string) bool {
+	for seg := range strings.SplitSeq(path, "/") {
+		if seg == "." || seg == ".." {
+			return false
+		}
+	}
+	if host != c.authHost || c.basePath == "" {
+		return true
+	}
+	return path == c.basePath || strings.HasPrefix(path, c.basePath+"/")
 }
 
 // Do checks the destination, attaches credentials and sends req.
@@ -258,7 +281,8 @@ func init() {
 
 // IsDenied reports whether err came from a refused destination.
 func IsDenied(err error) bool {
-	return errors.Is(err, ErrHostNotAllowed) || errors.Is(err, ErrSchemeDenied) || errors.Is(err, ErrPrivateAddress)
+	return errors.Is(err, ErrHostNotAllowed) || errors.Is(err, ErrSchemeDenied) || errors.Is(err, ErrPrivateAddress) ||
+		errors.Is(err, ErrPathNotAllowed)
 }
 
 // IsTimeout reports whether err is a timeout.

@@ -274,7 +274,7 @@ func TestClientInjectsSecret(t *testing.T) {
 				baseHost = "127.0.0.1"
 			}
 			c := newClient(t, egress.Options{
-				BaseURL:             srv.at(baseHost, "/v1"),
+				BaseURL:             srv.at(baseHost, ""),
 				AllowPrivateNetwork: true,
 				Auth:                tt.auth,
 				Secret:              tt.secret,
@@ -303,6 +303,48 @@ func TestClientInjectsSecret(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestPathConfined: the base URL's host, which gets the secret, is sent
+// only requests for the base URL's path and below it, and no host is sent
+// a path with a "." or ".." segment (however it is encoded), which the
+// server would resolve to somewhere else.
+func TestPathConfined(t *testing.T) {
+	t.Parallel()
+	srv := startUpstream(t, false, nil)
+	c := newClient(t, egress.Options{
+		BaseURL:             srv.at("127.0.0.1", "/v1beta/"),
+		ExtraHosts:          []string{"localhost"},
+		AllowPrivateNetwork: true,
+		Auth:                egress.Auth{Type: "header", Name: "Authorization", Format: "Bearer {key}"},
+		Secret:              secret,
+	})
+	for _, path := range []string{"/v1beta", "/v1beta/models", "/v1beta/models/gemini-pro:generateContent?alt=sse"} {
+		if status, err := send(t, c, srv.at("127.0.0.1", path), nil); err != nil || status != http.StatusOK {
+			t.Errorf("%s: %d, %v; want 200", path, status, err)
+		}
+	}
+	for _, u := range []string{
+		srv.at("127.0.0.1", "/v1beta/../../admin/delete-everything?confirm=yes&x=:generateContent"),
+		srv.at("127.0.0.1", "/v1beta/%2e%2e/admin"),
+		srv.at("127.0.0.1", "/v1beta/%2E%2E%2Fadmin"),
+		srv.at("127.0.0.1", "/v1beta/./models"),
+		srv.at("127.0.0.1", "/v1betax/models"),
+		srv.at("127.0.0.1", "/admin"),
+		srv.at("127.0.0.1", "/"),
+		srv.at("localhost", "/a/../b"),
+	} {
+		if status, err := send(t, c, u, nil); !errors.Is(err, egress.ErrPathNotAllowed) || !egress.IsDenied(err) {
+			t.Errorf("%s: %d, %v; want ErrPathNotAllowed", u, status, err)
+		}
+	}
+	// Another granted host may be sent any other path (it gets no secret).
+	if status, err := send(t, c, srv.at("localhost", "/elsewhere"), nil); err != nil || status != http.StatusOK {
+		t.Errorf("extra host: %d, %v", status, err)
+	}
+	if n := len(srv.requests()); n != 4 {
+		t.Errorf("the server saw %d requests, want 4", n)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -127,6 +128,11 @@ func parse(body []byte, op abi.Op) (model string, stream bool, includeUsage bool
 	m := root.Get("model")
 	if m.Type != gjson.String || m.Str == "" {
 		return "", false, false, invalid("model", "you must provide a model parameter")
+	}
+	if !abi.ValidModel(m.Str) {
+		// Plugins put model names into upstream URLs.
+		return "", false, false, apierror.New(fiber.StatusBadRequest, "invalid_model",
+			"A model name is 1 to "+strconv.Itoa(abi.MaxModelLen)+" letters, digits and - _ . : / @ +, with no empty, '.' or '..' part between slashes.").WithParam("model")
 	}
 	switch op {
 	case abi.OpChat:
