@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/llm-proxy/llm-proxy/sdk/abi"
 )
 
 // Bounds of plugins.limits.memory_pages, in 64 KiB wasm pages.
@@ -284,6 +286,11 @@ func validateProvider(ps *Problems, key string, p ProviderConfig) {
 		mkey := indexKey(joinKey(key, "models"), i)
 		if strings.TrimSpace(m) == "" {
 			ps.add(mkey, "must not be empty")
+			continue
+		}
+		if !abi.ValidModel(m) {
+			// Clients could not ask for it: the server refuses such names.
+			ps.add(mkey, "%q is not a model name: use at most %d letters, digits and - _ . : / @ +, with no empty, '.' or '..' part between slashes", m, abi.MaxModelLen)
 			continue
 		}
 		if first, dup := firstModel[m]; dup {

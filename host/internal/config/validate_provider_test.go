@@ -2,6 +2,7 @@ package config
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -11,14 +12,17 @@ func TestValidateProvider(t *testing.T) {
 		t.Fatalf("valid provider: %v", ps)
 	}
 	bad := ProviderConfig{
-		Name: "Groq", BaseURL: "http://10.0.0.2", Models: []string{"a", "a"},
+		Name: "Groq", BaseURL: "http://10.0.0.2", Models: []string{"a", "a", "../admin?x", "gpt 4o"},
 		ExtraHosts: []string{"https://x"},
 	}
 	var keys []string
 	for _, p := range ValidateProvider(bad) {
 		keys = append(keys, p.Key)
+		if p.Key == "models[2]" && !strings.Contains(p.Msg, `"../admin?x" is not a model name`) {
+			t.Errorf("models[2]: %s", p.Msg)
+		}
 	}
-	want := []string{"name", "plugin", "base_url", "models[1]", "extra_hosts[0]"}
+	want := []string{"name", "plugin", "base_url", "models[1]", "models[2]", "models[3]", "extra_hosts[0]"}
 	if !reflect.DeepEqual(keys, want) {
 		t.Fatalf("keys = %v, want %v", keys, want)
 	}
