@@ -52,12 +52,15 @@ type Options struct {
 type Client struct {
 	http      *http.Client
 	transport http.RoundTripper
-	authHost  string
-	basePath  string // the base URL's path, without a trailing slash
-	allowed   map[string]bool
-	private   bool
-	auth      Auth
-	secret    string
+	// imageTransport fetches images: the public-only transport whatever the
+	// provider may reach (or Options.Transport, in tests).
+	imageTransport http.RoundTripper
+	authHost       string
+	basePath       string // the base URL's path, without a trailing slash
+	allowed        map[string]bool
+	private        bool
+	auth           Auth
+	secret         string
 }
 
 // New builds a Client. The shared transport keeps connections alive across
@@ -78,12 +81,12 @@ func New(opts Options) (*Client, error) {
 	for _, h := range opts.ExtraHosts {
 		c.allowed[strings.ToLower(h)] = true
 	}
-	rt := opts.Transport
+	var rt http.RoundTripper
+	rt, c.imageTransport = opts.Transport, opts.Transport
 	if rt == nil {
+		rt, c.imageTransport = publicTransport, publicTransport
 		if c.private {
 			rt = privateTransport
-		} else {
-			rt = publicTransport
 		}
 	}
 	c.transport = rt

@@ -29,11 +29,13 @@ var imageTypes = map[string]bool{
 // provider wants image bytes inline. Unlike Do it may reach any host, since
 // the client chose the URL, so everything else is strict:
 //
-//   - only https (http too when the provider may reach private networks);
-//   - every address is checked after DNS resolution and for every redirect,
-//     as for the provider's own requests: loopback, private, link-local and
-//     the other ranges IsPrivate lists are refused unless the provider may
-//     reach private networks;
+//   - http or https only;
+//   - every address is checked after DNS resolution and for every redirect:
+//     loopback, private, link-local and the other ranges IsPrivate lists
+//     are always refused, before any connection, even for a provider that
+//     may reach private networks (that grant covers the provider's own
+//     hosts, not addresses a client names). So a client learns nothing of
+//     a private network, not even which ports are open;
 //   - no credential of any kind is sent;
 //   - at most maxBytes are read (ErrTooLarge beyond);
 //   - the media type must be an image type Gemini and the like accept
@@ -52,7 +54,7 @@ func (c *Client) FetchImage(ctx context.Context, rawURL string, maxBytes int64) 
 		return "", nil, fmt.Errorf("%w: bad URL", ErrFetch)
 	}
 	hc := &http.Client{
-		Transport: c.transport,
+		Transport: c.imageTransport,
 		CheckRedirect: func(req *http.Request, via []*http.Request) error {
 			if len(via) >= 5 {
 				return fmt.Errorf("%w: too many redirects", ErrFetch)
@@ -97,13 +99,8 @@ func (c *Client) FetchImage(ctx context.Context, rawURL string, maxBytes int64) 
 // checkScheme allows https, and http for providers that may reach private
 // networks.
 func (c *Client) checkScheme(u *url.URL) error {
-	switch u.Scheme {
-	case "https":
+	if u.Scheme == "https" || u.Scheme == "http" {
 		return nil
-	case "http":
-		if c.private {
-			return nil
-		}
 	}
 	return ErrSchemeDenied
 }
