@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/llm-proxy/llm-proxy/host/internal/egress"
 	"github.com/llm-proxy/llm-proxy/sdk/abi"
 )
 
@@ -351,7 +352,5 @@ func isPrivateHost(h string) bool {
 	if err != nil {
 		return false
 	}
-	ip = ip.Unmap()
-	return ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() ||
-		ip.IsLinkLocalMulticast() || ip.IsUnspecified()
+	return egress.IsPrivate(ip) // what the dialer will refuse
 }

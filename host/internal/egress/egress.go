@@ -184,12 +184,39 @@ func (c *Client) authorize(req *http.Request) {
 // that may not use private networks.
 func IsPrivate(a netip.Addr) bool {
 	a = a.Unmap()
-	return a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() ||
-		a.IsUnspecified() || a.IsMulticast() || a.IsInterfaceLocalMulticast() ||
-		cgnat.Contains(a) || (a.Is4() && a.As4()[0] == 0)
+	if a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() ||
+		a.IsUnspecified() || a.IsMulticast() || a.IsInterfaceLocalMulticast() {
+		return true
+	}
+	if a.Is4() {
+		return cgnat.Contains(a) || benchmarking.Contains(a) || reserved4.Contains(a) || a.As4()[0] == 0
+	}
+	// IPv6 addresses that carry an IPv4 address, which a translator or
+	// relay on the way may deliver to: the IPv4 address decides.
+	b := a.As16()
+	switch {
+	case nat64.Contains(a), ipv4Compatible.Contains(a):
+		return IsPrivate(netip.AddrFrom4([4]byte(b[12:16])))
+	case sixToFour.Contains(a):
+		return IsPrivate(netip.AddrFrom4([4]byte(b[2:6])))
+	case nat64Local.Contains(a), teredo.Contains(a):
+		// Where the IPv4 address sits depends on the network (local-use
+		// NAT64), or it is obfuscated (Teredo): refused.
+		return true
+	}
+	return false
 }
 
-var cgnat = netip.MustParsePrefix("100.64.0.0/10")
+var (
+	cgnat          = netip.MustParsePrefix("100.64.0.0/10")
+	benchmarking   = netip.MustParsePrefix("198.18.0.0/15")
+	reserved4      = netip.MustParsePrefix("240.0.0.0/4") // and the broadcast address
+	nat64          = netip.MustParsePrefix("64:ff9b::/96")
+	nat64Local     = netip.MustParsePrefix("64:ff9b:1::/48")
+	ipv4Compatible = netip.MustParsePrefix("::/96")
+	sixToFour      = netip.MustParsePrefix("2002::/16")
+	teredo         = netip.MustParsePrefix("2001::/32")
+)
 
 // publicControl runs after DNS resolution, on the address actually dialled.
 func publicControl(network, address string, _ syscall.RawConn) error {
