@@ -157,7 +157,7 @@ func (s *Store) ListProviders(ctx context.Context) (ps []Provider, mark string, 
 		return nil, "", fmt.Errorf("list providers: %w", err)
 	}
 	var rows []providerRow
-	if err := tx.SelectContext(ctx, &rows, `SELECT `+providerColumns+` FROM providers ORDER BY created_at, id`); err != nil {
+	if err := tx.SelectContext(ctx, &rows, `SELECT `+providerColumns+` FROM providers ORDER BY created_at, rowid` /* in the order they were made: ids are random */); err != nil {
 		return nil, "", fmt.Errorf("list providers: %w", err)
 	}
 	ps = make([]Provider, 0, len(rows))
