@@ -264,8 +264,9 @@ type ProviderConfig struct {
 	// AllowPrivateNetwork lets the plugin reach loopback and private
 	// addresses and use plain http. Default: false.
 	AllowPrivateNetwork bool `koanf:"allow_private_network"`
-	// ExtraHosts lists host names the plugin may reach in addition to the
-	// host of BaseURL. Default: none.
+	// ExtraHosts lists hosts the plugin may reach in addition to the host
+	// of BaseURL: "host" on ports 443 and 80, "host:port" on that port.
+	// (BaseURL's host is reached on BaseURL's port only.) Default: none.
 	ExtraHosts []string `koanf:"extra_hosts"`
 	// Options is a free-form table handed to the plugin as its own
 	// configuration. Default: empty.

@@ -565,7 +565,7 @@ models = ["llama3.2"]
 		{
 			name:  "bad extra host",
 			toml:  provider + "extra_hosts = [\"https://cdn.example.com/x\"]\n",
-			want:  []want{{"providers[0].extra_hosts[0]", "bare host name"}},
+			want:  []want{{"providers[0].extra_hosts[0]", "must be a host name or IP address, with :port"}},
 			exact: true,
 		},
 		{

@@ -303,12 +303,17 @@ func validateProvider(ps *Problems, key string, p ProviderConfig) {
 
 	for i, h := range p.ExtraHosts {
 		hkey := indexKey(joinKey(key, "extra_hosts"), i)
+		// "host:port" grants that port; a bare host, 443 and 80.
+		host, port, err := net.SplitHostPort(h)
+		if err != nil {
+			host, port = strings.Trim(h, "[]"), ""
+		}
 		switch {
 		case h == "":
 			ps.add(hkey, "must not be empty")
-		case !isHost(h):
-			ps.add(hkey, "must be a bare host name or IP address (no scheme, port or path), got %q", h)
-		case !p.AllowPrivateNetwork && isPrivateHost(h):
+		case !isHost(host) || (err == nil && !validPort(port)):
+			ps.add(hkey, "must be a host name or IP address, with :port for a port other than 443 and 80 (no scheme or path), got %q", h)
+		case !p.AllowPrivateNetwork && isPrivateHost(host):
 			ps.add(hkey, "%q is a loopback or private address; this needs allow_private_network = true", h)
 		}
 	}
@@ -332,6 +337,11 @@ func checkBaseURL(raw string, allowPrivate bool) string {
 		return strconv.Quote(u.Hostname()) + " is a loopback or private address; this needs allow_private_network = true"
 	}
 	return ""
+}
+
+func validPort(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 1 && n <= 65535 && strconv.Itoa(n) == p
 }
 
 func isHost(h string) bool {

@@ -26,6 +26,16 @@ func TestValidateProvider(t *testing.T) {
 	if !reflect.DeepEqual(keys, want) {
 		t.Fatalf("keys = %v, want %v", keys, want)
 	}
+	// Extra hosts may name a port.
+	ports := ok
+	ports.ExtraHosts = []string{"cdn.example.com:8443", "[2001:db8::1]:443", "2001:db8::2", "files.example.com"}
+	if ps := ValidateProvider(ports); ps != nil {
+		t.Fatalf("extra hosts with ports: %v", ps)
+	}
+	ports.ExtraHosts = []string{"cdn.example.com:0", "cdn.example.com:99999", "cdn.example.com:x", "cdn.example.com:08443"}
+	if ps := ValidateProvider(ports); len(ps) != 4 {
+		t.Fatalf("bad ports: %v", ps)
+	}
 	// Inside a config file the same problems carry the block's path.
 	c := Default()
 	c.Providers = []ProviderConfig{ok, bad}

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -56,8 +57,8 @@ type Client struct {
 	// provider may reach (or Options.Transport, in tests).
 	imageTransport http.RoundTripper
 	authHost       string
-	basePath       string // the base URL's path, without a trailing slash
-	allowed        map[string]bool
+	basePath       string              // the base URL's path, without a trailing slash
+	allowed        map[string][]string // host -> the ports it may be reached on
 	private        bool
 	auth           Auth
 	secret         string
@@ -73,13 +74,20 @@ func New(opts Options) (*Client, error) {
 	c := &Client{
 		authHost: strings.ToLower(base.Hostname()),
 		basePath: strings.TrimRight(base.Path, "/"),
-		allowed:  map[string]bool{strings.ToLower(base.Hostname()): true},
+		allowed:  map[string][]string{strings.ToLower(base.Hostname()): {portOf(base)}},
 		private:  opts.AllowPrivateNetwork,
 		auth:     opts.Auth,
 		secret:   opts.Secret,
 	}
 	for _, h := range opts.ExtraHosts {
-		c.allowed[strings.ToLower(h)] = true
+		// "host:port" grants that port; a bare host, the default ones.
+		host, port, err := net.SplitHostPort(h)
+		ports := []string{port}
+		if err != nil {
+			host, ports = strings.Trim(h, "[]"), []string{"443", "80"}
+		}
+		host = strings.ToLower(host)
+		c.allowed[host] = append(c.allowed[host], ports...)
 	}
 	var rt http.RoundTripper
 	rt, c.imageTransport = opts.Transport, opts.Transport
@@ -121,13 +129,28 @@ func (c *Client) check(u *url.URL) error {
 		return ErrSchemeDenied
 	}
 	host := strings.ToLower(u.Hostname())
-	if !c.allowed[host] {
+	ports, ok := c.allowed[host]
+	if !ok {
 		return fmt.Errorf("%w: %s", ErrHostNotAllowed, u.Hostname())
+	}
+	if port := portOf(u); !slices.Contains(ports, port) {
+		return fmt.Errorf("%w: %s on port %s", ErrHostNotAllowed, u.Hostname(), port)
 	}
 	if !c.pathAllowed(host, u.Path) {
 		return fmt.Errorf("%w: %s", ErrPathNotAllowed, u.EscapedPath())
 	}
 	return nil
+}
+
+// portOf is the port u names, or its scheme's default.
+func portOf(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	if u.Scheme == "http" {
+		return "80"
+	}
+	return "443"
 }
 
 // pathAllowed reports whether a request may go to path (decoded) on host:

@@ -128,6 +128,15 @@ func (u *upstream) requests() []seen {
 
 // at returns the server's URL with its host replaced (the port is kept)
 // and path appended.
+// hostPort is host with the server's port, as extra_hosts names it.
+func (u *upstream) hostPort(host string) string {
+	p, err := url.Parse(u.URL)
+	if err != nil {
+		panic(err)
+	}
+	return net.JoinHostPort(host, p.Port())
+}
+
 func (u *upstream) at(host, path string) string {
 	p, err := url.Parse(u.URL)
 	if err != nil {
@@ -332,7 +341,7 @@ func TestPathConfined(t *testing.T) {
 	srv := startUpstream(t, false, nil)
 	c := newClient(t, egress.Options{
 		BaseURL:             srv.at("127.0.0.1", "/v1beta/"),
-		ExtraHosts:          []string{"localhost"},
+		ExtraHosts:          []string{srv.hostPort("localhost")},
 		AllowPrivateNetwork: true,
 		Auth:                egress.Auth{Type: "header", Name: "Authorization", Format: "Bearer {key}"},
 		Secret:              secret,
@@ -362,6 +371,32 @@ func TestPathConfined(t *testing.T) {
 	}
 	if n := len(srv.requests()); n != 4 {
 		t.Errorf("the server saw %d requests, want 4", n)
+	}
+}
+
+// TestPortsConfined: the base URL's host may be reached on the base URL's
+// port only, an extra host on the port it names or, named bare, on 443 and
+// 80: a provider on 127.0.0.1 does not open every loopback port to its
+// plugin.
+func TestPortsConfined(t *testing.T) {
+	t.Parallel()
+	srv := startUpstream(t, false, nil)
+	other := startUpstream(t, false, nil)
+	c := newClient(t, egress.Options{BaseURL: srv.at("127.0.0.1", ""), ExtraHosts: []string{"localhost", "[::1]:8443"}, AllowPrivateNetwork: true})
+	if status, err := send(t, c, srv.at("127.0.0.1", "/ok"), nil); err != nil || status != http.StatusOK {
+		t.Fatalf("base port: %d, %v", status, err)
+	}
+	for _, u := range []string{
+		other.at("127.0.0.1", "/x"), // the base host on another port
+		other.at("localhost", "/x"), // a bare extra host on a port it was not given
+		"http://[::1]:8444/x",       // an extra host:port on another port
+	} {
+		if _, err := send(t, c, u, nil); !errors.Is(err, egress.ErrHostNotAllowed) {
+			t.Errorf("%s: %v, want ErrHostNotAllowed", u, err)
+		}
+	}
+	if n := len(other.requests()); n != 0 {
+		t.Fatalf("the other port saw %d requests", n)
 	}
 }
 
@@ -421,7 +456,7 @@ func TestExtraHostsGetNoSecret(t *testing.T) {
 			extra := startUpstream(t, false, nil)
 			c := newClient(t, egress.Options{
 				BaseURL:             base.at("127.0.0.1", "/v1"),
-				ExtraHosts:          []string{"LocalHost"},
+				ExtraHosts:          []string{extra.hostPort("LocalHost")},
 				AllowPrivateNetwork: true,
 				Auth:                tt.auth,
 				Secret:              secret,
@@ -610,7 +645,7 @@ func TestRedirects(t *testing.T) {
 				http.Redirect(w, r, extra.at("localhost", "/landing"), http.StatusFound)
 			})
 			c := newClient(t, egress.Options{
-				BaseURL: origin.URL, ExtraHosts: []string{"localhost"}, AllowPrivateNetwork: true, Auth: auth, Secret: secret,
+				BaseURL: origin.URL, ExtraHosts: []string{extra.hostPort("localhost")}, AllowPrivateNetwork: true, Auth: auth, Secret: secret,
 			})
 			if status, err := send(t, c, origin.URL+"/start", nil); err != nil || status != http.StatusOK {
 				t.Fatalf("Do = %d, %v; want 200", status, err)
@@ -635,7 +670,7 @@ func TestRedirects(t *testing.T) {
 			http.Redirect(w, r, extra.at("localhost", "/landing"), http.StatusFound)
 		})
 		c := newClient(t, egress.Options{
-			BaseURL: origin.URL, ExtraHosts: []string{"localhost"}, AllowPrivateNetwork: true, Auth: bearer, Secret: secret,
+			BaseURL: origin.URL, ExtraHosts: []string{extra.hostPort("localhost")}, AllowPrivateNetwork: true, Auth: bearer, Secret: secret,
 		})
 		status, err := send(t, c, origin.URL+"/start", nil)
 		if err != nil || status != http.StatusOK {
