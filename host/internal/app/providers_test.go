@@ -261,15 +261,28 @@ func TestDatabaseProviders(t *testing.T) {
 	status, body = adminCall(t, p, "POST", "/api/providers/nope/test", "")
 	expectAPIError(t, "test unknown", status, body, 404, "provider_not_found", "")
 
-	// Move the provider to upstream 2 without its key: refused, with
-	// upstream 1's key sent nowhere but upstream 2's host.
+	// Moving the provider to upstream 2 with its stored key is refused:
+	// the key must not follow it to a new host. Moving it with the key
+	// removed is allowed; upstream 2 then refuses the keyless requests.
+	calls2 := len(up2.Requests())
 	status, body = adminCall(t, p, "PATCH", "/api/providers/dbprov", `{"base_url":"`+up2.URL+`"}`)
-	if status != 200 || decode[providerInfo](t, body).BaseURL != up2.URL {
-		t.Fatalf("patch base_url: %d %s", status, body)
+	expectAPIError(t, "move with the stored key", status, body, 400, "invalid_provider", "api_key")
+	status, body = adminCall(t, p, "GET", "/api/providers/dbprov", "")
+	if decode[providerInfo](t, body).BaseURL == up2.URL || len(up2.Requests()) != calls2 {
+		t.Fatalf("the refused move applied: %s", body)
 	}
-	_, err := chatText(t, p, "db-model", "wrong key")
+	status, body = adminCall(t, p, "PATCH", "/api/providers/dbprov", `{"base_url":"`+up2.URL+`","api_key":""}`)
+	if info := decode[providerInfo](t, body); status != 200 || info.BaseURL != up2.URL || info.APIKey.Set {
+		t.Fatalf("patch base_url, key removed: %d %s", status, body)
+	}
+	_, err := chatText(t, p, "db-model", "no key")
 	if e := apiError(t, err); e.StatusCode != 502 || e.Code != "upstream_auth_failed" {
-		t.Fatalf("old key on upstream 2: %d %s", e.StatusCode, e.Code)
+		t.Fatalf("no key on upstream 2: %d %s", e.StatusCode, e.Code)
+	}
+	for _, r := range up2.Requests()[calls2:] {
+		if r.Header.Get("Authorization") != "" {
+			t.Fatalf("upstream 2 got a key: %q", r.Header.Get("Authorization"))
+		}
 	}
 	status, body = adminCall(t, p, "POST", "/api/providers/dbprov/test", "")
 	if res := decode[connTest](t, body); status != 200 || res.OK || res.Error == nil || res.Error.Code != "upstream_auth_failed" {

@@ -317,9 +317,15 @@ func (m *Manager) Update(ctx context.Context, name string, p Patch) (Info, error
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	_, err := m.o.Store.UpdateProvider(ctx, name, m.o.Now().UnixMilli(), func(row *store.Provider) error {
+		before := destination(row)
 		p.apply(row)
 		if ps := config.ValidateProvider(configOf(*row)); ps != nil {
 			return &InvalidError{Problems: ps}
+		}
+		if row.SecretSealed != nil && p.APIKey == nil && destination(row) != before {
+			// The stored key would go wherever the new settings send it:
+			// whoever may edit a provider could read it back that way.
+			return invalid("api_key", "changing plugin, base_url, allow_private_network or extra_hosts would send the stored API key somewhere else: send api_key again (or \"\" to remove it)")
 		}
 		if p.APIKey != nil {
 			row.SecretSealed = nil
@@ -340,6 +346,13 @@ func (m *Manager) Update(ctx context.Context, name string, p Patch) (Info, error
 		return Info{}, err
 	}
 	return m.reloadAndGet(ctx, name)
+}
+
+// destination is what decides where a provider's key goes: the plugin
+// that builds the requests and the hosts, ports, paths and networks they
+// may reach.
+func destination(row *store.Provider) string {
+	return fmt.Sprintf("%q %q %v %q", row.Plugin, row.BaseURL, row.AllowPrivateNetwork, row.ExtraHosts)
 }
 
 func (p *Patch) apply(row *store.Provider) {

@@ -176,6 +176,40 @@ func TestManagerLifecycle(t *testing.T) {
 		t.Fatal("removed secret still used")
 	}
 
+	// A change of where the key goes needs the key again: with the key
+	// kept, whoever may edit providers could send it to a host of theirs.
+	kept := "sk-kept-0123456789abcd"
+	if _, err = f.m.Update(ctx, "groq", providers.Patch{APIKey: &kept}); err != nil {
+		t.Fatal(err)
+	}
+	evil, yes, plugin, hosts := "https://attacker.example/v1", true, "demo", []string{"attacker.example"}
+	for what, patch := range map[string]providers.Patch{
+		"base_url":              {BaseURL: &evil},
+		"allow_private_network": {AllowPrivateNetwork: &yes},
+		"plugin":                {Plugin: &plugin},
+		"extra_hosts":           {ExtraHosts: &hosts},
+	} {
+		var inv *providers.InvalidError
+		if _, err := f.m.Update(ctx, "groq", patch); !errors.As(err, &inv) || inv.Problems[0].Key != "api_key" {
+			t.Errorf("%s changed with the stored key kept: %v", what, err)
+		}
+	}
+	if info, _ := f.m.Get("groq"); info.BaseURL == evil || f.builds.secret("groq") != kept {
+		t.Fatalf("refused changes applied: %+v", info)
+	}
+	same := info.BaseURL
+	if _, err := f.m.Update(ctx, "groq", providers.Patch{BaseURL: &same, Models: &models}); err != nil || f.builds.secret("groq") != kept {
+		t.Fatalf("unchanged destination: %v", err)
+	}
+	newKey := "sk-new-for-the-new-host-wxyz"
+	if info, err := f.m.Update(ctx, "groq", providers.Patch{BaseURL: &evil, APIKey: &newKey}); err != nil || info.BaseURL != evil || f.builds.secret("groq") != newKey {
+		t.Fatalf("new destination with a new key: %+v %v", info, err)
+	}
+	back := same
+	if info, err := f.m.Update(ctx, "groq", providers.Patch{BaseURL: &back, APIKey: &empty}); err != nil || info.APIKey.Set {
+		t.Fatalf("new destination, key removed: %+v %v", info, err)
+	}
+
 	// Refusals.
 	expectErr := func(name string, err error, target error) {
 		t.Helper()
