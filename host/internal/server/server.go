@@ -221,7 +221,9 @@ func (s *Server) readyz(c *fiber.Ctx) error {
 	if s.opts.Plugins.Ready() {
 		return c.JSON(fiber.Map{"status": "ready"})
 	}
-	return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "not ready", "plugins": s.opts.Plugins.List()})
+	// Unauthenticated: the status only. Which plugin failed and why is
+	// for an admin, in GET /api/plugins.
+	return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "not ready"})
 }
 
 // presentedKey reads "Authorization: Bearer <key>" (or "x-api-key").

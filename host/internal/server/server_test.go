@@ -20,8 +20,10 @@ import (
 type noPlugins struct{}
 
 func (noPlugins) Lookup(name string) (*plugin.Version, error) { return nil, plugin.ErrNotLoaded }
-func (noPlugins) List() []plugin.Info                         { return nil }
-func (noPlugins) Ready() bool                                 { return false }
+func (noPlugins) List() []plugin.Info {
+	return []plugin.Info{{Name: "secretive", SHA256: "0123456789abcdef", LastError: "load /srv/plugins/secretive.wasm: bad magic"}}
+}
+func (noPlugins) Ready() bool { return false }
 func (noPlugins) Install(context.Context, string, []byte) (plugin.Info, error) {
 	return plugin.Info{}, plugin.ErrBadFileName
 }
@@ -141,5 +143,19 @@ func TestHasUsageObject(t *testing.T) {
 		if got := hasUsageObject([]byte(in)); got != want {
 			t.Errorf("%s: got %v", in, got)
 		}
+	}
+}
+
+// TestReadyzSaysNoMore: /readyz needs no key, so it tells only whether the
+// proxy is ready: the plugins' names, versions, hashes and errors are for
+// an admin (GET /api/plugins).
+func TestReadyzSaysNoMore(t *testing.T) {
+	resp, err := testServer().app.Test(httptest.NewRequest("GET", "/readyz", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 503 || string(body) != `{"status":"not ready"}` {
+		t.Fatalf("%d %s", resp.StatusCode, body)
 	}
 }
