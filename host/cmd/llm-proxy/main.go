@@ -12,6 +12,9 @@
 //	llm-proxy users create --name N [--admin]     password on stdin
 //	llm-proxy version
 //
+// --config may also come before a command that reads the config; any other
+// word after the server's flags is refused with the usage.
+//
 // See README.md for a tour and config.toml for every setting.
 package main
 
@@ -67,6 +70,9 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	check := fs.Bool("check", false, "validate the config and exit")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if fs.NArg() > 0 {
+		return afterGlobalFlags(fs, *path, *check, environ, stdout, stderr)
 	}
 	cfg, ok := loadConfig(*path, environ, stderr)
 	if !ok {
@@ -147,6 +153,57 @@ func migrate(args, environ []string, stdout, stderr io.Writer) int {
 
 // keygen prints a new admin key, or with --encryption-key a new 32-byte
 // master key (written to --file with mode 0600, never over an existing file).
+// usage lists the commands, for a command line that names none of them.
+const usage = `usage:
+  llm-proxy [--config FILE]            serve
+  llm-proxy --check [--config FILE]    validate the config and exit
+  llm-proxy keygen [--encryption-key [--file F]]
+  llm-proxy migrate status [--config FILE]
+  llm-proxy keys create|list|revoke|rotate [--config FILE] ...
+  llm-proxy users create|list|... [--config FILE] ...
+  llm-proxy rotate-encryption-key [--config FILE] --new-key-file F
+  llm-proxy version
+(--config may also come before a command that reads the config)`
+
+// afterGlobalFlags handles words left after the server's flags, as in
+// "llm-proxy --config FILE users create ...": a command that reads the
+// config runs with that --config; anything else is refused with the usage,
+// never ignored (the server would otherwise start instead).
+func afterGlobalFlags(fs *flag.FlagSet, path string, check bool, environ []string, stdout, stderr io.Writer) int {
+	rest := fs.Args()
+	cmd := rest[0]
+	configSet := false
+	fs.Visit(func(f *flag.Flag) { configSet = configSet || f.Name == "config" })
+	withConfig := func(verbs int) []string {
+		// The commands read their flags after their verb (keys create
+		// --name ...), so --config goes there; one given there still wins.
+		n := min(verbs, len(rest)-1)
+		out := append([]string(nil), rest[1:1+n]...)
+		if configSet {
+			out = append(out, "--config", path)
+		}
+		return append(out, rest[1+n:]...)
+	}
+	switch {
+	case check:
+		fmt.Fprintf(stderr, "llm-proxy: --check takes no command, got %q\n%s\n", cmd, usage)
+		return 2
+	case cmd == "migrate":
+		return migrate(withConfig(1), environ, stdout, stderr)
+	case cmd == "keys":
+		return keysCmd(withConfig(1), environ, stdout, stderr)
+	case cmd == "users":
+		return usersCmd(withConfig(1), environ, stdout, stderr)
+	case cmd == "rotate-encryption-key":
+		return rotateKey(withConfig(0), environ, stdout, stderr)
+	case cmd == "keygen" || cmd == "version":
+		fmt.Fprintf(stderr, "llm-proxy: %s reads no config: run it without --config\n", cmd)
+		return 2
+	}
+	fmt.Fprintf(stderr, "llm-proxy: unknown command or argument %q\n%s\n", cmd, usage)
+	return 2
+}
+
 func keygen(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("llm-proxy keygen", flag.ContinueOnError)
 	fs.SetOutput(stderr)

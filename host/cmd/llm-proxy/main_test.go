@@ -221,6 +221,43 @@ func TestKeysCommand(t *testing.T) {
 	}
 }
 
+// TestGlobalFlagsBeforeACommand: --config before a command applies to it;
+// a word the proxy does not know is refused with the usage instead of being
+// ignored while the server starts.
+func TestGlobalFlagsBeforeACommand(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.toml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("[plugins]\ndir = %q\n[database]\npath = %q\n", dir, filepath.Join(dir, "db"))), 0o644)
+	var out, errb bytes.Buffer
+	if code := run([]string{"--config", cfg, "keys", "create", "--name", "early"}, nil, &out, &errb); code != 0 || !strings.HasPrefix(out.String(), "sk-lp-") {
+		t.Fatalf("--config before keys create: %d %q %s", code, out.String(), errb.String())
+	}
+	out.Reset()
+	if code := run([]string{"keys", "list", "--config", cfg}, nil, &out, &errb); code != 0 || !strings.Contains(out.String(), "early") {
+		t.Fatalf("the key went elsewhere: %d %s", code, out.String())
+	}
+	out.Reset()
+	if code := run([]string{"--config", cfg, "migrate", "status"}, nil, &out, &errb); code != 0 {
+		t.Fatalf("--config before migrate status: %d %s", code, errb.String())
+	}
+	for _, args := range [][]string{
+		{"--config", cfg, "serve"},
+		{"--config", cfg, "usres", "create"},
+		{"--check", "--config", cfg, "keys", "list"},
+		{"--config", cfg, "keygen"},
+	} {
+		errb.Reset()
+		if code := run(args, nil, &out, &errb); code != 2 || !strings.Contains(errb.String(), "llm-proxy: ") {
+			t.Errorf("%q: %d %s", args, code, errb.String())
+		}
+	}
+	errb.Reset()
+	run([]string{"--config", cfg, "serve"}, nil, &out, &errb)
+	if !strings.Contains(errb.String(), `unknown command or argument "serve"`) || !strings.Contains(errb.String(), "usage:") {
+		t.Fatalf("usage: %s", errb.String())
+	}
+}
+
 func TestEncryptionKey(t *testing.T) {
 	dir := t.TempDir()
 	keyFile := filepath.Join(dir, "enc.key")
