@@ -388,6 +388,28 @@ func TestClientAbortCancelsUpstream(t *testing.T) {
 	}
 }
 
+// TestClientAbortCancelsNonStreamUpstream: a client that gives up on a
+// non-streamed request closes its connection; the proxy notices while it
+// waits for the answer, cancels the upstream request, and logs a 499.
+func TestClientAbortCancelsNonStreamUpstream(t *testing.T) {
+	p := startProxy(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if _, err := p.client(adminKey).Chat.Completions.New(ctx, chatParams(fakeupstream.ModelSlowHeaders, "x"), option.WithMaxRetries(0)); err == nil {
+		t.Fatal("the request outlived its client")
+	}
+	// The upstream would have answered after SlowHeadersDelay (3 s).
+	waitFor(t, func() bool { return p.Upstream.Canceled() == 1 })
+	if d := time.Since(start); d >= fakeupstream.SlowHeadersDelay {
+		t.Fatalf("cancelled after %s: the upstream ran to its end", d)
+	}
+	resp, err := p.client(adminKey).Chat.Completions.New(context.Background(), chatParams("gpt-4o-mini", "after abort"))
+	if err != nil || resp.Choices[0].Message.Content != "echo: after abort" {
+		t.Fatalf("%v %+v", err, resp)
+	}
+}
+
 func TestUpstreamTimeoutIs504(t *testing.T) {
 	p := startProxy(t, func(cfg *config.Config) {
 		d := config.Duration(500 * time.Millisecond)

@@ -169,9 +169,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request, body []byte)
 		return
 	}
 	if req.Model == ModelSlowHeaders && !sleepCtx(r.Context(), SlowHeadersDelay) {
-		if req.Stream {
-			s.clientGone()
-		}
+		s.clientGone()
 		return
 	}
 	a := s.answerFor(&req)

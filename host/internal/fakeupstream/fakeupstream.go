@@ -204,9 +204,10 @@ func (s *Server) Requests() []Recorded {
 }
 
 // Canceled reports how many streaming requests were abandoned by their client
-// before the stream was complete, including ones abandoned while the
-// slow-headers model was still waiting. Streams cut by the server itself
-// (stream-error-midway, Close) are not counted.
+// before the stream was complete, and how many chat requests, streamed or
+// not, were abandoned while the slow-headers model was still waiting.
+// Streams cut by the server itself (stream-error-midway, Close) are not
+// counted.
 func (s *Server) Canceled() int64 { return s.canceled.Load() }
 
 // EndlessBytes is the number of bytes the endless-stream model has written

@@ -217,10 +217,18 @@ func (s *Server) handle(c *fiber.Ctx, op abi.Op) error {
 		return s.stream(c, r, unified)
 	}
 	sink := newBufferSink()
-	if _, err := s.open(r, unified, sink); err != nil {
-		return s.finish(c, r, err)
+	st, openErr := s.open(r, unified, sink)
+	if openErr != nil {
+		return s.finish(c, r, openErr)
 	}
-	<-sink.done
+	if !waitUnlessGone(c, sink.done) {
+		// The client left: its upstream request is cancelled rather than
+		// run to the end for nobody.
+		st.Cancel()
+		<-sink.done
+		s.logRequest(r, 499, endError(plugin.ErrClientGone))
+		return nil
+	}
 	if err := sink.outcome(); err != nil {
 		return s.finish(c, r, err)
 	}
@@ -238,6 +246,32 @@ func (s *Server) handle(c *fiber.Ctx, op abi.Op) error {
 	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 	c.Status(fiber.StatusOK).Send(sink.body)
 	return s.finish(c, r, nil)
+}
+
+// clientCheckEvery is how often a non-streamed request that is waiting for
+// its answer checks whether its client is still there.
+var clientCheckEvery = 500 * time.Millisecond
+
+// waitUnlessGone waits for done and reports true, or reports false as soon
+// as the client has closed its connection.
+func waitUnlessGone(c *fiber.Ctx, done <-chan struct{}) bool {
+	select {
+	case <-done:
+		return true
+	default:
+	}
+	t := time.NewTicker(clientCheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return true
+		case <-t.C:
+			if connClosed(c.Context().Conn()) {
+				return false
+			}
+		}
+	}
 }
 
 // open starts the operation on the provider's plugin; the outcome reaches
