@@ -178,3 +178,41 @@ func TestInFlightGauge(t *testing.T) {
 	}
 	waitFor(t, func() bool { return inFlight() == 0 })
 }
+
+// TestDashboardConnectionsCapped: one admin session cannot open live
+// connections without bound; past the hub's 256 the next is closed with
+// 1013 (try again later), and one closing makes room again.
+func TestDashboardConnectionsCapped(t *testing.T) {
+	p := startProxy(t, nil)
+	h := http.Header{"Authorization": {"Bearer " + adminKey}}
+	conns := make([]*websocket.Conn, 0, 256)
+	for i := 0; i < 256; i++ {
+		c, _, err := dialEvents(t, p, h)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		conns = append(conns, c)
+	}
+	waitFor(t, func() bool { return p.App.Hub().Stats().Subscribers == 256 })
+	over, _, err := dialEvents(t, p, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	over.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, _, err = over.ReadMessage()
+	if !websocket.IsCloseError(err, websocket.CloseTryAgainLater) {
+		t.Fatalf("the 257th connection: %v", err)
+	}
+	conns[0].Close()
+	waitFor(t, func() bool { return p.App.Hub().Stats().Subscribers == 255 })
+	again, _, err := dialEvents(t, p, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chatText(t, p, "gpt-4o-mini", "hello"); err != nil {
+		t.Fatal(err)
+	}
+	if ev := next(t, again, "request.finished", 10*time.Second); ev.Type != "request.finished" {
+		t.Fatalf("after room was made: %+v", ev)
+	}
+}

@@ -58,7 +58,10 @@ type Options struct {
 	// FlushEvery is how often the hub goroutine empties the inbox;
 	// default 50 ms.
 	FlushEvery time.Duration
-	Logger     *slog.Logger
+	// MaxSubscribers bounds the dashboards connected at once: each holds a
+	// queue of up to ClientQueue events. Default 256.
+	MaxSubscribers int
+	Logger         *slog.Logger
 }
 
 // Stats are the hub's counters since it started.
@@ -70,6 +73,7 @@ type Stats struct {
 	CutOff      uint64 `json:"cut_off"`      // subscribers dropped for falling behind
 	Subscribed  uint64 `json:"subscribed"`   // subscriptions ever made
 	Unsubscribe uint64 `json:"unsubscribed"` // subscriptions ended by their owner
+	Refused     uint64 `json:"refused"`      // subscriptions refused at MaxSubscribers
 }
 
 // Hub is the broadcaster. The zero value is not usable; call New and Run.
@@ -77,12 +81,12 @@ type Hub struct {
 	o     Options
 	log   *slog.Logger
 	in    chan Event
-	subs  chan *Subscriber
+	subs  chan subscribeReq
 	unsub chan *Subscriber
 
 	active atomic.Int64 // subscribers, read by Publish's fast path
 
-	published, delivered, droppedIn, cutOff, subscribed, unsubscribed atomic.Uint64
+	published, delivered, droppedIn, cutOff, subscribed, unsubscribed, refused atomic.Uint64
 
 	stopOnce sync.Once
 	done     chan struct{}
@@ -112,13 +116,16 @@ func New(o Options) *Hub {
 	if o.FlushEvery <= 0 {
 		o.FlushEvery = 50 * time.Millisecond
 	}
+	if o.MaxSubscribers <= 0 {
+		o.MaxSubscribers = 256
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
 	return &Hub{
 		o: o, log: o.Logger,
 		in:    make(chan Event, o.Inbox),
-		subs:  make(chan *Subscriber),
+		subs:  make(chan subscribeReq),
 		unsub: make(chan *Subscriber),
 		done:  make(chan struct{}),
 	}
@@ -141,15 +148,36 @@ func (h *Hub) Publish(typ string, data any) {
 	}
 }
 
-// Subscribe adds a subscriber. It returns nil once the hub has stopped.
+// subscribeReq asks the hub's goroutine to admit s; it answers on ok.
+type subscribeReq struct {
+	s  *Subscriber
+	ok chan bool
+}
+
+// Subscribe adds a subscriber. It returns nil once the hub has stopped
+// (Stopped is then true) or while MaxSubscribers are connected.
 func (h *Hub) Subscribe() *Subscriber {
 	c := make(chan []byte, h.o.ClientQueue)
 	s := &Subscriber{C: c, c: c, hub: h}
+	req := subscribeReq{s: s, ok: make(chan bool, 1)}
 	select {
-	case h.subs <- s:
-		return s
+	case h.subs <- req:
+		if <-req.ok {
+			return s
+		}
+		return nil
 	case <-h.done:
 		return nil
+	}
+}
+
+// Stopped reports whether the hub has stopped.
+func (h *Hub) Stopped() bool {
+	select {
+	case <-h.done:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -174,6 +202,7 @@ func (h *Hub) Stats() Stats {
 		Published:   h.published.Load(), Delivered: h.delivered.Load(),
 		DroppedIn: h.droppedIn.Load(), CutOff: h.cutOff.Load(),
 		Subscribed: h.subscribed.Load(), Unsubscribe: h.unsubscribed.Load(),
+		Refused: h.refused.Load(),
 	}
 }
 
@@ -193,10 +222,16 @@ func (h *Hub) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case s := <-h.subs:
-			subs[s] = struct{}{}
+		case req := <-h.subs:
+			if len(subs) >= h.o.MaxSubscribers {
+				h.refused.Add(1)
+				req.ok <- false
+				continue
+			}
+			subs[req.s] = struct{}{}
 			h.subscribed.Add(1)
 			h.active.Store(int64(len(subs)))
+			req.ok <- true
 		case s := <-h.unsub:
 			if _, ok := subs[s]; ok {
 				delete(subs, s)

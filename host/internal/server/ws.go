@@ -67,7 +67,11 @@ func (s *Server) wsServe(conn *websocket.Conn) {
 	token := conn.Cookies(SessionCookie)
 	sub := s.opts.Hub.Subscribe()
 	if sub == nil {
-		conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, "server stopping"), time.Now().Add(time.Second))
+		msg := websocket.FormatCloseMessage(websocket.CloseTryAgainLater, "too many dashboards connected")
+		if s.opts.Hub.Stopped() {
+			msg = websocket.FormatCloseMessage(websocket.CloseGoingAway, "server stopping")
+		}
+		conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
 		return
 	}
 	defer sub.Unsubscribe()
