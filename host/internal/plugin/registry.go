@@ -373,7 +373,7 @@ func (r *Registry) Install(ctx context.Context, file string, data []byte) (Info,
 		return Info{}, fmt.Errorf("install %s: %w", file, err)
 	}
 	defer os.Remove(tmp.Name()) // after a successful rename, a no-op
-	if _, err := tmp.Write(data); err == nil {
+	if _, err = tmp.Write(data); err == nil {
 		err = tmp.Sync()
 	}
 	if cerr := tmp.Close(); err == nil {
