@@ -505,6 +505,29 @@ func TestPluginUpload(t *testing.T) {
 			t.Errorf("left in the folder: %s", n)
 		}
 	}
+	// A viewer's session is refused from the headers too: the server does
+	// not read 5 MiB only to answer 403. An admin's session may send.
+	createUser(t, p, "watcher", "a long viewer password", "viewer")
+	createUser(t, p, "boss", "a long admin password", "admin")
+	for _, who := range []struct {
+		user, pw string
+		want     int
+	}{{"watcher", "a long viewer password", 413}, {"boss", "a long admin password", 400}} {
+		b := newBrowser(t, p)
+		expect(t, "login "+who.user, b.login(who.user, who.pw), 200, "")
+		req, _ := http.NewRequest("PUT", p.URL+"/api/plugins/x.wasm", bytes.NewReader(make([]byte, 5<<20)))
+		req.Header.Set("Content-Type", "application/wasm")
+		req.Header.Set("X-CSRF-Token", b.csrf)
+		resp, err := b.c.Do(req)
+		status := 413 // refused from the headers while the client was still sending
+		if err == nil {
+			status = resp.StatusCode
+			resp.Body.Close()
+		}
+		if status != who.want {
+			t.Errorf("%s's 5 MiB upload: %d, %v; want %d", who.user, status, err, who.want)
+		}
+	}
 	// The /v1 body limit still holds.
 	req, _ := http.NewRequest("POST", p.URL+"/v1/chat/completions", bytes.NewReader(make([]byte, 5<<20)))
 	req.Header.Set("Authorization", "Bearer "+adminKey)

@@ -23,7 +23,7 @@ type Sessions interface {
 	Start(u *users.User) (string, *sessions.Session, error)
 	Check(ctx context.Context, token string) (*sessions.Session, error)
 	Logout(token string)
-	Live(token string) bool
+	LiveAdmin(token string) bool
 	RevokeUser(userID string) int
 	TTL() time.Duration
 }

@@ -333,5 +333,5 @@ func (s *Server) mayUpload(h *fasthttp.RequestHeader) bool {
 		return s.isAdmin(bearer(auth))
 	}
 	token := string(h.Cookie(SessionCookie))
-	return token != "" && s.opts.Sessions != nil && s.opts.Sessions.Live(token)
+	return token != "" && s.opts.Sessions != nil && s.opts.Sessions.LiveAdmin(token)
 }

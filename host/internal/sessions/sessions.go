@@ -99,6 +99,7 @@ type Manager struct {
 
 type entry struct {
 	userID  string
+	role    string    // the account's role when last checked
 	issued  time.Time // whole milliseconds, after the password change it knew of
 	expires time.Time
 }
@@ -189,7 +190,7 @@ func (m *Manager) start(u *users.User) (string, *Session, error) {
 	}
 	m.mu.Lock()
 	m.sweepLocked(now)
-	m.live[s.ID] = &entry{userID: u.ID, issued: issued, expires: s.ExpiresAt}
+	m.live[s.ID] = &entry{userID: u.ID, role: u.Role, issued: issued, expires: s.ExpiresAt}
 	m.trimLocked(u.ID)
 	m.mu.Unlock()
 	return token, &Session{ID: s.ID, CSRF: s.CSRF, ExpiresAt: s.ExpiresAt, User: u}, nil
@@ -216,6 +217,9 @@ func (m *Manager) Check(ctx context.Context, token string) (*Session, error) {
 		m.end(s.ID)
 		return nil, ErrInvalid
 	}
+	m.mu.Lock()
+	e.role = u.Role
+	m.mu.Unlock()
 	return &Session{ID: s.ID, CSRF: s.CSRF, ExpiresAt: s.ExpiresAt, User: u}, nil
 }
 
@@ -226,6 +230,19 @@ func (m *Manager) Check(ctx context.Context, token string) (*Session, error) {
 func (m *Manager) Live(token string) bool {
 	_, e := m.lookup(token)
 	return e != nil
+}
+
+// LiveAdmin is Live for a session whose account was an admin when it was
+// last checked: the server decides with it, from the headers, whether a
+// large upload may be read at all (Check, after, is the real test).
+func (m *Manager) LiveAdmin(token string) bool {
+	_, e := m.lookup(token)
+	if e == nil {
+		return false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return e.role == users.RoleAdmin
 }
 
 // lookup verifies token and finds its entry among the live sessions; the

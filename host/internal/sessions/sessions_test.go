@@ -198,12 +198,18 @@ func TestSessionEnds(t *testing.T) {
 	})
 	t.Run("role follows the account", func(t *testing.T) {
 		token := login()
+		if m.LiveAdmin(token) {
+			t.Fatal("a viewer's session passes LiveAdmin")
+		}
 		acc.change(u.ID, func(u *users.User) { u.Role = users.RoleAdmin })
 		s, err := m.Check(ctx, token)
-		if err != nil || s.User.Role != users.RoleAdmin {
-			t.Fatalf("%+v %v", s, err)
+		if err != nil || s.User.Role != users.RoleAdmin || !m.LiveAdmin(token) {
+			t.Fatalf("%+v %v, LiveAdmin %v", s, err, m.LiveAdmin(token))
 		}
 		acc.change(u.ID, func(u *users.User) { u.Role = users.RoleViewer })
+		if _, err := m.Check(ctx, token); err != nil || m.LiveAdmin(token) {
+			t.Fatalf("demoted: %v, LiveAdmin %v", err, m.LiveAdmin(token))
+		}
 	})
 	t.Run("revoked", func(t *testing.T) {
 		a, b := login(), login()
