@@ -309,7 +309,14 @@ func TestWATRelayEdgeCases(t *testing.T) {
 		{"unreachable", abi.OpChat, string(guestConfig("http://127.0.0.1:1/v1")), chat, "fail 502 upstream request failed: UNREACHABLE", ""},
 		{"denied host", abi.OpChat, string(guestConfig("http://upstream.invalid/v1")), chat, "fail 502 upstream request failed: DENIED", ""},
 	}
-	eg := watEgress(t, v, base)
+	// Port 1 of the upstream's host is granted too (and nothing listens
+	// there), for the unreachable case.
+	a := v.Manifest.Auth
+	eg, err := egress.New(egress.Options{BaseURL: base, ExtraHosts: []string{"127.0.0.1:1"}, AllowPrivateNetwork: true,
+		Secret: "test-key", Auth: egress.Auth{Type: a.Type, Name: a.Name, Format: a.Format}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			mu.Lock()
