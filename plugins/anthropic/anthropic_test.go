@@ -71,7 +71,7 @@ x-api-key: k
 
 {"model":"claude-x","max_tokens":123,"messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]}
 -- want emits --
-body {"id":"msg_1","object":"chat.completion","created":1700000000,"model":"claude-x","choices":[{"index":0,"message":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":0,"total_tokens":1,"prompt_tokens_details":{"cached_tokens":0}}}
+body {"id":"chatcmpl-msg_1","object":"chat.completion","created":1700000000,"model":"claude-x","choices":[{"index":0,"message":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":0,"total_tokens":1,"prompt_tokens_details":{"cached_tokens":0}}}
 `))
 	if err != nil {
 		t.Fatal(err)

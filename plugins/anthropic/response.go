@@ -86,7 +86,7 @@ func buildCompletion(msg rawjson.Value, created int64) ([]byte, error) {
 	u.read(usageV)
 
 	b := append(outBuf[:0], `{"id":`...)
-	b = appendStringOr(b, id, "msg")
+	b = appendChatID(b, id)
 	b = append(b, `,"object":"chat.completion","created":`...)
 	b = strconv.AppendInt(b, created, 10)
 	b = append(b, `,"model":`...)
@@ -132,6 +132,17 @@ func appendToolCall(b, id, name, input []byte) []byte {
 	}
 	b = rawjson.AppendString(b, input)
 	return append(b, "}}"...)
+}
+
+// appendChatID writes a completion id as OpenAI's look: "chatcmpl-" and
+// the message's id, so an answer does not tell clients which provider
+// served it (the message id stays in it for tracing).
+func appendChatID(b []byte, id rawjson.Value) []byte {
+	if id.Kind() == rawjson.String && !id.Escaped() {
+		b = append(b, `"chatcmpl-`...)
+		return append(b, id.Raw()[1:]...)
+	}
+	return append(b, `"chatcmpl-anthropic"`...)
 }
 
 func appendStringOr(b []byte, v rawjson.Value, fallback string) []byte {

@@ -219,7 +219,7 @@ func (t *streamer) messageStart(message rawjson.Value) error {
 	}
 	t.u.read(usageV)
 	h := append(t.head[:0], `{"id":`...)
-	h = appendStringOr(h, id, "msg")
+	h = appendChatID(h, id)
 	h = append(h, `,"object":"chat.completion.chunk","created":`...)
 	h = strconv.AppendInt(h, t.created, 10)
 	h = append(h, `,"model":`...)
