@@ -133,7 +133,7 @@ func forward(s *sdk.Stream, op string, stream bool) error {
 	if !abi.ValidModel(set.deployment(model)) {
 		// The deployment goes into the URL's path (escaped, but ".." would
 		// still climb out of it).
-		return &sdk.HTTPError{Status: 400, Message: "the model's deployment name may hold only letters, digits and - _ . : / @ +, with no empty, '.' or '..' part between slashes"}
+		return &sdk.HTTPError{Status: 400, Message: "the model's deployment name may hold only " + abi.ModelNameRule}
 	}
 	if d := set.deployment(model); set.v1 && d != model {
 		// The v1 API finds the deployment through the body's model.

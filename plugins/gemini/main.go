@@ -132,7 +132,7 @@ func parseChat(s *sdk.Stream) (rawjson.Value, error) {
 // upstream URL's path (the host refuses those too).
 func checkModel(model []byte) error {
 	if !abi.ValidModel(string(model)) {
-		return chatreq.BadRequest("model", "the model name may hold only letters, digits and - _ . : / @ +, with no empty, '.' or '..' part between slashes")
+		return chatreq.BadRequest("model", "the model name may hold only "+abi.ModelNameRule)
 	}
 	return nil
 }

@@ -3,6 +3,10 @@ package abi
 // MaxModelLen bounds the length of a model name.
 const MaxModelLen = 256
 
+// ModelNameRule says, for an error message, which characters ValidModel
+// accepts.
+const ModelNameRule = "letters, digits and - _ . : / @ +, with no empty, '.' or '..' part between slashes"
+
 // ValidModel reports whether name may be a model name: 1 to MaxModelLen
 // bytes of ASCII letters, digits and "-_.:/@+", where no part between
 // slashes is empty, "." or "..". The host refuses a request naming any

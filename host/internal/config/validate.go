@@ -291,7 +291,7 @@ func validateProvider(ps *Problems, key string, p ProviderConfig) {
 		}
 		if !abi.ValidModel(m) {
 			// Clients could not ask for it: the server refuses such names.
-			ps.add(mkey, "%q is not a model name: use at most %d letters, digits and - _ . : / @ +, with no empty, '.' or '..' part between slashes", m, abi.MaxModelLen)
+			ps.add(mkey, "%q is not a model name: use at most %d %s", m, abi.MaxModelLen, abi.ModelNameRule)
 			continue
 		}
 		if first, dup := firstModel[m]; dup {

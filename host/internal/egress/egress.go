@@ -89,17 +89,15 @@ func New(opts Options) (*Client, error) {
 		host = strings.ToLower(host)
 		c.allowed[host] = append(c.allowed[host], ports...)
 	}
-	var rt http.RoundTripper
-	rt, c.imageTransport = opts.Transport, opts.Transport
-	if rt == nil {
-		rt, c.imageTransport = publicTransport, publicTransport
+	c.transport, c.imageTransport = opts.Transport, opts.Transport
+	if opts.Transport == nil {
+		c.transport, c.imageTransport = publicTransport, publicTransport
 		if c.private {
-			rt = privateTransport
+			c.transport = privateTransport
 		}
 	}
-	c.transport = rt
 	c.http = &http.Client{
-		Transport: rt,
+		Transport: c.transport,
 		// Go's client copies the first request's headers onto redirects
 		// (dropping only Authorization, and only off the domain), so the
 		// secret is removed and re-added per hop: it goes to the base URL's

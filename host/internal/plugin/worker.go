@@ -75,10 +75,9 @@ type worker struct {
 type watch struct {
 	mu       sync.Mutex
 	running  bool
-	start    time.Duration // wall time it began, since epoch
 	deadline time.Duration // wall time the watchdog next looks, since epoch
+	wallEnd  time.Duration // wall time it is stopped at whatever its CPU time
 	limit    time.Duration // CPU time it may use
-	wall     time.Duration // wall time it may take
 	clock    threadClock   // the CPU clock of the thread running it
 	cpu0     time.Duration // that clock when it began, or later (see call)
 	cpuOK    bool          // the clock can be read
@@ -180,7 +179,7 @@ func (w *worker) bark() {
 		w.watchdog.Reset(c.deadline - now)
 		return
 	}
-	if c.cpuOK && now < c.start+c.wall {
+	if c.cpuOK && now < c.wallEnd {
 		if used, ok := c.clock.read(); ok && used-c.cpu0 < c.limit {
 			// Waited for a core rather than ran: look again once it could
 			// have used the rest of its time.
@@ -527,11 +526,10 @@ func (w *worker) call(fn int, st *Stream, args ...uint64) error {
 	// The CPU time the thread could have used since the clock was read
 	// counts as this callback's: what it used is then never overstated.
 	c.cpu0 = w.pinned.cpu + (now - w.pinned.at)
-	c.start = now
 	c.deadline, c.limit, c.running = now+limit, limit, true
 	// The wall-time backstop grows with the input's allowance, not fifty
 	// times as fast.
-	c.wall = limit + w.v.limits.CallbackTimeout*(wallFactor-1)
+	c.wallEnd = now + limit + w.v.limits.CallbackTimeout*(wallFactor-1)
 	w.watchdog.Reset(limit)
 	c.mu.Unlock()
 	err := f.CallWithStack(w.ctx, w.stack)

@@ -132,7 +132,7 @@ func parse(body []byte, op abi.Op) (model string, stream bool, includeUsage bool
 	if !abi.ValidModel(m.Str) {
 		// Plugins put model names into upstream URLs.
 		return "", false, false, apierror.New(fiber.StatusBadRequest, "invalid_model",
-			"A model name is 1 to "+strconv.Itoa(abi.MaxModelLen)+" letters, digits and - _ . : / @ +, with no empty, '.' or '..' part between slashes.").WithParam("model")
+			"A model name is 1 to "+strconv.Itoa(abi.MaxModelLen)+" "+abi.ModelNameRule+".").WithParam("model")
 	}
 	switch op {
 	case abi.OpChat:
