@@ -126,6 +126,12 @@ type ServerConfig struct {
 	// long while output is waiting for it, and cancels its upstream; 0
 	// never drops one. Default: 30s.
 	WriteTimeout Duration `koanf:"write_timeout"`
+	// TrustedProxies are the addresses (IPs or CIDR ranges) of reverse
+	// proxies in front of the server. Only a connection from one of them
+	// may set the client's address (X-Forwarded-For) and scheme
+	// (X-Forwarded-Proto), which decide login throttling and whether the
+	// session cookie is Secure. Default: none (such headers are ignored).
+	TrustedProxies []string `koanf:"trusted_proxies"`
 }
 
 // AuthConfig configures access to the admin API.
@@ -325,6 +331,7 @@ func Default() *Config {
 			ShutdownTimeout: Duration(30 * time.Second),
 			ReadTimeout:     Duration(60 * time.Second),
 			WriteTimeout:    Duration(30 * time.Second),
+			TrustedProxies:  []string{},
 		},
 		Auth: AuthConfig{
 			AdminKeyEnv: "LLMPROXY_ADMIN_KEY",

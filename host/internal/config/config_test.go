@@ -958,6 +958,7 @@ func TestValidate(t *testing.T) {
 	t.Parallel()
 	cfg := Default()
 	cfg.Server.ReadTimeout = 0
+	cfg.Server.TrustedProxies = []string{"10.0.0.0/8", "::1", "proxy.internal"}
 	cfg.Plugins.Dir = ""
 	cfg.Providers = []ProviderConfig{{Name: "x", Plugin: "p", BaseURL: "https://example.com", Models: []string{"m"}}}
 	ps, ok := errors.AsType[Problems](cfg.Validate())
@@ -966,6 +967,7 @@ func TestValidate(t *testing.T) {
 	}
 	want := Problems{
 		{Key: "server.read_timeout", Msg: "must be greater than 0, got 0s"},
+		{Key: "server.trusted_proxies[2]", Msg: `must be an IP address or a CIDR range such as "10.0.0.0/8", got "proxy.internal"`},
 		{Key: "plugins.dir", Msg: "must not be empty"},
 	}
 	if !reflect.DeepEqual(ps, want) {

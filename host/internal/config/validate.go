@@ -55,6 +55,14 @@ func (c *Config) problems() Problems {
 	if s.WriteTimeout < 0 {
 		ps.add("server.write_timeout", "must be 0 (never drop a slow client) or more, got %s", s.WriteTimeout)
 	}
+	for i, p := range s.TrustedProxies {
+		if _, err := netip.ParsePrefix(p); err == nil {
+			continue
+		}
+		if _, err := netip.ParseAddr(p); err != nil {
+			ps.add("server.trusted_proxies["+strconv.Itoa(i)+"]", "must be an IP address or a CIDR range such as \"10.0.0.0/8\", got %q", p)
+		}
+	}
 
 	switch {
 	case c.Auth.AdminKeyEnv == "":

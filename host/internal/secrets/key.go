@@ -26,6 +26,7 @@ const KeySize = 32
 const (
 	infoEncryption = "llm-proxy/secrets v1 encryption"
 	infoSessions   = "llm-proxy/secrets v1 sessions"
+	infoDevices    = "llm-proxy/secrets v1 devices"
 )
 
 // maxKeyFileSize bounds what LoadKey reads from a key file. A key is at
@@ -43,6 +44,7 @@ const maxKeyFileSize = 1024
 type Key struct {
 	aead cipher.AEAD // AES-256-GCM under the encryption subkey, nonces drawn at random
 	mac  []byte      // HMAC-SHA256 key for session tokens
+	dev  []byte      // HMAC-SHA256 key for device tokens
 }
 
 // ParseKey reads a master key written as 64 hex characters or as the
@@ -128,6 +130,10 @@ func newKey(master []byte) (*Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("derive session key: %w", err)
 	}
+	devKey, err := hkdf.Key(sha256.New, master, nil, infoDevices, 32)
+	if err != nil {
+		return nil, fmt.Errorf("derive device key: %w", err)
+	}
 	block, err := aes.NewCipher(encKey)
 	if err != nil {
 		return nil, fmt.Errorf("aes: %w", err)
@@ -136,12 +142,12 @@ func newKey(master []byte) (*Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gcm: %w", err)
 	}
-	return &Key{aead: aead, mac: macKey}, nil
+	return &Key{aead: aead, mac: macKey, dev: devKey}, nil
 }
 
 // valid reports whether k was made by newKey.
 func (k *Key) valid() bool {
-	return k != nil && k.aead != nil && len(k.mac) == 32
+	return k != nil && k.aead != nil && len(k.mac) == 32 && len(k.dev) == 32
 }
 
 // Format keeps the key out of logs and error messages. Its receiver is a

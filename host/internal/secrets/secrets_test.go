@@ -1081,3 +1081,45 @@ func TestCheckPasswordPaths(t *testing.T) {
 		})
 	}
 }
+
+func TestDeviceTokens(t *testing.T) {
+	k := fixtureKey(t)
+	tok, err := k.IssueDevice("Alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, ok := k.VerifyDevice(tok, "alice")
+	if !ok || len(id) != 22 || !strings.HasPrefix(tok, id+".") {
+		t.Fatalf("VerifyDevice(%q) = %q, %v", tok, id, ok)
+	}
+	other, err := ParseKey(strings.Repeat("cd", 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := other.VerifyDevice(tok, "alice"); ok {
+		t.Error("a token passed under another key")
+	}
+	if _, ok := k.VerifyDevice(tok, "bob"); ok {
+		t.Error("a token passed for another account")
+	}
+	for _, bad := range []string{"", ".", id, id + ".", tok[:len(tok)-1], "x" + tok[1:], tok + strings.Repeat("A", 200)} {
+		if _, ok := k.VerifyDevice(bad, "alice"); ok {
+			t.Errorf("VerifyDevice(%q) passed", bad)
+		}
+	}
+	// Device and session tokens are signed with different subkeys.
+	if _, err := k.VerifySession(tok, t0); err == nil {
+		t.Error("a device token passed as a session token")
+	}
+	stok, _, err := k.IssueSession("alice", "admin", time.Hour, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := k.VerifyDevice(stok, "alice"); ok {
+		t.Error("a session token passed as a device token")
+	}
+	var zero *Key
+	if _, err := zero.IssueDevice("alice"); err == nil {
+		t.Error("the zero key issued a device token")
+	}
+}

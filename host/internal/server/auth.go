@@ -19,7 +19,7 @@ import (
 
 // Sessions is what the server needs of dashboard sessions.
 type Sessions interface {
-	Login(ctx context.Context, username, password, addr string) (string, *sessions.Session, error)
+	Login(ctx context.Context, username, password, addr, device string) (string, *sessions.Session, error)
 	Start(u *users.User) (string, *sessions.Session, error)
 	Check(ctx context.Context, token string) (*sessions.Session, error)
 	Logout(token string)
@@ -43,6 +43,10 @@ type Users interface {
 const (
 	// SessionCookie is the name of the dashboard's session cookie.
 	SessionCookie = "llmproxy_session"
+	// DeviceCookie holds the browser's device token, which exempts it
+	// from the throttling of strangers' failed logins to its account (see
+	// package sessions). It is sent to the login route only.
+	DeviceCookie = "llmproxy_device"
 	// CSRFHeader carries the session's CSRF token on state-changing calls.
 	CSRFHeader = "X-CSRF-Token"
 )
@@ -120,6 +124,10 @@ func csrfMatches(sess *sessions.Session, header string) bool {
 	return sess.CSRF != "" && subtle.ConstantTimeCompare([]byte(sess.CSRF), []byte(header)) == 1
 }
 
+// deviceCookieAge is how long a browser keeps its device token, in
+// seconds: a year, renewed at each login.
+const deviceCookieAge = 365 * 24 * 3600
+
 func (s *Server) setSessionCookie(c *fiber.Ctx, token string, sess *sessions.Session) {
 	c.Cookie(&fiber.Cookie{
 		Name: SessionCookie, Value: token, Path: "/",
@@ -183,7 +191,7 @@ func (s *Server) login(c *fiber.Ctx) error {
 	if req.Username == "" || req.Password == "" {
 		return apierror.New(fiber.StatusBadRequest, "invalid_request", "Both username and password are required.")
 	}
-	token, sess, err := s.opts.Sessions.Login(c.UserContext(), req.Username, req.Password, c.IP())
+	token, sess, err := s.opts.Sessions.Login(c.UserContext(), req.Username, req.Password, s.clientAddr(c), c.Cookies(DeviceCookie))
 	var te *sessions.ThrottledError
 	switch {
 	case errors.As(err, &te):
@@ -197,7 +205,14 @@ func (s *Server) login(c *fiber.Ctx) error {
 		return err
 	}
 	s.setSessionCookie(c, token, sess)
-	s.log.Info("dashboard login", "user", sess.User.Username, "role", sess.User.Role, "addr", c.IP())
+	if sess.Device != "" {
+		c.Cookie(&fiber.Cookie{
+			Name: DeviceCookie, Value: sess.Device, Path: "/api/login", MaxAge: deviceCookieAge,
+			Expires:  time.Now().Add(deviceCookieAge * time.Second),
+			HTTPOnly: true, SameSite: fiber.CookieSameSiteStrictMode, Secure: c.Protocol() == "https",
+		})
+	}
+	s.log.Info("dashboard login", "user", sess.User.Username, "role", sess.User.Role, "addr", s.clientAddr(c))
 	return c.JSON(answerFor(sess))
 }
 

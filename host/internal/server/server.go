@@ -88,7 +88,11 @@ type Options struct {
 	// WriteTimeout drops a streaming client that reads nothing for this
 	// long while output waits for it; 0 never drops one.
 	WriteTimeout time.Duration
-	Logger       *slog.Logger
+	// TrustedProxies are the reverse proxies (IPs or CIDR ranges) whose
+	// X-Forwarded-For and X-Forwarded-Proto are believed; from anyone else
+	// those headers are ignored.
+	TrustedProxies []string
+	Logger         *slog.Logger
 }
 
 // Server serves the API.
@@ -99,6 +103,7 @@ type Server struct {
 	adminKey [32]byte
 	// writeTimeout is Options.WriteTimeout.
 	writeTimeout time.Duration
+	proxies      proxies      // Options.TrustedProxies
 	inFlight     atomic.Int64 // /v1 requests begun and not yet logged
 	// logBodyBytes is how much of each /v1 body the request log keeps; 0
 	// keeps none. It changes at run time with the body logging setting.
@@ -120,7 +125,8 @@ func New(o Options) *Server {
 	if o.MaxBodyBytes == 0 {
 		o.MaxBodyBytes = 4 << 20
 	}
-	s := &Server{opts: o, log: o.Logger, adminKey: sha256.Sum256([]byte(o.AdminKey)), writeTimeout: o.WriteTimeout}
+	s := &Server{opts: o, log: o.Logger, adminKey: sha256.Sum256([]byte(o.AdminKey)), writeTimeout: o.WriteTimeout,
+		proxies: parseProxies(o.TrustedProxies)}
 	s.logBodyBytes.Store(int64(o.LogBodyBytes))
 	s.app = fiber.New(fiber.Config{
 		AppName:               "llm-proxy",
@@ -128,7 +134,11 @@ func New(o Options) *Server {
 		ReadTimeout:           o.ReadTimeout,
 		DisableStartupMessage: true,
 		UnescapePath:          true,
-		ErrorHandler:          s.handleError,
+		// X-Forwarded-Proto decides c.Protocol() (and so the Secure flag of
+		// the session cookie) only on connections from a trusted proxy.
+		EnableTrustedProxyCheck: true,
+		TrustedProxies:          o.TrustedProxies,
+		ErrorHandler:            s.handleError,
 	})
 	s.app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	s.app.Get("/readyz", s.readyz)

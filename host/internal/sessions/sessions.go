@@ -9,11 +9,20 @@
 // by another process (the `llm-proxy users` command) takes effect on the
 // next request, and the role in force is always the account's current one.
 //
-// Failed logins are throttled per account name and per client address
-// (see Options). A throttled login is refused before any password is
-// checked, with the time to wait; the account name is counted whether or
-// not such an account exists, so throttling tells nothing about which
-// accounts exist either.
+// Failed logins are throttled three ways (see Options):
+//   - per client network (an IPv4 address or an IPv6 /64): too many
+//     failures block that network for a while;
+//   - per account name, for browsers that never signed in to it: past a
+//     few failures each try must wait a delay that doubles up to a cap, so
+//     guessing stays slow, but nobody can lock the account for good;
+//   - per device: a browser that signed in to an account before holds a
+//     signed device token (secrets.IssueDevice) and is throttled on its
+//     own, so a stranger's guessing never keeps the account's owner out.
+//
+// A throttled login is refused before any password is checked, with the
+// time to wait; the account name is counted whether or not such an
+// account exists, so throttling tells nothing about which accounts exist
+// either.
 package sessions
 
 import (
@@ -57,14 +66,22 @@ type Accounts interface {
 // Options configure a Manager. Zero values take the defaults given.
 type Options struct {
 	TTL time.Duration // how long a session lasts; default 12h
-	// AccountFailures failed logins for one account name within
-	// FailureWindow block further tries at that name until the window
-	// ends. Default 5.
+	// AccountFailures failed logins for one account name from browsers
+	// without its device token are free; each further try must wait
+	// AccountDelay, doubled with every failure up to AccountMaxDelay.
+	// Defaults 5, 1s and FailureWindow.
 	AccountFailures int
-	// AddressFailures failed logins from one client address within
-	// FailureWindow block that address. Default 20.
+	AccountDelay    time.Duration
+	AccountMaxDelay time.Duration
+	// DeviceFailures failed logins within FailureWindow from a browser
+	// with a device token block that device until the window ends.
+	// Default AccountFailures.
+	DeviceFailures int
+	// AddressFailures failed logins from one client network within
+	// FailureWindow block that network. Default 20.
 	AddressFailures int
-	FailureWindow   time.Duration // default 15m
+	// FailureWindow is how long failures are remembered. Default 15m.
+	FailureWindow time.Duration
 	// MaxPerUser is the most sessions one user may hold; a new login
 	// beyond it ends that user's oldest session. Default 20.
 	MaxPerUser int
@@ -74,8 +91,11 @@ type Options struct {
 
 // Session is a checked session with the account it belongs to.
 type Session struct {
-	ID        string      `json:"-"`
-	CSRF      string      `json:"csrf_token"`
+	ID   string `json:"-"`
+	CSRF string `json:"csrf_token"`
+	// Device is a device token for the browser that signed in (Login
+	// only); see secrets.IssueDevice.
+	Device    string      `json:"-"`
 	ExpiresAt time.Time   `json:"expires_at"`
 	User      *users.User `json:"user"`
 }
@@ -86,7 +106,8 @@ type Manager struct {
 	accounts Accounts
 	o        Options
 
-	byAccount *throttle
+	byAccount *throttle // slowing, for browsers without the account's device token
+	byDevice  *throttle
 	byAddress *throttle
 	// bcrypt at cost 12 takes a core for about 0.3 s; at most one login
 	// per core runs at a time so a burst of logins cannot starve requests.
@@ -118,6 +139,15 @@ func New(key *secrets.Key, accounts Accounts, o Options) *Manager {
 	if o.FailureWindow <= 0 {
 		o.FailureWindow = 15 * time.Minute
 	}
+	if o.AccountDelay <= 0 {
+		o.AccountDelay = time.Second
+	}
+	if o.AccountMaxDelay <= 0 {
+		o.AccountMaxDelay = o.FailureWindow
+	}
+	if o.DeviceFailures <= 0 {
+		o.DeviceFailures = o.AccountFailures
+	}
 	if o.MaxPerUser <= 0 {
 		o.MaxPerUser = 20
 	}
@@ -126,7 +156,8 @@ func New(key *secrets.Key, accounts Accounts, o Options) *Manager {
 	}
 	return &Manager{
 		key: key, accounts: accounts, o: o,
-		byAccount: newThrottle(o.AccountFailures, o.FailureWindow, 100_000),
+		byAccount: newSlowdown(o.AccountFailures, o.AccountDelay, o.AccountMaxDelay, o.FailureWindow, 100_000),
+		byDevice:  newThrottle(o.DeviceFailures, o.FailureWindow, 100_000),
 		byAddress: newThrottle(o.AddressFailures, o.FailureWindow, 100_000),
 		checking:  make(chan struct{}, runtime.GOMAXPROCS(0)),
 		live:      map[string]*entry{},
@@ -137,14 +168,20 @@ func New(key *secrets.Key, accounts Accounts, o Options) *Manager {
 func (m *Manager) TTL() time.Duration { return m.o.TTL }
 
 // Login checks username and password for a client at addr and starts a
-// session. It returns the token for the cookie. Errors: ErrBadLogin,
+// session. device is the browser's device token, if it has one ("" if
+// not). It returns the token for the session cookie; the Session carries
+// a fresh device token for the browser to keep. Errors: ErrBadLogin,
 // *ThrottledError, or a database error.
-func (m *Manager) Login(ctx context.Context, username, password, addr string) (string, *Session, error) {
+func (m *Manager) Login(ctx context.Context, username, password, addr, device string) (string, *Session, error) {
 	now := m.o.Now()
 	// Names differing only in case count as one, so case games do not
 	// multiply an attacker's tries.
-	acct, from := "u:"+strings.ToLower(username), "a:"+addr
-	if wait, ok := m.byAccount.blocked(acct, now); ok {
+	who, by := "u:"+strings.ToLower(username), m.byAccount
+	if id, ok := m.key.VerifyDevice(device, username); ok {
+		who, by = "d:"+id, m.byDevice
+	}
+	from := networkKey(addr)
+	if wait, ok := by.blocked(who, now); ok {
 		return "", nil, &ThrottledError{RetryAfter: wait}
 	}
 	if wait, ok := m.byAddress.blocked(from, now); ok {
@@ -160,13 +197,16 @@ func (m *Manager) Login(ctx context.Context, username, password, addr string) (s
 	if err != nil {
 		if errors.Is(err, users.ErrBadLogin) {
 			now = m.o.Now()
-			m.byAccount.fail(acct, now)
+			by.fail(who, now)
 			m.byAddress.fail(from, now)
 		}
 		return "", nil, err
 	}
-	m.byAccount.reset(acct)
+	by.reset(who)
 	token, s, err := m.start(u)
+	if err == nil {
+		s.Device, err = m.key.IssueDevice(username)
+	}
 	return token, s, err
 }
 

@@ -3,6 +3,7 @@ package sessions
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -90,13 +91,13 @@ func TestLoginCheckLogout(t *testing.T) {
 	m, acc, _ := setup(t, Options{})
 	acc.add("alice", "right password", users.RoleAdmin)
 
-	if _, _, err := m.Login(ctx, "alice", "wrong", "10.0.0.1"); !errors.Is(err, ErrBadLogin) {
+	if _, _, err := m.Login(ctx, "alice", "wrong", "10.0.0.1", ""); !errors.Is(err, ErrBadLogin) {
 		t.Fatalf("wrong password: %v", err)
 	}
-	if _, _, err := m.Login(ctx, "nobody", "right password", "10.0.0.1"); !errors.Is(err, ErrBadLogin) {
+	if _, _, err := m.Login(ctx, "nobody", "right password", "10.0.0.1", ""); !errors.Is(err, ErrBadLogin) {
 		t.Fatalf("unknown user: %v", err)
 	}
-	token, s, err := m.Login(ctx, "alice", "right password", "10.0.0.1")
+	token, s, err := m.Login(ctx, "alice", "right password", "10.0.0.1", "")
 	if err != nil || s.User.Username != "alice" || len(s.CSRF) != 32 || s.ExpiresAt.Sub(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)) != 12*time.Hour {
 		t.Fatalf("login: %+v %v", s, err)
 	}
@@ -133,7 +134,7 @@ func TestSessionEnds(t *testing.T) {
 	u := acc.add("bob", "password1", users.RoleViewer)
 	login := func() string {
 		t.Helper()
-		token, _, err := m.Login(ctx, "bob", "password1", "10.0.0.2")
+		token, _, err := m.Login(ctx, "bob", "password1", "10.0.0.2", "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -235,7 +236,7 @@ func TestRestartEndsSessions(t *testing.T) {
 	ctx := context.Background()
 	m, acc, clk := setup(t, Options{})
 	acc.add("carol", "password1", users.RoleAdmin)
-	token, _, err := m.Login(ctx, "carol", "password1", "10.0.0.3")
+	token, _, err := m.Login(ctx, "carol", "password1", "10.0.0.3", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,7 +254,7 @@ func TestMaxPerUser(t *testing.T) {
 	acc.add("dan", "password1", users.RoleViewer)
 	var tokens []string
 	for i := 0; i < 5; i++ {
-		token, _, err := m.Login(ctx, "dan", "password1", "10.0.0.4")
+		token, _, err := m.Login(ctx, "dan", "password1", "10.0.0.4", "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -270,47 +271,112 @@ func TestMaxPerUser(t *testing.T) {
 
 func TestThrottle(t *testing.T) {
 	ctx := context.Background()
-	m, acc, clk := setup(t, Options{AccountFailures: 3, AddressFailures: 5, FailureWindow: time.Minute})
+	m, acc, clk := setup(t, Options{AccountFailures: 3, AccountDelay: time.Second, AccountMaxDelay: 8 * time.Second,
+		AddressFailures: 5, FailureWindow: time.Minute})
 	acc.add("erin", "password1", users.RoleAdmin)
 	acc.add("frank", "password1", users.RoleAdmin)
+	var te *ThrottledError
 
-	// Three failures for erin, from different addresses, block erin ...
+	// Erin signs in once from her own browser, which keeps a device token.
+	_, s, err := m.Login(ctx, "erin", "password1", "10.1.0.1", "")
+	if err != nil || s.Device == "" {
+		t.Fatalf("login: %v, device %q", err, s.Device)
+	}
+	device := s.Device
+
+	// Three failures for erin, from different addresses, slow erin down:
+	// the next try must wait a second, then two, four, eight, eight ...
 	for i := 0; i < 3; i++ {
-		if _, _, err := m.Login(ctx, "erin", "wrong", "10.1.0."+string(rune('1'+i))); !errors.Is(err, ErrBadLogin) {
+		if _, _, err := m.Login(ctx, "erin", "wrong", "10.1.0."+string(rune('2'+i)), ""); !errors.Is(err, ErrBadLogin) {
 			t.Fatal(err)
 		}
 	}
-	_, _, err := m.Login(ctx, "Erin", "password1", "10.1.0.9")
-	var te *ThrottledError
-	if !errors.As(err, &te) || te.RetryAfter != time.Minute {
-		t.Fatalf("right password while throttled: %v", err)
+	for i, wait := range []time.Duration{1, 2, 4, 8, 8, 8} {
+		wait *= time.Second
+		if _, _, err := m.Login(ctx, "Erin", "password1", "10.1.0.9", ""); !errors.As(err, &te) || te.RetryAfter != wait {
+			t.Fatalf("right password while slowed down: %v, want a wait of %s", err, wait)
+		}
+		clk.advance(wait)
+		if _, _, err := m.Login(ctx, "erin", "wrong", "10.1.1."+strconv.Itoa(i), ""); !errors.Is(err, ErrBadLogin) {
+			t.Fatalf("after waiting %s: %v", wait, err)
+		}
 	}
-	// ... but not frank.
-	if _, _, err := m.Login(ctx, "frank", "password1", "10.1.0.1"); err != nil {
+	// Meanwhile her own browser is not slowed down at all ...
+	if _, s, err = m.Login(ctx, "erin", "password1", "10.1.0.1", device); err != nil {
+		t.Fatalf("erin from her own browser: %v", err)
+	}
+	// ... nor is frank.
+	if _, _, err := m.Login(ctx, "frank", "password1", "10.1.0.1", ""); err != nil {
 		t.Fatalf("another account: %v", err)
 	}
-	// An unknown name is throttled the same way as a real one.
-	for i := 0; i < 3; i++ {
-		m.Login(ctx, "ghost", "wrong", "10.2.0.1")
+	// A device token is for one account only, and cannot be forged.
+	if _, _, err := m.Login(ctx, "erin", "password1", "10.1.0.1", s.Device[:len(s.Device)-1]+"A"); !errors.As(err, &te) {
+		t.Fatalf("a forged device token passed: %v", err)
 	}
-	if _, _, err := m.Login(ctx, "ghost", "wrong", "10.2.0.2"); !errors.As(err, &te) {
+	if _, _, err := m.Login(ctx, "ghost", "wrong", "10.2.0.1", s.Device); !errors.Is(err, ErrBadLogin) {
+		t.Fatal(err)
+	}
+	// A device that fails too often is blocked, on its own.
+	for i := 0; i < 3; i++ {
+		m.Login(ctx, "erin", "wrong", "10.1.0.1", s.Device)
+	}
+	if _, _, err := m.Login(ctx, "erin", "password1", "10.1.0.1", s.Device); !errors.As(err, &te) || te.RetryAfter != time.Minute {
+		t.Fatalf("a device failing too often: %v", err)
+	}
+	if _, _, err := m.Login(ctx, "erin", "password1", "10.1.0.1", device); err != nil {
+		t.Fatalf("her other device: %v", err)
+	}
+
+	// An unknown name is slowed down the same way as a real one.
+	for i := 0; i < 3; i++ {
+		m.Login(ctx, "ghost", "wrong", "10.2.0.1", "")
+	}
+	if _, _, err := m.Login(ctx, "ghost", "wrong", "10.2.0.2", ""); !errors.As(err, &te) {
 		t.Fatalf("unknown name not throttled: %v", err)
 	}
-	// The window ends.
+	// A minute after the last failure, the account's failures are forgotten.
 	clk.advance(time.Minute)
-	if _, _, err := m.Login(ctx, "erin", "password1", "10.1.0.9"); err != nil {
-		t.Fatalf("after the window: %v", err)
+	for i := 0; i < 3; i++ {
+		if _, _, err := m.Login(ctx, "erin", "wrong", "10.1.0.7", ""); !errors.Is(err, ErrBadLogin) {
+			t.Fatalf("after the window, failure %d: %v", i, err)
+		}
 	}
 
 	// Five failures from one address block it for every account.
+	clk.advance(time.Minute)
 	for i := 0; i < 5; i++ {
-		m.Login(ctx, "user"+string(rune('a'+i)), "wrong", "10.3.0.1")
+		m.Login(ctx, "user"+string(rune('a'+i)), "wrong", "10.3.0.1", "")
 	}
-	if _, _, err := m.Login(ctx, "frank", "password1", "10.3.0.1"); !errors.As(err, &te) {
+	if _, _, err := m.Login(ctx, "frank", "password1", "10.3.0.1", ""); !errors.As(err, &te) {
 		t.Fatalf("address not throttled: %v", err)
 	}
-	if _, _, err := m.Login(ctx, "frank", "password1", "10.3.0.2"); err != nil {
+	if _, _, err := m.Login(ctx, "frank", "password1", "10.3.0.2", ""); err != nil {
 		t.Fatalf("another address: %v", err)
+	}
+	// For IPv6 the whole /64 counts as one address.
+	for i := 0; i < 5; i++ {
+		m.Login(ctx, "user"+string(rune('a'+i)), "wrong", "2001:db8:1:2::"+string(rune('a'+i)), "")
+	}
+	if _, _, err := m.Login(ctx, "frank", "password1", "2001:db8:1:2:ffff::1", ""); !errors.As(err, &te) {
+		t.Fatalf("IPv6 /64 not throttled: %v", err)
+	}
+	if _, _, err := m.Login(ctx, "frank", "password1", "2001:db8:1:3::1", ""); err != nil {
+		t.Fatalf("another /64: %v", err)
+	}
+}
+
+func TestNetworkKey(t *testing.T) {
+	for addr, want := range map[string]string{
+		"192.0.2.7":              "a:192.0.2.7",
+		"::ffff:192.0.2.7":       "a:192.0.2.7",
+		"2001:db8:aa:bb:1:2:3:4": "n:2001:db8:aa:bb::/64",
+		"2001:db8:aa:bb::9":      "n:2001:db8:aa:bb::/64",
+		"fe80::1%eth0":           "n:fe80::/64",
+		"not an address":         "a:not an address",
+	} {
+		if got := networkKey(addr); got != want {
+			t.Errorf("networkKey(%q) = %q, want %q", addr, got, want)
+		}
 	}
 }
 
@@ -340,7 +406,7 @@ func TestConcurrentUse(t *testing.T) {
 		go func(g int) {
 			defer wg.Done()
 			for i := 0; i < 50; i++ {
-				token, _, err := m.Login(ctx, "gina", "password1", "10.9.0.1")
+				token, _, err := m.Login(ctx, "gina", "password1", "10.9.0.1", "")
 				if err != nil {
 					t.Error(err)
 					return
@@ -352,7 +418,7 @@ func TestConcurrentUse(t *testing.T) {
 				case 7:
 					m.RevokeUser(u.ID)
 				}
-				m.Login(ctx, "nobody", "wrong", "10.9.0."+string(rune('0'+g)))
+				m.Login(ctx, "nobody", "wrong", "10.9.0."+string(rune('0'+g)), "")
 			}
 		}(g)
 	}
