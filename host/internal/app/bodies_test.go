@@ -56,8 +56,16 @@ func TestRequestLogBodies(t *testing.T) {
 	const bodySecret = "sk-secret-in-the-body-7c1e"
 	var resp *http.Response
 
-	// A plain chat, with secrets in the body at two depths.
+	// A plain chat, with secrets in the body at two depths and inside a
+	// tool call's arguments (a JSON text in a string).
 	if _, err := c.Chat.Completions.New(ctx, chatParams("gpt-4o-mini", "keep this text"),
+		option.WithJSONSet("messages", []any{
+			map[string]any{"role": "user", "content": "sign me in"},
+			map[string]any{"role": "assistant", "tool_calls": []any{map[string]any{"id": "call_1", "type": "function",
+				"function": map[string]any{"name": "login", "arguments": `{"user":"bo","password":"` + bodySecret + `"}`}}}},
+			map[string]any{"role": "tool", "tool_call_id": "call_1", "content": "signed in"},
+			map[string]any{"role": "user", "content": "keep this text"},
+		}),
 		option.WithJSONSet("api_key", bodySecret),
 		option.WithJSONSet("metadata", map[string]any{"nested": []any{map[string]any{"Password": bodySecret}}}),
 		option.WithResponseInto(&resp)); err != nil {
@@ -69,7 +77,8 @@ func TestRequestLogBodies(t *testing.T) {
 	}
 	req := *chat.RequestBody
 	if !strings.Contains(req, `"keep this text"`) || !strings.Contains(req, `"api_key":"[REDACTED]"`) ||
-		!strings.Contains(req, `"Password":"[REDACTED]"`) || !json.Valid([]byte(req)) {
+		!strings.Contains(req, `"Password":"[REDACTED]"`) || !strings.Contains(req, `"arguments":"{\"user\":\"bo\",\"password\":\"[REDACTED]\"}"`) ||
+		strings.Contains(req, bodySecret) || !json.Valid([]byte(req)) {
 		t.Fatalf("request body: %s", req)
 	}
 	res := *chat.ResponseBody

@@ -10,6 +10,12 @@
 //
 //	{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Once upon a…[truncated from 183211 bytes]
 //
+// A string value that holds JSON itself, such as a tool call's
+// "arguments", is redacted inside too. Not covered: secrets outside
+// redacted keys (in free text, or under another key name), and tool-call
+// arguments streamed in pieces, where no single event holds both the key
+// and its value.
+//
 // Redaction works on the bytes, not on a decoded document, so it also
 // covers a body cut in the middle of a value (the value that was cut is
 // redacted to its end), bodies that are not valid JSON (whatever can be
@@ -199,6 +205,10 @@ func (p *Policy) redact(dst, src []byte) (_ []byte, changed bool) {
 			if expectKey && len(stack) > 0 && stack[len(stack)-1] == '{' {
 				redactNext = p.isField(src[i:end])
 				expectKey = false
+			} else if red, ok := p.redactEmbedded(src[i:end]); ok {
+				dst = append(dst, src[last:i]...)
+				dst = append(dst, red...)
+				last, changed = end, true
 			}
 			i = end
 			continue
@@ -241,6 +251,56 @@ func (p *Policy) redact(dst, src []byte) (_ []byte, changed bool) {
 		return src, false
 	}
 	return append(dst, src[last:]...), true
+}
+
+// redactEmbedded redacts a JSON string value (with its quotes) that holds
+// a JSON object or array itself, such as a tool call's "arguments":
+// {"arguments":"{\"password\":\"hunter2\"}"}. It returns the string
+// re-encoded with the inner values redacted, and false when s does not
+// hold JSON (its text must start with '{' or '[') or has nothing to
+// redact. A string cut short by the cap is redacted as far as it goes and
+// stays unterminated.
+func (p *Policy) redactEmbedded(s []byte) ([]byte, bool) {
+	if len(s) < 3 || (s[1] != '{' && s[1] != '[') {
+		return nil, false
+	}
+	cut := len(s) < 4 || s[len(s)-1] != '"' || !stringClosed(s)
+	var inner string
+	if !cut {
+		if json.Unmarshal(s, &inner) != nil {
+			return nil, false
+		}
+	} else {
+		// Close it, dropping a partial escape such as `\u00` at the end.
+		ok := false
+		for drop := 0; drop <= 6 && drop < len(s)-1 && !ok; drop++ {
+			ok = json.Unmarshal(append(s[:len(s)-drop:len(s)-drop], '"'), &inner) == nil
+		}
+		if !ok {
+			return nil, false
+		}
+	}
+	red, changed := p.redact(nil, []byte(inner))
+	if !changed {
+		return nil, false
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if enc.Encode(string(red)) != nil {
+		return nil, false
+	}
+	out := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	if cut {
+		out = out[:len(out)-1]
+	}
+	return out, true
+}
+
+// stringClosed reports whether the JSON string s, which ends in '"', ends
+// there rather than in an escaped quote.
+func stringClosed(s []byte) bool {
+	return stringEnd(s, 0) == len(s)
 }
 
 // isField reports whether the JSON string s (with its quotes; the closing

@@ -7,7 +7,7 @@ import (
 )
 
 func TestRedactJSON(t *testing.T) {
-	p := New(1<<20, []string{"api_key", "Password", "authorization"})
+	p := New(1<<20, []string{"api_key", "Password", "authorization", "secret"})
 	for _, c := range []struct{ name, in, want string }{
 		{"nothing to redact", `{"model":"m","messages":[{"role":"user","content":"hi"}]}`,
 			`{"model":"m","messages":[{"role":"user","content":"hi"}]}`},
@@ -26,6 +26,17 @@ func TestRedactJSON(t *testing.T) {
 		{"cut after the colon", `{"password":`, `{"password":"[REDACTED]"`},
 		{"not JSON", `password=hunter2 {"api_key": 1}`, `password=hunter2 {"api_key": "[REDACTED]"}`},
 		{"array at top", `[{"api_key":"a"},{"api_key":"b"}]`, `[{"api_key":"[REDACTED]"},{"api_key":"[REDACTED]"}]`},
+		{"JSON inside a string", `{"tool_calls":[{"function":{"name":"login","arguments":"{\"user\":\"bo\",\"password\":\"hunter2\"}"}}]}`,
+			`{"tool_calls":[{"function":{"name":"login","arguments":"{\"user\":\"bo\",\"password\":\"[REDACTED]\"}"}}]}`},
+		{"JSON in JSON in a string", `["[{\"x\":\"{\\\"api_key\\\":1}\"}]"]`,
+			`["[{\"x\":\"{\\\"api_key\\\":\\\"[REDACTED]\\\"}\"}]"]`},
+		{"JSON string with nothing to redact is kept byte for byte", `{"arguments":"{\"q\":\"\u003cb\u003e\"}"}`,
+			`{"arguments":"{\"q\":\"\u003cb\u003e\"}"}`},
+		{"JSON string re-encoded without HTML escapes", `{"arguments":"{\"q\":\"<b>&\",\"secret\":\"s\"}"}`,
+			`{"arguments":"{\"q\":\"<b>&\",\"secret\":\"[REDACTED]\"}"}`},
+		{"a JSON string cut short", `{"arguments":"{\"password\":\"hunt`, `{"arguments":"{\"password\":\"[REDACTED]\"`},
+		{"a JSON string cut in an escape", `{"arguments":"{\"a\":1,\"password\":\"x\u00`, `{"arguments":"{\"a\":1,\"password\":\"[REDACTED]\"`},
+		{"a JSON string cut after a backslash", `{"arguments":"{\"password\":\"x\`, `{"arguments":"{\"password\":\"[REDACTED]\"`},
 	} {
 		if got := string(p.redactJSON(nil, []byte(c.in))); got != c.want {
 			t.Errorf("%s:\n got %s\nwant %s", c.name, got, c.want)
