@@ -85,7 +85,7 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-const procAdminKey = "sk-bin-load-test"
+const procAdminKey = "sk-bin-load-test-9d3e71c0a5b2f864"
 
 // startProc starts the binary with extra appended to its config, waits
 // until it is ready, and kills it at the end of the test if it still runs.

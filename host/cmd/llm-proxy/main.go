@@ -86,7 +86,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	a, err := app.New(cfg, environ, log)
 	if err != nil {
 		fmt.Fprintln(stderr, "llm-proxy:", err)
-		if errors.Is(err, app.ErrNoAdminKey) || errors.Is(err, app.ErrNoEncryptionKey) {
+		if errors.Is(err, app.ErrNoAdminKey) || errors.Is(err, app.ErrWeakAdminKey) || errors.Is(err, app.ErrNoEncryptionKey) {
 			return 2
 		}
 		return 1

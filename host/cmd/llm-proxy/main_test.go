@@ -64,7 +64,18 @@ func TestMissingAdminKey(t *testing.T) {
 	if code := run([]string{"--config", cfg}, nil, &out, &errb); code != 2 || !strings.Contains(errb.String(), "LLMPROXY_ADMIN_KEY") || !strings.Contains(errb.String(), "keygen") {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
+	// A weak key is refused too, with the reason and the way to a strong one.
+	for _, weak := range []string{"s3cret", "sk-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "abababababababababababababababababab"} {
+		errb.Reset()
+		if code := run([]string{"--config", cfg}, []string{"LLMPROXY_ADMIN_KEY=" + weak}, &out, &errb); code != 2 ||
+			!strings.Contains(errb.String(), "too weak") || !strings.Contains(errb.String(), "llm-proxy keygen") {
+			t.Fatalf("weak key %q: exit %d: %s", weak, code, errb.String())
+		}
+	}
 }
+
+// binAdminKey is the admin key of the proxies these tests start.
+const binAdminKey = "sk-bin-test-6f0c2a9e84d1b357e2a4c81b"
 
 func freePort(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -104,7 +115,7 @@ models = ["demo-story"]
 `, addr, plugins, testplugins.CacheDir(), filepath.Join(dir, "llm-proxy.db"))), 0o644)
 	var logs bytes.Buffer
 	cmd := exec.Command(bin, "--config", cfg)
-	cmd.Env = append(os.Environ(), "LLMPROXY_ADMIN_KEY=sk-bin-test", "LLMPROXY_ENCRYPTION_KEY="+secrets.NewKeyString())
+	cmd.Env = append(os.Environ(), "LLMPROXY_ADMIN_KEY="+binAdminKey, "LLMPROXY_ENCRYPTION_KEY="+secrets.NewKeyString())
 	cmd.Stderr = &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -136,7 +147,7 @@ models = ["demo-story"]
 	}
 	req, _ := http.NewRequest("POST", base+"/v1/chat/completions",
 		strings.NewReader(`{"model":"demo-story","stream":true,"messages":[{"role":"user","content":"tell me"}]}`))
-	req.Header.Set("Authorization", "Bearer sk-bin-test")
+	req.Header.Set("Authorization", "Bearer "+binAdminKey)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -264,7 +275,7 @@ func TestEncryptionKey(t *testing.T) {
 	cfg := filepath.Join(dir, "c.toml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf("[plugins]\ndir = %q\n[database]\npath = %q\n[security]\nencryption_key_file = %q\n",
 		dir, filepath.Join(dir, "db"), keyFile)), 0o644)
-	env := []string{"LLMPROXY_ADMIN_KEY=sk-x"}
+	env := []string{"LLMPROXY_ADMIN_KEY=" + binAdminKey}
 
 	// Without a key the server refuses to start and says how to make one.
 	var out, errb bytes.Buffer

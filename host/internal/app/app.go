@@ -36,6 +36,9 @@ import (
 var (
 	// ErrNoAdminKey: the admin key variable is empty.
 	ErrNoAdminKey = errors.New("no admin key")
+	// ErrWeakAdminKey: the admin key is too short or too repetitive (see
+	// secrets.CheckAdminKey).
+	ErrWeakAdminKey = errors.New("weak admin key")
 	// ErrNoEncryptionKey: neither the key variable nor the key file exists.
 	ErrNoEncryptionKey = errors.New("no encryption key")
 )
@@ -89,6 +92,9 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 	adminKey := env[cfg.Auth.AdminKeyEnv]
 	if adminKey == "" {
 		return nil, fmt.Errorf("%w: set %s to the key clients and admins must send (make one with `llm-proxy keygen`)", ErrNoAdminKey, cfg.Auth.AdminKeyEnv)
+	}
+	if err := secrets.CheckAdminKey(adminKey); err != nil {
+		return nil, fmt.Errorf("%w: the admin key in %s is too weak (%v); make a strong one with `llm-proxy keygen`", ErrWeakAdminKey, cfg.Auth.AdminKeyEnv, err)
 	}
 	key, err := loadEncryptionKey(cfg, env)
 	if err != nil {

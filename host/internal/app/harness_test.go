@@ -23,7 +23,7 @@ import (
 const (
 	// testEncryptionKey is the master key of test proxies (64 hex digits).
 	testEncryptionKey = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
-	adminKey          = "sk-test-admin"
+	adminKey          = "sk-test-admin-4b1f9e07c2d8a635c91e7d20"
 	upstreamKey       = "sk-upstream-secret-4f9a"
 )
 

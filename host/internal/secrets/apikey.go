@@ -1,6 +1,10 @@
 package secrets
 
-import "crypto/sha256"
+import (
+	"crypto/sha256"
+	"fmt"
+	"unicode/utf8"
+)
 
 // Client API keys look like
 //
@@ -58,4 +62,31 @@ func randomBase62(n int) string {
 		}
 	}
 	return string(out)
+}
+
+// MinAdminKeyLen and MinAdminKeyDistinct are the least an admin key must
+// have: characters in all, and different characters among them. A key
+// from `llm-proxy keygen` has 60 characters, 48 of them random hex digits.
+const (
+	MinAdminKeyLen      = 32
+	MinAdminKeyDistinct = 12
+)
+
+// CheckAdminKey reports why an admin key is too weak to accept, or nil.
+// The admin key opens everything, and unlike a password it is never
+// slowed down by a hash, so it must be long and random: the check refuses
+// short keys and long ones made of a few characters repeated. It cannot
+// tell a random key from a long phrase, which stays the operator's part.
+func CheckAdminKey(key string) error {
+	if n := utf8.RuneCountInString(key); n < MinAdminKeyLen {
+		return fmt.Errorf("it has %d characters, at least %d are needed", n, MinAdminKeyLen)
+	}
+	seen := map[rune]struct{}{}
+	for _, r := range key {
+		seen[r] = struct{}{}
+	}
+	if len(seen) < MinAdminKeyDistinct {
+		return fmt.Errorf("it has only %d different characters, at least %d are needed", len(seen), MinAdminKeyDistinct)
+	}
+	return nil
 }

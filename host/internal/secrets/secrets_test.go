@@ -1123,3 +1123,17 @@ func TestDeviceTokens(t *testing.T) {
 		t.Error("the zero key issued a device token")
 	}
 }
+
+func TestCheckAdminKey(t *testing.T) {
+	for _, weak := range []string{"", "s3cret", "sk-test-admin", strings.Repeat("a", 64), strings.Repeat("0123456789", 4)} {
+		if CheckAdminKey(weak) == nil {
+			t.Errorf("CheckAdminKey(%q) accepted it", weak)
+		}
+	}
+	key, _, _ := NewAPIKey()
+	for _, strong := range []string{key, "sk-llmproxy-" + hex.EncodeToString(randomBytes(24))} {
+		if err := CheckAdminKey(strong); err != nil {
+			t.Errorf("CheckAdminKey(%q): %v", strong, err)
+		}
+	}
+}
