@@ -37,9 +37,13 @@ type imageSlot struct {
 // FetchImages has the host download images a client named by http(s) URL,
 // for providers that want image bytes inline, and calls then, in a later
 // callback, once every one has arrived or failed. The host fetches them at
-// the same time; it refuses private addresses (unless the provider may
-// reach them), other schemes, and anything that is not an image or is over
-// its size cap. Each URL is fetched once, however often it is listed.
+// the same time. Every fetch is DENIED unless the plugin's manifest lists
+// the "fetch_image" capability and the operator allows the provider to
+// fetch images (allow_image_fetch); the host also refuses URLs the
+// client's request does not name as an image, private addresses, other
+// schemes, anything that is not an image or is over its size cap, and
+// more than 32 images per request (LIMIT). Each URL is fetched once,
+// however often it is listed.
 func (s *Stream) FetchImages(urls []string, then func(s *Stream, imgs *Images) error) error {
 	if s.ended {
 		return ErrEnded

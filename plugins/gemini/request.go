@@ -341,11 +341,11 @@ func appendFetched(b []byte, fetch fetcher, url, param string) ([]byte, error) {
 		if errors.As(err, &se) {
 			switch se.Status {
 			case abi.StatusDenied:
-				why = "is not allowed (only public http(s) addresses are fetched)"
+				why = "is not allowed (images are fetched from public http(s) addresses only, and only where the gateway's operator allows it)"
 			case abi.StatusMalformed:
 				why = "is not an image (png, jpeg, webp, gif, heic or heif)"
 			case abi.StatusLimit:
-				why = "is too large"
+				why = "is too large, or the request links to too many images"
 			case abi.StatusTimeout:
 				why = "did not answer in time"
 			}

@@ -21,7 +21,8 @@ type Manifest struct {
 	// Description is one line for operators.
 	Description string `json:"description,omitempty"`
 	// Capabilities lists the operations the plugin implements: "chat",
-	// "chat_stream", "embeddings", "models".
+	// "chat_stream", "embeddings", "models"; and "fetch_image" if it asks
+	// the host to download images by URL.
 	Capabilities []string `json:"capabilities"`
 	// Auth says how the host attaches the provider's secret to upstream
 	// requests. The plugin never sees the secret.
@@ -49,6 +50,10 @@ const (
 	CapChatStream = "chat_stream"
 	CapEmbeddings = "embeddings"
 	CapModels     = "models"
+	// CapFetchImage asks for fetch_image: the host downloads images the
+	// client's request names by URL. The operator must also allow it for
+	// each provider (allow_image_fetch).
+	CapFetchImage = "fetch_image"
 )
 
 // KeyPlaceholder is replaced by the secret in Auth.Format.
@@ -112,7 +117,7 @@ func (m *Manifest) Validate() error {
 	}
 	for _, c := range m.Capabilities {
 		switch c {
-		case CapChat, CapChatStream, CapEmbeddings, CapModels:
+		case CapChat, CapChatStream, CapEmbeddings, CapModels, CapFetchImage:
 		default:
 			bad("unknown capability " + strconv.Quote(c))
 		}

@@ -36,7 +36,7 @@ export async function render(view) {
   function openForm(p) {
     const editing = !!p;
     // Most providers speak OpenAI's API, so its plugin comes first.
-    const v = p || { name: '', plugin: pluginNames.includes('openai') ? 'openai' : pluginNames[0] || 'openai', base_url: '', models: [], allow_private_network: false, extra_hosts: [] };
+    const v = p || { name: '', plugin: pluginNames.includes('openai') ? 'openai' : pluginNames[0] || 'openai', base_url: '', models: [], allow_private_network: false, allow_image_fetch: false, extra_hosts: [] };
     const name = h('input', { name: 'name', id: 'prov-name', required: true, value: v.name, disabled: editing, pattern: '[a-z0-9][a-z0-9._\\-]*' });
     const plugin = h('select', { name: 'plugin', id: 'prov-plugin' },
       [...new Set([...pluginNames, v.plugin])].map((n) => h('option', { value: n }, n)));
@@ -46,6 +46,7 @@ export async function render(view) {
     const key = h('input', { name: 'api_key', id: 'prov-key', type: 'password', autocomplete: 'off', placeholder: editing ? 'unchanged' : '' });
     const clearKey = editing && v.api_key && v.api_key.set ? h('input', { type: 'checkbox', name: 'clear_key', id: 'prov-clear' }) : null;
     const priv = h('input', { type: 'checkbox', name: 'allow_private_network', id: 'prov-private', checked: v.allow_private_network });
+    const images = h('input', { type: 'checkbox', name: 'allow_image_fetch', id: 'prov-images', checked: v.allow_image_fetch });
     const hosts = h('input', { name: 'extra_hosts', id: 'prov-hosts', value: (v.extra_hosts || []).join(', ') });
     const submit = h('button', { type: 'submit', class: 'primary' }, editing ? 'Save changes' : 'Add provider');
     const f = h('form', { class: 'form card', 'aria-labelledby': 'prov-form-title' },
@@ -57,11 +58,12 @@ export async function render(view) {
       field('API key', key, editing ? 'Leave empty to keep the stored key.' : 'Stored encrypted; never shown again, never given to the plugin.'),
       clearKey ? h('label', { class: 'inline' }, clearKey, 'Remove the stored key') : null,
       h('label', { class: 'inline' }, priv, 'Allow private and loopback addresses (Ollama, vLLM on your network)'),
+      h('label', { class: 'inline' }, images, 'Fetch images that requests link to (public addresses only; for plugins such as gemini that send images inline)'),
       field('Extra hosts', hosts, 'Comma-separated host names the plugin may reach besides the base URL\'s.'),
       h('div', { class: 'formrow' }, submit, h('button', { type: 'button', onclick: () => formBox.replaceChildren() }, 'Cancel')));
     f.addEventListener('submit', (e) => {
       e.preventDefault();
-      const body = { plugin: plugin.value, base_url: base.value.trim(), models: list(models.value), allow_private_network: priv.checked, extra_hosts: list(hosts.value) };
+      const body = { plugin: plugin.value, base_url: base.value.trim(), models: list(models.value), allow_private_network: priv.checked, allow_image_fetch: images.checked, extra_hosts: list(hosts.value) };
       if (key.value) body.api_key = key.value;
       else if (clearKey && clearKey.checked) body.api_key = '';
       busy(submit, async () => {
@@ -123,6 +125,7 @@ export async function render(view) {
         fact('Models', (p.models || []).join(', ') || '—'),
         fact('API key', keyText(p)),
         fact('Private network', p.allow_private_network ? 'allowed' : 'refused'),
+        fact('Image fetching', p.allow_image_fetch ? 'allowed' : 'refused'),
         p.extra_hosts && p.extra_hosts.length ? fact('Extra hosts', p.extra_hosts.join(', ')) : null,
         p.updated_at ? fact('Changed', fmt.dateTime(p.updated_at)) : null),
       out);

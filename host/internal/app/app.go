@@ -201,7 +201,7 @@ func newProvider(pc config.ProviderConfig, secret string, reg *plugin.Registry) 
 	if err != nil {
 		return nil, fmt.Errorf("options: %w", err)
 	}
-	d := &authDoer{plugin: pc.Plugin, reg: reg, opts: egress.Options{
+	d := &authDoer{plugin: pc.Plugin, reg: reg, images: pc.AllowImageFetch, opts: egress.Options{
 		BaseURL: pc.BaseURL, ExtraHosts: pc.ExtraHosts, AllowPrivateNetwork: pc.AllowPrivateNetwork, Secret: secret,
 	}, clients: map[egress.Auth]*egress.Client{}}
 	return &router.Provider{Name: pc.Name, Plugin: pc.Plugin, Models: pc.Models, Egress: d, GuestConfig: guest}, nil

@@ -15,6 +15,7 @@ import (
 type authDoer struct {
 	plugin  string
 	reg     *plugin.Registry
+	images  bool // allow_image_fetch
 	opts    egress.Options
 	mu      sync.Mutex
 	clients map[egress.Auth]*egress.Client
@@ -32,6 +33,10 @@ func (d *authDoer) Do(req *http.Request) (*http.Response, error) {
 	}
 	return c.Do(req)
 }
+
+// ImageFetchAllowed reports whether the operator lets this provider's
+// plugin fetch images (allow_image_fetch).
+func (d *authDoer) ImageFetchAllowed() bool { return d.images }
 
 // FetchImage downloads an image a client linked to, for the plugin's
 // fetch_image. It carries no credentials, so a client without any serves.

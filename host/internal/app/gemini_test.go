@@ -27,7 +27,11 @@ func startGeminiProxy(t testing.TB, upOpts fakeupstream.Options, tweaks ...func(
 		root := strings.TrimSuffix(cfg.Providers[0].BaseURL, "/v1") // the fake upstream
 		cfg.Providers = append(cfg.Providers, config.ProviderConfig{
 			Name: "gemini", Plugin: "gemini", BaseURL: root + "/v1beta", APIKeyEnv: "FAKE_UPSTREAM_KEY",
-			Models: []string{"gemini-test", "gemini-embed"}, AllowPrivateNetwork: true,
+			Models: []string{"gemini-test", "gemini-embed"}, AllowPrivateNetwork: true, AllowImageFetch: true,
+		}, config.ProviderConfig{
+			// The same, without the operator's leave to fetch images.
+			Name: "gemini-nofetch", Plugin: "gemini", BaseURL: root + "/v1beta", APIKeyEnv: "FAKE_UPSTREAM_KEY",
+			Models: []string{"gemini-nofetch"}, AllowPrivateNetwork: true,
 		})
 	}, upOpts)
 }
@@ -178,11 +182,26 @@ func TestGeminiEndToEnd(t *testing.T) {
 		}}}})
 		resp, b := rawPost(t, p.URL+"/v1/chat/completions", adminKey, string(body))
 		if resp.StatusCode != 400 || gjson.GetBytes(b, "error.param").String() != "messages[0].content[1]" ||
-			!strings.Contains(gjson.GetBytes(b, "error.message").String(), "is not allowed (only public http(s) addresses are fetched)") {
+			!strings.Contains(gjson.GetBytes(b, "error.message").String(), "the image URL is not allowed (images are fetched from public") {
 			t.Fatalf("%d %s", resp.StatusCode, b)
 		}
 		if countPath(p, fakeupstream.ImagePath) != before || len(p.Upstream.Requests()) != calls {
 			t.Fatal("the image or the provider was reached")
+		}
+	})
+
+	t.Run("image URL without the operator's leave refused", func(t *testing.T) {
+		calls := len(p.Upstream.Requests())
+		body, _ := json.Marshal(map[string]any{"model": "gemini-nofetch", "messages": []any{map[string]any{"role": "user", "content": []any{
+			map[string]any{"type": "image_url", "image_url": map[string]string{"url": "https://images.example/cat.png"}},
+		}}}})
+		resp, b := rawPost(t, p.URL+"/v1/chat/completions", adminKey, string(body))
+		if resp.StatusCode != 400 || gjson.GetBytes(b, "error.param").String() != "messages[0].content[0]" ||
+			!strings.Contains(gjson.GetBytes(b, "error.message").String(), "only where the gateway's operator allows it") {
+			t.Fatalf("%d %s", resp.StatusCode, b)
+		}
+		if len(p.Upstream.Requests()) != calls {
+			t.Fatal("the provider was reached")
 		}
 	})
 

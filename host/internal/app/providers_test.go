@@ -35,6 +35,7 @@ type providerInfo struct {
 	BaseURL             string   `json:"base_url"`
 	Models              []string `json:"models"`
 	AllowPrivateNetwork bool     `json:"allow_private_network"`
+	AllowImageFetch     bool     `json:"allow_image_fetch"`
 	APIKey              struct {
 		Set  bool   `json:"set"`
 		Hint string `json:"hint"`
@@ -171,13 +172,13 @@ func TestDatabaseProviders(t *testing.T) {
 
 	// Create.
 	status, body := adminCall(t, p, "POST", "/api/providers", `{"name":"dbprov","plugin":"openai","base_url":"`+up1.URL+`",
-		"models":["db-model"],"allow_private_network":true,"options":{"project":"proj-1"},"api_key":"`+dbSecret1+`"}`)
+		"models":["db-model"],"allow_private_network":true,"allow_image_fetch":true,"options":{"project":"proj-1"},"api_key":"`+dbSecret1+`"}`)
 	if status != 201 {
 		t.Fatalf("create: %d %s", status, body)
 	}
 	assertNoSecret(t, "the create answer", body, dbSecret1)
 	created := decode[providerInfo](t, body)
-	if created.Source != "database" || !created.APIKey.Set || created.APIKey.Hint != "…7c1e" || created.CreatedAt == nil ||
+	if created.Source != "database" || !created.APIKey.Set || created.APIKey.Hint != "…7c1e" || created.CreatedAt == nil || !created.AllowImageFetch ||
 		!slices.Equal(created.Models, []string{"db-model"}) {
 		t.Fatalf("created: %s", body)
 	}
@@ -302,8 +303,10 @@ func TestDatabaseProviders(t *testing.T) {
 		t.Fatalf("upstream 2 got %q", r[len(r)-1].Header.Get("Authorization"))
 	}
 	// null (like an absent field) keeps the secret.
-	status, body = adminCall(t, p, "PATCH", "/api/providers/dbprov", `{"api_key":null,"models":["db-model","db-model-2"]}`)
-	if info := decode[providerInfo](t, body); status != 200 || info.APIKey.Hint != "…91ab" || len(info.Models) != 2 {
+	// Image fetching decides nothing about where the key goes (fetches
+	// carry no credentials), so it changes without the key.
+	status, body = adminCall(t, p, "PATCH", "/api/providers/dbprov", `{"api_key":null,"models":["db-model","db-model-2"],"allow_image_fetch":false}`)
+	if info := decode[providerInfo](t, body); status != 200 || info.APIKey.Hint != "…91ab" || len(info.Models) != 2 || info.AllowImageFetch {
 		t.Fatalf("patch keeping the secret: %d %s", status, body)
 	}
 	if got, err := chatText(t, p, "db-model-2", "kept"); err != nil || got != "echo: kept" {

@@ -270,6 +270,12 @@ type ProviderConfig struct {
 	// AllowPrivateNetwork lets the plugin reach loopback and private
 	// addresses and use plain http. Default: false.
 	AllowPrivateNetwork bool `koanf:"allow_private_network"`
+	// AllowImageFetch lets the plugin have the host download images that a
+	// client's request names by http(s) URL, if its manifest asks for the
+	// fetch_image capability. Downloads reach public addresses only, carry
+	// no credentials, and are limited to the URLs in the request.
+	// Default: false.
+	AllowImageFetch bool `koanf:"allow_image_fetch"`
 	// ExtraHosts lists hosts the plugin may reach in addition to the host
 	// of BaseURL: "host" on ports 443 and 80, "host:port" on that port.
 	// (BaseURL's host is reached on BaseURL's port only.) Default: none.

@@ -6,6 +6,7 @@ import (
 	"errors"
 
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tidwall/gjson"
 
 	"github.com/llm-proxy/llm-proxy/host/internal/egress"
 	"github.com/llm-proxy/llm-proxy/sdk/abi"
@@ -16,18 +17,65 @@ import (
 // this size fits a plugin's default 64 MiB with room to spare.
 const MaxFetchedImage = 8 << 20
 
-// imageFetcher is what fetch_image needs of a stream's egress
-// (*egress.Client).
-type imageFetcher interface {
+// MaxImageFetches is how many images one stream may fetch.
+const MaxImageFetches = 32
+
+// ImageFetcher is what fetch_image needs of a stream's egress: the
+// operator's grant for the provider, and the download itself (see
+// egress.Client.FetchImage).
+type ImageFetcher interface {
+	ImageFetchAllowed() bool
 	FetchImage(ctx context.Context, rawURL string, maxBytes int64) (string, []byte, error)
+}
+
+// imageURLs lists the http(s) image URLs of a chat request:
+// messages[].content[].image_url.url, or image_url itself when it is a
+// string.
+func imageURLs(req []byte) map[string]struct{} {
+	urls := map[string]struct{}{}
+	gjson.GetBytes(req, "messages").ForEach(func(_, m gjson.Result) bool {
+		m.Get("content").ForEach(func(_, part gjson.Result) bool {
+			iu := part.Get("image_url")
+			if iu.IsObject() {
+				iu = iu.Get("url")
+			}
+			if iu.Type == gjson.String {
+				urls[iu.String()] = struct{}{}
+			}
+			return true
+		})
+		return true
+	})
+	return urls
+}
+
+// mayFetch reports whether the stream may fetch url: the client's request
+// names it as an image, and the stream has fetched fewer than
+// MaxImageFetches images (it counts this one).
+func (st *Stream) mayFetch(url string) abi.Status {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.images == nil {
+		st.images = imageURLs(st.inv.Request)
+	}
+	if _, ok := st.images[url]; !ok {
+		return abi.StatusDenied
+	}
+	if st.fetches >= MaxImageFetches {
+		return abi.StatusLimit
+	}
+	st.fetches++
+	return abi.StatusOK
 }
 
 // hostFetchImage is fetch_image(stream, url, url_len): it starts
 // downloading the image at url through egress.Client.FetchImage (public
-// addresses only unless the provider may reach private networks, checked
-// after DNS and on redirects; no credentials; an image media type; at most
-// MaxFetchedImage bytes, counted against the stream's upstream body budget)
-// and returns a handle at once. The result comes as llmproxy_on_image with
+// addresses only, checked after DNS and on redirects; no credentials; an
+// image media type; at most MaxFetchedImage bytes, counted against the
+// stream's upstream body budget) and returns a handle at once. It is
+// DENIED unless the plugin's manifest asks for the fetch_image capability,
+// the operator allows the provider to fetch images, and the client's
+// request names url as an image; LIMIT past MaxImageFetches images. The result comes as llmproxy_on_image with
 // the length of "<media type>\n<base64 data>" (read with data_read) or a
 // negative status.
 func hostFetchImage(w *worker, mod api.Module, a []uint64) abi.Status {
@@ -39,9 +87,12 @@ func hostFetchImage(w *worker, mod api.Module, a []uint64) abi.Status {
 	if st.isEnded() {
 		return endedStatus(st.cause())
 	}
-	f, ok := st.inv.Egress.(imageFetcher)
-	if !ok {
+	f, ok := st.inv.Egress.(ImageFetcher)
+	if !ok || !w.v.Manifest.Has(abi.CapFetchImage) || !f.ImageFetchAllowed() {
 		return abi.StatusDenied
+	}
+	if s := st.mayFetch(string(raw)); s != abi.StatusOK {
+		return s
 	}
 	u, s := w.openHandle(st)
 	if s != abi.StatusOK {
@@ -51,7 +102,7 @@ func hostFetchImage(w *worker, mod api.Module, a []uint64) abi.Status {
 	return abi.Status(u.handle)
 }
 
-func (u *upstream) fetchImage(f imageFetcher, url string) {
+func (u *upstream) fetchImage(f ImageFetcher, url string) {
 	defer u.cancel()
 	st := u.st
 	limit := min(int64(MaxFetchedImage), st.lim.MaxUpstreamBodyBytes-st.readN.Load())

@@ -2,8 +2,13 @@ package plugin_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
+	"encoding/json"
 	"io"
+	"os"
+	"slices"
+	"strconv"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -14,6 +19,7 @@ import (
 
 	"github.com/llm-proxy/llm-proxy/host/internal/egress"
 	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
+	"github.com/llm-proxy/llm-proxy/host/internal/testplugins"
 	"github.com/llm-proxy/llm-proxy/sdk/abi"
 )
 
@@ -21,10 +27,13 @@ import (
 // (and kept), image fetches through a real egress.Client.
 type imageEgress struct {
 	*egress.Client
+	allow  bool // the operator's grant
 	answer []byte
 	mu     sync.Mutex
 	sent   [][]byte
 }
+
+func (e *imageEgress) ImageFetchAllowed() bool { return e.allow }
 
 func (e *imageEgress) Do(req *http.Request) (*http.Response, error) {
 	body, _ := io.ReadAll(req.Body)
@@ -55,7 +64,7 @@ func TestFetchImageThroughThePlugin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eg := &imageEgress{Client: c, answer: []byte(`{"candidates":[{"content":{"role":"model","parts":[{"text":"a cat"}]},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":3,"candidatesTokenCount":2,"totalTokenCount":5},"modelVersion":"gemini-x"}`)}
+	eg := &imageEgress{Client: c, allow: true, answer: []byte(`{"candidates":[{"content":{"role":"model","parts":[{"text":"a cat"}]},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":3,"candidatesTokenCount":2,"totalTokenCount":5},"modelVersion":"gemini-x"}`)}
 	v := load(t, "plugins/gemini", plugin.Limits{})
 	rec := newRecorder()
 	req := `{"model":"gemini-x","messages":[{"role":"user","content":[{"type":"text","text":"what is it"},` +
@@ -80,4 +89,76 @@ func TestFetchImageThroughThePlugin(t *testing.T) {
 	if a, ok := auth.Load("/cat.png"); !ok || a.(string) != "" {
 		t.Fatalf("image fetch: seen %v, credentials %q", ok, a)
 	}
+}
+
+// TestFetchImageGrant: a plugin may fetch an image only if its manifest
+// asks for fetch_image, the operator allows it for the provider, and the
+// client's request links to that very URL; and at most MaxImageFetches
+// per stream. The hostile plugin's exfil mode tries a URL of its own,
+// then the request's image 40 times.
+func TestFetchImageGrant(t *testing.T) {
+	var fetched sync.Map
+	img := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fetched.Store(r.URL.String(), true)
+		w.Header().Set("Content-Type", "image/png")
+		w.Write([]byte("\x89PNG\r\n\x1a\n"))
+	}))
+	defer img.Close()
+	c, err := egress.New(egress.Options{BaseURL: "https://provider.example", Transport: http.DefaultTransport.(*http.Transport).Clone()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wasm, err := os.ReadFile(testplugins.Build(t, "host/internal/testplugins/hostile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same plugin with a manifest that does not ask for fetch_image.
+	var m abi.Manifest
+	raw, _ := abi.ManifestFromWasm(wasm)
+	json.Unmarshal(raw, &m)
+	m.Capabilities = slices.DeleteFunc(m.Capabilities, func(c string) bool { return c == abi.CapFetchImage })
+	raw, _ = json.Marshal(m)
+	unasked, err := abi.WithManifest(wasm, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	req := `{"model":"exfil","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"` + img.URL + `/cat.png"}}]}]}`
+	statuses := func(wasm []byte, allow bool) string {
+		v, err := plugin.Load(context.Background(), wasm, plugin.LoadOptions{File: "hostile.wasm", Cache: cache(),
+			Limits: plugin.Limits{MaxHTTPHandles: 64}}) // handles do not cap the fetches here
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer v.Retire()
+		rec := newRecorder()
+		if _, err := v.Open(plugin.Invocation{Op: abi.OpChat, Request: []byte(req), Config: guestConfig("https://provider.example"),
+			Egress: &imageEgress{Client: c, allow: allow}, Sink: rec}); err != nil {
+			t.Fatal(err)
+		}
+		rec.wait(t)
+		e := rec.snapshot()
+		if len(e) != 1 {
+			t.Fatalf("emits %v", e)
+		}
+		return string(e[0].Data)
+	}
+	denied, limit := strconv.Itoa(int(abi.StatusDenied)), strconv.Itoa(int(abi.StatusLimit))
+	want := "exfil " + denied + strings.Repeat(" 1", plugin.MaxImageFetches) + strings.Repeat(" "+limit, 40-plugin.MaxImageFetches)
+	if got := statuses(wasm, true); got != want {
+		t.Errorf("granted:\n got %s\nwant %s", got, want)
+	}
+	want = "exfil" + strings.Repeat(" "+denied, 41)
+	if got := statuses(wasm, false); got != want {
+		t.Errorf("not granted by the operator:\n got %s\nwant %s", got, want)
+	}
+	if got := statuses(unasked, true); got != want {
+		t.Errorf("not asked for in the manifest:\n got %s\nwant %s", got, want)
+	}
+	fetched.Range(func(k, _ any) bool {
+		if k != "/cat.png" {
+			t.Errorf("fetched %v", k)
+		}
+		return true
+	})
 }

@@ -60,15 +60,17 @@ type Stream struct {
 
 	mu         sync.Mutex
 	ended      bool
-	err        error       // why it ended
-	pending    int         // upstream requests, image fetches and a timer the guest waits for
-	ups        []*upstream // those not yet ended, to cancel at the end
-	seen       []int32     // every handle it was given, to forget at on_done
-	timer      *time.Timer // the guest's timer
-	timerGen   int32       //
-	deadline   *time.Timer // RequestTimeout
-	emitted    int64       // bytes sent to the client
-	retryAfter string      // of the last upstream answer
+	err        error               // why it ended
+	pending    int                 // upstream requests, image fetches and a timer the guest waits for
+	ups        []*upstream         // those not yet ended, to cancel at the end
+	seen       []int32             // every handle it was given, to forget at on_done
+	timer      *time.Timer         // the guest's timer
+	timerGen   int32               //
+	deadline   *time.Timer         // RequestTimeout
+	emitted    int64               // bytes sent to the client
+	retryAfter string              // of the last upstream answer
+	images     map[string]struct{} // image URLs of the request, listed at the first fetch_image
+	fetches    int                 // images fetched
 }
 
 // Open starts a stream of inv on an instance of v. It returns at once; the

@@ -89,6 +89,7 @@ type Info struct {
 	BaseURL             string         `json:"base_url"`
 	Models              []string       `json:"models"`
 	AllowPrivateNetwork bool           `json:"allow_private_network"`
+	AllowImageFetch     bool           `json:"allow_image_fetch"`
 	ExtraHosts          []string       `json:"extra_hosts"`
 	Options             map[string]any `json:"options"`
 	APIKey              SecretInfo     `json:"api_key"`
@@ -131,6 +132,7 @@ type CreateRequest struct {
 	BaseURL             string         `json:"base_url"`
 	Models              []string       `json:"models"`
 	AllowPrivateNetwork bool           `json:"allow_private_network"`
+	AllowImageFetch     bool           `json:"allow_image_fetch"`
 	ExtraHosts          []string       `json:"extra_hosts"`
 	Options             map[string]any `json:"options"`
 	APIKey              string         `json:"api_key"`
@@ -145,6 +147,7 @@ type Patch struct {
 	BaseURL             *string         `json:"base_url"`
 	Models              *[]string       `json:"models"`
 	AllowPrivateNetwork *bool           `json:"allow_private_network"`
+	AllowImageFetch     *bool           `json:"allow_image_fetch"`
 	ExtraHosts          *[]string       `json:"extra_hosts"`
 	Options             *map[string]any `json:"options"`
 	APIKey              *string         `json:"api_key"`
@@ -267,7 +270,7 @@ func (m *Manager) Get(name string) (Info, error) {
 func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 	pc := config.ProviderConfig{
 		Name: req.Name, Plugin: req.Plugin, BaseURL: req.BaseURL, Models: req.Models,
-		AllowPrivateNetwork: req.AllowPrivateNetwork, ExtraHosts: req.ExtraHosts, Options: req.Options,
+		AllowPrivateNetwork: req.AllowPrivateNetwork, AllowImageFetch: req.AllowImageFetch, ExtraHosts: req.ExtraHosts, Options: req.Options,
 	}
 	if ps := config.ValidateProvider(pc); ps != nil {
 		return Info{}, &InvalidError{Problems: ps}
@@ -280,7 +283,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 	}
 	row := store.Provider{
 		ID: newID(), Name: pc.Name, Plugin: pc.Plugin, BaseURL: pc.BaseURL, Models: pc.Models,
-		AllowPrivateNetwork: pc.AllowPrivateNetwork, ExtraHosts: pc.ExtraHosts, Options: pc.Options,
+		AllowPrivateNetwork: pc.AllowPrivateNetwork, AllowImageFetch: pc.AllowImageFetch, ExtraHosts: pc.ExtraHosts, Options: pc.Options,
 		CreatedAt: m.o.Now().UnixMilli(),
 	}
 	if req.APIKey != "" {
@@ -367,6 +370,9 @@ func (p *Patch) apply(row *store.Provider) {
 	}
 	if p.AllowPrivateNetwork != nil {
 		row.AllowPrivateNetwork = *p.AllowPrivateNetwork
+	}
+	if p.AllowImageFetch != nil {
+		row.AllowImageFetch = *p.AllowImageFetch
 	}
 	if p.ExtraHosts != nil {
 		row.ExtraHosts = *p.ExtraHosts
@@ -517,14 +523,14 @@ func (m *Manager) build(row store.Provider) *dbEntry {
 func configOf(row store.Provider) config.ProviderConfig {
 	return config.ProviderConfig{
 		Name: row.Name, Plugin: row.Plugin, BaseURL: row.BaseURL, Models: row.Models,
-		AllowPrivateNetwork: row.AllowPrivateNetwork, ExtraHosts: row.ExtraHosts, Options: row.Options,
+		AllowPrivateNetwork: row.AllowPrivateNetwork, AllowImageFetch: row.AllowImageFetch, ExtraHosts: row.ExtraHosts, Options: row.Options,
 	}
 }
 
 func infoOf(pc config.ProviderConfig) Info {
 	info := Info{
 		Name: pc.Name, Plugin: pc.Plugin, BaseURL: pc.BaseURL,
-		Models: slices.Clone(pc.Models), AllowPrivateNetwork: pc.AllowPrivateNetwork,
+		Models: slices.Clone(pc.Models), AllowPrivateNetwork: pc.AllowPrivateNetwork, AllowImageFetch: pc.AllowImageFetch,
 		ExtraHosts: slices.Clone(pc.ExtraHosts), Options: maps.Clone(pc.Options),
 	}
 	if info.Models == nil {

@@ -68,6 +68,7 @@ type Provider struct {
 	BaseURL             string
 	Models              []string
 	AllowPrivateNetwork bool
+	AllowImageFetch     bool
 	ExtraHosts          []string
 	Options             map[string]any
 	SecretSealed        []byte
@@ -84,6 +85,7 @@ type providerRow struct {
 	BaseURL             string `db:"base_url"`
 	Models              string `db:"models"`
 	AllowPrivateNetwork bool   `db:"allow_private_network"`
+	AllowImageFetch     bool   `db:"allow_image_fetch"`
 	ExtraHosts          string `db:"extra_hosts"`
 	Options             string `db:"options"`
 	SecretSealed        []byte `db:"secret_ciphertext"`
@@ -91,12 +93,12 @@ type providerRow struct {
 	UpdatedAt           int64  `db:"updated_at"`
 }
 
-const providerColumns = `id, name, plugin, base_url, models, allow_private_network, extra_hosts, options, secret_ciphertext, created_at, updated_at`
+const providerColumns = `id, name, plugin, base_url, models, allow_private_network, allow_image_fetch, extra_hosts, options, secret_ciphertext, created_at, updated_at`
 
 func (r providerRow) provider() (Provider, error) {
 	p := Provider{
 		ID: r.ID, Name: r.Name, Plugin: r.Plugin, BaseURL: r.BaseURL,
-		AllowPrivateNetwork: r.AllowPrivateNetwork, SecretSealed: r.SecretSealed,
+		AllowPrivateNetwork: r.AllowPrivateNetwork, AllowImageFetch: r.AllowImageFetch, SecretSealed: r.SecretSealed,
 		CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
 	}
 	if err := json.Unmarshal([]byte(r.Models), &p.Models); err != nil {
@@ -194,8 +196,8 @@ func (s *Store) CreateProvider(ctx context.Context, p Provider) error {
 	if err != nil {
 		return fmt.Errorf("create provider %s: %w", p.Name, err)
 	}
-	_, err = s.w.ExecContext(ctx, `INSERT INTO providers (`+providerColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		p.ID, p.Name, p.Plugin, p.BaseURL, models, p.AllowPrivateNetwork, extra, opts, nullBytes(p.SecretSealed), p.CreatedAt, p.CreatedAt)
+	_, err = s.w.ExecContext(ctx, `INSERT INTO providers (`+providerColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		p.ID, p.Name, p.Plugin, p.BaseURL, models, p.AllowPrivateNetwork, p.AllowImageFetch, extra, opts, nullBytes(p.SecretSealed), p.CreatedAt, p.CreatedAt)
 	if isUniqueViolation(err) {
 		return ErrProviderExists
 	}
@@ -233,8 +235,8 @@ func (s *Store) UpdateProvider(ctx context.Context, name string, now int64, chan
 	}
 	p.UpdatedAt = max(now, p.UpdatedAt+1)
 	if _, err := tx.ExecContext(ctx, `UPDATE providers SET plugin = ?, base_url = ?, models = ?, allow_private_network = ?,
-		extra_hosts = ?, options = ?, secret_ciphertext = ?, updated_at = ? WHERE id = ?`,
-		p.Plugin, p.BaseURL, models, p.AllowPrivateNetwork, extra, opts, nullBytes(p.SecretSealed), p.UpdatedAt, p.ID); err != nil {
+		allow_image_fetch = ?, extra_hosts = ?, options = ?, secret_ciphertext = ?, updated_at = ? WHERE id = ?`,
+		p.Plugin, p.BaseURL, models, p.AllowPrivateNetwork, p.AllowImageFetch, extra, opts, nullBytes(p.SecretSealed), p.UpdatedAt, p.ID); err != nil {
 		return Provider{}, fmt.Errorf("update provider %s: %w", name, err)
 	}
 	if err := tx.Commit(); err != nil {

