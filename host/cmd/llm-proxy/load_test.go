@@ -91,6 +91,12 @@ const procAdminKey = "sk-bin-load-test-9d3e71c0a5b2f864"
 // until it is ready, and kills it at the end of the test if it still runs.
 func startProc(t *testing.T, extra string) *proc {
 	t.Helper()
+	return startProcWith(t, "", extra)
+}
+
+// startProcWith is startProc with server added to the [server] table.
+func startProcWith(t *testing.T, server, extra string) *proc {
+	t.Helper()
 	bin := binary(t)
 	dir := t.TempDir()
 	plugins := filepath.Join(dir, "plugins")
@@ -103,6 +109,7 @@ func startProc(t *testing.T, extra string) *proc {
 [server]
 listen = %q
 shutdown_timeout = "20s"
+%s
 [plugins]
 dir = %q
 cache_dir = %q
@@ -114,7 +121,7 @@ plugin = "demo"
 base_url = "http://127.0.0.1"
 allow_private_network = true
 models = ["demo-echo", "demo-story"]
-%s`, addr, plugins, testplugins.CacheDir(), p.db, extra)), 0o644)
+%s`, addr, server, plugins, testplugins.CacheDir(), p.db, extra)), 0o644)
 	p.cmd = exec.Command(bin, "--config", p.cfg)
 	p.cmd.Env = append(os.Environ(), "LLMPROXY_ADMIN_KEY="+procAdminKey, "LLMPROXY_ENCRYPTION_KEY="+secrets.NewKeyString())
 	p.cmd.Stderr = p.logs

@@ -164,6 +164,9 @@ var (
 	// ErrNoResponse: the guest left the stream with nothing to wait for and
 	// without answering it.
 	ErrNoResponse = errors.New("plugin returned no response")
+	// ErrUpstreamNotJSON: the upstream answered a relayed request with a
+	// success whose body is not JSON.
+	ErrUpstreamNotJSON = errors.New("upstream answer is not JSON")
 	// ErrClientGone: the client went away or stopped reading (Stream.Cancel).
 	ErrClientGone = errors.New("client gone")
 )

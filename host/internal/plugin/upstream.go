@@ -169,10 +169,23 @@ func (u *upstream) relayWhole(body io.Reader) abi.Status {
 	}
 	// Answer before letting go of the request: released first, a callback
 	// running meanwhile could find the stream with nothing pending and end
-	// it as having no response.
-	u.st.relayBody(data)
+	// it as having no response. A success that is not JSON (an event
+	// stream, an HTML page) is not passed on as if it were.
+	if resp := u.resp.Load(); resp != nil && resp.StatusCode < 300 && !looksJSON(data) {
+		u.st.end(ErrUpstreamNotJSON)
+	} else {
+		u.st.relayBody(data)
+	}
 	u.st.release(u)
 	return statusStop
+}
+
+// looksJSON reports whether b starts, after white space, like a JSON
+// object or array: a cheap test that tells a JSON answer from an event
+// stream or a web page without parsing it.
+func looksJSON(b []byte) bool {
+	b = bytes.TrimLeft(b, " \t\r\n")
+	return len(b) > 0 && (b[0] == '{' || b[0] == '[')
 }
 
 // chunks delivers the body's bytes as they arrive.

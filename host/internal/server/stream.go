@@ -69,6 +69,8 @@ func endError(err error) *apierror.Error {
 		return apierror.New(fiber.StatusGatewayTimeout, "plugin_timeout", "The provider did not finish within the request deadline.")
 	case errors.Is(err, plugin.ErrOutputLimit):
 		return apierror.New(fiber.StatusBadGateway, "plugin_output_limit", "The provider plugin exceeded its output limit.")
+	case errors.Is(err, plugin.ErrUpstreamNotJSON):
+		return apierror.New(fiber.StatusBadGateway, "upstream_invalid_response", "The provider answered with a body that is not JSON.")
 	case errors.Is(err, plugin.ErrNoResponse):
 		return errNoResponse()
 	case errors.Is(err, plugin.ErrClientGone):
