@@ -28,7 +28,7 @@ type ImageFetcher interface {
 	FetchImage(ctx context.Context, rawURL string, maxBytes int64) (string, []byte, error)
 }
 
-// imageURLs lists the http(s) image URLs of a chat request:
+// imageURLs lists the image URLs of a chat request:
 // messages[].content[].image_url.url, or image_url itself when it is a
 // string.
 func imageURLs(req []byte) map[string]struct{} {
@@ -75,9 +75,9 @@ func (st *Stream) mayFetch(url string) abi.Status {
 // stream's upstream body budget) and returns a handle at once. It is
 // DENIED unless the plugin's manifest asks for the fetch_image capability,
 // the operator allows the provider to fetch images, and the client's
-// request names url as an image; LIMIT past MaxImageFetches images. The result comes as llmproxy_on_image with
-// the length of "<media type>\n<base64 data>" (read with data_read) or a
-// negative status.
+// request names url as an image; LIMIT past MaxImageFetches images. The
+// result comes as llmproxy_on_image with the length of "<media
+// type>\n<base64 data>" (read with data_read) or a negative status.
 func hostFetchImage(w *worker, mod api.Module, a []uint64) abi.Status {
 	st := w.streamArg(a[0])
 	raw, ok := view(mod, a[1], a[2])
