@@ -201,11 +201,11 @@ func (p *Policy) redact(dst, src []byte) (_ []byte, changed bool) {
 	for i := 0; i < len(src); {
 		switch c := src[i]; c {
 		case '"':
-			end := stringEnd(src, i)
+			end, closed := scanString(src, i)
 			if expectKey && len(stack) > 0 && stack[len(stack)-1] == '{' {
 				redactNext = p.isField(src[i:end])
 				expectKey = false
-			} else if red, ok := p.redactEmbedded(src[i:end]); ok {
+			} else if red, ok := p.redactEmbedded(src[i:end], !closed); ok {
 				dst = append(dst, src[last:i]...)
 				dst = append(dst, red...)
 				last, changed = end, true
@@ -258,27 +258,21 @@ func (p *Policy) redact(dst, src []byte) (_ []byte, changed bool) {
 // {"arguments":"{\"password\":\"hunter2\"}"}. It returns the string
 // re-encoded with the inner values redacted, and false when s does not
 // hold JSON (its text must start with '{' or '[') or has nothing to
-// redact. A string cut short by the cap is redacted as far as it goes and
-// stays unterminated.
-func (p *Policy) redactEmbedded(s []byte) ([]byte, bool) {
+// redact. A string cut short by the cap (cut: it has no closing quote) is
+// redacted as far as it goes and stays unterminated.
+func (p *Policy) redactEmbedded(s []byte, cut bool) ([]byte, bool) {
 	if len(s) < 3 || (s[1] != '{' && s[1] != '[') {
 		return nil, false
 	}
-	cut := len(s) < 4 || s[len(s)-1] != '"' || !stringClosed(s)
 	var inner string
-	if !cut {
-		if json.Unmarshal(s, &inner) != nil {
-			return nil, false
-		}
-	} else {
-		// Close it, dropping a partial escape such as `\u00` at the end.
-		ok := false
-		for drop := 0; drop <= 6 && drop < len(s)-1 && !ok; drop++ {
-			ok = json.Unmarshal(append(s[:len(s)-drop:len(s)-drop], '"'), &inner) == nil
-		}
-		if !ok {
-			return nil, false
-		}
+	decoded := !cut && json.Unmarshal(s, &inner) == nil
+	// A cut string is closed, dropping a partial escape such as `\u00` at
+	// its end.
+	for drop := 0; cut && !decoded && drop <= 6 && drop < len(s)-1; drop++ {
+		decoded = json.Unmarshal(append(s[:len(s)-drop:len(s)-drop], '"'), &inner) == nil
+	}
+	if !decoded {
+		return nil, false
 	}
 	red, changed := p.redact(nil, []byte(inner))
 	if !changed {
@@ -295,12 +289,6 @@ func (p *Policy) redactEmbedded(s []byte) ([]byte, bool) {
 		out = out[:len(out)-1]
 	}
 	return out, true
-}
-
-// stringClosed reports whether the JSON string s, which ends in '"', ends
-// there rather than in an escaped quote.
-func stringClosed(s []byte) bool {
-	return stringEnd(s, 0) == len(s)
 }
 
 // isField reports whether the JSON string s (with its quotes; the closing
@@ -340,15 +328,22 @@ func (p *Policy) isField(s []byte) bool {
 // stringEnd returns the index just after the string starting at src[i]
 // (a '"'), or len(src) if it does not end.
 func stringEnd(src []byte, i int) int {
+	end, _ := scanString(src, i)
+	return end
+}
+
+// scanString is stringEnd, and reports whether the string has its closing
+// quote.
+func scanString(src []byte, i int) (end int, closed bool) {
 	for j := i + 1; j < len(src); j++ {
 		switch src[j] {
 		case '\\':
 			j++
 		case '"':
-			return j + 1
+			return j + 1, true
 		}
 	}
-	return len(src)
+	return len(src), false
 }
 
 // valueEnd returns the index just after the value starting at src[i]: a

@@ -36,6 +36,7 @@ func TestRedactJSON(t *testing.T) {
 			`{"arguments":"{\"q\":\"<b>&\",\"secret\":\"[REDACTED]\"}"}`},
 		{"a JSON string cut short", `{"arguments":"{\"password\":\"hunt`, `{"arguments":"{\"password\":\"[REDACTED]\"`},
 		{"a JSON string cut in an escape", `{"arguments":"{\"a\":1,\"password\":\"x\u00`, `{"arguments":"{\"a\":1,\"password\":\"[REDACTED]\"`},
+		{"a JSON string cut after an escaped quote", `{"arguments":"{\"password\":\"x\"`, `{"arguments":"{\"password\":\"[REDACTED]\"`},
 		{"a JSON string cut after a backslash", `{"arguments":"{\"password\":\"x\`, `{"arguments":"{\"password\":\"[REDACTED]\"`},
 	} {
 		if got := string(p.redactJSON(nil, []byte(c.in))); got != c.want {
