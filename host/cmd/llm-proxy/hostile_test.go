@@ -44,6 +44,13 @@ write_timeout = "3s"
 `, "")
 	addr := strings.TrimPrefix(p.base, "http://")
 	pid := p.cmd.Process.Pid
+	dial := func(what string) net.Conn {
+		c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+		if err != nil {
+			t.Errorf("%s: %v", what, err)
+		}
+		return c
+	}
 
 	// The well-behaved client, and the proxy's memory, throughout.
 	good := &http.Client{Timeout: 20 * time.Second}
@@ -67,7 +74,7 @@ write_timeout = "3s"
 			time.Sleep(50 * time.Millisecond)
 		}
 	})
-	base := rss(t, pid)
+	base := rss(pid)
 	var peak atomic.Int64
 	bg.Go(func() {
 		for {
@@ -76,7 +83,7 @@ write_timeout = "3s"
 				return
 			case <-time.After(100 * time.Millisecond):
 			}
-			if r := rss(t, pid); r > peak.Load() {
+			if r := rss(pid); r > peak.Load() {
 				peak.Store(r)
 			}
 		}
@@ -92,9 +99,8 @@ write_timeout = "3s"
 		for range 50 {
 			dialers.Go(func() {
 				for range idle / 50 {
-					c, err := net.DialTimeout("tcp", addr, 10*time.Second)
-					if err != nil {
-						t.Errorf("idle connection: %v", err)
+					c := dial("idle connection")
+					if c == nil {
 						return
 					}
 					idleMu.Lock()
@@ -116,9 +122,8 @@ write_timeout = "3s"
 	var slowClosed atomic.Int64
 	for range slowloris {
 		attacks.Go(func() {
-			c, err := net.DialTimeout("tcp", addr, 10*time.Second)
-			if err != nil {
-				t.Errorf("slowloris: %v", err)
+			c := dial("slowloris")
+			if c == nil {
 				return
 			}
 			defer c.Close()
@@ -140,9 +145,8 @@ write_timeout = "3s"
 	var stalledEnded atomic.Int64
 	for range stalled {
 		attacks.Go(func() {
-			c, err := net.DialTimeout("tcp", addr, 10*time.Second)
-			if err != nil {
-				t.Errorf("stalled reader: %v", err)
+			c := dial("stalled reader")
+			if c == nil {
 				return
 			}
 			defer c.Close()
@@ -153,8 +157,7 @@ write_timeout = "3s"
 			fmt.Fprintf(c, "POST /v1/chat/completions HTTP/1.1\r\nHost: proxy\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s",
 				procAdminKey, len(body), body)
 			time.Sleep(10 * time.Second) // reads nothing meanwhile
-			c.SetReadDeadline(time.Now().Add(60 * time.Second))
-			if _, err := io.Copy(io.Discard, c); err == nil || !os.IsTimeout(err) {
+			if endsWithin(c, 60*time.Second) {
 				stalledEnded.Add(1)
 			}
 		})
@@ -181,17 +184,11 @@ write_timeout = "3s"
 		hc := &http.Client{Timeout: 60 * time.Second}
 		for _, r := range routes {
 			// Deeply nested: read, and refused before any recursive parse.
-			req, _ := http.NewRequest(r[0], p.base+r[1], bytes.NewReader(deep))
-			req.Header.Set("Authorization", "Bearer "+procAdminKey)
-			req.Header.Set("Content-Type", "application/json")
-			resp, err := hc.Do(req)
-			if err != nil {
+			if status, out, err := send(hc, r[0], p.base+r[1], deep); err != nil {
 				t.Errorf("%s %s, deep: %v", r[0], r[1], err)
-				continue
+			} else {
+				checkError(r[0]+" "+r[1]+", deep", status, out)
 			}
-			out, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			checkError(r[0]+" "+r[1]+", deep", resp.StatusCode, out)
 
 			// Oversized: refused from its Content-Length, before the body
 			// is read (so a raw connection that never sends it gets the
@@ -200,21 +197,20 @@ write_timeout = "3s"
 			if r[0] == "PUT" {
 				size = 65 << 20 // plugin uploads may be 64 MiB
 			}
-			c, err := net.DialTimeout("tcp", addr, 10*time.Second)
-			if err != nil {
-				t.Errorf("oversized: %v", err)
+			c := dial("oversized")
+			if c == nil {
 				continue
 			}
 			fmt.Fprintf(c, "%s %s HTTP/1.1\r\nHost: proxy\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n{",
 				r[0], r[1], procAdminKey, size)
 			c.SetReadDeadline(time.Now().Add(30 * time.Second))
-			resp, err = http.ReadResponse(bufio.NewReader(c), nil)
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 			if err != nil {
 				t.Errorf("%s %s, oversized: %v", r[0], r[1], err)
 				c.Close()
 				continue
 			}
-			out, _ = io.ReadAll(resp.Body)
+			out, _ := io.ReadAll(resp.Body)
 			c.Close()
 			if resp.StatusCode != 413 {
 				t.Errorf("%s %s, oversized: %d %.200s", r[0], r[1], resp.StatusCode, out)
@@ -227,25 +223,18 @@ write_timeout = "3s"
 	attacks.Go(func() {
 		for _, model := range []string{"demo/../../admin?x=", "demo/demo-echo#x", "demo/%2e%2e/x", "demo\r\nX-Evil: 1", "../demo-echo"} {
 			body, _ := json.Marshal(map[string]any{"model": model, "messages": []map[string]string{{"role": "user", "content": "hi"}}})
-			req, _ := http.NewRequest("POST", p.base+"/v1/chat/completions", bytes.NewReader(body))
-			req.Header.Set("Authorization", "Bearer "+procAdminKey)
-			req.Header.Set("Content-Type", "application/json")
-			resp, err := good.Do(req)
+			status, out, err := send(good, "POST", p.base+"/v1/chat/completions", body)
 			if err != nil {
 				t.Errorf("model %q: %v", model, err)
-				continue
-			}
-			out, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 400 || !bytes.Contains(out, []byte(`"invalid_model"`)) {
-				t.Errorf("model %q: %d %s", model, resp.StatusCode, out)
+			} else if status != 400 || !bytes.Contains(out, []byte(`"invalid_model"`)) {
+				t.Errorf("model %q: %d %s", model, status, out)
 			}
 		}
 	})
 
 	// 6. More dashboards than the hub takes: the ones over the cap are
 	// closed with 1013 (try again later).
-	wsConns := make(chan *websocket.Conn, sockets)
+	var wsConns []*websocket.Conn // only this attack's goroutine appends, before attacks.Wait
 	attacks.Go(func() {
 		h := http.Header{"Authorization": {"Bearer " + procAdminKey}}
 		for range sockets {
@@ -254,12 +243,11 @@ write_timeout = "3s"
 				t.Errorf("websocket: %v", err)
 				return
 			}
-			wsConns <- c
+			wsConns = append(wsConns, c)
 		}
 	})
 	t.Cleanup(func() {
-		close(wsConns)
-		for c := range wsConns {
+		for _, c := range wsConns {
 			c.Close()
 		}
 	})
@@ -277,9 +265,7 @@ write_timeout = "3s"
 	var readers sync.WaitGroup
 	for i := 0; i < len(conns); i += 100 { // a sample of 100
 		readers.Go(func() {
-			// The proxy may answer 408 before it closes.
-			conns[i].SetReadDeadline(time.Now().Add(60 * time.Second))
-			if _, err := io.Copy(io.Discard, conns[i]); err == nil || !os.IsTimeout(err) {
+			if endsWithin(conns[i], 60*time.Second) {
 				closed.Add(1)
 			}
 		})
@@ -294,13 +280,12 @@ write_timeout = "3s"
 	if n := stalledEnded.Load(); n != stalled {
 		t.Errorf("%d of %d never-reading streams ended", n, stalled)
 	}
-	if n := countRefused(wsConns, sockets); n != sockets-256 {
+	if n := countRefused(wsConns); n != sockets-256 {
 		t.Errorf("%d of %d WebSockets refused, want %d", n, sockets, sockets-256)
 	}
 
 	// The proxy is still up and serving, and it served the good client
 	// all along.
-	time.Sleep(time.Second)
 	close(stop)
 	bg.Wait()
 	if _, ok := oneRequest(good, p.base, `{"model":"demo-echo","messages":[{"role":"user","content":"after"}]}`); !ok {
@@ -320,37 +305,48 @@ write_timeout = "3s"
 	}
 }
 
-// countRefused reads every WebSocket of ch and counts those the proxy
-// closed with 1013; the others are put back.
-func countRefused(ch chan *websocket.Conn, n int) int64 {
-	var refused int64
-	var kept []*websocket.Conn
-	var mu sync.Mutex
+// countRefused reads every WebSocket and counts those the proxy closed
+// with 1013 (try again later).
+func countRefused(conns []*websocket.Conn) int {
+	var refused atomic.Int64
 	var wg sync.WaitGroup
-	for range n {
-		c := <-ch
+	for _, c := range conns {
 		wg.Go(func() {
 			c.SetReadDeadline(time.Now().Add(3 * time.Second))
-			_, _, err := c.ReadMessage()
-			mu.Lock()
-			defer mu.Unlock()
-			if websocket.IsCloseError(err, websocket.CloseTryAgainLater) {
-				refused++
-				c.Close()
-				return
+			if _, _, err := c.ReadMessage(); websocket.IsCloseError(err, websocket.CloseTryAgainLater) {
+				refused.Add(1)
 			}
-			kept = append(kept, c)
 		})
 	}
 	wg.Wait()
-	for _, c := range kept {
-		ch <- c
+	return int(refused.Load())
+}
+
+// endsWithin reports whether the proxy ends connection c (after whatever
+// it still sends, such as a 408) within d.
+func endsWithin(c net.Conn, d time.Duration) bool {
+	c.SetReadDeadline(time.Now().Add(d))
+	_, err := io.Copy(io.Discard, c)
+	return err == nil || !os.IsTimeout(err)
+}
+
+// send makes a request with the admin key and a JSON body, and returns the
+// answer's status and body.
+func send(hc *http.Client, method, url string, body []byte) (int, []byte, error) {
+	req, _ := http.NewRequest(method, url, bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+procAdminKey)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, nil, err
 	}
-	return refused
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, out, err
 }
 
 // rss is a process's resident set size in bytes, from /proc.
-func rss(t *testing.T, pid int) int64 {
+func rss(pid int) int64 {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
 		return 0
