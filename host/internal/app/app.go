@@ -126,11 +126,16 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 		st.Close()
 		return nil, err
 	}
-	routes := router.NewLive(router.New(nil))
+	routes := router.NewLive(router.New(nil, nil))
+	b := cfg.Routing.Breaker
+	health := router.NewHealth(router.BreakerConfig{Failures: b.Failures, ErrorRate: b.ErrorRate, Window: b.Window,
+		Cooldown: b.Cooldown.Std()}, nil)
+	health.OnChange = func(th router.TargetHealth) { events.Publish(hub.BreakerChanged, th) }
 	pm, err := providers.Open(context.Background(), providers.Options{
 		Store:  st,
 		Key:    key,
 		Live:   routes,
+		Routes: routeSpecs(cfg.Routes),
 		Config: cfg.Providers,
 		ConfigSecret: func(pc config.ProviderConfig) string {
 			secret := env[pc.APIKeyEnv]
@@ -160,10 +165,13 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 		Broadcaster: finishedEvents{events}})
 	accounts := users.New(st)
 	srv := server.New(server.Options{
-		Sessions:       sessions.New(key, accounts, sessions.Options{TTL: cfg.Auth.SessionTTL.Std()}),
-		Users:          accounts,
-		Hub:            events,
-		Router:         routes,
+		Sessions: sessions.New(key, accounts, sessions.Options{TTL: cfg.Auth.SessionTTL.Std()}),
+		Users:    accounts,
+		Hub:      events,
+		Router:   routes,
+		Health:   health,
+		Routing: server.Routing{MaxAttempts: cfg.Routing.MaxAttempts, RetryDeadline: cfg.Routing.RetryDeadline.Std(),
+			BackoffBase: cfg.Routing.BackoffBase.Std(), BackoffMax: cfg.Routing.BackoffMax.Std()},
 		Plugins:        reg,
 		Requests:       requests,
 		Keys:           ks,
@@ -183,6 +191,24 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 	sets.apply()
 	return &App{cfg: cfg, log: log, Registry: reg, Server: srv, store: st, requests: requests, keys: ks, providers: pm, routes: routes, key: key, hub: events, settings: sets,
 		KeyUsageFlushEvery: DefaultKeyUsageFlushEvery}, nil
+}
+
+// routeSpecs turns the [[routes]] table into the router's terms; the
+// config was validated, so every strategy parses.
+func routeSpecs(rs []config.RouteConfig) []router.RouteSpec {
+	out := make([]router.RouteSpec, 0, len(rs))
+	for _, rc := range rs {
+		strategy, _ := router.ParseStrategy(rc.Strategy)
+		spec := router.RouteSpec{Model: rc.Model, Strategy: strategy, MaxAttempts: rc.MaxAttempts}
+		for _, t := range rc.Targets {
+			spec.Targets = append(spec.Targets, router.TargetSpec{Provider: t.Provider, Model: t.Model, Weight: t.Weight})
+		}
+		if f := rc.ContextWindowFallback; f != nil {
+			spec.ContextWindowFallback = &router.TargetSpec{Provider: f.Provider, Model: f.Model}
+		}
+		out = append(out, spec)
+	}
+	return out
 }
 
 // newProvider builds the request path's provider from its definition and

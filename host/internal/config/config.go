@@ -107,6 +107,85 @@ type Config struct {
 	Prices map[string]PriceConfig `koanf:"prices"`
 	// Providers lists the upstream providers ([[providers]]). Default: none.
 	Providers []ProviderConfig `koanf:"providers"`
+	// Routing holds retry and circuit breaker settings ([routing]).
+	Routing RoutingConfig `koanf:"routing"`
+	// Routes maps public model names to one or more provider targets
+	// ([[routes]]). A model a provider lists needs no route. Default: none.
+	Routes []RouteConfig `koanf:"routes"`
+}
+
+// RoutingConfig is the [routing] section: how a request that fails on a
+// target is tried again.
+type RoutingConfig struct {
+	// MaxAttempts bounds the attempts of one request over all its route's
+	// targets, the first included; 1 never retries. A route may set its
+	// own. Allowed: 1 to 10. Default: 3.
+	MaxAttempts int `koanf:"max_attempts"`
+	// RetryDeadline is the time after a request's start past which no new
+	// attempt begins; a Retry-After that would end later is passed on to
+	// the client instead of waited out. Default: 30s.
+	RetryDeadline Duration `koanf:"retry_deadline"`
+	// BackoffBase is the wait before the first retry of the same target,
+	// doubled at each retry up to BackoffMax, with full jitter. Moving on
+	// to another target does not wait. Default: 250ms.
+	BackoffBase Duration `koanf:"backoff_base"`
+	// BackoffMax caps the backoff. Default: 5s.
+	BackoffMax Duration `koanf:"backoff_max"`
+	// Breaker configures every target's circuit breaker
+	// ([routing.breaker]).
+	Breaker BreakerConfig `koanf:"breaker"`
+}
+
+// BreakerConfig is the [routing.breaker] section: a target (provider and
+// model) whose requests keep failing rests for a cooldown, and is skipped
+// without an attempt meanwhile; then one probe request decides whether it
+// serves again.
+type BreakerConfig struct {
+	// Failures in a row (refused connections, timeouts, 429, 5xx) that
+	// open the breaker. Default: 5.
+	Failures int `koanf:"failures"`
+	// ErrorRate opens the breaker when this share of the last Window
+	// attempts failed; 0 turns the rule off. Allowed: 0 to 1.
+	// Default: 0.5.
+	ErrorRate float64 `koanf:"error_rate"`
+	// Window is how many recent attempts ErrorRate is measured over.
+	// Default: 20.
+	Window int `koanf:"window"`
+	// Cooldown is how long an open breaker rests its target. A 429's
+	// Retry-After rests it for that long instead, if longer. Default: 30s.
+	Cooldown Duration `koanf:"cooldown"`
+}
+
+// RouteConfig is one [[routes]] entry.
+type RouteConfig struct {
+	// Model is the name clients ask for. It takes precedence over a
+	// provider's model of the same name. Required.
+	Model string `koanf:"model"`
+	// Strategy orders the targets for each request: "fallback" (in
+	// order), "weighted" (drawn by weight) or "least_latency" (the better
+	// of two drawn at random, by time to first byte and requests in
+	// flight). Default: "fallback".
+	Strategy string `koanf:"strategy"`
+	// Targets are the providers and upstream models that serve the route.
+	// At least one is required.
+	Targets []RouteTarget `koanf:"targets"`
+	// MaxAttempts overrides [routing] max_attempts for this route.
+	// Default: 0 (the [routing] value).
+	MaxAttempts int `koanf:"max_attempts"`
+	// ContextWindowFallback serves a request that a target refuses because
+	// its prompt does not fit the model's context window. Default: none.
+	ContextWindowFallback *RouteTarget `koanf:"context_window_fallback"`
+}
+
+// RouteTarget is one target of a route.
+type RouteTarget struct {
+	// Provider names a provider of the config file or the database.
+	// Required.
+	Provider string `koanf:"provider"`
+	// Model is the model name sent to that provider. Required.
+	Model string `koanf:"model"`
+	// Weight is the target's share under the weighted strategy. Default: 1.
+	Weight int `koanf:"weight"`
 }
 
 // ServerConfig configures the OpenAI-compatible HTTP server.
@@ -356,6 +435,9 @@ func Default() *Config {
 		Database: DatabaseConfig{Path: "data/llm-proxy.db"},
 		Logs: RequestLogsConfig{RetentionDays: 30, QueueSize: 10000,
 			MaxBodyBytes: 64 * KiB, RedactFields: DefaultRedactFields()},
+		Routing: RoutingConfig{MaxAttempts: 3, RetryDeadline: Duration(30 * time.Second),
+			BackoffBase: Duration(250 * time.Millisecond), BackoffMax: Duration(5 * time.Second),
+			Breaker: BreakerConfig{Failures: 5, ErrorRate: 0.5, Window: 20, Cooldown: Duration(30 * time.Second)}},
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/llm-proxy/llm-proxy/host/internal/egress"
+	"github.com/llm-proxy/llm-proxy/host/internal/router"
 	"github.com/llm-proxy/llm-proxy/sdk/abi"
 )
 
@@ -152,7 +153,86 @@ func (c *Config) problems() Problems {
 			seen[p.Name] = i
 		}
 	}
+	validateRouting(&ps, c.Routing)
+	routeAt := make(map[string]int)
+	for i, r := range c.Routes {
+		key := indexKey("routes", i)
+		validateRoute(&ps, key, r)
+		if first, dup := routeAt[r.Model]; dup && r.Model != "" {
+			ps.add(key+".model", "duplicate route %q (already used by routes[%d])", r.Model, first)
+		} else {
+			routeAt[r.Model] = i
+		}
+	}
 	return ps
+}
+
+// MaxAttempts is the largest number of attempts a request may make.
+const MaxAttempts = 10
+
+func validateRouting(ps *Problems, r RoutingConfig) {
+	if r.MaxAttempts < 1 || r.MaxAttempts > MaxAttempts {
+		ps.add("routing.max_attempts", "must be between 1 and %d, got %d", MaxAttempts, r.MaxAttempts)
+	}
+	positiveDuration(ps, "routing.retry_deadline", r.RetryDeadline)
+	if r.BackoffBase < 0 {
+		ps.add("routing.backoff_base", "must not be negative, got %s", r.BackoffBase)
+	}
+	if r.BackoffMax < r.BackoffBase {
+		ps.add("routing.backoff_max", "must be at least backoff_base (%s), got %s", r.BackoffBase, r.BackoffMax)
+	}
+	b := r.Breaker
+	if b.Failures < 1 {
+		ps.add("routing.breaker.failures", "must be at least 1, got %d", b.Failures)
+	}
+	if b.ErrorRate < 0 || b.ErrorRate > 1 {
+		ps.add("routing.breaker.error_rate", "must be between 0 and 1 (0 turns the rule off), got %g", b.ErrorRate)
+	}
+	if b.Window < 1 || b.Window > 1000 {
+		ps.add("routing.breaker.window", "must be between 1 and 1000, got %d", b.Window)
+	}
+	positiveDuration(ps, "routing.breaker.cooldown", b.Cooldown)
+}
+
+func validateRoute(ps *Problems, key string, r RouteConfig) {
+	switch {
+	case r.Model == "":
+		ps.add(key+".model", "required: the model name clients ask for")
+	case !abi.ValidModel(r.Model):
+		ps.add(key+".model", "%q is not a model name: use at most %d %s", r.Model, abi.MaxModelLen, abi.ModelNameRule)
+	}
+	if _, ok := router.ParseStrategy(r.Strategy); !ok {
+		ps.add(key+".strategy", "must be one of %s, got %q", strings.Join(router.Strategies, ", "), r.Strategy)
+	}
+	if len(r.Targets) == 0 {
+		ps.add(key+".targets", "must list at least one target, such as { provider = \"openai\", model = \"gpt-4o-mini\" }")
+	}
+	for i, t := range r.Targets {
+		validateTarget(ps, indexKey(key+".targets", i), t)
+	}
+	if r.MaxAttempts < 0 || r.MaxAttempts > MaxAttempts {
+		ps.add(key+".max_attempts", "must be between 1 and %d, or 0 for [routing] max_attempts, got %d", MaxAttempts, r.MaxAttempts)
+	}
+	if f := r.ContextWindowFallback; f != nil {
+		validateTarget(ps, key+".context_window_fallback", *f)
+	}
+}
+
+func validateTarget(ps *Problems, key string, t RouteTarget) {
+	if t.Provider == "" {
+		ps.add(key+".provider", "required: the name of a provider")
+	} else if !providerNameRe.MatchString(t.Provider) {
+		ps.add(key+".provider", "must match [a-z0-9][a-z0-9._-]*, got %q", t.Provider)
+	}
+	switch {
+	case t.Model == "":
+		ps.add(key+".model", "required: the model name sent to the provider")
+	case !abi.ValidModel(t.Model):
+		ps.add(key+".model", "%q is not a model name: use at most %d %s", t.Model, abi.MaxModelLen, abi.ModelNameRule)
+	}
+	if t.Weight < 0 || t.Weight > 1_000_000 {
+		ps.add(key+".weight", "must be between 1 and 1000000 (0 or unset means 1), got %d", t.Weight)
+	}
 }
 
 func checkListen(addr string) string {

@@ -96,6 +96,8 @@ type Options struct {
 	// DisableRecording stops the server from keeping every request for
 	// Requests. Long benchmarks should set it so memory does not grow.
 	DisableRecording bool
+	// Faults make chat requests fail or wait; see Faults.
+	Faults Faults
 }
 
 // Recorded is one request as the server received it.
@@ -126,6 +128,7 @@ type Server struct {
 	cancelBase context.CancelFunc
 
 	seq      atomic.Uint64
+	chats    atomic.Int64 // chat completion requests received
 	canceled atomic.Int64
 	endless  atomic.Int64 // bytes written by endless streams
 
@@ -277,7 +280,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	path := r.URL.Path
 	switch {
 	case path == "/v1/chat/completions" && r.Method == http.MethodPost:
-		s.handleChat(w, r, body)
+		if !s.fault(w, r) {
+			s.handleChat(w, r, body)
+		}
 	case path == "/v1/embeddings" && r.Method == http.MethodPost:
 		s.handleEmbeddings(w, r, body)
 	case path == "/v1/models" && r.Method == http.MethodGet:
@@ -319,6 +324,9 @@ func failByModel(w http.ResponseWriter, model string) bool {
 		writeError(w, http.StatusInternalServerError, "The server had an error", "server_error", "", "")
 	case ModelFail400:
 		writeError(w, http.StatusBadRequest, "Invalid request: the fake upstream rejects this model on purpose.", typeInvalidRequest, "model", "")
+	case ModelContextOverflow:
+		writeError(w, http.StatusBadRequest, "This model's maximum context length is 16 tokens. However, your messages resulted in 17 tokens.",
+			typeInvalidRequest, "messages", "context_length_exceeded")
 	default:
 		return false
 	}

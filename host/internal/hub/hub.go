@@ -37,6 +37,9 @@ const (
 	KeyCreated      = "key.created"
 	KeyRevoked      = "key.revoked"
 	KeyRotated      = "key.rotated"
+	// BreakerChanged: a target's circuit breaker opened, went half-open
+	// or closed; the data is a router.TargetHealth.
+	BreakerChanged = "breaker.changed"
 	// Dropped is the one event a subscriber gets about itself: sent just
 	// before the hub cuts it off, when there is room for it.
 	Dropped = "hub.dropped"

@@ -352,6 +352,7 @@ func TestLogsRow(t *testing.T) {
 			LatencyMS: 412.5, TTFBMS: 95.25, Stream: true,
 			PromptTokens: 12, CompletionTokens: 40, CachedTokens: 3, CostUSD: 0.5,
 			RequestBody: sql.NullString{String: "{}", Valid: true},
+			Attempts:    2, AttemptLog: sql.NullString{String: `[{},{}]`, Valid: true},
 		},
 		{ID: "req_admin", TS: ts.UnixMilli() - 1, Status: 200},
 	}
@@ -365,7 +366,7 @@ func TestLogsRow(t *testing.T) {
 		Model: "gpt-4o", Provider: "openai", Plugin: "openai", PluginVersion: "1.2.3",
 		Status: 502, ErrorType: "api_error",
 		LatencyMS: 412.5, TTFBMS: 95.25, Stream: true,
-		PromptTokens: 12, CompletionTokens: 40, CachedTokens: 3, CostUSD: 0.5,
+		PromptTokens: 12, CompletionTokens: 40, CachedTokens: 3, CostUSD: 0.5, Attempts: 2,
 	}
 	if len(page.Data) != 2 || !reflect.DeepEqual(page.Data[0], want) {
 		t.Fatalf("Logs = %+v, want first row %+v", page.Data, want)
@@ -384,10 +385,10 @@ func TestLogsRow(t *testing.T) {
 			`{"id":"req_full","ts":"2025-03-10T00:00:01.234Z","key_id":"key_1","model":"gpt-4o",` +
 			`"provider":"openai","plugin":"openai","plugin_version":"1.2.3","status":502,` +
 			`"error_type":"api_error","latency_ms":412.5,"ttfb_ms":95.25,"stream":true,` +
-			`"prompt_tokens":12,"completion_tokens":40,"cached_tokens":3,"cost_usd":0.5},` +
+			`"prompt_tokens":12,"completion_tokens":40,"cached_tokens":3,"cost_usd":0.5,"attempts":2},` +
 			`{"id":"req_admin","ts":"2025-03-10T00:00:01.233Z","model":"","provider":"","plugin":"",` +
 			`"plugin_version":"","status":200,"latency_ms":0,"ttfb_ms":0,"stream":false,` +
-			`"prompt_tokens":0,"completion_tokens":0,"cached_tokens":0,"cost_usd":0}]}`
+			`"prompt_tokens":0,"completion_tokens":0,"cached_tokens":0,"cost_usd":0,"attempts":1}]}`
 		if string(b) != want {
 			t.Errorf("JSON =\n%s\nwant\n%s", b, want)
 		}
@@ -404,6 +405,8 @@ func TestLog(t *testing.T) {
 			Model: "gpt-4o", Status: 200, Stream: true, PromptTokens: 12,
 			RequestBody:  sql.NullString{String: `{"model":"gpt-4o"}`, Valid: true},
 			ResponseBody: sql.NullString{String: "data: [DONE]\n\n", Valid: true},
+			Attempts:     2,
+			AttemptLog:   sql.NullString{String: `[{"provider":"a","status":502},{"provider":"b","status":200}]`, Valid: true},
 		},
 		{ID: "req_bare", TS: ts.UnixMilli(), Status: 404},
 	}
@@ -415,8 +418,9 @@ func TestLog(t *testing.T) {
 	b, _ := json.Marshal(d)
 	const want = `{"id":"req_full","ts":"2025-03-10T00:00:01.234Z","key_id":"key_1","model":"gpt-4o",` +
 		`"provider":"","plugin":"","plugin_version":"","status":200,"latency_ms":0,"ttfb_ms":0,"stream":true,` +
-		`"prompt_tokens":12,"completion_tokens":0,"cached_tokens":0,"cost_usd":0,` +
-		`"request_body":"{\"model\":\"gpt-4o\"}","response_body":"data: [DONE]\n\n"}`
+		`"prompt_tokens":12,"completion_tokens":0,"cached_tokens":0,"cost_usd":0,"attempts":2,` +
+		`"request_body":"{\"model\":\"gpt-4o\"}","response_body":"data: [DONE]\n\n",` +
+		`"attempt_log":[{"provider":"a","status":502},{"provider":"b","status":200}]}`
 	if string(b) != want {
 		t.Errorf("JSON =\n%s\nwant\n%s", b, want)
 	}
@@ -425,7 +429,7 @@ func TestLog(t *testing.T) {
 		t.Errorf("bare row: %+v %v", d, err)
 	}
 	b, _ = json.Marshal(d)
-	if !strings.HasSuffix(string(b), `"request_body":null,"response_body":null}`) {
+	if !strings.HasSuffix(string(b), `"attempts":1,"request_body":null,"response_body":null,"attempt_log":null}`) {
 		t.Errorf("bare row JSON: %s", b)
 	}
 	for _, id := range []string{"req_nope", "", "req_full' OR '1'='1"} {

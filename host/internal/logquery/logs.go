@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -73,6 +74,9 @@ type LogRow struct {
 	CompletionTokens int64   `json:"completion_tokens"`
 	CachedTokens     int64   `json:"cached_tokens"`
 	CostUSD          float64 `json:"cost_usd"`
+	// Attempts counts the targets the request was tried on, retries and
+	// fallbacks included.
+	Attempts int `json:"attempts"`
 }
 
 // LogPage is one page of [Logs]. Data is never null in JSON: an empty page
@@ -89,13 +93,16 @@ type LogDetail struct {
 	LogRow
 	RequestBody  *string `json:"request_body"`
 	ResponseBody *string `json:"response_body"`
+	// AttemptLog lists every attempt (provider, model, status, error,
+	// ms, waited_ms) when there was more than one; null otherwise.
+	AttemptLog json.RawMessage `json:"attempt_log"`
 }
 
 // ErrNotFound is returned by [Log] when no row has the id.
 var ErrNotFound = errors.New("no request log row has that id")
 
 // logByIDQuery reads one row, bodies included, by its primary key.
-const logByIDQuery = "SELECT " + logColumns + ", request_body, response_body FROM request_logs WHERE id = ?"
+const logByIDQuery = "SELECT " + logColumns + ", request_body, response_body, attempt_log FROM request_logs WHERE id = ?"
 
 // Log returns the row with the given id, bodies included: one primary key
 // lookup.
@@ -115,13 +122,16 @@ func Log(ctx context.Context, db *sqlx.DB, id string) (LogDetail, error) {
 	if r.ResponseBody.Valid {
 		d.ResponseBody = &r.ResponseBody.String
 	}
+	if r.AttemptLog.Valid && json.Valid([]byte(r.AttemptLog.String)) {
+		d.AttemptLog = json.RawMessage(r.AttemptLog.String)
+	}
 	return d, nil
 }
 
 // logColumns are the columns Logs reads: every column but the bodies.
 const logColumns = `id, ts, key_id, model, provider, plugin, plugin_version,
 	status, error_type, latency_ms, ttfb_ms, stream, prompt_tokens,
-	completion_tokens, cached_tokens, cost_usd`
+	completion_tokens, cached_tokens, cost_usd, attempts`
 
 // Logs returns one page of the rows that match f, newest first.
 //
@@ -362,6 +372,7 @@ func RowOf(r *store.RequestLog) LogRow {
 		CompletionTokens: r.CompletionTokens,
 		CachedTokens:     r.CachedTokens,
 		CostUSD:          r.CostUSD,
+		Attempts:         max(r.Attempts, 1),
 	}
 }
 

@@ -160,6 +160,8 @@ type Options struct {
 	Key *secrets.Key
 	// Live receives every new router.
 	Live *router.Live
+	// Routes are the configured routes each router is built with.
+	Routes []router.RouteSpec
 	// Config lists the providers of the config file, in order.
 	Config []config.ProviderConfig
 	// ConfigSecret returns a config provider's secret (from the variable
@@ -483,7 +485,7 @@ func (m *Manager) reload(ctx context.Context) error {
 			served = append(served, e.built)
 		}
 	}
-	m.o.Live.Store(router.New(served))
+	m.o.Live.Store(router.New(served, m.o.Routes))
 	m.state.Store(next)
 	return nil
 }

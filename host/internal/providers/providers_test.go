@@ -60,7 +60,7 @@ func open(t *testing.T, path string, key *secrets.Key) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	f := &fixture{st: st, live: router.NewLive(router.New(nil)), builds: &builds{secrets: map[string]string{}, count: map[string]int{}}, key: key}
+	f := &fixture{st: st, live: router.NewLive(router.New(nil, nil)), builds: &builds{secrets: map[string]string{}, count: map[string]int{}}, key: key}
 	f.m, err = providers.Open(t.Context(), providers.Options{
 		Store: st, Key: key, Live: f.live, Config: configProviders,
 		ConfigSecret: func(pc config.ProviderConfig) string {
@@ -152,10 +152,10 @@ func TestManagerLifecycle(t *testing.T) {
 	if err != nil || !slices.Equal(info.Models, models) || info.APIKey.Hint != "…abcd" {
 		t.Fatalf("update: %+v %v", info, err)
 	}
-	if p, _, ok := f.live.Load().Resolve("llama-3.3-70b"); !ok || p.Name != "groq" {
+	if rt, ok := f.live.Load().Resolve("llama-3.3-70b"); !ok || rt.Targets[0].Provider.Name != "groq" {
 		t.Fatal("updated model not routed")
 	}
-	if _, _, ok := f.live.Load().Resolve("llama-3.1-8b"); ok {
+	if _, ok := f.live.Load().Resolve("llama-3.1-8b"); ok {
 		t.Fatal("old model still routed")
 	}
 	if f.builds.count["aaa"] != buildsOfAAA {
@@ -264,7 +264,7 @@ func TestManagerLifecycle(t *testing.T) {
 	if info, err = f.m.Delete(ctx, "groq"); err != nil || info.Name != "groq" {
 		t.Fatalf("delete: %+v %v", info, err)
 	}
-	if _, _, ok := f.live.Load().Resolve("llama-3.3-70b"); ok {
+	if _, ok := f.live.Load().Resolve("llama-3.3-70b"); ok {
 		t.Fatal("deleted provider still routed")
 	}
 	if _, err := f.m.Get("groq"); !errors.Is(err, providers.ErrNotFound) {
@@ -292,13 +292,13 @@ func TestManagerSharedDatabase(t *testing.T) {
 	if _, err := a.m.Create(ctx, providers.CreateRequest{Name: "groq", Plugin: "openai", BaseURL: "https://api.groq.com/openai/v1", Models: []string{"m"}, APIKey: "sk-shared-secret-value"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, ok := b.live.Load().Resolve("m"); ok {
+	if _, ok := b.live.Load().Resolve("m"); ok {
 		t.Fatal("seen before a refresh")
 	}
 	if err := b.m.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if p, _, ok := b.live.Load().Resolve("m"); !ok || p.Name != "groq" || b.builds.secret("groq") != "sk-shared-secret-value" {
+	if rt, ok := b.live.Load().Resolve("m"); !ok || rt.Targets[0].Provider.Name != "groq" || b.builds.secret("groq") != "sk-shared-secret-value" {
 		t.Fatal("not seen after a refresh")
 	}
 	// Nothing changed: no rebuild.
@@ -312,7 +312,7 @@ func TestManagerSharedDatabase(t *testing.T) {
 	if err := b.m.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, ok := b.live.Load().Resolve("m"); ok {
+	if _, ok := b.live.Load().Resolve("m"); ok {
 		t.Fatal("deletion not seen after a refresh")
 	}
 
@@ -325,7 +325,7 @@ func TestManagerSharedDatabase(t *testing.T) {
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if _, _, ok := b.live.Load().Resolve("wm"); ok {
+		if _, ok := b.live.Load().Resolve("wm"); ok {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -345,10 +345,10 @@ func TestManagerSharedDatabase(t *testing.T) {
 	if err != nil || info.Error == "" || !info.APIKey.Set {
 		t.Fatalf("undecryptable provider: %+v %v", info, err)
 	}
-	if _, _, ok := c.live.Load().Resolve("sm"); ok {
+	if _, ok := c.live.Load().Resolve("sm"); ok {
 		t.Fatal("undecryptable provider routed")
 	}
-	if _, _, ok := c.live.Load().Resolve("wm"); !ok {
+	if _, ok := c.live.Load().Resolve("wm"); !ok {
 		t.Fatal("a provider without a secret is not affected by the key")
 	}
 }

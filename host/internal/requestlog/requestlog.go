@@ -105,6 +105,11 @@ type Entry struct {
 	ResponseBody     []byte
 	RequestBodySize  int
 	ResponseBodySize int
+
+	// Attempts counts the targets tried (0 is taken as 1); AttemptLog is
+	// their JSON list, set only when there was more than one.
+	Attempts   int
+	AttemptLog []byte
 }
 
 // Sink stores batches of entries. It is called from one goroutine only, so

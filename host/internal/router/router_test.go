@@ -24,7 +24,7 @@ func testRouter() (*router.Router, map[string]*router.Provider) {
 	for _, p := range ps {
 		byName[p.Name] = p
 	}
-	return router.New(ps), byName
+	return router.New(ps, nil), byName
 }
 
 func TestResolve(t *testing.T) {
@@ -61,7 +61,7 @@ func TestResolve(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			got, model, ok := r.Resolve(tt.model)
+			got, model, ok := resolve(r, tt.model)
 			if tt.wantProvider == "" {
 				if ok || got != nil || model != "" {
 					t.Fatalf("Resolve(%q) = %v, %q, %v; want no match", tt.model, got, model, ok)
@@ -112,7 +112,7 @@ func TestModels(t *testing.T) {
 
 	// Every listed id routes to the provider that lists it.
 	for _, m := range models {
-		p, _, ok := r.Resolve(m.ID)
+		p, _, ok := resolve(r, m.ID)
 		if !ok || p.Name != m.Provider {
 			t.Errorf("Resolve(%q) = %v, %v; Models() says it belongs to %s", m.ID, p, ok, m.Provider)
 		}
@@ -121,11 +121,11 @@ func TestModels(t *testing.T) {
 
 func TestEmptyRouter(t *testing.T) {
 	t.Parallel()
-	for _, r := range []*router.Router{router.New(nil), router.New([]*router.Provider{})} {
+	for _, r := range []*router.Router{router.New(nil, nil), router.New([]*router.Provider{}, nil)} {
 		if got := r.Models(); len(got) != 0 {
 			t.Errorf("Models() = %v, want none", got)
 		}
-		if p, m, ok := r.Resolve("x/y"); ok || p != nil || m != "" {
+		if p, m, ok := resolve(r, "x/y"); ok || p != nil || m != "" {
 			t.Errorf("Resolve on an empty router = %v, %q, %v", p, m, ok)
 		}
 		if n := len(r.Providers()); n != 0 {
@@ -142,4 +142,16 @@ func TestProvidersKeepsOrder(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("Providers() order differs")
 	}
+}
+
+// resolve is Resolve for a route of one target: its provider and model.
+func resolve(r *router.Router, model string) (*router.Provider, string, bool) {
+	rt, ok := r.Resolve(model)
+	if !ok {
+		return nil, "", false
+	}
+	if len(rt.Targets) != 1 {
+		panic("resolve: a route of several targets")
+	}
+	return rt.Targets[0].Provider, rt.Targets[0].Model, true
 }

@@ -12,7 +12,7 @@ import (
 
 func TestDashboardServing(t *testing.T) {
 	s := New(Options{
-		Router:   router.NewLive(router.New(nil)),
+		Router:   router.NewLive(router.New(nil, nil)),
 		Plugins:  noPlugins{},
 		AdminKey: "k",
 		Dashboard: fstest.MapFS{

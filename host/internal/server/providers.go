@@ -33,6 +33,7 @@ const providerTestTimeout = 10 * time.Second
 
 func (s *Server) providerRoutes(api fiber.Router) {
 	api.Get("/providers", s.listProviders)
+	api.Get("/routes", s.listRoutes)
 	api.Post("/providers", s.createProvider)
 	api.Get("/providers/:name", s.getProvider)
 	api.Patch("/providers/:name", s.updateProvider)
@@ -58,10 +59,6 @@ func providerError(err error) error {
 			"This provider is defined in the config file; change it there and restart the proxy.")
 	}
 	return err // logged by handleError, answered as a bare 500
-}
-
-func (s *Server) listProviders(c *fiber.Ctx) error {
-	return c.JSON(fiber.Map{"object": "list", "data": s.opts.Providers.List()})
 }
 
 func (s *Server) getProvider(c *fiber.Ctx) error {

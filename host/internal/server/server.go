@@ -61,7 +61,12 @@ type Keys interface {
 
 // Options configure a Server.
 type Options struct {
-	Router  *router.Live // the providers; swapped when they change
+	Router *router.Live // the providers; swapped when they change
+	// Health keeps every target's breaker and latency; nil makes one with
+	// the default breaker.
+	Health *router.Health
+	// Routing sets how requests are retried.
+	Routing Routing
 	Plugins Plugins
 	Keys    Keys // optional: without it only the admin key is accepted
 	// Sessions and Users enable dashboard logins and /api/users; both or
@@ -124,6 +129,9 @@ func New(o Options) *Server {
 	}
 	if o.MaxBodyBytes == 0 {
 		o.MaxBodyBytes = 4 << 20
+	}
+	if o.Health == nil {
+		o.Health = router.NewHealth(router.DefaultBreaker, nil)
 	}
 	s := &Server{opts: o, log: o.Logger, adminKey: sha256.Sum256([]byte(o.AdminKey)), writeTimeout: o.WriteTimeout,
 		proxies: parseProxies(o.TrustedProxies)}

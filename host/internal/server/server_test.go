@@ -30,7 +30,7 @@ func (noPlugins) Install(context.Context, string, []byte) (plugin.Info, error) {
 
 func testServer() *Server {
 	return New(Options{
-		Router:   router.NewLive(router.New([]*router.Provider{{Name: "p", Plugin: "x", Models: []string{"m"}}})),
+		Router:   router.NewLive(router.New([]*router.Provider{{Name: "p", Plugin: "x", Models: []string{"m"}}}, nil)),
 		Plugins:  noPlugins{},
 		AdminKey: "k",
 	})

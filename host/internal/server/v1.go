@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"strconv"
@@ -33,7 +34,9 @@ type request struct {
 	op            abi.Op
 	model         string
 	upstreamModel string
+	route         *router.Route
 	provider      *router.Provider
+	attempts      []Attempt
 	version       *plugin.Version
 	includeUsage  bool
 	usage         usage
@@ -182,22 +185,18 @@ func (s *Server) handle(c *fiber.Ctx, op abi.Op) error {
 		return s.finish(c, r, apierror.New(fiber.StatusForbidden, "model_not_allowed",
 			"This API key may not use the model '"+model+"'.").WithParam("model"))
 	}
-	p, upstreamModel, ok := s.opts.Router.Load().Resolve(model)
+	rt, ok := s.opts.Router.Load().Resolve(model)
 	if !ok {
 		return s.finish(c, r, apierror.New(fiber.StatusNotFound, "model_not_found",
 			"The model '"+model+"' does not exist or is not served by this proxy.").WithParam("model"))
 	}
-	r.provider, r.upstreamModel = p, upstreamModel
+	r.route = rt
 
-	// The unified request: the client's JSON with the upstream model name,
-	// and, for streams, usage always requested (sdk/ABI.md).
+	// The unified request: the client's JSON with, for streams, usage
+	// always requested (sdk/ABI.md); each attempt puts its target's model
+	// name in.
 	unified := body
 	var err error
-	if upstreamModel != model {
-		if unified, err = sjson.SetBytes(unified, "model", upstreamModel); err != nil {
-			return s.finish(c, r, invalid("model", "the model parameter could not be rewritten"))
-		}
-	}
 	if stream {
 		op = abi.OpChatStream
 		r.op = op
@@ -213,25 +212,19 @@ func (s *Server) handle(c *fiber.Ctx, op abi.Op) error {
 	if &unified[0] == &body[0] {
 		unified = bytes.Clone(unified)
 	}
+	res, apiErr := s.serve(c, r, unified, stream)
+	routeHeaders(c, r)
+	if apiErr != nil {
+		if apiErr.Status == 499 {
+			s.logRequest(r, 499, apiErr)
+			return nil
+		}
+		return s.finish(c, r, apiErr)
+	}
 	if stream {
-		return s.stream(c, r, unified)
+		return s.stream(c, r, res.st, res.stream)
 	}
-	sink := newBufferSink()
-	st, openErr := s.open(r, unified, sink)
-	if openErr != nil {
-		return s.finish(c, r, openErr)
-	}
-	if !waitUnlessGone(c, sink.done) {
-		// The client left: its upstream request is cancelled rather than
-		// run to the end for nobody.
-		st.Cancel()
-		<-sink.done
-		s.logRequest(r, 499, endError(plugin.ErrClientGone))
-		return nil
-	}
-	if err := sink.outcome(); err != nil {
-		return s.finish(c, r, err)
-	}
+	sink := res.buffer
 	if sink.usage != nil {
 		r.usage.set(sink.usage)
 	} else if u := gjson.GetBytes(sink.body, "usage"); u.IsObject() {
@@ -346,6 +339,10 @@ func (s *Server) logRequest(r *request, status int, err *apierror.Error) {
 	if b := r.bodies; b != nil {
 		e.RequestBody, e.ResponseBody, e.RequestBodySize, e.ResponseBodySize = b.req, b.resp, b.reqSize, b.respSize
 	}
+	e.Attempts = len(r.attempts)
+	if len(r.attempts) > 1 {
+		e.AttemptLog, _ = json.Marshal(r.attempts)
+	}
 	e.KeyID = nonAdmin(r.keyID)
 	if r.provider != nil {
 		e.Provider = r.provider.Name
@@ -405,24 +402,11 @@ func (s *Server) getModel(c *fiber.Ctx) error {
 	return apierror.New(fiber.StatusNotFound, "model_not_found", "The model '"+id+"' does not exist or is not served by this proxy.").WithParam("model")
 }
 
-// stream serves a streaming call. The response status is chosen when the
-// first event or the end of the stream arrives: an upstream error before
-// the first byte keeps its status; one after it becomes an error event
-// followed by a clean end (writeStream).
-func (s *Server) stream(c *fiber.Ctx, r *request, unified []byte) error {
-	sink := newStreamSink(r)
-	st, err := s.open(r, unified, sink)
-	if err != nil {
-		return s.finish(c, r, err)
-	}
-	<-sink.decided
-	if started, end := sink.started(); !started {
-		e := endError(end)
-		if e == nil {
-			e = errNoResponse()
-		}
-		return s.finish(c, r, e)
-	}
+// stream sends a stream that has begun (serve saw its first event): an
+// upstream error from here on becomes an error event followed by a clean
+// end (writeStream). An error before the first event kept its status, and
+// may have been retried.
+func (s *Server) stream(c *fiber.Ctx, r *request, st *plugin.Stream, sink *streamSink) error {
 	c.Set(fiber.HeaderContentType, "text/event-stream")
 	c.Set(fiber.HeaderCacheControl, "no-cache")
 	c.Set(fiber.HeaderConnection, "keep-alive")

@@ -48,6 +48,10 @@ type RequestLog struct {
 	// RequestBody and ResponseBody are NULL unless body logging is on.
 	RequestBody  sql.NullString `db:"request_body"`
 	ResponseBody sql.NullString `db:"response_body"`
+	// Attempts counts the targets the request was tried on; AttemptLog
+	// lists them as JSON, and is NULL when there was one.
+	Attempts   int            `db:"attempts"`
+	AttemptLog sql.NullString `db:"attempt_log"`
 }
 
 // insertLogSQL inserts one RequestLog; its parameters are in the order of
@@ -55,14 +59,15 @@ type RequestLog struct {
 const insertLogSQL = `INSERT INTO request_logs (
 	id, ts, key_id, model, provider, plugin, plugin_version, status,
 	error_type, latency_ms, ttfb_ms, stream, prompt_tokens,
-	completion_tokens, cached_tokens, cost_usd, request_body, response_body
+	completion_tokens, cached_tokens, cost_usd, request_body, response_body,
+	attempts, attempt_log
 ) VALUES ` + logValues
 
 // logValues is the VALUES tuple of one row, and logColumns the number of
 // parameters in it.
 const (
-	logValues  = `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
-	logColumns = 18
+	logValues  = `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	logColumns = 20
 )
 
 // chunkRows is how many rows one execution of insertChunkSQL inserts.
@@ -79,6 +84,7 @@ func logArgs(args []any, r *RequestLog) []any {
 		r.ID, r.TS, r.KeyID, r.Model, r.Provider, r.Plugin, r.PluginVersion, r.Status,
 		r.ErrorType, r.LatencyMS, r.TTFBMS, r.Stream, r.PromptTokens,
 		r.CompletionTokens, r.CachedTokens, r.CostUSD, r.RequestBody, r.ResponseBody,
+		max(r.Attempts, 1), r.AttemptLog,
 	)
 }
 

@@ -436,8 +436,10 @@ func TestInsertLogs(t *testing.T) {
 				PromptTokens: 100, CompletionTokens: 200, CachedTokens: 50, CostUSD: 0.0042,
 				RequestBody:  sql.NullString{String: `{"model":"gpt-4o"}`, Valid: true},
 				ResponseBody: sql.NullString{String: `{"error":{}}`, Valid: true},
+				Attempts:     2,
+				AttemptLog:   sql.NullString{String: `[{"provider":"a"},{"provider":"openai"}]`, Valid: true},
 			},
-			{ID: "bare", TS: 1_700_000_000_124, Status: 200},
+			{ID: "bare", TS: 1_700_000_000_124, Status: 200, Attempts: 1},
 		}
 		if err := s.InsertLogs(t.Context(), want); err != nil {
 			t.Fatalf("InsertLogs: %v", err)

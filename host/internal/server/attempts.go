@@ -1,0 +1,328 @@
+package server
+
+import (
+	"cmp"
+	"errors"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/tidwall/sjson"
+
+	"github.com/llm-proxy/llm-proxy/host/internal/apierror"
+	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
+	"github.com/llm-proxy/llm-proxy/host/internal/router"
+)
+
+// Routing is how the /v1 face retries a request over its route's targets.
+type Routing struct {
+	// MaxAttempts bounds a request's attempts when its route sets none;
+	// below 1 is 1.
+	MaxAttempts int
+	// RetryDeadline: no attempt starts later than this after the request
+	// began; 0 is 30 s.
+	RetryDeadline time.Duration
+	// BackoffBase and BackoffMax bound the wait before trying a target
+	// again (router.Backoff).
+	BackoffBase, BackoffMax time.Duration
+}
+
+// Attempt is one try of a request on one target, as the request log keeps
+// it.
+type Attempt struct {
+	Provider string  `json:"provider"`
+	Model    string  `json:"model"`
+	Status   int     `json:"status"`          // the upstream's, when it answered an error
+	Error    string  `json:"error,omitempty"` // the error's code or type
+	Ms       float64 `json:"ms"`
+	// Waited is the backoff before the attempt, in milliseconds.
+	Waited float64 `json:"waited_ms,omitempty"`
+}
+
+// verdict is what an attempt's end means for the request.
+type verdict struct {
+	err     *apierror.Error // nil: served
+	retry   bool            // another attempt may succeed
+	outcome router.Outcome  // for the target's breaker
+	rest    time.Duration   // the upstream's Retry-After
+	context bool            // the prompt exceeds the model's context window
+	status  int             // the status the plugin failed with, if it did
+}
+
+// judge classifies how an attempt ended: end is the plugin stream's end
+// (or its failure to open, as an apierror).
+func judge(end error, openErr *apierror.Error) verdict {
+	if openErr != nil {
+		// The plugin is not loaded, busy or lacks the operation: another
+		// target may use another plugin; the upstream was not asked.
+		return verdict{err: openErr, retry: openErr.Status == fiber.StatusServiceUnavailable, outcome: router.Ignored}
+	}
+	apiErr := endError(end)
+	v := verdict{err: apiErr}
+	var f *plugin.Failure
+	switch {
+	case end == nil:
+	case errors.As(end, &f):
+		v.status = f.Status
+		switch {
+		case f.Status == http.StatusTooManyRequests, f.Status == http.StatusRequestTimeout,
+			f.Status >= 500 && f.Status != http.StatusNotImplemented && f.Status != http.StatusHTTPVersionNotSupported:
+			// 529 is Anthropic's "overloaded".
+			v.retry, v.outcome = true, router.Failure
+			if f.Status == http.StatusTooManyRequests || f.Status == http.StatusServiceUnavailable || f.Status == 529 {
+				v.rest = parseRetryAfter(f.RetryAfter, time.Now())
+			}
+		case f.Status == http.StatusBadRequest && contextOverflow(apiErr):
+			v.context = true
+		}
+	case errors.Is(end, plugin.ErrTimeout):
+		v.retry, v.outcome = true, router.Failure
+	case errors.Is(end, plugin.ErrClientGone):
+		v.outcome = router.Ignored
+	default:
+		// A plugin that failed says nothing about the upstream.
+		v.outcome = router.Ignored
+	}
+	return v
+}
+
+// contextOverflow recognises the providers' ways of saying that a prompt
+// does not fit the model's context window.
+func contextOverflow(e *apierror.Error) bool {
+	if e == nil {
+		return false
+	}
+	if e.Code == "context_length_exceeded" {
+		return true
+	}
+	m := strings.ToLower(e.Message)
+	for _, s := range []string{"context length", "context window", "context_length", "maximum context", "prompt is too long", "input is too long", "exceeds the maximum number of tokens"} {
+		if strings.Contains(m, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// parseRetryAfter reads a Retry-After value: seconds, or an HTTP date.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.ParseFloat(v, 64); err == nil {
+		if secs <= 0 || secs > 24*3600 {
+			return 0
+		}
+		return time.Duration(secs * float64(time.Second))
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		if d := t.Sub(now); d > 0 && d <= 24*time.Hour {
+			return d
+		}
+	}
+	return 0
+}
+
+// upstreamBody is the unified request for target t: the client's JSON with
+// t's model name.
+func upstreamBody(body []byte, clientModel string, t *router.Target) ([]byte, *apierror.Error) {
+	if t.Model == clientModel {
+		return body, nil
+	}
+	out, err := sjson.SetBytes(body, "model", t.Model)
+	if err != nil {
+		return nil, invalid("model", "the model parameter could not be rewritten")
+	}
+	return out, nil
+}
+
+// try is one attempt's result for serve.
+type try struct {
+	end     error
+	openErr *apierror.Error
+	st      *plugin.Stream
+	buffer  *bufferSink
+	stream  *streamSink
+}
+
+// serve runs a request's attempts over its route until one is served, one
+// fails in a way another attempt cannot help, or the attempts or the
+// deadline run out. Only attempts whose answer has not begun are retried:
+// a stream's first event commits it. It returns the attempt that answered
+// and its error for the client, if any.
+func (s *Server) serve(c *fiber.Ctx, r *request, body []byte, stream bool) (*try, *apierror.Error) {
+	rt := r.route
+	if len(rt.Targets) == 0 {
+		return nil, apierror.New(fiber.StatusServiceUnavailable, "no_target",
+			"No provider of the route '"+rt.Model+"' is being served.")
+	}
+	h := s.opts.Health
+	// A route of one target always tries it: resting it would only turn
+	// the upstream's errors into the proxy's.
+	single := len(rt.Targets) == 1 && rt.ContextFallback == nil
+	plan := []int{0}
+	if !single {
+		plan = router.Plan(rt.Strategy, h.Candidates(rt.Targets), rand.Uint64())
+	}
+	if len(plan) == 0 {
+		e := apierror.New(fiber.StatusServiceUnavailable, "upstream_unavailable",
+			"Every provider of the model '"+r.model+"' is failing; the proxy rests them for a while. Retry later.")
+		if until := h.RestingUntil(rt.Targets); !until.IsZero() {
+			e.RetryAfter = strconv.Itoa(max(1, int(time.Until(until).Seconds()+0.999)))
+		}
+		return nil, e
+	}
+	maxAttempts := rt.MaxAttempts
+	if maxAttempts < 1 {
+		maxAttempts = max(s.opts.Routing.MaxAttempts, 1)
+	}
+	deadline := s.opts.Routing.RetryDeadline
+	if deadline <= 0 {
+		deadline = 30 * time.Second
+	}
+	deadlineAt := r.start.Add(deadline)
+
+	tries := make(map[string]int, len(plan))           // per target key
+	rests := make(map[string]time.Duration, len(plan)) // Retry-After per target key
+	var last verdict
+	useContextFallback, skipped, next := false, 0, 0
+	for len(r.attempts) < maxAttempts {
+		var t *router.Target
+		if useContextFallback {
+			t, useContextFallback = rt.ContextFallback, false
+		} else {
+			t = &rt.Targets[plan[next%len(plan)]]
+			next++
+		}
+		var wait time.Duration
+		if n := tries[t.Key]; n > 0 {
+			wait = router.Backoff(n, s.opts.Routing.BackoffBase, s.opts.Routing.BackoffMax, rand.Float64())
+			if rest := rests[t.Key]; rest > 0 {
+				if rest > max(s.opts.Routing.BackoffMax, time.Second) {
+					// Waiting that long would hold the client for
+					// nothing: it gets the 429 and its Retry-After.
+					break
+				}
+				wait = max(wait, rest)
+			}
+			if time.Now().Add(wait).After(deadlineAt) {
+				break
+			}
+			if !sleepUnlessGone(c, wait) {
+				return nil, endError(plugin.ErrClientGone)
+			}
+		} else if time.Now().After(deadlineAt) {
+			break
+		}
+		if !h.Begin(t.Key, single) {
+			// Its breaker opened since the plan was made, or another
+			// request holds its probe: no attempt is spent on it.
+			if skipped++; skipped > len(plan) {
+				break
+			}
+			continue
+		}
+		tries[t.Key]++
+		began := time.Now()
+		res := s.attempt(c, r, body, t, stream)
+		v := judge(res.end, res.openErr)
+		ttfb := time.Duration(0)
+		if v.err == nil || v.outcome == router.Success {
+			ttfb = time.Since(began)
+		}
+		h.End(t.Key, v.outcome, ttfb, v.rest)
+		a := Attempt{Provider: t.Provider.Name, Model: t.Model, Status: fiber.StatusOK,
+			Ms: float64(time.Since(began).Microseconds()) / 1000, Waited: float64(wait.Microseconds()) / 1000}
+		if v.err != nil {
+			a.Status, a.Error = cmp.Or(v.status, v.err.Status), cmp.Or(v.err.Code, v.err.Type)
+		}
+		r.attempts = append(r.attempts, a)
+		if v.err == nil || v.err.Status == 499 {
+			return res, v.err
+		}
+		last, rests[t.Key] = v, v.rest
+		switch {
+		case v.context && rt.ContextFallback != nil && t != rt.ContextFallback:
+			useContextFallback = true
+		case !v.retry:
+			return res, v.err
+		}
+	}
+	if last.err == nil {
+		return nil, apierror.New(fiber.StatusServiceUnavailable, "upstream_unavailable",
+			"Every provider of the model '"+r.model+"' is failing; the proxy rests them for a while. Retry later.")
+	}
+	return nil, last.err
+}
+
+// attempt runs the request once on target t and waits until its answer
+// is decided: a non-streamed answer in full, a stream at its first event
+// or its end.
+func (s *Server) attempt(c *fiber.Ctx, r *request, body []byte, t *router.Target, stream bool) *try {
+	r.provider, r.upstreamModel, r.version = t.Provider, t.Model, nil
+	unified, perr := upstreamBody(body, r.model, t)
+	if perr != nil {
+		return &try{openErr: perr}
+	}
+	if stream {
+		sink := newStreamSink(r)
+		st, err := s.open(r, unified, sink)
+		if err != nil {
+			return &try{openErr: err}
+		}
+		<-sink.decided
+		started, end := sink.started()
+		if !started && end == nil {
+			end = plugin.ErrNoResponse
+		}
+		if started {
+			end = nil
+		}
+		return &try{end: end, st: st, stream: sink}
+	}
+	sink := newBufferSink()
+	st, err := s.open(r, unified, sink)
+	if err != nil {
+		return &try{openErr: err}
+	}
+	if !waitUnlessGone(c, sink.done) {
+		// The client left: its upstream request is cancelled rather than
+		// run to the end for nobody.
+		st.Cancel()
+		<-sink.done
+		return &try{end: plugin.ErrClientGone, st: st, buffer: sink}
+	}
+	end := sink.err
+	if end == nil && sink.body == nil {
+		end = plugin.ErrNoResponse
+	}
+	return &try{end: end, st: st, buffer: sink}
+}
+
+// sleepUnlessGone waits d, and reports false as soon as the client has
+// closed its connection.
+func sleepUnlessGone(c *fiber.Ctx, d time.Duration) bool {
+	if d <= 0 {
+		return true
+	}
+	done := make(chan struct{})
+	t := time.AfterFunc(d, func() { close(done) })
+	defer t.Stop()
+	return waitUnlessGone(c, done)
+}
+
+// routeHeaders tell the client which target answered and after how many
+// attempts.
+func routeHeaders(c *fiber.Ctx, r *request) {
+	if len(r.attempts) == 0 {
+		return
+	}
+	a := r.attempts[len(r.attempts)-1]
+	c.Set("X-LLM-Proxy-Provider", a.Provider)
+	c.Set("X-LLM-Proxy-Model", a.Model)
+	c.Set("X-LLM-Proxy-Attempts", strconv.Itoa(len(r.attempts)))
+}
