@@ -144,7 +144,7 @@ func TestRepoConfig(t *testing.T) {
 	if !reflect.DeepEqual(cfg.Server, def.Server) || !reflect.DeepEqual(cfg.Auth, def.Auth) ||
 		!reflect.DeepEqual(cfg.Log, def.Log) || !reflect.DeepEqual(cfg.Plugins, def.Plugins) ||
 		!reflect.DeepEqual(cfg.Logs, def.Logs) || !reflect.DeepEqual(cfg.Database, def.Database) ||
-		!reflect.DeepEqual(cfg.Security, def.Security) {
+		!reflect.DeepEqual(cfg.Security, def.Security) || !reflect.DeepEqual(cfg.Routing, def.Routing) {
 		t.Errorf("settings differ from the defaults:\n got %+v\nwant %+v", cfg, def)
 	}
 
@@ -180,6 +180,39 @@ func TestLoadValid(t *testing.T) {
 		toml  string
 		check func(t *testing.T, c *Config)
 	}{
+		{
+			name: "routes",
+			toml: `
+[routing]
+max_attempts = 4
+backoff_base = "10ms"
+[routing.breaker]
+failures = 2
+cooldown = "5s"
+
+[[routes]]
+model = "smart"
+strategy = "weighted"
+targets = [
+  { provider = "primary", model = "gpt-4o-mini", weight = 3 },
+  { provider = "backup",  model = "gpt-4o-mini" },
+]
+context_window_fallback = { provider = "backup", model = "gpt-4.1-mini" }
+`,
+			check: func(t *testing.T, c *Config) {
+				want := []RouteConfig{{Model: "smart", Strategy: "weighted", Targets: []RouteTarget{
+					{Provider: "primary", Model: "gpt-4o-mini", Weight: 3}, {Provider: "backup", Model: "gpt-4o-mini"},
+				}, ContextWindowFallback: &RouteTarget{Provider: "backup", Model: "gpt-4.1-mini"}}}
+				if !reflect.DeepEqual(c.Routes, want) {
+					t.Errorf("routes = %+v", c.Routes)
+				}
+				r := c.Routing
+				if r.MaxAttempts != 4 || r.BackoffBase.Std() != 10*time.Millisecond || r.BackoffMax != Default().Routing.BackoffMax ||
+					r.Breaker.Failures != 2 || r.Breaker.Cooldown.Std() != 5*time.Second || r.Breaker.ErrorRate != 0.5 {
+					t.Errorf("routing = %+v", r)
+				}
+			},
+		},
 		{
 			name: "partial file keeps other defaults",
 			toml: "[server]\nlisten = \":9000\"\n",
@@ -294,6 +327,41 @@ func TestLoadProblems(t *testing.T) {
 		want  []want
 		exact bool // no other problems allowed
 	}{
+		{
+			name: "bad routes",
+			toml: `
+[routing]
+max_attempts = 0
+backoff_base = "2s"
+backoff_max = "1s"
+[routing.breaker]
+error_rate = 1.5
+[[routes]]
+model = "smart"
+strategy = "random"
+targets = [{ provider = "Bad Name", model = "" , weight = -1 }]
+[[routes]]
+model = "smart"
+[[routes]]
+targets = [{ provider = "p", model = "m", wieght = 2 }]
+max_attempts = 11
+`,
+			want: []want{
+				{"routing.max_attempts", "between 1 and 10"},
+				{"routing.backoff_max", "at least backoff_base"},
+				{"routing.breaker.error_rate", "between 0 and 1"},
+				{"routes[0].strategy", `must be one of fallback, weighted, least_latency, got "random"`},
+				{"routes[0].targets[0].provider", "must match"},
+				{"routes[0].targets[0].model", "required"},
+				{"routes[0].targets[0].weight", "between 1 and 1000000"},
+				{"routes[1].targets", "at least one target"},
+				{"routes[1].model", `duplicate route "smart" (already used by routes[0])`},
+				{"routes[2].model", "required"},
+				{"routes[2].targets[0].wieght", `did you mean "weight"`},
+				{"routes[2].max_attempts", "between 1 and 10"},
+			},
+			exact: true,
+		},
 		{
 			name:  "typo key",
 			toml:  "[server]\nlisen = \"127.0.0.1:1\"\n",

@@ -155,3 +155,50 @@ func resolve(r *router.Router, model string) (*router.Provider, string, bool) {
 	}
 	return rt.Targets[0].Provider, rt.Targets[0].Model, true
 }
+
+func TestRoutes(t *testing.T) {
+	t.Parallel()
+	_, p := testRouter()
+	ps := []*router.Provider{p["openai"], p["together"]}
+	r := router.New(ps, []router.RouteSpec{
+		{Model: "smart", Strategy: router.Weighted, MaxAttempts: 2, Targets: []router.TargetSpec{
+			{Provider: "openai", Model: "gpt-4o", Weight: 3},
+			{Provider: "gone", Model: "x"}, // not served: left out
+			{Provider: "together", Model: "meta-llama/Llama-3"},
+		}, ContextWindowFallback: &router.TargetSpec{Provider: "together", Model: "big"}},
+		{Model: "gpt-4o-mini", Targets: []router.TargetSpec{{Provider: "together", Model: "gpt-4o"}}}, // a route shadows a provider's model
+		{Model: "orphan", Targets: []router.TargetSpec{{Provider: "gone", Model: "x"}}},
+		{Model: "smart", Targets: []router.TargetSpec{{Provider: "openai", Model: "dup"}}}, // the first of a name wins
+	})
+	rt, ok := r.Resolve("smart")
+	if !ok || !rt.Configured || rt.Strategy != router.Weighted || rt.MaxAttempts != 2 || len(rt.Targets) != 2 {
+		t.Fatalf("smart = %+v, %v", rt, ok)
+	}
+	if rt.Targets[0].Key != "openai/gpt-4o" || rt.Targets[0].Weight != 3 || rt.Targets[1].Key != "together/meta-llama/Llama-3" || rt.Targets[1].Weight != 1 {
+		t.Errorf("smart targets %+v", rt.Targets)
+	}
+	if f := rt.ContextFallback; f == nil || f.Key != "together/big" {
+		t.Errorf("context fallback %+v", f)
+	}
+	if rt, _ := r.Resolve("gpt-4o-mini"); rt.Targets[0].Provider != p["together"] {
+		t.Errorf("the route should shadow openai's gpt-4o-mini")
+	}
+	if rt, ok := r.Resolve("orphan"); !ok || len(rt.Targets) != 0 {
+		t.Errorf("orphan = %+v, %v; want a route with no targets", rt, ok)
+	}
+	if rt, _ := r.Resolve("openai/anything-at-all"); rt.Targets[0].Key != "openai/*" {
+		t.Errorf("an unlisted model through the prefix keeps health per provider, got %q", rt.Targets[0].Key)
+	}
+	if rt, _ := r.Resolve("openai/gpt-4o"); rt.Targets[0].Key != "openai/gpt-4o" {
+		t.Errorf("a listed model through the prefix: key %q", rt.Targets[0].Key)
+	}
+	var ids []string
+	for _, m := range r.Models() {
+		ids = append(ids, m.ID)
+	}
+	want := []string{"smart", "gpt-4o-mini", "orphan", "gpt-4o", "shared", "meta-llama/Llama-3",
+		"openai/gpt-4o-mini", "openai/gpt-4o", "openai/shared", "together/meta-llama/Llama-3", "together/shared", "together/gpt-4o"}
+	if !reflect.DeepEqual(ids, want) {
+		t.Errorf("Models() = %v\nwant %v", ids, want)
+	}
+}
