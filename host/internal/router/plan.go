@@ -62,9 +62,11 @@ type Candidate struct {
 }
 
 // score is LeastLatency's cost of sending one more request to c: its
-// latency scaled by the queue it would join.
+// latency scaled by the queue it would join. A latency below a millisecond,
+// or none known yet, counts as one, so that a new target is tried soon but
+// does not draw every request while its first answers are on the way.
 func (c Candidate) score() float64 {
-	return float64(c.TTFB) * float64(c.InFlight+1)
+	return float64(max(c.TTFB, time.Millisecond)) * float64(c.InFlight+1)
 }
 
 // Plan orders the available candidates of a route for one request, by the

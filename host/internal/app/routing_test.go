@@ -1,0 +1,486 @@
+package app_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/openai/openai-go/v3/option"
+
+	"github.com/llm-proxy/llm-proxy/host/internal/config"
+	"github.com/llm-proxy/llm-proxy/host/internal/fakeupstream"
+)
+
+// upstreams are extra fake upstreams, each served as a provider of its
+// name through the openai plugin, listing gpt-4o-mini and the fake's
+// special models. A nil entry is a provider whose address refuses
+// connections.
+type upstreams map[string]*fakeupstream.Options
+
+// startRouted starts the proxy with the upstreams as providers and the
+// routes; tweak may change the rest. It returns the running upstreams by
+// name.
+func startRouted(t *testing.T, ups upstreams, routes []config.RouteConfig, tweak func(*config.Config)) (*proxy, map[string]*fakeupstream.Server) {
+	t.Helper()
+	servers := map[string]*fakeupstream.Server{}
+	var extra []config.ProviderConfig
+	for name, opts := range ups {
+		url := refusedURL(t)
+		if opts != nil {
+			opts.APIKey = upstreamKey
+			up, err := fakeupstream.Start(*opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(up.Close)
+			servers[name], url = up, up.URL
+		}
+		extra = append(extra, config.ProviderConfig{Name: name, Plugin: "openai", BaseURL: url, APIKeyEnv: "FAKE_UPSTREAM_KEY",
+			Models: []string{"gpt-4o-mini", fakeupstream.ModelContextOverflow, fakeupstream.ModelStreamErrorMidway}, AllowPrivateNetwork: true})
+	}
+	p := startProxy(t, func(c *config.Config) {
+		c.Providers = append(c.Providers, extra...)
+		c.Routes = routes
+		c.Routing.BackoffBase = config.Duration(5 * time.Millisecond)
+		c.Routing.BackoffMax = config.Duration(50 * time.Millisecond)
+		c.Log.Level = "warn"
+		if tweak != nil {
+			tweak(c)
+		}
+	})
+	return p, servers
+}
+
+// refusedURL is an http URL on loopback where nothing listens.
+func refusedURL(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return "http://" + addr + "/v1"
+}
+
+func targets(pairs ...string) []config.RouteTarget {
+	var out []config.RouteTarget
+	for _, p := range pairs {
+		prov, model, _ := strings.Cut(p, ":")
+		out = append(out, config.RouteTarget{Provider: prov, Model: model})
+	}
+	return out
+}
+
+// routeAnswer is what a routed request's answer says of its attempts.
+type routeAnswer struct {
+	status                     int
+	provider, model, attempts  string
+	id, retryAfter, body, code string
+}
+
+func routedChat(t *testing.T, p *proxy, model string, stream bool) routeAnswer {
+	t.Helper()
+	body := fmt.Sprintf(`{"model":%q,"stream":%t,"messages":[{"role":"user","content":"hello"}]}`, model, stream)
+	resp, b := rawPost(t, p.URL+"/v1/chat/completions", adminKey, body)
+	a := routeAnswer{status: resp.StatusCode, provider: resp.Header.Get("X-LLM-Proxy-Provider"),
+		model: resp.Header.Get("X-LLM-Proxy-Model"), attempts: resp.Header.Get("X-LLM-Proxy-Attempts"),
+		id: resp.Header.Get("X-Request-Id"), retryAfter: resp.Header.Get("Retry-After"), body: string(b)}
+	if resp.StatusCode != 200 {
+		checkOpenAIError(t, b)
+		var e struct{ Error struct{ Code string } }
+		json.Unmarshal(b, &e)
+		a.code = e.Error.Code
+	}
+	return a
+}
+
+// loggedAttempts waits for the request's log row and returns its attempt
+// count and the attempts as the log detail page shows them.
+func loggedAttempts(t *testing.T, p *proxy, id string) (int, []map[string]any) {
+	t.Helper()
+	var detail struct {
+		Provider   string           `json:"provider"`
+		Attempts   int              `json:"attempts"`
+		AttemptLog []map[string]any `json:"attempt_log"`
+	}
+	waitFor(t, func() bool {
+		status, b := adminCall(t, p, "GET", "/api/logs/"+id, "")
+		return status == 200 && json.Unmarshal(b, &detail) == nil
+	})
+	return detail.Attempts, detail.AttemptLog
+}
+
+func TestRoutingFallbackOrder(t *testing.T) {
+	p, ups := startRouted(t, upstreams{
+		"refused": nil,
+		"broken":  {Faults: fakeupstream.Faults{FailFirst: 1 << 30, Status: 500}},
+		"good":    {},
+	}, []config.RouteConfig{
+		{Model: "smart", Targets: targets("refused:gpt-4o-mini", "broken:gpt-4o-mini", "good:gpt-4o-mini")},
+		{Model: "short", MaxAttempts: 2, Targets: targets("refused:gpt-4o-mini", "broken:gpt-4o-mini", "good:gpt-4o-mini")},
+	}, nil)
+
+	// The official SDK as the client: it sees one clean answer.
+	var resp *http.Response
+	c := p.client(adminKey)
+	got, err := c.Chat.Completions.New(context.Background(), chatParams("smart", "fall back"), option.WithResponseInto(&resp))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Choices[0].Message.Content != "echo: fall back" {
+		t.Errorf("answer %q", got.Choices[0].Message.Content)
+	}
+	if resp.Header.Get("X-LLM-Proxy-Provider") != "good" || resp.Header.Get("X-LLM-Proxy-Model") != "gpt-4o-mini" ||
+		resp.Header.Get("X-LLM-Proxy-Attempts") != "3" {
+		t.Errorf("headers %v", resp.Header)
+	}
+	n, log := loggedAttempts(t, p, resp.Header.Get("X-Request-Id"))
+	if n != 3 || len(log) != 3 {
+		t.Fatalf("log row: %d attempts, %v", n, log)
+	}
+	for i, want := range []struct {
+		provider string
+		status   float64
+	}{{"refused", 502}, {"broken", 500}, {"good", 200}} {
+		if log[i]["provider"] != want.provider || log[i]["status"] != want.status {
+			t.Errorf("attempt %d: %v, want %s %v", i, log[i], want.provider, want.status)
+		}
+	}
+	if ups["broken"].Chats() != 1 || ups["good"].Chats() != 1 {
+		t.Errorf("upstream requests: broken %d, good %d", ups["broken"].Chats(), ups["good"].Chats())
+	}
+
+	// Streams fall back the same way before their first byte.
+	a := routedChat(t, p, "smart", true)
+	if a.status != 200 || a.provider != "good" || a.attempts != "3" || !strings.Contains(a.body, "data: [DONE]") {
+		t.Errorf("stream: %+v", a)
+	}
+
+	// max_attempts of the route: the third target is never reached, and
+	// the client gets the last failure.
+	a = routedChat(t, p, "short", false)
+	if a.status != 502 || a.attempts != "2" || a.provider != "broken" {
+		t.Errorf("short route: %+v", a)
+	}
+}
+
+func TestRoutingNoRetryAfterFirstByte(t *testing.T) {
+	p, ups := startRouted(t, upstreams{"first": {}, "second": {}}, []config.RouteConfig{
+		{Model: "cut", Targets: targets("first:"+fakeupstream.ModelStreamErrorMidway, "second:gpt-4o-mini")},
+	}, nil)
+	a := routedChat(t, p, "cut", true)
+	// The stream began on the first target, then broke: the client gets
+	// what came and an error event, never a replay from the second.
+	if a.status != 200 || a.provider != "first" || a.attempts != "1" {
+		t.Fatalf("answer %+v", a)
+	}
+	if !strings.Contains(a.body, `"error"`) || !strings.HasSuffix(a.body, "data: [DONE]\n\n") {
+		t.Errorf("body %q", a.body)
+	}
+	if ups["second"].Chats() != 0 {
+		t.Errorf("the second target got %d requests", ups["second"].Chats())
+	}
+}
+
+func TestRoutingRetries(t *testing.T) {
+	p, ups := startRouted(t, upstreams{
+		"flaky":   {Faults: fakeupstream.Faults{FailFirst: 2, Status: 503}},
+		"limited": {Faults: fakeupstream.Faults{FailFirst: 1, Status: 429, RetryAfter: "1"}},
+		"busy":    {Faults: fakeupstream.Faults{FailFirst: 1 << 30, Status: 429, RetryAfter: "30"}},
+		"spare":   {},
+		"small":   {},
+	}, []config.RouteConfig{
+		{Model: "flaky", Targets: targets("flaky:gpt-4o-mini")},
+		{Model: "limited", Targets: targets("limited:gpt-4o-mini")},
+		{Model: "busy-first", Targets: targets("busy:gpt-4o-mini", "spare:gpt-4o-mini")},
+		{Model: "long-prompt", Targets: targets("small:" + fakeupstream.ModelContextOverflow),
+			ContextWindowFallback: &config.RouteTarget{Provider: "spare", Model: "gpt-4o-mini"}},
+	}, nil)
+
+	t.Run("a target failing its first requests", func(t *testing.T) {
+		a := routedChat(t, p, "flaky", false)
+		if a.status != 200 || a.attempts != "3" || ups["flaky"].Chats() != 3 {
+			t.Fatalf("answer %+v after %d upstream requests", a, ups["flaky"].Chats())
+		}
+	})
+
+	t.Run("429 with Retry-After is waited out", func(t *testing.T) {
+		start := time.Now()
+		a := routedChat(t, p, "limited", false)
+		if a.status != 200 || a.attempts != "2" {
+			t.Fatalf("answer %+v", a)
+		}
+		if d := time.Since(start); d < 900*time.Millisecond {
+			t.Errorf("retried after %v, before the upstream's Retry-After: 1", d)
+		}
+		_, log := loggedAttempts(t, p, a.id)
+		if len(log) != 2 || log[0]["status"] != float64(429) || log[1]["waited_ms"].(float64) < 900 {
+			t.Errorf("attempts %v", log)
+		}
+	})
+
+	t.Run("429 moves traffic to the other target", func(t *testing.T) {
+		a := routedChat(t, p, "busy-first", false)
+		if a.status != 200 || a.provider != "spare" || a.attempts != "2" {
+			t.Fatalf("answer %+v", a)
+		}
+		// busy asked for 30 s: it goes after spare meanwhile.
+		for range 5 {
+			if a := routedChat(t, p, "busy-first", false); a.provider != "spare" || a.attempts != "1" {
+				t.Fatalf("answer %+v", a)
+			}
+		}
+		if n := ups["busy"].Chats(); n != 1 {
+			t.Errorf("busy got %d requests while resting", n)
+		}
+	})
+
+	t.Run("a long Retry-After is passed on", func(t *testing.T) {
+		a := routedChat(t, p, "busy/gpt-4o-mini", false)
+		if a.status != 429 || a.retryAfter != "30" || a.attempts != "1" {
+			t.Errorf("answer %+v", a)
+		}
+	})
+
+	t.Run("context window fallback", func(t *testing.T) {
+		a := routedChat(t, p, "long-prompt", false)
+		if a.status != 200 || a.provider != "spare" || a.model != "gpt-4o-mini" || a.attempts != "2" {
+			t.Errorf("answer %+v", a)
+		}
+		// Without a fallback the 400 is the answer, not retried.
+		a = routedChat(t, p, "small/"+fakeupstream.ModelContextOverflow, false)
+		if a.status != 400 || a.code != "context_length_exceeded" || a.attempts != "1" {
+			t.Errorf("answer %+v", a)
+		}
+	})
+
+	t.Run("client errors are not retried", func(t *testing.T) {
+		a := routedChat(t, p, "fake/"+fakeupstream.ModelFail400, false)
+		if a.status != 400 || a.attempts != "1" {
+			t.Errorf("answer %+v", a)
+		}
+	})
+}
+
+// providerHealth reads a target's breaker state from GET /api/providers.
+func providerHealth(t *testing.T, p *proxy, target string) string {
+	t.Helper()
+	status, b := adminCall(t, p, "GET", "/api/providers", "")
+	if status != 200 {
+		t.Fatalf("GET /api/providers: %d %s", status, b)
+	}
+	var list struct {
+		Data []struct {
+			Name   string `json:"name"`
+			Health []struct {
+				Target string `json:"target"`
+				State  string `json:"state"`
+			} `json:"health"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(b, &list); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range list.Data {
+		for _, h := range p.Health {
+			if h.Target == target {
+				return h.State
+			}
+		}
+	}
+	return "unknown"
+}
+
+func TestRoutingBreaker(t *testing.T) {
+	p, ups := startRouted(t, upstreams{
+		"flaky":  {Faults: fakeupstream.Faults{FailFirst: 3, Status: 500}},
+		"steady": {},
+	}, []config.RouteConfig{
+		{Model: "smart", Targets: targets("flaky:gpt-4o-mini", "steady:gpt-4o-mini")},
+	}, func(c *config.Config) {
+		c.Routing.Breaker.Failures = 3
+		c.Routing.Breaker.Cooldown = config.Duration(time.Second)
+	})
+	events := p.App.Hub().Subscribe()
+	defer events.Unsubscribe()
+
+	for i := range 3 {
+		if a := routedChat(t, p, "smart", false); a.status != 200 || a.provider != "steady" || a.attempts != "2" {
+			t.Fatalf("request %d: %+v", i, a)
+		}
+	}
+	if s := providerHealth(t, p, "flaky/gpt-4o-mini"); s != "open" {
+		t.Fatalf("after 3 failures the breaker is %s", s)
+	}
+	// Open: flaky is skipped without an attempt.
+	opened := time.Now()
+	for range 5 {
+		if a := routedChat(t, p, "smart", false); a.provider != "steady" || a.attempts != "1" {
+			t.Fatalf("with the breaker open: %+v", a)
+		}
+	}
+	if n := ups["flaky"].Chats(); n != 3 {
+		t.Fatalf("flaky got %d requests, want 3", n)
+	}
+	// After the cooldown one probe goes to flaky, which now answers: the
+	// breaker closes.
+	time.Sleep(time.Until(opened.Add(1100 * time.Millisecond)))
+	if a := routedChat(t, p, "smart", false); a.provider != "flaky" || a.attempts != "1" {
+		t.Fatalf("probe: %+v", a)
+	}
+	if s := providerHealth(t, p, "flaky/gpt-4o-mini"); s != "closed" {
+		t.Fatalf("after a good probe the breaker is %s", s)
+	}
+	// The live view saw it open, half-open and close.
+	var seen []string
+	deadline := time.After(10 * time.Second)
+	for len(seen) < 3 {
+		select {
+		case raw := <-events.C:
+			var e struct {
+				Type string `json:"type"`
+				Data struct {
+					Target, State string
+				} `json:"data"`
+			}
+			json.Unmarshal(raw, &e)
+			if e.Type == "breaker.changed" && e.Data.Target == "flaky/gpt-4o-mini" {
+				seen = append(seen, e.Data.State)
+			}
+		case <-deadline:
+			t.Fatalf("breaker events %v", seen)
+		}
+	}
+	if strings.Join(seen, ",") != "open,half_open,closed" {
+		t.Errorf("breaker events %v", seen)
+	}
+
+	// Every target open: the answer comes at once, 503 with Retry-After.
+	p2, _ := startRouted(t, upstreams{"a": nil, "b": nil}, []config.RouteConfig{
+		{Model: "dead", MaxAttempts: 2, Targets: targets("a:gpt-4o-mini", "b:gpt-4o-mini")},
+	}, func(c *config.Config) { c.Routing.Breaker.Failures = 1 })
+	if a := routedChat(t, p2, "dead", false); a.status != 502 || a.attempts != "2" {
+		t.Fatalf("first: %+v", a)
+	}
+	a := routedChat(t, p2, "dead", false)
+	if a.status != 503 || a.code != "upstream_unavailable" || a.attempts != "" || a.retryAfter == "" {
+		t.Fatalf("all open: %+v", a)
+	}
+	if s, _ := strconv.Atoi(a.retryAfter); s < 1 || s > 30 {
+		t.Errorf("Retry-After %q", a.retryAfter)
+	}
+}
+
+func TestRoutingWeighted(t *testing.T) {
+	p, ups := startRouted(t, upstreams{
+		"heavy": {DisableRecording: true},
+		"light": {DisableRecording: true},
+	}, []config.RouteConfig{
+		{Model: "split", Strategy: "weighted", Targets: []config.RouteTarget{
+			{Provider: "heavy", Model: "gpt-4o-mini", Weight: 3},
+			{Provider: "light", Model: "gpt-4o-mini", Weight: 1},
+		}},
+	}, nil)
+	const total, clients = 2000, 32
+	body := `{"model":"split","messages":[{"role":"user","content":"w"}]}`
+	var wg sync.WaitGroup
+	errs := make(chan string, total)
+	for c := range clients {
+		wg.Go(func() {
+			for i := c; i < total; i += clients {
+				req, _ := http.NewRequest("POST", p.URL+"/v1/chat/completions", strings.NewReader(body))
+				req.Header.Set("Authorization", "Bearer "+adminKey)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					errs <- err.Error()
+					continue
+				}
+				bufio.NewReader(resp.Body).WriteTo(discard{})
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					errs <- resp.Status
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Fatalf("request failed: %s", e)
+	}
+	heavy, light := ups["heavy"].Chats(), ups["light"].Chats()
+	if heavy+light != total {
+		t.Fatalf("%d + %d upstream requests, want %d", heavy, light, total)
+	}
+	// 75 % ± 5 % of the requests (the binomial spread is about 1 %).
+	if share := float64(heavy) / total; share < 0.70 || share > 0.80 {
+		t.Errorf("heavy got %.3f of the requests, want 0.75 ± 0.05 (heavy %d, light %d)", share, heavy, light)
+	}
+}
+
+type discard struct{}
+
+func (discard) Write(b []byte) (int, error) { return len(b), nil }
+
+func TestRoutingLeastLatency(t *testing.T) {
+	p, ups := startRouted(t, upstreams{
+		"slow": {Faults: fakeupstream.Faults{TTFB: 150 * time.Millisecond}},
+		"fast": {},
+	}, []config.RouteConfig{
+		{Model: "quick", Strategy: "least_latency", Targets: targets("slow:gpt-4o-mini", "fast:gpt-4o-mini")},
+	}, nil)
+	const n = 60
+	var wg sync.WaitGroup
+	for c := range 4 {
+		wg.Go(func() {
+			for i := c; i < n; i += 4 {
+				if a := routedChat(t, p, "quick", i%2 == 0); a.status != 200 {
+					t.Errorf("request %d: %+v", i, a)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	slow, fast := ups["slow"].Chats(), ups["fast"].Chats()
+	if slow+fast != n {
+		t.Fatalf("%d + %d requests", slow, fast)
+	}
+	// Until each has answered once both look alike; after that the fast
+	// one wins every draw.
+	if slow > 8 {
+		t.Errorf("slow got %d of %d requests, fast %d", slow, n, fast)
+	}
+}
+
+func TestRoutesAPI(t *testing.T) {
+	p, _ := startRouted(t, upstreams{"one": {}, "two": {}}, []config.RouteConfig{
+		{Model: "smart", Strategy: "weighted", Targets: []config.RouteTarget{
+			{Provider: "one", Model: "gpt-4o-mini", Weight: 2}, {Provider: "two", Model: "gpt-4o-mini"},
+		}, ContextWindowFallback: &config.RouteTarget{Provider: "two", Model: "gpt-4o-mini"}},
+	}, nil)
+	status, b := adminCall(t, p, "GET", "/api/routes", "")
+	if status != 200 {
+		t.Fatalf("%d %s", status, b)
+	}
+	want := `{"data":[{"model":"smart","strategy":"weighted","max_attempts":3,"targets":[` +
+		`{"provider":"one","model":"gpt-4o-mini","weight":2,"health":{"target":"one/gpt-4o-mini","state":"closed","consecutive_failures":0,"error_rate":0,"outcomes":0,"ttfb_ms":0,"in_flight":0}},` +
+		`{"provider":"two","model":"gpt-4o-mini","weight":1,"health":{"target":"two/gpt-4o-mini","state":"closed","consecutive_failures":0,"error_rate":0,"outcomes":0,"ttfb_ms":0,"in_flight":0}}],` +
+		`"context_window_fallback":{"provider":"two","model":"gpt-4o-mini","weight":1,"health":{"target":"two/gpt-4o-mini","state":"closed","consecutive_failures":0,"error_rate":0,"outcomes":0,"ttfb_ms":0,"in_flight":0}}}],"object":"list"}`
+	if string(b) != want {
+		t.Errorf("GET /api/routes =\n%s\nwant\n%s", b, want)
+	}
+	// The route is a model clients can list.
+	m, err := p.client(adminKey).Models.Get(context.Background(), "smart")
+	if err != nil || m.OwnedBy != "llm-proxy" {
+		t.Errorf("GET /v1/models/smart: %+v %v", m, err)
+	}
+}
