@@ -55,6 +55,7 @@ export async function render(view) {
           fact('Status', [statusBadge(r.status), r.error_type ? ` ${r.error_type}` : '']),
           fact('Model', r.model || '—'),
           fact('Provider', r.provider || '—'),
+          fact('Attempts', String(r.attempts || 1)),
           fact('Plugin', r.plugin ? `${r.plugin} ${r.plugin_version || ''}`.trim() : '—'),
           fact('Key', keyLabel(names, r.key_id)),
           fact('Streamed', r.stream ? 'yes' : 'no'))),
@@ -66,10 +67,28 @@ export async function render(view) {
           fact('Cached prompt tokens', fmt.int(r.cached_tokens)),
           fact('Completion tokens', fmt.int(r.completion_tokens)),
           fact('Cost', fmt.money(r.cost_usd))))),
+    r.attempt_log ? attemptsTable(r.attempt_log) : null,
     h('h2', {}, 'Bodies'),
     noBodies
       ? h('p', { class: 'hint' }, 'No bodies were stored for this request. ',
         isAdmin() ? ['Turn on body logging in ', h('a', { href: '/settings' }, 'Settings'), ' to keep them for new requests.']
           : 'An admin can turn on body logging in Settings.')
       : h('div', { class: 'grid2' }, bodyBlock('Request body', r.request_body), bodyBlock('Response body', r.response_body)));
+}
+
+// attemptsTable lists every target a retried or fallen-back request was
+// tried on, in order.
+function attemptsTable(list) {
+  return h('section', { class: 'card', 'aria-labelledby': 'd-attempts' },
+    h('h2', { id: 'd-attempts' }, 'Attempts'),
+    h('table', { class: 'table' },
+      h('thead', {}, h('tr', {}, ...['#', 'Provider', 'Model', 'Status', 'Error', 'Waited', 'Took'].map((c) => h('th', { scope: 'col' }, c)))),
+      h('tbody', {}, ...list.map((a, i) => h('tr', {},
+        h('td', {}, String(i + 1)),
+        h('td', {}, a.provider),
+        h('td', {}, a.model),
+        h('td', {}, statusBadge(a.status)),
+        h('td', {}, a.error || '—'),
+        h('td', {}, a.waited_ms ? fmt.duration(a.waited_ms) : '—'),
+        h('td', {}, fmt.duration(a.ms)))))));
 }

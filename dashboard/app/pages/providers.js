@@ -127,7 +127,8 @@ export async function render(view) {
         fact('Private network', p.allow_private_network ? 'allowed' : 'refused'),
         fact('Image fetching', p.allow_image_fetch ? 'allowed' : 'refused'),
         p.extra_hosts && p.extra_hosts.length ? fact('Extra hosts', p.extra_hosts.join(', ')) : null,
-        p.updated_at ? fact('Changed', fmt.dateTime(p.updated_at)) : null),
+        p.updated_at ? fact('Changed', fmt.dateTime(p.updated_at)) : null,
+        fact('Health', healthList(p.health || []))),
       out);
   }
 
@@ -151,5 +152,21 @@ export async function render(view) {
       if (e.name !== 'AbortError') errors.show(e);
     }
   }
+  // A breaker that opens or closes redraws the cards.
+  view.on('breaker.changed', load);
+  view.on('resync', load);
   await load();
+}
+
+const stateKind = { closed: 'ok', half_open: 'warn', open: 'err' };
+
+// healthList shows the circuit breaker of each target (model) of a
+// provider that has served requests.
+function healthList(hs) {
+  if (!hs.length) return 'no requests yet';
+  return h('ul', { class: 'plain' }, ...hs.map((t) => h('li', { 'data-target': t.target, 'data-state': t.state },
+    badge(t.state.replace('_', '-'), stateKind[t.state] || ''), ' ',
+    h('code', {}, t.target.slice(t.target.indexOf('/') + 1)),
+    ` · ${fmt.duration(t.ttfb_ms)} to first byte · ${Math.round(t.error_rate * 100)}% errors of ${fmt.int(t.outcomes)}`,
+    t.open_until ? ` · resting until ${fmt.dateTime(t.open_until)}` : '')));
 }

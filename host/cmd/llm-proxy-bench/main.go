@@ -414,7 +414,12 @@ func (b *bench) run(proxyBin, pluginWasm string) error {
 		return err
 	}
 	cfgPath := filepath.Join(b.tmp, "config.toml")
-	if err := os.WriteFile(cfgPath, []byte(proxyConfig(port, b.pluginsDir, cacheDir, upstreamURL, paced)), 0o644); err != nil {
+	refusedPort, err := freePort()
+	if err != nil {
+		return err
+	}
+	cfgText := proxyConfig(port, b.pluginsDir, cacheDir, upstreamURL, paced) + routingConfig(fmt.Sprintf("http://127.0.0.1:%d/v1", refusedPort))
+	if err := os.WriteFile(cfgPath, []byte(cfgText), 0o644); err != nil {
 		return err
 	}
 	b.adminKey = randomKey()
@@ -572,6 +577,11 @@ func (b *bench) run(proxyBin, pluginWasm string) error {
 	// 6. The provider plugins side by side, after the memory figures so
 	// that their instances do not count in them.
 	if err := b.comparePlugins(proxyBase, filepath.Dir(pluginWasm)); err != nil {
+		return b.failed(err)
+	}
+
+	// 6b. Routing: what a route of several targets and a fallback cost.
+	if err := b.compareRouting(proxyBase); err != nil {
 		return b.failed(err)
 	}
 

@@ -38,6 +38,7 @@ type figures struct {
 	instancesBefore, instancesAfter         int64 // live llm-proxy plugin instances around the memory test
 
 	plugins pluginRuns
+	routing routingRuns
 	conc    concFigures
 }
 
@@ -190,6 +191,9 @@ func (b *bench) mainReport() string {
 	fmt.Fprintf(&out, "\n¹ The process measured is the one named by the column: the fake upstream for \"direct upstream\", the bare proxy, llm-proxy. Upstream CPU is listed separately.\n\n")
 
 	if s := b.pluginsReport(); s != "" {
+		out.WriteString(s + "\n")
+	}
+	if s := b.routingReport(); s != "" {
 		out.WriteString(s + "\n")
 	}
 

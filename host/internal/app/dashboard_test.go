@@ -304,6 +304,37 @@ func TestDashboardBrowser(t *testing.T) {
 		tb.wait("timings and bodies shown", `document.body.innerText.includes("Timings, tokens and cost") && document.querySelectorAll("#main pre").length === 2`)
 		tb.shot("request")
 
+		// Retries: the fail-500 request above was tried three times; its
+		// detail lists the attempts.
+		_, b := adminCall(t, p, "GET", "/api/logs?limit=50", "")
+		var logPage struct {
+			Data []struct {
+				ID       string `json:"id"`
+				Attempts int    `json:"attempts"`
+			} `json:"data"`
+		}
+		json.Unmarshal(b, &logPage)
+		retried := ""
+		for _, r := range logPage.Data {
+			if r.Attempts == 3 {
+				retried = r.ID
+			}
+		}
+		if retried == "" {
+			t.Fatalf("no request with 3 attempts in %s", b)
+		}
+		tb.open("/logs/" + retried)
+		tb.wait("attempts listed", `!!document.querySelector('#main > .page[data-ready]') && document.querySelectorAll('section[aria-labelledby=d-attempts] tbody tr').length === 3`)
+		tb.shot("request-attempts")
+
+		// Breakers: fake/fail-500 has failed three attempts; another
+		// request's three open its breaker, and the page shows it live.
+		tb.visit("/providers")
+		tb.wait("health shown", `!!document.querySelector('li[data-target="fake/gpt-4o-mini"][data-state="closed"]') && !!document.querySelector('li[data-target="fake/fail-500"][data-state="closed"]')`)
+		c.Chat.Completions.New(ctx, chatParams(fakeupstream.ModelFail500, "once more"))
+		tb.wait("breaker open, live", `!!document.querySelector('li[data-target="fake/fail-500"][data-state="open"]')`)
+		tb.shot("providers-breaker")
+
 		// A reload keeps the page (the server answers index.html for it).
 		tb.open("/usage?group=provider")
 		tb.ready("/usage")
