@@ -186,22 +186,29 @@ func (s *Server) serve(c *fiber.Ctx, r *request, body []byte, stream bool) (*try
 	}
 	deadlineAt := r.start.Add(deadline)
 
-	tries := make(map[string]int, len(plan))           // per target key
-	rests := make(map[string]time.Duration, len(plan)) // Retry-After per target key
+	// Per target, by index (the context fallback last): attempts made and
+	// the upstream's last Retry-After.
+	var triesBuf [4]int
+	var restsBuf [4]time.Duration
+	tries, rests := triesBuf[:0], restsBuf[:0]
+	tries = append(tries, make([]int, len(rt.Targets)+1)...)
+	rests = append(rests, make([]time.Duration, len(rt.Targets)+1)...)
 	var last verdict
 	useContextFallback, skipped, next := false, 0, 0
 	for len(r.attempts) < maxAttempts {
 		var t *router.Target
+		ti := len(rt.Targets)
 		if useContextFallback {
 			t, useContextFallback = rt.ContextFallback, false
 		} else {
-			t = &rt.Targets[plan[next%len(plan)]]
+			ti = plan[next%len(plan)]
+			t = &rt.Targets[ti]
 			next++
 		}
 		var wait time.Duration
-		if n := tries[t.Key]; n > 0 {
+		if n := tries[ti]; n > 0 {
 			wait = router.Backoff(n, s.opts.Routing.BackoffBase, s.opts.Routing.BackoffMax, rand.Float64())
-			if rest := rests[t.Key]; rest > 0 {
+			if rest := rests[ti]; rest > 0 {
 				if rest > max(s.opts.Routing.BackoffMax, time.Second) {
 					// Waiting that long would hold the client for
 					// nothing: it gets the 429 and its Retry-After.
@@ -226,10 +233,14 @@ func (s *Server) serve(c *fiber.Ctx, r *request, body []byte, stream bool) (*try
 			}
 			continue
 		}
-		tries[t.Key]++
+		tries[ti]++
 		began := time.Now()
 		res := s.attempt(c, r, body, t, stream)
 		v := judge(res.end, res.openErr)
+		if res.openErr != nil && single {
+			// The same plugin would refuse again.
+			v.retry = false
+		}
 		ttfb := time.Duration(0)
 		if v.err == nil || v.outcome == router.Success {
 			ttfb = time.Since(began)
@@ -244,7 +255,7 @@ func (s *Server) serve(c *fiber.Ctx, r *request, body []byte, stream bool) (*try
 		if v.err == nil || v.err.Status == 499 {
 			return res, v.err
 		}
-		last, rests[t.Key] = v, v.rest
+		last, rests[ti] = v, v.rest
 		switch {
 		case v.context && rt.ContextFallback != nil && t != rt.ContextFallback:
 			useContextFallback = true
