@@ -190,9 +190,10 @@ func (s *Server) serve(c *fiber.Ctx, r *request, body []byte, stream bool) (*try
 	// the upstream's last Retry-After.
 	var triesBuf [4]int
 	var restsBuf [4]time.Duration
-	tries, rests := triesBuf[:0], restsBuf[:0]
-	tries = append(tries, make([]int, len(rt.Targets)+1)...)
-	rests = append(rests, make([]time.Duration, len(rt.Targets)+1)...)
+	tries, rests := triesBuf[:], restsBuf[:]
+	if n := len(rt.Targets) + 1; n > len(triesBuf) {
+		tries, rests = make([]int, n), make([]time.Duration, n)
+	}
 	var last verdict
 	useContextFallback, skipped, next := false, 0, 0
 	for len(r.attempts) < maxAttempts {
