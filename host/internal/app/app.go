@@ -20,6 +20,7 @@ import (
 	"github.com/llm-proxy/llm-proxy/host/internal/egress"
 	"github.com/llm-proxy/llm-proxy/host/internal/hub"
 	"github.com/llm-proxy/llm-proxy/host/internal/keys"
+	"github.com/llm-proxy/llm-proxy/host/internal/limits"
 	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
 	"github.com/llm-proxy/llm-proxy/host/internal/pricing"
 	"github.com/llm-proxy/llm-proxy/host/internal/providers"
@@ -170,6 +171,9 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 		Hub:      events,
 		Router:   routes,
 		Health:   health,
+		Limits: limits.New(func(ctx context.Context, keyID string, since time.Time) (float64, error) {
+			return st.KeySpent(ctx, keyID, since)
+		}, nil),
 		Routing: server.Routing{MaxAttempts: cfg.Routing.MaxAttempts, RetryDeadline: cfg.Routing.RetryDeadline.Std(),
 			BackoffBase: cfg.Routing.BackoffBase.Std(), BackoffMax: cfg.Routing.BackoffMax.Std()},
 		Plugins:        reg,

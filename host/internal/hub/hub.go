@@ -37,6 +37,7 @@ const (
 	KeyCreated      = "key.created"
 	KeyRevoked      = "key.revoked"
 	KeyRotated      = "key.rotated"
+	KeyUpdated      = "key.updated"
 	// BreakerChanged: a target's circuit breaker opened, went half-open
 	// or closed; the data is a router.TargetHealth.
 	BreakerChanged = "breaker.changed"

@@ -26,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -61,8 +62,67 @@ type Key struct {
 	// return, from memory, so it is ahead of the database by up to one
 	// flush interval.
 	LastUsedAt *time.Time `json:"last_used_at"`
-	hash       [32]byte
-	usage      *usage
+	// Limits are the key's rate limits and budget; zero fields are none.
+	Limits
+	hash  [32]byte
+	usage *usage
+}
+
+// Limits of a client key; 0 (or "") means none.
+type Limits struct {
+	// RPM is requests per minute (a sliding minute).
+	RPM int `json:"rpm"`
+	// TPM is tokens per minute: each request's estimate (its body's
+	// length in characters / 4 plus its max_tokens) counts when it starts,
+	// replaced by the usage the upstream reports when it ends.
+	TPM int `json:"tpm"`
+	// MaxParallel is requests served at once.
+	MaxParallel int `json:"max_parallel"`
+	// BudgetUSD is what the key may spend per BudgetPeriod, from the price
+	// table ([prices]).
+	BudgetUSD float64 `json:"budget_usd"`
+	// BudgetPeriod is "day" or "month" (UTC); "month" when a budget is set
+	// without one.
+	BudgetPeriod string `json:"budget_period"`
+}
+
+// Periods a budget may have.
+const (
+	PeriodDay   = "day"
+	PeriodMonth = "month"
+)
+
+// maxLimit bounds rpm, tpm and max_parallel.
+const maxLimit = 1_000_000_000
+
+// check validates l and fills in the default period.
+func (l *Limits) check() error {
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"rpm", l.RPM}, {"tpm", l.TPM}, {"max_parallel", l.MaxParallel}} {
+		if f.v < 0 || f.v > maxLimit {
+			return fmt.Errorf("%w: %s must be between 0 (no limit) and %d, got %d", ErrBadInput, f.name, maxLimit, f.v)
+		}
+	}
+	if math.IsNaN(l.BudgetUSD) || l.BudgetUSD < 0 || l.BudgetUSD > 1e12 {
+		return fmt.Errorf("%w: budget_usd must be a number from 0 (no budget) up, got %v", ErrBadInput, l.BudgetUSD)
+	}
+	switch l.BudgetPeriod {
+	case PeriodDay, PeriodMonth:
+	case "":
+		if l.BudgetUSD > 0 {
+			l.BudgetPeriod = PeriodMonth
+		}
+	default:
+		return fmt.Errorf("%w: budget_period must be %q or %q, got %q", ErrBadInput, PeriodDay, PeriodMonth, l.BudgetPeriod)
+	}
+	return nil
+}
+
+// Limited reports whether any limit is set.
+func (l Limits) Limited() bool {
+	return l.RPM > 0 || l.TPM > 0 || l.MaxParallel > 0 || l.BudgetUSD > 0
 }
 
 // usage is a key's last-used stamp. One usage belongs to one key id for the
@@ -113,10 +173,16 @@ type row struct {
 	ExpiresAt  sql.NullInt64 `db:"expires_at"`
 	RevokedAt  sql.NullInt64 `db:"revoked_at"`
 	LastUsedAt sql.NullInt64 `db:"last_used_at"`
+	RPM        int           `db:"rpm"`
+	TPM        int           `db:"tpm"`
+	Parallel   int           `db:"max_parallel"`
+	Budget     float64       `db:"budget_usd"`
+	Period     string        `db:"budget_period"`
 }
 
 func (r row) key() (*Key, error) {
-	k := &Key{ID: r.ID, Name: r.Name, Prefix: r.Prefix, CreatedAt: time.UnixMilli(r.CreatedAt).UTC()}
+	k := &Key{ID: r.ID, Name: r.Name, Prefix: r.Prefix, CreatedAt: time.UnixMilli(r.CreatedAt).UTC(),
+		Limits: Limits{RPM: r.RPM, TPM: r.TPM, MaxParallel: r.Parallel, BudgetUSD: r.Budget, BudgetPeriod: r.Period}}
 	if len(r.Hash) != 32 {
 		return nil, fmt.Errorf("key %s: bad hash length %d", r.ID, len(r.Hash))
 	}
@@ -262,9 +328,11 @@ func (r *Registry) Watch(ctx context.Context, every time.Duration) {
 	}
 }
 
-// fingerprint changes whenever a key is added, rotated, revoked or deleted.
+// fingerprint changes whenever a key is added, rotated, revoked, changed
+// or deleted.
 const fingerprintSQL = `SELECT count(*) || ':' || coalesce(max(created_at), 0) || ':' ||
-	coalesce(sum(coalesce(revoked_at, 0)), 0) || ':' || coalesce(group_concat(hex(substr(hash, 1, 4)), ''), '')
+	coalesce(sum(coalesce(revoked_at, 0)), 0) || ':' || coalesce(sum(updated_at), 0) || ':' ||
+	coalesce(group_concat(hex(substr(hash, 1, 4)), ''), '')
 	FROM api_keys`
 
 func (r *Registry) refresh(ctx context.Context) error {
@@ -288,7 +356,8 @@ func (r *Registry) reload(ctx context.Context) error {
 		if err := tx.GetContext(ctx, &mark, fingerprintSQL); err != nil {
 			return err
 		}
-		return tx.SelectContext(ctx, &rows, `SELECT id, name, prefix, hash, models, created_at, expires_at, revoked_at, last_used_at FROM api_keys`)
+		return tx.SelectContext(ctx, &rows, `SELECT id, name, prefix, hash, models, created_at, expires_at, revoked_at, last_used_at,
+			rpm, tpm, max_parallel, budget_usd, budget_period FROM api_keys`)
 	})
 	if err != nil {
 		return fmt.Errorf("load api keys: %w", err)
@@ -340,6 +409,7 @@ type CreateRequest struct {
 	Name      string     `json:"name"`
 	Models    []string   `json:"models"`
 	ExpiresAt *time.Time `json:"expires_at"`
+	Limits
 }
 
 // Create makes a key and returns its secret, which is not stored.
@@ -356,6 +426,9 @@ func (r *Registry) Create(ctx context.Context, req CreateRequest, now time.Time)
 	if req.ExpiresAt != nil && !req.ExpiresAt.After(now) {
 		return "", nil, fmt.Errorf("%w: expires_at is in the past", ErrBadInput)
 	}
+	if err := req.Limits.check(); err != nil {
+		return "", nil, err
+	}
 	secret, prefix, hash := secrets.NewAPIKey()
 	models := req.Models
 	if models == nil {
@@ -368,8 +441,10 @@ func (r *Registry) Create(ctx context.Context, req CreateRequest, now time.Time)
 		expires = sql.NullInt64{Int64: req.ExpiresAt.UnixMilli(), Valid: true}
 	}
 	_, err := r.st.Writer().ExecContext(ctx,
-		`INSERT INTO api_keys (id, name, prefix, hash, models, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		id, req.Name, prefix, hash[:], string(mj), now.UnixMilli(), expires)
+		`INSERT INTO api_keys (id, name, prefix, hash, models, created_at, expires_at,
+			rpm, tpm, max_parallel, budget_usd, budget_period) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		id, req.Name, prefix, hash[:], string(mj), now.UnixMilli(), expires,
+		req.RPM, req.TPM, req.MaxParallel, req.BudgetUSD, req.BudgetPeriod)
 	if err != nil {
 		return "", nil, fmt.Errorf("create api key: %w", err)
 	}
@@ -410,6 +485,61 @@ func (r *Registry) Get(id string) (*Key, error) {
 		}
 	}
 	return nil, ErrNotFound
+}
+
+// Patch changes a key's limits; a nil field is left as it is.
+type Patch struct {
+	RPM          *int     `json:"rpm"`
+	TPM          *int     `json:"tpm"`
+	MaxParallel  *int     `json:"max_parallel"`
+	BudgetUSD    *float64 `json:"budget_usd"`
+	BudgetPeriod *string  `json:"budget_period"`
+}
+
+// Update applies p to the key id, which must not be revoked.
+func (r *Registry) Update(ctx context.Context, id string, p Patch, now time.Time) (*Key, error) {
+	k, err := r.Get(id)
+	if err != nil {
+		return nil, err
+	}
+	if k.RevokedAt != nil {
+		return nil, fmt.Errorf("%w: the key is revoked", ErrBadInput)
+	}
+	l := k.Limits
+	set := func(dst *int, v *int) {
+		if v != nil {
+			*dst = *v
+		}
+	}
+	set(&l.RPM, p.RPM)
+	set(&l.TPM, p.TPM)
+	set(&l.MaxParallel, p.MaxParallel)
+	if p.BudgetUSD != nil {
+		l.BudgetUSD = *p.BudgetUSD
+	}
+	if p.BudgetPeriod != nil {
+		l.BudgetPeriod = *p.BudgetPeriod
+	}
+	if l.BudgetUSD == 0 && p.BudgetPeriod == nil {
+		l.BudgetPeriod = ""
+	}
+	if err := l.check(); err != nil {
+		return nil, err
+	}
+	res, err := r.st.Writer().ExecContext(ctx,
+		`UPDATE api_keys SET rpm = ?, tpm = ?, max_parallel = ?, budget_usd = ?, budget_period = ?, updated_at = max(updated_at + 1, ?)
+		WHERE id = ? AND revoked_at IS NULL`,
+		l.RPM, l.TPM, l.MaxParallel, l.BudgetUSD, l.BudgetPeriod, now.UnixMilli(), id)
+	if err != nil {
+		return nil, fmt.Errorf("update api key: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return nil, ErrNotFound
+	}
+	if err := r.reload(ctx); err != nil {
+		return nil, err
+	}
+	return r.Get(id)
 }
 
 // Revoke disables a key for good; revoking twice is not an error.

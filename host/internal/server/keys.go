@@ -28,15 +28,49 @@ func keyError(err error) *apierror.Error {
 	return apierror.New(fiber.StatusInternalServerError, "internal_error", "The key could not be changed.")
 }
 
+// keyView is a key as the admin API shows it: with its use against its
+// limits, when it has any.
+type keyView struct {
+	*keys.Key
+	Usage *keyUsage `json:"usage,omitempty"`
+}
+
+type keyUsage struct {
+	RequestsLastMinute int64      `json:"requests_last_minute"`
+	TokensLastMinute   int64      `json:"tokens_last_minute"`
+	InFlight           int        `json:"in_flight"`
+	SpentUSD           float64    `json:"spent_usd"`
+	BudgetResetsAt     *time.Time `json:"budget_resets_at,omitempty"`
+}
+
+func (s *Server) keyView(k *keys.Key) keyView {
+	v := keyView{Key: k}
+	if s.opts.Limits != nil && k.Limited() {
+		st := s.opts.Limits.Usage(k.ID, k.Limits)
+		v.Usage = &keyUsage{RequestsLastMinute: st.Requests, TokensLastMinute: st.Tokens, InFlight: st.InFlight, SpentUSD: st.Spent}
+		if !st.BudgetEnds.IsZero() {
+			v.Usage.BudgetResetsAt = &st.BudgetEnds
+		}
+	}
+	return v
+}
+
 func (s *Server) listKeys(c *fiber.Ctx) error {
-	return c.JSON(fiber.Map{"object": "list", "data": s.opts.Keys.List()})
+	list := s.opts.Keys.List()
+	out := make([]keyView, len(list))
+	for i, k := range list {
+		out[i] = s.keyView(k)
+	}
+	return c.JSON(fiber.Map{"object": "list", "data": out})
 }
 
 func (s *Server) createKey(c *fiber.Ctx) error {
 	var req keys.CreateRequest
-	if err := c.BodyParser(&req); err != nil {
-		return apierror.New(fiber.StatusBadRequest, "invalid_json",
-			`The body must be JSON: {"name": "...", "models": ["..."], "expires_at": "2030-01-01T00:00:00Z"}.`)
+	if err := decodeStrictAs(c.Body(), &req, "invalid_key_request"); err != nil {
+		if err.Code == "invalid_json" {
+			err.Message = `The body must be JSON: {"name": "...", "models": ["..."], "expires_at": "2030-01-01T00:00:00Z", "rpm": 60, ...}.`
+		}
+		return err
 	}
 	secret, k, err := s.opts.Keys.Create(context.Background(), req, time.Now())
 	if err != nil {
@@ -53,6 +87,19 @@ func (s *Server) revokeKey(c *fiber.Ctx) error {
 	}
 	s.opts.Hub.Publish(hub.KeyRevoked, keyEvent(k))
 	return c.JSON(k)
+}
+
+func (s *Server) updateKey(c *fiber.Ctx) error {
+	var p keys.Patch
+	if err := decodeStrictAs(c.Body(), &p, "invalid_key_request"); err != nil {
+		return err
+	}
+	k, err := s.opts.Keys.Update(context.Background(), c.Params("id"), p, time.Now())
+	if err != nil {
+		return keyError(err)
+	}
+	s.opts.Hub.Publish(hub.KeyUpdated, keyEvent(k))
+	return c.JSON(s.keyView(k))
 }
 
 func (s *Server) rotateKey(c *fiber.Ctx) error {

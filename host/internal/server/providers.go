@@ -164,8 +164,14 @@ func (s *Server) testProvider(c *fiber.Ctx) error {
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // decodeStrict decodes a JSON object into v, refusing unknown fields and
-// values of the wrong type with a 400 that names the field.
+// values of the wrong type with a 400 invalid_provider that names the
+// field.
 func decodeStrict(body []byte, v any) *apierror.Error {
+	return decodeStrictAs(body, v, "invalid_provider")
+}
+
+// decodeStrictAs is decodeStrict with code for a bad field.
+func decodeStrictAs(body []byte, v any, code string) *apierror.Error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(v)
@@ -180,11 +186,11 @@ func decodeStrict(body []byte, v any) *apierror.Error {
 	case errors.As(err, &typeErr) && typeErr.Field == "":
 		return apierror.New(fiber.StatusBadRequest, "invalid_json", "The body must be a JSON object.")
 	case errors.As(err, &typeErr):
-		return apierror.New(fiber.StatusBadRequest, "invalid_provider",
+		return apierror.New(fiber.StatusBadRequest, code,
 			fmt.Sprintf("%s: must be %s, got a JSON %s", typeErr.Field, jsonKind(typeErr.Field, typeErr.Type.String()), typeErr.Value)).WithParam(typeErr.Field)
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-		return apierror.New(fiber.StatusBadRequest, "invalid_provider", field+": unknown field").WithParam(field)
+		return apierror.New(fiber.StatusBadRequest, code, field+": unknown field").WithParam(field)
 	}
 	return apierror.New(fiber.StatusBadRequest, "invalid_json", "The body must be a JSON object: "+jsonProblem(err))
 }

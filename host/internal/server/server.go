@@ -25,6 +25,7 @@ import (
 	"github.com/llm-proxy/llm-proxy/host/internal/apierror"
 	"github.com/llm-proxy/llm-proxy/host/internal/hub"
 	"github.com/llm-proxy/llm-proxy/host/internal/keys"
+	"github.com/llm-proxy/llm-proxy/host/internal/limits"
 	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
 	"github.com/llm-proxy/llm-proxy/host/internal/pricing"
 	"github.com/llm-proxy/llm-proxy/host/internal/requestlog"
@@ -57,6 +58,7 @@ type Keys interface {
 	List() []*keys.Key
 	Revoke(ctx context.Context, id string, now time.Time) (*keys.Key, error)
 	Rotate(ctx context.Context, id string) (string, *keys.Key, error)
+	Update(ctx context.Context, id string, p keys.Patch, now time.Time) (*keys.Key, error)
 }
 
 // Options configure a Server.
@@ -67,6 +69,8 @@ type Options struct {
 	Health *router.Health
 	// Routing sets how requests are retried.
 	Routing Routing
+	// Limits enforces client keys' limits; optional.
+	Limits  *limits.Keeper
 	Plugins Plugins
 	Keys    Keys // optional: without it only the admin key is accepted
 	// Sessions and Users enable dashboard logins and /api/users; both or
@@ -214,6 +218,7 @@ func New(o Options) *Server {
 		api.Get("/keys", s.listKeys)
 		api.Post("/keys", s.createKey)
 		api.Delete("/keys/:id", s.revokeKey)
+		api.Patch("/keys/:id", s.updateKey)
 		api.Post("/keys/:id/rotate", s.rotateKey)
 	}
 	if o.Providers != nil {

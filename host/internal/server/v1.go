@@ -19,6 +19,7 @@ import (
 	"github.com/llm-proxy/llm-proxy/host/internal/hub"
 	"github.com/llm-proxy/llm-proxy/host/internal/jsondepth"
 	"github.com/llm-proxy/llm-proxy/host/internal/keys"
+	"github.com/llm-proxy/llm-proxy/host/internal/limits"
 	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
 	"github.com/llm-proxy/llm-proxy/host/internal/requestlog"
 	"github.com/llm-proxy/llm-proxy/host/internal/router"
@@ -37,6 +38,7 @@ type request struct {
 	route         *router.Route
 	provider      *router.Provider
 	attempts      []Attempt
+	ticket        *limits.Ticket // the key's limits, until the request ends
 	version       *plugin.Version
 	includeUsage  bool
 	usage         usage
@@ -184,6 +186,11 @@ func (s *Server) handle(c *fiber.Ctx, op abi.Op) error {
 	if k, ok := c.Locals(keyLocal).(*keys.Key); ok && !k.Allows(model) {
 		return s.finish(c, r, apierror.New(fiber.StatusForbidden, "model_not_allowed",
 			"This API key may not use the model '"+model+"'.").WithParam("model"))
+	}
+	if k, ok := c.Locals(keyLocal).(*keys.Key); ok {
+		if err := s.admit(c, r, k, body); err != nil {
+			return s.finish(c, r, err)
+		}
 	}
 	rt, ok := s.opts.Router.Load().Resolve(model)
 	if !ok {
@@ -339,6 +346,7 @@ func (s *Server) logRequest(r *request, status int, err *apierror.Error) {
 	if b := r.bodies; b != nil {
 		e.RequestBody, e.ResponseBody, e.RequestBodySize, e.ResponseBodySize = b.req, b.resp, b.reqSize, b.respSize
 	}
+	r.ticket.Done(r.usage.prompt+r.usage.completion, e.CostUSD)
 	e.Attempts = len(r.attempts)
 	if len(r.attempts) > 1 {
 		e.AttemptLog, _ = json.Marshal(r.attempts)

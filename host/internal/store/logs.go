@@ -360,3 +360,15 @@ func ignoreDone(err error) error {
 	}
 	return err
 }
+
+// KeySpent is the cost of the requests a client key made since a time,
+// from the request log: where a budget period starts counting.
+func (s *Store) KeySpent(ctx context.Context, keyID string, since time.Time) (float64, error) {
+	var v float64
+	err := s.Reader().GetContext(ctx, &v,
+		`SELECT coalesce(sum(cost_usd), 0) FROM request_logs WHERE key_id = ? AND ts >= ?`, keyID, since.UnixMilli())
+	if err != nil {
+		return 0, fmt.Errorf("key spend: %w", err)
+	}
+	return v, nil
+}
