@@ -110,7 +110,8 @@ func keysCmd(args, environ []string, stdout, stderr io.Writer) int {
 		}
 		w.Flush()
 	case "update":
-		if fs.NArg() != 1 || len(set) == 0 || set["name"] || set["models"] || set["expires"] {
+		limitSet := set["rpm"] || set["tpm"] || set["max_parallel"] || set["budget_usd"] || set["budget_period"]
+		if fs.NArg() != 1 || !limitSet || set["name"] || set["models"] || set["expires"] {
 			fmt.Fprintln(stderr, keysUsage)
 			return 2
 		}

@@ -213,10 +213,32 @@ func TestKeysCommand(t *testing.T) {
 	out.Reset()
 	run([]string{"keys", "list", "--config", cfg}, nil, &out, &errb)
 	fields := strings.Fields(strings.Split(out.String(), "\n")[1])
-	if len(fields) != 7 || fields[1] != "ci" || fields[3] != "a,b" || fields[5] != "active" || fields[6] != "never" || strings.Contains(out.String(), secret) {
+	if len(fields) != 8 || fields[1] != "ci" || fields[3] != "a,b" || fields[5] != "active" || fields[6] != "never" || fields[7] != "none" || strings.Contains(out.String(), secret) {
 		t.Fatalf("list:\n%s", out.String())
 	}
 	id := fields[0]
+	// Limits, at creation and later.
+	out.Reset()
+	if code := run([]string{"keys", "create", "--config", cfg, "--name", "lim", "--rpm", "60", "--budget_usd", "2.5"}, nil, &out, &errb); code != 0 {
+		t.Fatalf("create with limits: %d %s", code, errb.String())
+	}
+	out.Reset()
+	run([]string{"keys", "list", "--config", cfg}, nil, &out, &errb)
+	if !strings.Contains(out.String(), "rpm=60 budget=$2.5/month") {
+		t.Fatalf("list with limits:\n%s", out.String())
+	}
+	out.Reset()
+	if code := run([]string{"keys", "update", "--config", cfg, "--tpm", "9000", "--max_parallel", "4", id}, nil, &out, &errb); code != 0 ||
+		!strings.Contains(out.String(), "tpm=9000 max_parallel=4") {
+		t.Fatalf("update: %d %q %s", code, out.String(), errb.String())
+	}
+	errb.Reset()
+	if code := run([]string{"keys", "update", "--config", cfg, "--budget_period", "year", id}, nil, &out, &errb); code != 2 || !strings.Contains(errb.String(), "budget_period") {
+		t.Fatalf("bad period: %d %s", code, errb.String())
+	}
+	if code := run([]string{"keys", "update", "--config", cfg, id}, nil, &out, &errb); code != 2 {
+		t.Fatalf("update without a limit: %d", code)
+	}
 	out.Reset()
 	if code := run([]string{"keys", "revoke", "--config", cfg, id}, nil, &out, &errb); code != 0 {
 		t.Fatalf("revoke: %d %s", code, errb.String())
