@@ -489,6 +489,7 @@ func TestDashboardBrowser(t *testing.T) {
 		tb.visit("/keys")
 		tb.do("create a key",
 			chromedp.SendKeys(chromedp.ID("key-name"), "made in the browser"),
+			chromedp.SendKeys(chromedp.ID("key-rpm"), "2"),
 			chromedp.Click(chromedp.CSS(`#create-key button[type=submit]`)),
 			chromedp.WaitVisible(chromedp.ID("new-key")),
 		)
@@ -502,6 +503,28 @@ func TestDashboardBrowser(t *testing.T) {
 		}
 		id := tb.eval(`[...document.querySelectorAll("tr[data-key-id]")].find(r => r.innerText.includes("made in the browser")).dataset.keyId`)
 		row := `tr[data-key-id="` + id + `"]`
+		// Its limit of 2 requests a minute: the first above, one more,
+		// then 429; the page shows the use against the limit.
+		if _, err := p.client(secret).Chat.Completions.New(ctx, chatParams("gpt-4o-mini", "second")); err != nil {
+			t.Fatalf("second request: %v", err)
+		}
+		_, err := p.client(secret).Chat.Completions.New(ctx, chatParams("gpt-4o-mini", "third"))
+		if e := apiError(t, err); e.StatusCode != 429 || e.Code != "rate_limit_exceeded" {
+			t.Fatalf("third request in the minute: %v", err)
+		}
+		tb.visit("/keys")
+		tb.wait("use against the limit", `document.querySelector('`+row+`').innerText.includes("2 / 2 req/min")`)
+		tb.do("change the limits",
+			chromedp.Click(chromedp.CSS(row+` button[aria-label^="Limits"]`)),
+			chromedp.WaitVisible(chromedp.ID("limits-title")),
+			chromedp.SetValue(chromedp.ID("key-rpm"), "5"),
+			chromedp.Click(chromedp.CSS(`form[aria-labelledby=limits-title] button[type=submit]`)),
+		)
+		tb.wait("new limit shown", `document.querySelector('`+row+`').innerText.includes("2 / 5 req/min")`)
+		tb.shot("key-limits")
+		if _, err := p.client(secret).Chat.Completions.New(ctx, chatParams("gpt-4o-mini", "after raising")); err != nil {
+			t.Fatalf("after raising the limit: %v", err)
+		}
 		tb.do("revoke it",
 			chromedp.Click(chromedp.CSS(row+` button.danger`)),
 			chromedp.WaitVisible(chromedp.CSS(`dialog[open] button[value=yes]`)),
@@ -510,7 +533,7 @@ func TestDashboardBrowser(t *testing.T) {
 		tb.do("confirm", chromedp.Click(chromedp.CSS(`dialog[open] button[value=yes]`)))
 		tb.wait("revoked", `!!document.querySelector('`+row+`[data-state="revoked"]')`)
 		tb.shot("revoked")
-		_, err := p.client(secret).Chat.Completions.New(ctx, chatParams("gpt-4o-mini", "after revocation"))
+		_, err = p.client(secret).Chat.Completions.New(ctx, chatParams("gpt-4o-mini", "after revocation"))
 		if e := apiError(t, err); e.StatusCode != 401 {
 			t.Fatalf("revoked key: status %d", e.StatusCode)
 		}
