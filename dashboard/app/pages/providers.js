@@ -167,6 +167,6 @@ function healthList(hs) {
   return h('ul', { class: 'plain' }, ...hs.map((t) => h('li', { 'data-target': t.target, 'data-state': t.state },
     badge(t.state.replace('_', '-'), stateKind[t.state] || ''), ' ',
     h('code', {}, t.target.slice(t.target.indexOf('/') + 1)),
-    ` · ${fmt.duration(t.ttfb_ms)} to first byte · ${Math.round(t.error_rate * 100)}% errors of ${fmt.int(t.outcomes)}`,
+    ` · ${t.ttfb_ms ? `${fmt.duration(t.ttfb_ms)} to first byte` : 'no answer yet'} · ${Math.round(t.error_rate * 100)}% errors of ${fmt.int(t.outcomes)}`,
     t.open_until ? ` · resting until ${fmt.dateTime(t.open_until)}` : '')));
 }
