@@ -13,6 +13,17 @@ const list = (s) => s.split(',').map((x) => x.trim()).filter(Boolean);
 
 function keyText(p) {
   const k = p.api_key || {};
+  const ks = p.api_keys || [];
+  if (ks.length > 1) {
+    const states = p.key_states || [];
+    return h('ul', { class: 'plain' }, ...ks.map((x, i) => {
+      const st = states[i] || {};
+      return h('li', { 'data-key-index': String(i) },
+        x.hint ? `ending ${x.hint.replace(/^…/, '')}` : `key ${i + 1}`,
+        st.requests != null ? ` · ${fmt.int(st.requests)} requests, ${fmt.int(st.refused || 0)} refused` : '',
+        st.resting_until ? [' · ', badge('resting', 'warn'), ` until ${fmt.dateTime(st.resting_until)}`] : '');
+    }));
+  }
   if (p.source === 'config') {
     if (!p.api_key_env) return 'none (no key configured)';
     return k.set ? `from $${p.api_key_env}` : `$${p.api_key_env} is not set`;
@@ -43,7 +54,10 @@ export async function render(view) {
     plugin.value = v.plugin;
     const base = h('input', { name: 'base_url', id: 'prov-base', type: 'url', required: true, value: v.base_url, placeholder: 'https://api.example.com/v1' });
     const models = h('input', { name: 'models', id: 'prov-models', required: true, value: (v.models || []).join(', ') });
-    const key = h('input', { name: 'api_key', id: 'prov-key', type: 'password', autocomplete: 'off', placeholder: editing ? 'unchanged' : '' });
+    // Several keys, one per line, share the traffic; a rate-limited one
+    // rests while the others serve. The textarea masks its text with CSS
+    // (.secretbox) and is cleared as soon as the form is sent.
+    const key = h('textarea', { name: 'api_key', id: 'prov-key', rows: '2', autocomplete: 'off', spellcheck: 'false', class: 'secretbox', placeholder: editing ? 'unchanged' : 'one key per line' });
     const clearKey = editing && v.api_key && v.api_key.set ? h('input', { type: 'checkbox', name: 'clear_key', id: 'prov-clear' }) : null;
     const priv = h('input', { type: 'checkbox', name: 'allow_private_network', id: 'prov-private', checked: v.allow_private_network });
     const images = h('input', { type: 'checkbox', name: 'allow_image_fetch', id: 'prov-images', checked: v.allow_image_fetch });
@@ -55,7 +69,7 @@ export async function render(view) {
       field('Plugin', plugin),
       field('Base URL', base, 'https://, or http:// with private network allowed.'),
       field('Models', models, 'Comma-separated; requests for these models go to this provider.'),
-      field('API key', key, editing ? 'Leave empty to keep the stored key.' : 'Stored encrypted; never shown again, never given to the plugin.'),
+      field('API keys', key, editing ? 'Leave empty to keep the stored keys. Several, one per line, take turns.' : 'Stored encrypted; never shown again, never given to the plugin. Several, one per line, take turns; one the upstream rate-limits rests while the others serve.'),
       clearKey ? h('label', { class: 'inline' }, clearKey, 'Remove the stored key') : null,
       h('label', { class: 'inline' }, priv, 'Allow private and loopback addresses (Ollama, vLLM on your network)'),
       h('label', { class: 'inline' }, images, 'Fetch images that requests link to (public addresses only; for plugins such as gemini that send images inline)'),
@@ -64,7 +78,10 @@ export async function render(view) {
     f.addEventListener('submit', (e) => {
       e.preventDefault();
       const body = { plugin: plugin.value, base_url: base.value.trim(), models: list(models.value), allow_private_network: priv.checked, allow_image_fetch: images.checked, extra_hosts: list(hosts.value) };
-      if (key.value) body.api_key = key.value;
+      const keys = key.value.split('\n').map((k) => k.trim()).filter(Boolean);
+      key.value = '';
+      if (keys.length === 1) body.api_key = keys[0];
+      else if (keys.length > 1) body.api_keys = keys;
       else if (clearKey && clearKey.checked) body.api_key = '';
       busy(submit, async () => {
         try {

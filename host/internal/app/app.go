@@ -139,11 +139,18 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 		Routes: routeSpecs(cfg.Routes),
 		Config: cfg.Providers,
 		ConfigSecret: func(pc config.ProviderConfig) string {
-			secret := env[pc.APIKeyEnv]
-			if pc.APIKeyEnv != "" && secret == "" {
-				log.Warn("provider key not set; its upstream will refuse requests until it is", "provider", pc.Name, "env", pc.APIKeyEnv)
+			var keys []string
+			for _, name := range append([]string{pc.APIKeyEnv}, pc.APIKeyEnvs...) {
+				if name == "" {
+					continue
+				}
+				if v := env[name]; v != "" {
+					keys = append(keys, v)
+				} else {
+					log.Warn("provider key not set; its upstream will refuse requests until it is", "provider", pc.Name, "env", name)
+				}
 			}
-			return secret
+			return strings.Join(keys, providers.SecretSep)
 		},
 		Build: func(pc config.ProviderConfig, secret string) (*router.Provider, error) {
 			return newProvider(pc, secret, reg)
@@ -231,9 +238,9 @@ func newProvider(pc config.ProviderConfig, secret string, reg *plugin.Registry) 
 	if err != nil {
 		return nil, fmt.Errorf("options: %w", err)
 	}
-	d := &authDoer{plugin: pc.Plugin, reg: reg, images: pc.AllowImageFetch, opts: egress.Options{
-		BaseURL: pc.BaseURL, ExtraHosts: pc.ExtraHosts, AllowPrivateNetwork: pc.AllowPrivateNetwork, Secret: secret,
-	}, clients: map[egress.Auth]*egress.Client{}}
+	d := newAuthDoer(pc.Plugin, reg, pc.AllowImageFetch, egress.Options{
+		BaseURL: pc.BaseURL, ExtraHosts: pc.ExtraHosts, AllowPrivateNetwork: pc.AllowPrivateNetwork,
+	}, secret)
 	return &router.Provider{Name: pc.Name, Plugin: pc.Plugin, Models: pc.Models, Egress: d, GuestConfig: guest}, nil
 }
 

@@ -3,22 +3,70 @@ package app
 import (
 	"context"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/llm-proxy/llm-proxy/host/internal/egress"
 	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
+	"github.com/llm-proxy/llm-proxy/host/internal/providers"
+	"github.com/llm-proxy/llm-proxy/host/internal/router"
 )
 
 // authDoer sends a provider's requests with the authentication that the
 // manifest of the plugin serving it declares, looked up per request: the
 // plugin may be replaced by a version that authenticates differently.
+//
+// A provider with several keys sends its requests to them in turn. A key
+// the upstream answers 429 rests for the answer's Retry-After (or
+// keyRest), one it refuses (401, 403) for keyRefusedRest, and the request
+// goes at once to the next key that is not resting: the plugin sees the
+// answer of the last key tried.
 type authDoer struct {
-	plugin  string
-	reg     *plugin.Registry
-	images  bool // allow_image_fetch
-	opts    egress.Options
+	plugin string
+	reg    *plugin.Registry
+	images bool // allow_image_fetch
+	opts   egress.Options
+	keys   []*upstreamKey // empty: no credentials
+	next   atomic.Uint64  // round-robin position
+	now    func() time.Time
+
 	mu      sync.Mutex
-	clients map[egress.Auth]*egress.Client
+	clients map[clientKey]*egress.Client
+}
+
+// upstreamKey is one of a provider's keys and its state.
+type upstreamKey struct {
+	secret    string
+	restUntil atomic.Int64 // Unix ms
+	requests  atomic.Int64
+	refused   atomic.Int64 // 429, 401 and 403 answers
+}
+
+type clientKey struct {
+	auth egress.Auth
+	key  int // index in keys; -1 for none
+}
+
+// How long a key rests after the upstream refused it.
+const (
+	keyRest        = 5 * time.Second // a 429 without Retry-After
+	keyRefusedRest = time.Minute     // 401 or 403: probably revoked
+	maxKeyRest     = time.Hour
+)
+
+func newAuthDoer(pluginName string, reg *plugin.Registry, images bool, opts egress.Options, secret string) *authDoer {
+	d := &authDoer{plugin: pluginName, reg: reg, images: images, opts: opts, now: time.Now,
+		clients: map[clientKey]*egress.Client{}}
+	d.opts.Secret = ""
+	if secret != "" {
+		for _, s := range strings.Split(secret, providers.SecretSep) {
+			d.keys = append(d.keys, &upstreamKey{secret: s})
+		}
+	}
+	return d
 }
 
 func (d *authDoer) Do(req *http.Request) (*http.Response, error) {
@@ -27,11 +75,118 @@ func (d *authDoer) Do(req *http.Request) (*http.Response, error) {
 		a := v.Manifest.Auth
 		auth = egress.Auth{Type: a.Type, Name: a.Name, Format: a.Format}
 	}
-	c, err := d.client(auth)
-	if err != nil {
-		return nil, err
+	if len(d.keys) == 0 {
+		c, err := d.client(auth, -1)
+		if err != nil {
+			return nil, err
+		}
+		return c.Do(req)
 	}
-	return c.Do(req)
+	if len(d.keys) == 1 {
+		c, err := d.client(auth, 0)
+		if err != nil {
+			return nil, err
+		}
+		d.keys[0].requests.Add(1)
+		return c.Do(req)
+	}
+	tried := make([]bool, len(d.keys))
+	for {
+		i := d.pick(tried)
+		tried[i] = true
+		c, err := d.client(auth, i)
+		if err != nil {
+			return nil, err
+		}
+		k := d.keys[i]
+		k.requests.Add(1)
+		resp, err := c.Do(req)
+		if err != nil || !d.refusedBy(k, resp) {
+			return resp, err
+		}
+		// The key was refused: another one may serve, if one is left
+		// that is not resting and the body can be sent again.
+		if !d.anyFree(tried) || req.GetBody == nil {
+			return resp, nil
+		}
+		body, gerr := req.GetBody()
+		if gerr != nil {
+			return resp, nil
+		}
+		resp.Body.Close()
+		req = req.Clone(req.Context())
+		req.Body = body
+	}
+}
+
+// pick chooses the next key in turn among those neither resting nor
+// tried, so that they share the traffic evenly; when every untried key
+// rests, the one whose rest ends first.
+func (d *authDoer) pick(tried []bool) int {
+	now := d.now().UnixMilli()
+	var freeBuf [8]int
+	free := freeBuf[:0]
+	best := -1
+	for i, k := range d.keys {
+		if tried[i] {
+			continue
+		}
+		if k.restUntil.Load() <= now {
+			free = append(free, i)
+		} else if best < 0 || k.restUntil.Load() < d.keys[best].restUntil.Load() {
+			best = i
+		}
+	}
+	if len(free) > 0 {
+		return free[int(d.next.Add(1)%uint64(len(free)))]
+	}
+	return best
+}
+
+// anyFree reports whether an untried key is not resting.
+func (d *authDoer) anyFree(tried []bool) bool {
+	now := d.now().UnixMilli()
+	for i, k := range d.keys {
+		if !tried[i] && k.restUntil.Load() <= now {
+			return true
+		}
+	}
+	return false
+}
+
+// refusedBy rests k if resp refuses it, and reports whether it did.
+func (d *authDoer) refusedBy(k *upstreamKey, resp *http.Response) bool {
+	var rest time.Duration
+	switch resp.StatusCode {
+	case http.StatusTooManyRequests:
+		rest = keyRest
+		if s, err := strconv.Atoi(strings.TrimSpace(resp.Header.Get("Retry-After"))); err == nil && s > 0 {
+			rest = min(time.Duration(s)*time.Second, maxKeyRest)
+		} else if t, err := http.ParseTime(resp.Header.Get("Retry-After")); err == nil && t.After(d.now()) {
+			rest = min(t.Sub(d.now()), maxKeyRest)
+		}
+	case http.StatusUnauthorized, http.StatusForbidden:
+		rest = keyRefusedRest
+	default:
+		return false
+	}
+	k.refused.Add(1)
+	k.restUntil.Store(d.now().Add(rest).UnixMilli())
+	return true
+}
+
+// KeyStates describes the provider's keys, in order.
+func (d *authDoer) KeyStates() []router.KeyState {
+	now := d.now().UnixMilli()
+	out := make([]router.KeyState, len(d.keys))
+	for i, k := range d.keys {
+		out[i] = router.KeyState{Requests: k.requests.Load(), Refused: k.refused.Load()}
+		if u := k.restUntil.Load(); u > now {
+			t := time.UnixMilli(u).UTC()
+			out[i].RestingUntil = &t
+		}
+	}
+	return out
 }
 
 // ImageFetchAllowed reports whether the operator lets this provider's
@@ -41,27 +196,31 @@ func (d *authDoer) ImageFetchAllowed() bool { return d.images }
 // FetchImage downloads an image a client linked to, for the plugin's
 // fetch_image. It carries no credentials, so a client without any serves.
 func (d *authDoer) FetchImage(ctx context.Context, rawURL string, maxBytes int64) (string, []byte, error) {
-	c, err := d.client(egress.Auth{Type: "none"})
+	c, err := d.client(egress.Auth{Type: "none"}, -1)
 	if err != nil {
 		return "", nil, err
 	}
 	return c.FetchImage(ctx, rawURL, maxBytes)
 }
 
-// client returns the provider's egress client for an authentication,
-// built on first use.
-func (d *authDoer) client(auth egress.Auth) (*egress.Client, error) {
+// client returns the provider's egress client for an authentication and
+// key, built on first use.
+func (d *authDoer) client(auth egress.Auth, key int) (*egress.Client, error) {
+	ck := clientKey{auth: auth, key: key}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	c := d.clients[auth]
+	c := d.clients[ck]
 	if c == nil {
 		o := d.opts
 		o.Auth = auth
+		if key >= 0 {
+			o.Secret = d.keys[key].secret
+		}
 		var err error
 		if c, err = egress.New(o); err != nil {
 			return nil, err
 		}
-		d.clients[auth] = c
+		d.clients[ck] = c
 	}
 	return c, nil
 }

@@ -483,6 +483,33 @@ func TestDashboardBrowser(t *testing.T) {
 		tb.wait("caught up", `!!document.querySelector('tr[data-request-id="`+id+`"][data-state="finished"]')`)
 	})
 
+	t.Run("a provider with two keys added in the page", func(t *testing.T) {
+		tb := openTab(t, p)
+		tb.login("alice", "alice password")
+		tb.visit("/providers")
+		// The second key is wrong: the upstream refuses it, it rests, and
+		// the requests it would have served go with the first.
+		tb.do("fill the form",
+			chromedp.Click(chromedp.CSS(`.pagehead button.primary, #main button.primary`)),
+			chromedp.WaitVisible(chromedp.ID("prov-name")),
+			chromedp.SendKeys(chromedp.ID("prov-name"), "twokeys"),
+			chromedp.SetValue(chromedp.ID("prov-base"), p.Upstream.URL),
+			chromedp.SetValue(chromedp.ID("prov-models"), "gpt-4o-mini"),
+			chromedp.SetValue(chromedp.ID("prov-key"), upstreamKey+"\nsk-wrong-key-for-the-test-9f31"),
+			chromedp.Click(chromedp.ID("prov-private")),
+			chromedp.Click(chromedp.CSS(`form button[type=submit]`)),
+		)
+		tb.wait("added", `!!document.querySelector('section[data-provider="twokeys"]')`)
+		for i := range 4 {
+			if _, err := p.client(adminKey).Chat.Completions.New(ctx, chatParams("twokeys/gpt-4o-mini", "two keys")); err != nil {
+				t.Fatalf("request %d: %v", i, err)
+			}
+		}
+		tb.visit("/providers")
+		tb.wait("keys listed", `(() => { const s = document.querySelector('section[data-provider="twokeys"]'); return !!s && s.querySelectorAll('li[data-key-index]').length === 2 && s.querySelector('li[data-key-index="1"]').innerText.includes("resting"); })()`)
+		tb.shot("two-keys")
+	})
+
 	t.Run("a key made in the page works until revoked in the page", func(t *testing.T) {
 		tb := openTab(t, p)
 		tb.login("alice", "alice password")

@@ -199,7 +199,11 @@ func TestKeyBudget(t *testing.T) {
 	var cost float64
 	waitFor(t, func() bool {
 		_, b := adminCall(t, p, "GET", "/api/logs?key="+probe.ID, "")
-		var page struct{ Data []struct{ CostUSD float64 `json:"cost_usd"` } }
+		var page struct {
+			Data []struct {
+				CostUSD float64 `json:"cost_usd"`
+			}
+		}
 		json.Unmarshal(b, &page)
 		if len(page.Data) == 1 {
 			cost = page.Data[0].CostUSD

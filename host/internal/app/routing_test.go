@@ -484,3 +484,58 @@ func TestRoutesAPI(t *testing.T) {
 		t.Errorf("GET /v1/models/smart: %+v %v", m, err)
 	}
 }
+
+// TestSeveralProviderKeys: a provider with three keys sends requests to
+// them in turn; the one the upstream rate-limits rests, and the request it
+// failed goes on with the next key at once.
+func TestSeveralProviderKeys(t *testing.T) {
+	const k1, k2, k3 = "sk-multi-one-0001", "sk-multi-two-0002", "sk-multi-three-0003"
+	up, err := fakeupstream.Start(fakeupstream.Options{APIKey: k1, ExtraKeys: []string{k2, k3},
+		Faults: fakeupstream.Faults{RateLimitKey: k2, RetryAfter: "30"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(up.Close)
+	p := startProxy(t, func(c *config.Config) { c.Log.Level = "warn" })
+	body := fmt.Sprintf(`{"name":"multi","plugin":"openai","base_url":%q,"models":["gpt-4o-mini"],"allow_private_network":true,"api_keys":[%q,%q,%q]}`,
+		up.URL, k1, k2, k3)
+	if status, b := adminCall(t, p, "POST", "/api/providers", body); status != 201 {
+		t.Fatalf("create: %d %s", status, b)
+	}
+	for i := range 30 {
+		if a := routedChat(t, p, "multi/gpt-4o-mini", i%2 == 0); a.status != 200 || a.attempts != "1" {
+			t.Fatalf("request %d: %+v", i, a)
+		}
+	}
+	one, two, three := up.RequestsWithKey(k1), up.RequestsWithKey(k2), up.RequestsWithKey(k3)
+	if two != 1 || one+three != 30 || one < 14 || three < 14 {
+		t.Errorf("requests per key: %d, %d (rate-limited), %d", one, two, three)
+	}
+	status, b := adminCall(t, p, "GET", "/api/providers/multi", "")
+	if status != 200 || !strings.Contains(string(b), `"api_keys":[{"set":true,"hint":"…0001"},{"set":true,"hint":"…0002"},{"set":true,"hint":"…0003"}]`) {
+		t.Errorf("GET /api/providers/multi: %s", b)
+	}
+	_, b = adminCall(t, p, "GET", "/api/providers", "")
+	var list struct {
+		Data []struct {
+			Name      string `json:"name"`
+			KeyStates []struct {
+				Requests     int64   `json:"requests"`
+				Refused      int64   `json:"refused"`
+				RestingUntil *string `json:"resting_until"`
+			} `json:"key_states"`
+		} `json:"data"`
+	}
+	json.Unmarshal(b, &list)
+	for _, pv := range list.Data {
+		if pv.Name != "multi" {
+			continue
+		}
+		ks := pv.KeyStates
+		if len(ks) != 3 || ks[1].Refused != 1 || ks[1].RestingUntil == nil || ks[0].RestingUntil != nil || ks[0].Requests+ks[2].Requests != 30 {
+			t.Errorf("key states %+v", ks)
+		}
+		return
+	}
+	t.Errorf("multi not listed: %s", b)
+}

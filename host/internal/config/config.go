@@ -343,6 +343,11 @@ type ProviderConfig struct {
 	// APIKeyEnv names the environment variable holding the provider's API
 	// key. Empty means requests are sent without credentials. Default: "".
 	APIKeyEnv string `koanf:"api_key_env"`
+	// APIKeyEnvs names more variables holding keys of the same provider
+	// (after api_key_env's, if set): requests go to the keys in turn, and
+	// a key the upstream answers 429 (or 401/403) rests while the others
+	// serve. Default: none.
+	APIKeyEnvs []string `koanf:"api_key_envs"`
 	// Models lists the model names this provider serves; at least one is
 	// required. No default.
 	Models []string `koanf:"models"`

@@ -363,6 +363,12 @@ max_attempts = 11
 			exact: true,
 		},
 		{
+			name:  "bad api_key_envs",
+			toml:  provider + "api_key_envs = [\"OK_NAME\", \"not a name\"]\n",
+			want:  []want{{"providers[0].api_key_envs[1]", "valid environment variable name"}},
+			exact: true,
+		},
+		{
 			name:  "typo key",
 			toml:  "[server]\nlisen = \"127.0.0.1:1\"\n",
 			want:  []want{{"server.lisen", `unknown key (did you mean "listen"?)`}},

@@ -367,6 +367,12 @@ func validateProvider(ps *Problems, key string, p ProviderConfig) {
 		ps.add(joinKey(key, "api_key_env"), "must be a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*), got %q", p.APIKeyEnv)
 	}
 
+	for i, e := range p.APIKeyEnvs {
+		if !envNameRe.MatchString(e) {
+			ps.add(indexKey(joinKey(key, "api_key_envs"), i), "must be a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*), got %q", e)
+		}
+	}
+
 	if len(p.Models) == 0 {
 		ps.add(joinKey(key, "models"), "must list at least one model")
 	}

@@ -28,6 +28,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -98,6 +99,8 @@ type Options struct {
 	DisableRecording bool
 	// Faults make chat requests fail or wait; see Faults.
 	Faults Faults
+	// ExtraKeys are accepted besides APIKey (when that is set).
+	ExtraKeys []string
 }
 
 // Recorded is one request as the server received it.
@@ -139,6 +142,7 @@ type Server struct {
 	closed   bool
 	inflight sync.WaitGroup
 	requests []Recorded
+	byKey    map[string]int64 // authenticated requests per key
 
 	closeOnce sync.Once
 }
@@ -306,11 +310,32 @@ func (s *Server) checkAuth(w http.ResponseWriter, r *http.Request) bool {
 			typeInvalidRequest, "", "")
 		return false
 	}
-	if subtle.ConstantTimeCompare([]byte(got), s.wantAuth) != 1 {
+	key := strings.TrimPrefix(got, "Bearer ")
+	if subtle.ConstantTimeCompare([]byte(got), s.wantAuth) != 1 && !slices.Contains(s.opts.ExtraKeys, key) {
 		writeError(w, http.StatusUnauthorized, "Incorrect API key provided.", typeInvalidRequest, "", "invalid_api_key")
 		return false
 	}
+	s.mu.Lock()
+	if s.byKey == nil {
+		s.byKey = map[string]int64{}
+	}
+	s.byKey[key]++
+	s.mu.Unlock()
+	if f := s.opts.Faults; f.RateLimitKey != "" && key == f.RateLimitKey {
+		if f.RetryAfter != "" {
+			w.Header().Set("Retry-After", f.RetryAfter)
+		}
+		writeError(w, http.StatusTooManyRequests, "Rate limit reached for this key.", "requests", "", "rate_limit_exceeded")
+		return false
+	}
 	return true
+}
+
+// RequestsWithKey is how many authenticated requests came with key.
+func (s *Server) RequestsWithKey(key string) int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.byKey[key]
 }
 
 // failByModel answers for the models that always fail. It reports whether it

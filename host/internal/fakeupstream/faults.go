@@ -20,6 +20,9 @@ type Faults struct {
 	RetryAfter string
 	// TTFB delays every chat answer (until the client leaves, at most).
 	TTFB time.Duration
+	// RateLimitKey: every request authenticated with this key gets 429
+	// (with RetryAfter, if set).
+	RateLimitKey string
 }
 
 // Chats is how many chat completion requests the server received,

@@ -93,6 +93,9 @@ type Info struct {
 	ExtraHosts          []string       `json:"extra_hosts"`
 	Options             map[string]any `json:"options"`
 	APIKey              SecretInfo     `json:"api_key"`
+	// APIKeys describes each of the provider's keys, in order; a provider
+	// with several spreads its requests over them (see SecretSep).
+	APIKeys []SecretInfo `json:"api_keys"`
 	// APIKeyEnv is the variable a config provider's secret comes from.
 	APIKeyEnv string `json:"api_key_env,omitempty"`
 	// CreatedAt and UpdatedAt are set for database providers.
@@ -111,6 +114,48 @@ type SecretInfo struct {
 	// characters or more.
 	Hint string `json:"hint,omitempty"`
 }
+
+// SecretSep separates the keys of a provider that has several, inside
+// the one secret the host keeps for it: a key cannot hold it (checkSecret
+// refuses control characters).
+const SecretSep = "\n"
+
+// keyInfos describes a secret of one or more keys: all of them together
+// (the hint only for a single key), and each one.
+func keyInfos(secret string) (SecretInfo, []SecretInfo) {
+	if secret == "" {
+		return SecretInfo{}, []SecretInfo{}
+	}
+	parts := strings.Split(secret, SecretSep)
+	each := make([]SecretInfo, len(parts))
+	for i, k := range parts {
+		each[i] = secretInfo(k)
+	}
+	if len(parts) == 1 {
+		return each[0], each
+	}
+	return SecretInfo{Set: true}, each
+}
+
+// joinKeys checks a list of keys and joins them into one secret; field
+// names the request field for errors.
+func joinKeys(field string, ks []string) (string, error) {
+	if len(ks) > maxKeys {
+		return "", invalid(field, "at most %d keys", maxKeys)
+	}
+	for i, k := range ks {
+		if k == "" {
+			return "", invalid(field, "key %d is empty", i)
+		}
+		if err := checkSecretAs(field, k); err != nil {
+			return "", err
+		}
+	}
+	return strings.Join(ks, SecretSep), nil
+}
+
+// maxKeys bounds the keys of one provider.
+const maxKeys = 64
 
 func secretInfo(secret string) SecretInfo {
 	if secret == "" {
@@ -136,6 +181,10 @@ type CreateRequest struct {
 	ExtraHosts          []string       `json:"extra_hosts"`
 	Options             map[string]any `json:"options"`
 	APIKey              string         `json:"api_key"`
+	// APIKeys gives several keys instead of APIKey: requests go to them in
+	// turn, and one that the upstream rate-limits rests while the others
+	// serve.
+	APIKeys []string `json:"api_keys"`
 }
 
 // Patch changes a database provider: nil fields stay as they are. Name,
@@ -151,6 +200,9 @@ type Patch struct {
 	ExtraHosts          *[]string       `json:"extra_hosts"`
 	Options             *map[string]any `json:"options"`
 	APIKey              *string         `json:"api_key"`
+	// APIKeys replaces the keys with several ([] removes them); not with
+	// APIKey.
+	APIKeys *[]string `json:"api_keys"`
 }
 
 // Options configure a Manager.
@@ -226,7 +278,11 @@ func Open(ctx context.Context, o Options) (*Manager, error) {
 		info := infoOf(pc)
 		info.Source = SourceConfig
 		info.APIKeyEnv = pc.APIKeyEnv
-		info.APIKey = SecretInfo{Set: secret != ""}
+		info.APIKey, info.APIKeys = keyInfos(secret)
+		for i := range info.APIKeys {
+			info.APIKeys[i].Hint = "" // from the environment: not shown
+		}
+		info.APIKey.Hint = ""
 		m.configs = append(m.configs, configEntry{info: info, built: built})
 		m.inCfg[pc.Name] = i
 	}
@@ -280,6 +336,16 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 	if err := checkSecret(req.APIKey); err != nil {
 		return Info{}, err
 	}
+	if req.APIKeys != nil {
+		if req.APIKey != "" {
+			return Info{}, invalid("api_keys", "give api_key or api_keys, not both")
+		}
+		joined, err := joinKeys("api_keys", req.APIKeys)
+		if err != nil {
+			return Info{}, err
+		}
+		req.APIKey = joined
+	}
 	if _, ok := m.inCfg[req.Name]; ok {
 		return Info{}, fmt.Errorf("%w: the config file defines a provider called %q", ErrExists, req.Name)
 	}
@@ -318,6 +384,16 @@ func (m *Manager) Update(ctx context.Context, name string, p Patch) (Info, error
 		if err := checkSecret(*p.APIKey); err != nil {
 			return Info{}, err
 		}
+	}
+	if p.APIKeys != nil {
+		if p.APIKey != nil {
+			return Info{}, invalid("api_keys", "give api_key or api_keys, not both")
+		}
+		joined, err := joinKeys("api_keys", *p.APIKeys)
+		if err != nil {
+			return Info{}, err
+		}
+		p.APIKey = &joined
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -403,7 +479,7 @@ func (m *Manager) Delete(ctx context.Context, name string) (Info, error) {
 	info.APIKey = SecretInfo{Set: row.SecretSealed != nil}
 	for _, e := range m.state.Load().db {
 		if e.row.ID == row.ID {
-			info.APIKey = e.info.APIKey
+			info.APIKey, info.APIKeys = e.info.APIKey, e.info.APIKeys
 		}
 	}
 	if err := m.reload(ctx); err != nil {
@@ -511,7 +587,7 @@ func (m *Manager) build(row store.Provider) *dbEntry {
 		secret = string(plain)
 		clear(plain)
 	}
-	e.info.APIKey = secretInfo(secret)
+	e.info.APIKey, e.info.APIKeys = keyInfos(secret)
 	built, err := m.o.Build(configOf(row), secret)
 	if err != nil {
 		e.info.Error = "not served: " + err.Error()
@@ -541,6 +617,7 @@ func infoOf(pc config.ProviderConfig) Info {
 	if info.ExtraHosts == nil {
 		info.ExtraHosts = []string{}
 	}
+	info.APIKeys = []SecretInfo{}
 	if info.Options == nil {
 		info.Options = map[string]any{}
 	}
@@ -556,15 +633,17 @@ func dbInfo(row store.Provider) Info {
 }
 
 // checkSecret refuses secrets that could not travel in an HTTP header.
-func checkSecret(s string) error {
+func checkSecret(s string) error { return checkSecretAs("api_key", s) }
+
+func checkSecretAs(field, s string) error {
 	if len(s) > maxSecretLen {
-		return invalid("api_key", "must be at most %d bytes", maxSecretLen)
+		return invalid(field, "must be at most %d bytes", maxSecretLen)
 	}
 	if strings.TrimSpace(s) != s {
-		return invalid("api_key", "must not start or end with white space")
+		return invalid(field, "must not start or end with white space")
 	}
 	if strings.ContainsFunc(s, func(r rune) bool { return unicode.IsControl(r) || r == utf8.RuneError }) {
-		return invalid("api_key", "must not contain control characters or invalid UTF-8")
+		return invalid(field, "must not contain control characters or invalid UTF-8")
 	}
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
 )
@@ -31,6 +32,20 @@ type Provider struct {
 	// GuestConfig is the JSON the plugin reads with config_read:
 	// {"provider":..., "base_url":..., "options":{...}}. No secret.
 	GuestConfig []byte
+}
+
+// KeyState is one of a provider's upstream keys as the admin API shows
+// it: requests sent with it, answers that refused it (429, 401, 403), and
+// until when it rests after the last of those.
+type KeyState struct {
+	Requests     int64      `json:"requests"`
+	Refused      int64      `json:"refused"`
+	RestingUntil *time.Time `json:"resting_until,omitempty"`
+}
+
+// KeyStater is an Egress that spreads requests over several keys.
+type KeyStater interface {
+	KeyStates() []KeyState
 }
 
 // Target is one way to serve a route: a provider and the model name it is

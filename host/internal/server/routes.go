@@ -14,14 +14,25 @@ import (
 type providerView struct {
 	providers.Info
 	Health []router.TargetHealth `json:"health"`
+	// KeyStates follows APIKeys, for a served provider.
+	KeyStates []router.KeyState `json:"key_states"`
 }
 
 func (s *Server) listProviders(c *fiber.Ctx) error {
 	list := s.opts.Providers.List()
 	health := s.opts.Health.Snapshot()
+	served := map[string]*router.Provider{}
+	for _, p := range s.opts.Router.Load().Providers() {
+		served[p.Name] = p
+	}
 	out := make([]providerView, len(list))
 	for i, p := range list {
-		out[i] = providerView{Info: p, Health: []router.TargetHealth{}}
+		out[i] = providerView{Info: p, Health: []router.TargetHealth{}, KeyStates: []router.KeyState{}}
+		if rp := served[p.Name]; rp != nil {
+			if ks, ok := rp.Egress.(router.KeyStater); ok {
+				out[i].KeyStates = ks.KeyStates()
+			}
+		}
 		for _, h := range health {
 			if strings.HasPrefix(h.Target, p.Name+"/") {
 				out[i].Health = append(out[i].Health, h)
