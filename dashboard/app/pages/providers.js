@@ -62,6 +62,10 @@ export async function render(view) {
     const priv = h('input', { type: 'checkbox', name: 'allow_private_network', id: 'prov-private', checked: v.allow_private_network });
     const images = h('input', { type: 'checkbox', name: 'allow_image_fetch', id: 'prov-images', checked: v.allow_image_fetch });
     const hosts = h('input', { name: 'extra_hosts', id: 'prov-hosts', value: (v.extra_hosts || []).join(', ') });
+    const quota = (name) => h('input', { type: 'number', min: '0', step: '1', name, id: `prov-${name}`, value: v[name] || '', placeholder: 'no limit' });
+    const rpm = quota('rpm');
+    const tpm = quota('tpm');
+    const par = quota('max_parallel');
     const submit = h('button', { type: 'submit', class: 'primary' }, editing ? 'Save changes' : 'Add provider');
     const f = h('form', { class: 'form card', 'aria-labelledby': 'prov-form-title' },
       h('h2', { id: 'prov-form-title' }, editing ? `Change ${v.name}` : 'Add a provider'),
@@ -74,10 +78,14 @@ export async function render(view) {
       h('label', { class: 'inline' }, priv, 'Allow private and loopback addresses (Ollama, vLLM on your network)'),
       h('label', { class: 'inline' }, images, 'Fetch images that requests link to (public addresses only; for plugins such as gemini that send images inline)'),
       field('Extra hosts', hosts, 'Comma-separated host names the plugin may reach besides the base URL\'s.'),
+      h('div', { class: 'formrow' },
+        field('Requests per minute', rpm), field('Tokens per minute', tpm), field('Requests at once', par)),
+      h('p', { class: 'hint' }, 'Limits that protect this provider\'s own quota, over all clients: a request over one goes to its route\'s next target, or gets 429.'),
       h('div', { class: 'formrow' }, submit, h('button', { type: 'button', onclick: () => formBox.replaceChildren() }, 'Cancel')));
     f.addEventListener('submit', (e) => {
       e.preventDefault();
-      const body = { plugin: plugin.value, base_url: base.value.trim(), models: list(models.value), allow_private_network: priv.checked, allow_image_fetch: images.checked, extra_hosts: list(hosts.value) };
+      const body = { plugin: plugin.value, base_url: base.value.trim(), models: list(models.value), allow_private_network: priv.checked, allow_image_fetch: images.checked, extra_hosts: list(hosts.value),
+        rpm: Number(rpm.value) || 0, tpm: Number(tpm.value) || 0, max_parallel: Number(par.value) || 0 };
       const keys = key.value.split('\n').map((k) => k.trim()).filter(Boolean);
       key.value = '';
       if (keys.length === 1) body.api_key = keys[0];
@@ -144,6 +152,7 @@ export async function render(view) {
         fact('Private network', p.allow_private_network ? 'allowed' : 'refused'),
         fact('Image fetching', p.allow_image_fetch ? 'allowed' : 'refused'),
         p.extra_hosts && p.extra_hosts.length ? fact('Extra hosts', p.extra_hosts.join(', ')) : null,
+        p.rpm || p.tpm || p.max_parallel ? fact('Limits', [p.rpm ? `${fmt.int(p.rpm)} req/min` : '', p.tpm ? `${fmt.int(p.tpm)} tok/min` : '', p.max_parallel ? `${fmt.int(p.max_parallel)} at once` : ''].filter(Boolean).join(' · ')) : null,
         p.updated_at ? fact('Changed', fmt.dateTime(p.updated_at)) : null,
         fact('Health', healthList(p.health || []))),
       out);

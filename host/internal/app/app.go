@@ -241,7 +241,8 @@ func newProvider(pc config.ProviderConfig, secret string, reg *plugin.Registry) 
 	d := newAuthDoer(pc.Plugin, reg, pc.AllowImageFetch, egress.Options{
 		BaseURL: pc.BaseURL, ExtraHosts: pc.ExtraHosts, AllowPrivateNetwork: pc.AllowPrivateNetwork,
 	}, secret)
-	return &router.Provider{Name: pc.Name, Plugin: pc.Plugin, Models: pc.Models, Egress: d, GuestConfig: guest}, nil
+	return &router.Provider{Name: pc.Name, Plugin: pc.Plugin, Models: pc.Models, Egress: d, GuestConfig: guest,
+		Quota: router.Quota{RPM: pc.RPM, TPM: pc.TPM, MaxParallel: pc.MaxParallel}}, nil
 }
 
 // LoadEncryptionKey reads the master key the config names, from environ

@@ -539,3 +539,72 @@ func TestSeveralProviderKeys(t *testing.T) {
 	}
 	t.Errorf("multi not listed: %s", b)
 }
+
+// TestProviderQuota: a provider's own max_parallel and rpm hold over all
+// clients; a request over them goes to the route's next target, or gets
+// 429 when there is none.
+func TestProviderQuota(t *testing.T) {
+	p, ups := startRouted(t, upstreams{
+		"quota": {Faults: fakeupstream.Faults{TTFB: 1500 * time.Millisecond}},
+		"spare": {},
+	}, []config.RouteConfig{
+		{Model: "spill", Targets: targets("quota:gpt-4o-mini", "spare:gpt-4o-mini")},
+	}, func(c *config.Config) {
+		for i := range c.Providers {
+			if c.Providers[i].Name == "quota" {
+				c.Providers[i].MaxParallel = 2
+			}
+		}
+	})
+	var wg sync.WaitGroup
+	answers := make([]routeAnswer, 8)
+	for i := range answers {
+		wg.Go(func() { answers[i] = routedChat(t, p, "spill", false) })
+	}
+	wg.Wait()
+	byProvider := map[string]int{}
+	for _, a := range answers {
+		if a.status != 200 || a.attempts != "1" {
+			t.Fatalf("answer %+v", a)
+		}
+		byProvider[a.provider]++
+	}
+	if byProvider["quota"] != 2 || byProvider["spare"] != 6 || ups["quota"].Chats() != 2 {
+		t.Fatalf("served by %v; quota got %d requests", byProvider, ups["quota"].Chats())
+	}
+	// Without another target: 429 with Retry-After.
+	for i := range answers {
+		wg.Go(func() { answers[i] = routedChat(t, p, "quota/gpt-4o-mini", false) })
+	}
+	wg.Wait()
+	ok, limited := 0, 0
+	for _, a := range answers {
+		switch {
+		case a.status == 200:
+			ok++
+		case a.status == 429 && a.code == "provider_rate_limited" && a.retryAfter != "":
+			limited++
+		default:
+			t.Fatalf("answer %+v", a)
+		}
+	}
+	if ok != 2 || limited != 6 {
+		t.Fatalf("%d served, %d refused; want 2 and 6", ok, limited)
+	}
+
+	// A provider added through the API with rpm 3.
+	body := fmt.Sprintf(`{"name":"paced","plugin":"openai","base_url":%q,"models":["gpt-4o-mini"],"allow_private_network":true,"api_key":%q,"rpm":3}`,
+		ups["spare"].URL, upstreamKey)
+	if status, b := adminCall(t, p, "POST", "/api/providers", body); status != 201 || !strings.Contains(string(b), `"rpm":3`) {
+		t.Fatalf("create: %d %s", status, b)
+	}
+	ok = 0
+	for range 5 {
+		if a := routedChat(t, p, "paced/gpt-4o-mini", false); a.status == 200 {
+			ok++
+		}
+	}
+	if ok != 3 {
+		t.Fatalf("%d of 5 served at rpm 3", ok)
+	}
+}

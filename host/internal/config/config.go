@@ -367,6 +367,14 @@ type ProviderConfig struct {
 	// Options is a free-form table handed to the plugin as its own
 	// configuration. Default: empty.
 	Options map[string]any `koanf:"options"`
+	// RPM, TPM and MaxParallel protect the provider's own quotas: requests
+	// per minute, tokens per minute (estimated, then as reported) and
+	// requests at once, over all clients. A request that would exceed one
+	// moves on to its route's next target, or gets 429. 0 is no limit.
+	// Default: 0.
+	RPM         int `koanf:"rpm"`
+	TPM         int `koanf:"tpm"`
+	MaxParallel int `koanf:"max_parallel"`
 }
 
 // DefaultLimits returns the limits applied to plugins when the file does

@@ -367,6 +367,15 @@ func validateProvider(ps *Problems, key string, p ProviderConfig) {
 		ps.add(joinKey(key, "api_key_env"), "must be a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*), got %q", p.APIKeyEnv)
 	}
 
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"rpm", p.RPM}, {"tpm", p.TPM}, {"max_parallel", p.MaxParallel}} {
+		if f.v < 0 || f.v > 1_000_000_000 {
+			ps.add(joinKey(key, f.name), "must be between 0 (no limit) and 1000000000, got %d", f.v)
+		}
+	}
+
 	for i, e := range p.APIKeyEnvs {
 		if !envNameRe.MatchString(e) {
 			ps.add(indexKey(joinKey(key, "api_key_envs"), i), "must be a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*), got %q", e)

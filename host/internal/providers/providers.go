@@ -93,6 +93,11 @@ type Info struct {
 	ExtraHosts          []string       `json:"extra_hosts"`
 	Options             map[string]any `json:"options"`
 	APIKey              SecretInfo     `json:"api_key"`
+	// RPM, TPM and MaxParallel protect the provider's upstream quotas;
+	// 0 is none.
+	RPM         int `json:"rpm"`
+	TPM         int `json:"tpm"`
+	MaxParallel int `json:"max_parallel"`
 	// APIKeys describes each of the provider's keys, in order; a provider
 	// with several spreads its requests over them (see SecretSep).
 	APIKeys []SecretInfo `json:"api_keys"`
@@ -181,6 +186,9 @@ type CreateRequest struct {
 	ExtraHosts          []string       `json:"extra_hosts"`
 	Options             map[string]any `json:"options"`
 	APIKey              string         `json:"api_key"`
+	RPM                 int            `json:"rpm"`
+	TPM                 int            `json:"tpm"`
+	MaxParallel         int            `json:"max_parallel"`
 	// APIKeys gives several keys instead of APIKey: requests go to them in
 	// turn, and one that the upstream rate-limits rests while the others
 	// serve.
@@ -200,6 +208,9 @@ type Patch struct {
 	ExtraHosts          *[]string       `json:"extra_hosts"`
 	Options             *map[string]any `json:"options"`
 	APIKey              *string         `json:"api_key"`
+	RPM                 *int            `json:"rpm"`
+	TPM                 *int            `json:"tpm"`
+	MaxParallel         *int            `json:"max_parallel"`
 	// APIKeys replaces the keys with several ([] removes them); not with
 	// APIKey.
 	APIKeys *[]string `json:"api_keys"`
@@ -329,6 +340,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 	pc := config.ProviderConfig{
 		Name: req.Name, Plugin: req.Plugin, BaseURL: req.BaseURL, Models: req.Models,
 		AllowPrivateNetwork: req.AllowPrivateNetwork, AllowImageFetch: req.AllowImageFetch, ExtraHosts: req.ExtraHosts, Options: req.Options,
+		RPM: req.RPM, TPM: req.TPM, MaxParallel: req.MaxParallel,
 	}
 	if ps := config.ValidateProvider(pc); ps != nil {
 		return Info{}, &InvalidError{Problems: ps}
@@ -352,6 +364,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 	row := store.Provider{
 		ID: newID(), Name: pc.Name, Plugin: pc.Plugin, BaseURL: pc.BaseURL, Models: pc.Models,
 		AllowPrivateNetwork: pc.AllowPrivateNetwork, AllowImageFetch: pc.AllowImageFetch, ExtraHosts: pc.ExtraHosts, Options: pc.Options,
+		RPM: pc.RPM, TPM: pc.TPM, MaxParallel: pc.MaxParallel,
 		CreatedAt: m.o.Now().UnixMilli(),
 	}
 	if req.APIKey != "" {
@@ -457,6 +470,14 @@ func (p *Patch) apply(row *store.Provider) {
 	}
 	if p.Options != nil {
 		row.Options = *p.Options
+	}
+	for _, f := range []struct {
+		dst *int
+		v   *int
+	}{{&row.RPM, p.RPM}, {&row.TPM, p.TPM}, {&row.MaxParallel, p.MaxParallel}} {
+		if f.v != nil {
+			*f.dst = *f.v
+		}
 	}
 }
 
@@ -602,6 +623,7 @@ func configOf(row store.Provider) config.ProviderConfig {
 	return config.ProviderConfig{
 		Name: row.Name, Plugin: row.Plugin, BaseURL: row.BaseURL, Models: row.Models,
 		AllowPrivateNetwork: row.AllowPrivateNetwork, AllowImageFetch: row.AllowImageFetch, ExtraHosts: row.ExtraHosts, Options: row.Options,
+		RPM: row.RPM, TPM: row.TPM, MaxParallel: row.MaxParallel,
 	}
 }
 
@@ -610,6 +632,7 @@ func infoOf(pc config.ProviderConfig) Info {
 		Name: pc.Name, Plugin: pc.Plugin, BaseURL: pc.BaseURL,
 		Models: slices.Clone(pc.Models), AllowPrivateNetwork: pc.AllowPrivateNetwork, AllowImageFetch: pc.AllowImageFetch,
 		ExtraHosts: slices.Clone(pc.ExtraHosts), Options: maps.Clone(pc.Options),
+		RPM: pc.RPM, TPM: pc.TPM, MaxParallel: pc.MaxParallel,
 	}
 	if info.Models == nil {
 		info.Models = []string{}

@@ -32,6 +32,14 @@ type Provider struct {
 	// GuestConfig is the JSON the plugin reads with config_read:
 	// {"provider":..., "base_url":..., "options":{...}}. No secret.
 	GuestConfig []byte
+	// Quota limits the provider's use upstream, over all clients.
+	Quota Quota
+}
+
+// Quota is a provider's limits: requests and tokens per minute, requests
+// at once; 0 is none.
+type Quota struct {
+	RPM, TPM, MaxParallel int
 }
 
 // KeyState is one of a provider's upstream keys as the admin API shows

@@ -2,7 +2,9 @@ package server
 
 import (
 	"cmp"
+	"context"
 	"errors"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -13,6 +15,8 @@ import (
 	"github.com/tidwall/sjson"
 
 	"github.com/llm-proxy/llm-proxy/host/internal/apierror"
+	"github.com/llm-proxy/llm-proxy/host/internal/keys"
+	"github.com/llm-proxy/llm-proxy/host/internal/limits"
 	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
 	"github.com/llm-proxy/llm-proxy/host/internal/router"
 )
@@ -195,6 +199,7 @@ func (s *Server) serve(c *fiber.Ctx, r *request, body []byte, stream bool) (*try
 		tries, rests = make([]int, n), make([]time.Duration, n)
 	}
 	var last verdict
+	var quotaWait time.Duration // the soonest a provider's own limit allows a request again
 	useContextFallback, skipped, next := false, 0, 0
 	for len(r.attempts) < maxAttempts {
 		var t *router.Target
@@ -226,9 +231,20 @@ func (s *Server) serve(c *fiber.Ctx, r *request, body []byte, stream bool) (*try
 		} else if time.Now().After(deadlineAt) {
 			break
 		}
+		quota, refused := s.admitProvider(t.Provider, body)
+		if refused > 0 {
+			// The provider's own limit is reached: like an open breaker,
+			// no attempt is spent on it.
+			quotaWait = cmp.Or(min(quotaWait, refused), refused)
+			if skipped++; skipped > len(plan) {
+				break
+			}
+			continue
+		}
 		if !h.Begin(t.Key, single) {
 			// Its breaker opened since the plan was made, or another
 			// request holds its probe: no attempt is spent on it.
+			quota.Done(0, 0)
 			if skipped++; skipped > len(plan) {
 				break
 			}
@@ -254,8 +270,10 @@ func (s *Server) serve(c *fiber.Ctx, r *request, body []byte, stream bool) (*try
 		}
 		r.attempts = append(r.attempts, a)
 		if v.err == nil || v.err.Status == 499 {
+			r.quota = quota
 			return res, v.err
 		}
+		quota.Done(0, 0)
 		last, rests[ti] = v, v.rest
 		switch {
 		case v.context && rt.ContextFallback != nil && t != rt.ContextFallback:
@@ -264,11 +282,38 @@ func (s *Server) serve(c *fiber.Ctx, r *request, body []byte, stream bool) (*try
 			return res, v.err
 		}
 	}
+	if last.err == nil && quotaWait > 0 {
+		e := apierror.New(fiber.StatusTooManyRequests, "provider_rate_limited",
+			"The providers of the model '"+r.model+"' are at the request or token rate the proxy allows them; retry after the time in Retry-After.")
+		e.RetryAfter = strconv.Itoa(max(1, int(math.Ceil(quotaWait.Seconds()))))
+		return nil, e
+	}
 	if last.err == nil {
 		return nil, apierror.New(fiber.StatusServiceUnavailable, "upstream_unavailable",
 			"Every provider of the model '"+r.model+"' is failing; the proxy rests them for a while. Retry later.")
 	}
 	return nil, last.err
+}
+
+// admitProvider counts an attempt against its provider's quota. It
+// returns the quota's ticket (nil when the provider has none), or how long
+// until the quota could let it through.
+func (s *Server) admitProvider(p *router.Provider, body []byte) (*limits.Ticket, time.Duration) {
+	q := p.Quota
+	if s.opts.Limits == nil || (q.RPM == 0 && q.TPM == 0 && q.MaxParallel == 0) {
+		return nil, 0
+	}
+	var tokens int64
+	if q.TPM > 0 {
+		prompt, completion := estimateTokens(body)
+		tokens = prompt + completion
+	}
+	t, st := s.opts.Limits.Admit(context.Background(), limits.Request{KeyID: "provider\x00" + p.Name,
+		Limits: keys.Limits{RPM: q.RPM, TPM: q.TPM, MaxParallel: q.MaxParallel}, Tokens: tokens})
+	if st.Refused != "" {
+		return nil, max(st.RetryAfter, time.Second)
+	}
+	return t, 0
 }
 
 // attempt runs the request once on target t and waits until its answer

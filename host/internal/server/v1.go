@@ -39,6 +39,7 @@ type request struct {
 	provider      *router.Provider
 	attempts      []Attempt
 	ticket        *limits.Ticket // the key's limits, until the request ends
+	quota         *limits.Ticket // the answering provider's quota, likewise
 	version       *plugin.Version
 	includeUsage  bool
 	usage         usage
@@ -347,6 +348,7 @@ func (s *Server) logRequest(r *request, status int, err *apierror.Error) {
 		e.RequestBody, e.ResponseBody, e.RequestBodySize, e.ResponseBodySize = b.req, b.resp, b.reqSize, b.respSize
 	}
 	r.ticket.Done(r.usage.prompt+r.usage.completion, e.CostUSD)
+	r.quota.Done(r.usage.prompt+r.usage.completion, 0)
 	e.Attempts = len(r.attempts)
 	if len(r.attempts) > 1 {
 		e.AttemptLog, _ = json.Marshal(r.attempts)

@@ -72,6 +72,9 @@ type Provider struct {
 	ExtraHosts          []string
 	Options             map[string]any
 	SecretSealed        []byte
+	// RPM, TPM and MaxParallel limit the provider's use upstream; 0 is
+	// none.
+	RPM, TPM, MaxParallel int
 	// CreatedAt and UpdatedAt are Unix milliseconds. UpdatedAt grows with
 	// every change, even two changes within one millisecond.
 	CreatedAt int64
@@ -89,16 +92,21 @@ type providerRow struct {
 	ExtraHosts          string `db:"extra_hosts"`
 	Options             string `db:"options"`
 	SecretSealed        []byte `db:"secret_ciphertext"`
+	RPM                 int    `db:"rpm"`
+	TPM                 int    `db:"tpm"`
+	MaxParallel         int    `db:"max_parallel"`
 	CreatedAt           int64  `db:"created_at"`
 	UpdatedAt           int64  `db:"updated_at"`
 }
 
-const providerColumns = `id, name, plugin, base_url, models, allow_private_network, allow_image_fetch, extra_hosts, options, secret_ciphertext, created_at, updated_at`
+const providerColumns = `id, name, plugin, base_url, models, allow_private_network, allow_image_fetch, extra_hosts, options, secret_ciphertext,
+	rpm, tpm, max_parallel, created_at, updated_at`
 
 func (r providerRow) provider() (Provider, error) {
 	p := Provider{
 		ID: r.ID, Name: r.Name, Plugin: r.Plugin, BaseURL: r.BaseURL,
 		AllowPrivateNetwork: r.AllowPrivateNetwork, AllowImageFetch: r.AllowImageFetch, SecretSealed: r.SecretSealed,
+		RPM: r.RPM, TPM: r.TPM, MaxParallel: r.MaxParallel,
 		CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt,
 	}
 	if err := json.Unmarshal([]byte(r.Models), &p.Models); err != nil {
@@ -196,8 +204,9 @@ func (s *Store) CreateProvider(ctx context.Context, p Provider) error {
 	if err != nil {
 		return fmt.Errorf("create provider %s: %w", p.Name, err)
 	}
-	_, err = s.w.ExecContext(ctx, `INSERT INTO providers (`+providerColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		p.ID, p.Name, p.Plugin, p.BaseURL, models, p.AllowPrivateNetwork, p.AllowImageFetch, extra, opts, nullBytes(p.SecretSealed), p.CreatedAt, p.CreatedAt)
+	_, err = s.w.ExecContext(ctx, `INSERT INTO providers (`+providerColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		p.ID, p.Name, p.Plugin, p.BaseURL, models, p.AllowPrivateNetwork, p.AllowImageFetch, extra, opts, nullBytes(p.SecretSealed),
+		p.RPM, p.TPM, p.MaxParallel, p.CreatedAt, p.CreatedAt)
 	if isUniqueViolation(err) {
 		return ErrProviderExists
 	}
@@ -235,8 +244,9 @@ func (s *Store) UpdateProvider(ctx context.Context, name string, now int64, chan
 	}
 	p.UpdatedAt = max(now, p.UpdatedAt+1)
 	if _, err := tx.ExecContext(ctx, `UPDATE providers SET plugin = ?, base_url = ?, models = ?, allow_private_network = ?,
-		allow_image_fetch = ?, extra_hosts = ?, options = ?, secret_ciphertext = ?, updated_at = ? WHERE id = ?`,
-		p.Plugin, p.BaseURL, models, p.AllowPrivateNetwork, p.AllowImageFetch, extra, opts, nullBytes(p.SecretSealed), p.UpdatedAt, p.ID); err != nil {
+		allow_image_fetch = ?, extra_hosts = ?, options = ?, secret_ciphertext = ?, rpm = ?, tpm = ?, max_parallel = ?, updated_at = ? WHERE id = ?`,
+		p.Plugin, p.BaseURL, models, p.AllowPrivateNetwork, p.AllowImageFetch, extra, opts, nullBytes(p.SecretSealed),
+		p.RPM, p.TPM, p.MaxParallel, p.UpdatedAt, p.ID); err != nil {
 		return Provider{}, fmt.Errorf("update provider %s: %w", name, err)
 	}
 	if err := tx.Commit(); err != nil {
