@@ -213,23 +213,6 @@ func (k *Keeper) Admit(ctx context.Context, r Request) (*Ticket, Status) {
 		}
 		st.loaded = st.loaded || k.spent == nil
 	}
-	fill := func() {
-		s.InFlight = st.parallel
-		s.Requests, s.Tokens = st.reqs.sum(sec), st.toks.sum(sec)
-		if l.RPM > 0 {
-			s.LimitRequests = int64(l.RPM)
-			s.RemainingRequests = max(int64(l.RPM)-st.reqs.sum(sec), 0)
-			s.ResetRequests = st.reqs.reset(now)
-		}
-		if l.TPM > 0 {
-			s.LimitTokens = int64(l.TPM)
-			s.RemainingTokens = max(int64(l.TPM)-st.toks.sum(sec), 0)
-			s.ResetTokens = st.toks.reset(now)
-		}
-		if l.BudgetUSD > 0 {
-			s.Spent, s.BudgetEnds = st.spent, PeriodEnd(l.BudgetPeriod, now)
-		}
-	}
 	switch {
 	case l.MaxParallel > 0 && st.parallel >= l.MaxParallel:
 		s.Refused, s.RetryAfter = Parallel, time.Second
@@ -244,7 +227,7 @@ func (k *Keeper) Admit(ctx context.Context, r Request) (*Ticket, Status) {
 		s.Refused, s.RetryAfter = Budget, PeriodEnd(l.BudgetPeriod, now).Sub(now)
 	}
 	if s.Refused != "" {
-		fill()
+		st.standing(&s, l, now)
 		return nil, s
 	}
 	st.parallel++
@@ -255,7 +238,7 @@ func (k *Keeper) Admit(ctx context.Context, r Request) (*Ticket, Status) {
 		t.cost = max(r.Cost, 0)
 		st.reserved += t.cost
 	}
-	fill()
+	st.standing(&s, l, now)
 	return t, s
 }
 
@@ -281,23 +264,29 @@ func (t *Ticket) Done(tokens int64, cost float64) {
 // Usage is a key's standing now, without counting a request.
 func (k *Keeper) Usage(id string, l keys.Limits) Status {
 	now := k.now()
-	sec := now.Unix()
 	k.mu.Lock()
 	st := k.keys[id]
 	k.mu.Unlock()
-	var s Status
 	if st == nil {
 		st = &state{}
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	var s Status
+	st.standing(&s, l, now)
+	return s
+}
+
+// standing fills s with the key's counts against l at now; st.mu is held.
+func (st *state) standing(s *Status, l keys.Limits, now time.Time) {
+	sec := now.Unix()
 	s.InFlight = st.parallel
 	s.Requests, s.Tokens = st.reqs.sum(sec), st.toks.sum(sec)
 	if l.RPM > 0 {
-		s.LimitRequests, s.RemainingRequests, s.ResetRequests = int64(l.RPM), max(int64(l.RPM)-st.reqs.sum(sec), 0), st.reqs.reset(now)
+		s.LimitRequests, s.RemainingRequests, s.ResetRequests = int64(l.RPM), max(int64(l.RPM)-s.Requests, 0), st.reqs.reset(now)
 	}
 	if l.TPM > 0 {
-		s.LimitTokens, s.RemainingTokens, s.ResetTokens = int64(l.TPM), max(int64(l.TPM)-st.toks.sum(sec), 0), st.toks.reset(now)
+		s.LimitTokens, s.RemainingTokens, s.ResetTokens = int64(l.TPM), max(int64(l.TPM)-s.Tokens, 0), st.toks.reset(now)
 	}
 	if l.BudgetUSD > 0 {
 		s.BudgetEnds = PeriodEnd(l.BudgetPeriod, now)
@@ -305,7 +294,6 @@ func (k *Keeper) Usage(id string, l keys.Limits) Status {
 			s.Spent = st.spent
 		}
 	}
-	return s
 }
 
 // Reset formats a wait the way OpenAI's x-ratelimit-reset-* headers do:

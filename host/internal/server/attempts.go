@@ -173,8 +173,7 @@ func (s *Server) serve(c *fiber.Ctx, r *request, body []byte, stream bool) (*try
 		plan = router.Plan(rt.Strategy, h.Candidates(rt.Targets), rand.Uint64())
 	}
 	if len(plan) == 0 {
-		e := apierror.New(fiber.StatusServiceUnavailable, "upstream_unavailable",
-			"Every provider of the model '"+r.model+"' is failing; the proxy rests them for a while. Retry later.")
+		e := allResting(r.model)
 		if until := h.RestingUntil(rt.Targets); !until.IsZero() {
 			e.RetryAfter = strconv.Itoa(max(1, int(time.Until(until).Seconds()+0.999)))
 		}
@@ -289,8 +288,7 @@ func (s *Server) serve(c *fiber.Ctx, r *request, body []byte, stream bool) (*try
 		return nil, e
 	}
 	if last.err == nil {
-		return nil, apierror.New(fiber.StatusServiceUnavailable, "upstream_unavailable",
-			"Every provider of the model '"+r.model+"' is failing; the proxy rests them for a while. Retry later.")
+		return nil, allResting(r.model)
 	}
 	return nil, last.err
 }
@@ -314,6 +312,12 @@ func (s *Server) admitProvider(p *router.Provider, body []byte) (*limits.Ticket,
 		return nil, max(st.RetryAfter, time.Second)
 	}
 	return t, 0
+}
+
+// allResting is the answer when every target of a route is resting.
+func allResting(model string) *apierror.Error {
+	return apierror.New(fiber.StatusServiceUnavailable, "upstream_unavailable",
+		"Every provider of the model '"+model+"' is failing; the proxy rests them for a while. Retry later.")
 }
 
 // attempt runs the request once on target t and waits until its answer

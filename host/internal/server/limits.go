@@ -32,10 +32,11 @@ func (s *Server) admit(c *fiber.Ctx, r *request, k *keys.Key, body []byte) *apie
 		return nil
 	}
 	prompt, completion := estimateTokens(body)
-	t, st := s.opts.Limits.Admit(context.Background(), limits.Request{
-		KeyID: k.ID, Limits: k.Limits, Tokens: prompt + completion,
-		Cost: s.opts.Prices.Cost(r.model, r.model, prompt, completion, 0),
-	})
+	req := limits.Request{KeyID: k.ID, Limits: k.Limits, Tokens: prompt + completion}
+	if k.BudgetUSD > 0 {
+		req.Cost = s.opts.Prices.Cost(r.model, r.model, prompt, completion, 0)
+	}
+	t, st := s.opts.Limits.Admit(context.Background(), req)
 	rateHeaders(c, st)
 	if st.Refused == "" {
 		r.ticket = t
