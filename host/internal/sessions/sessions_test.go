@@ -310,7 +310,12 @@ func TestThrottle(t *testing.T) {
 		t.Fatalf("another account: %v", err)
 	}
 	// A device token is for one account only, and cannot be forged.
-	if _, _, err := m.Login(ctx, "erin", "password1", "10.1.0.1", s.Device[:len(s.Device)-1]+"A"); !errors.As(err, &te) {
+	// One character in the middle changed (the last one may carry unused
+	// bits of the encoding, or already be the replacement).
+	forged := []byte(s.Device)
+	mid := len(forged) / 2
+	forged[mid] = map[bool]byte{true: 'B', false: 'A'}[forged[mid] == 'A']
+	if _, _, err := m.Login(ctx, "erin", "password1", "10.1.0.1", string(forged)); !errors.As(err, &te) {
 		t.Fatalf("a forged device token passed: %v", err)
 	}
 	if _, _, err := m.Login(ctx, "ghost", "wrong", "10.2.0.1", s.Device); !errors.Is(err, ErrBadLogin) {
