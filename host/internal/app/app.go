@@ -136,7 +136,7 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 		Store:  st,
 		Key:    key,
 		Live:   routes,
-		Routes: routeSpecs(cfg.Routes),
+		Routes: cfg.Routes,
 		Config: cfg.Providers,
 		ConfigSecret: func(pc config.ProviderConfig) string {
 			var keys []string
@@ -187,6 +187,7 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 		Requests:       requests,
 		Keys:           ks,
 		Providers:      pm,
+		Routes:         pm,
 		LogDB:          st.Reader(),
 		Prices:         prices(cfg.Prices),
 		Dashboard:      dashboard.Files(),
@@ -202,24 +203,6 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 	sets.apply()
 	return &App{cfg: cfg, log: log, Registry: reg, Server: srv, store: st, requests: requests, keys: ks, providers: pm, routes: routes, key: key, hub: events, settings: sets,
 		KeyUsageFlushEvery: DefaultKeyUsageFlushEvery}, nil
-}
-
-// routeSpecs turns the [[routes]] table into the router's terms; the
-// config was validated, so every strategy parses.
-func routeSpecs(rs []config.RouteConfig) []router.RouteSpec {
-	out := make([]router.RouteSpec, 0, len(rs))
-	for _, rc := range rs {
-		strategy, _ := router.ParseStrategy(rc.Strategy)
-		spec := router.RouteSpec{Model: rc.Model, Strategy: strategy, MaxAttempts: rc.MaxAttempts}
-		for _, t := range rc.Targets {
-			spec.Targets = append(spec.Targets, router.TargetSpec{Provider: t.Provider, Model: t.Model, Weight: t.Weight})
-		}
-		if f := rc.ContextWindowFallback; f != nil {
-			spec.ContextWindowFallback = &router.TargetSpec{Provider: f.Provider, Model: f.Model}
-		}
-		out = append(out, spec)
-	}
-	return out
 }
 
 // newProvider builds the request path's provider from its definition and

@@ -471,10 +471,10 @@ func TestRoutesAPI(t *testing.T) {
 	if status != 200 {
 		t.Fatalf("%d %s", status, b)
 	}
-	want := `{"data":[{"model":"smart","strategy":"weighted","max_attempts":3,"targets":[` +
-		`{"provider":"one","model":"gpt-4o-mini","weight":2,"health":{"target":"one/gpt-4o-mini","state":"closed","consecutive_failures":0,"error_rate":0,"outcomes":0,"ttfb_ms":0,"in_flight":0}},` +
-		`{"provider":"two","model":"gpt-4o-mini","weight":1,"health":{"target":"two/gpt-4o-mini","state":"closed","consecutive_failures":0,"error_rate":0,"outcomes":0,"ttfb_ms":0,"in_flight":0}}],` +
-		`"context_window_fallback":{"provider":"two","model":"gpt-4o-mini","weight":1,"health":{"target":"two/gpt-4o-mini","state":"closed","consecutive_failures":0,"error_rate":0,"outcomes":0,"ttfb_ms":0,"in_flight":0}}}],"object":"list"}`
+	want := `{"data":[{"model":"smart","source":"config","strategy":"weighted","max_attempts":0,"effective_max_attempts":3,"targets":[` +
+		`{"provider":"one","model":"gpt-4o-mini","weight":2,"served":true,"health":{"target":"one/gpt-4o-mini","state":"closed","consecutive_failures":0,"error_rate":0,"outcomes":0,"ttfb_ms":0,"in_flight":0}},` +
+		`{"provider":"two","model":"gpt-4o-mini","weight":1,"served":true,"health":{"target":"two/gpt-4o-mini","state":"closed","consecutive_failures":0,"error_rate":0,"outcomes":0,"ttfb_ms":0,"in_flight":0}}],` +
+		`"context_window_fallback":{"provider":"two","model":"gpt-4o-mini","weight":1,"served":true,"health":{"target":"two/gpt-4o-mini","state":"closed","consecutive_failures":0,"error_rate":0,"outcomes":0,"ttfb_ms":0,"in_flight":0}}}],"object":"list"}`
 	if string(b) != want {
 		t.Errorf("GET /api/routes =\n%s\nwant\n%s", b, want)
 	}
@@ -606,5 +606,106 @@ func TestProviderQuota(t *testing.T) {
 	}
 	if ok != 3 {
 		t.Fatalf("%d of 5 served at rpm 3", ok)
+	}
+}
+
+// TestRoutesAdminAPI: routes made, changed and deleted through the admin
+// API serve from the next request on, survive a restart, and every bad
+// request gets a 400, 404 or 409 naming its field.
+func TestRoutesAdminAPI(t *testing.T) {
+	var cfg *config.Config
+	p, ups := startRouted(t, upstreams{"one": {}, "two": {}}, []config.RouteConfig{
+		{Model: "smart", Targets: targets("one:gpt-4o-mini")},
+	}, func(c *config.Config) { cfg = c })
+
+	status, b := adminCall(t, p, "POST", "/api/routes",
+		`{"model":"team/fast","targets":[{"provider":"one","model":"gpt-4o-mini"},{"provider":"two","model":"gpt-4o-mini"}]}`)
+	if status != 201 {
+		t.Fatalf("create: %d %s", status, b)
+	}
+	var created struct {
+		Model, Source, Strategy string
+		MaxAttempts             int `json:"max_attempts"`
+		EffectiveMaxAttempts    int `json:"effective_max_attempts"`
+		Targets                 []struct {
+			Provider string
+			Weight   int
+			Served   bool
+		}
+		CreatedAt *time.Time `json:"created_at"`
+	}
+	if err := json.Unmarshal(b, &created); err != nil || created.Source != "database" || created.Strategy != "fallback" ||
+		created.MaxAttempts != 0 || created.EffectiveMaxAttempts != 3 || len(created.Targets) != 2 ||
+		!created.Targets[1].Served || created.Targets[1].Weight != 1 || created.CreatedAt == nil {
+		t.Fatalf("created: %s", b)
+	}
+	// Served at once, through the OpenAI SDK, and listed as a model.
+	if got, err := chatText(t, p, "team/fast", "hi"); err != nil || got == "" {
+		t.Fatalf("chat on the new route: %q %v", got, err)
+	}
+	if ups["one"].Chats() != 1 || ups["two"].Chats() != 0 {
+		t.Fatalf("served by one %d, two %d", ups["one"].Chats(), ups["two"].Chats())
+	}
+	if m, err := p.client(adminKey).Models.Get(context.Background(), "team/fast"); err != nil || m.OwnedBy != "llm-proxy" {
+		t.Fatalf("GET /v1/models/team/fast: %+v %v", m, err)
+	}
+	if status, b := adminCall(t, p, "GET", "/api/routes/team/fast", ""); status != 200 || !strings.Contains(string(b), `"model":"team/fast"`) {
+		t.Fatalf("get: %d %s", status, b)
+	}
+
+	// A change applies to the next request.
+	status, b = adminCall(t, p, "PATCH", "/api/routes/team/fast",
+		`{"targets":[{"provider":"two","model":"gpt-4o-mini"}],"context_window_fallback":{"provider":"one","model":"gpt-4o-mini"}}`)
+	if status != 200 || !strings.Contains(string(b), `"context_window_fallback":{"provider":"one"`) {
+		t.Fatalf("patch: %d %s", status, b)
+	}
+	if a := routedChat(t, p, "team/fast", true); a.status != 200 || a.provider != "two" {
+		t.Fatalf("after the patch: %+v", a)
+	}
+
+	for _, c := range []struct {
+		what, method, path, body string
+		status                   int
+		code, param              string
+	}{
+		{"unknown provider", "POST", "/api/routes", `{"model":"x","targets":[{"provider":"nobody","model":"m"}]}`, 400, "invalid_route", "targets[0].provider"},
+		{"bad strategy", "POST", "/api/routes", `{"model":"x","strategy":"random","targets":[{"provider":"one","model":"m"}]}`, 400, "invalid_route", "strategy"},
+		{"no targets", "POST", "/api/routes", `{"model":"x","targets":[]}`, 400, "invalid_route", "targets"},
+		{"negative weight", "POST", "/api/routes", `{"model":"x","targets":[{"provider":"one","model":"m","weight":-2}]}`, 400, "invalid_route", "targets[0].weight"},
+		{"weight a string", "POST", "/api/routes", `{"model":"x","targets":[{"provider":"one","model":"m","weight":"2"}]}`, 400, "invalid_route", "targets.weight"},
+		{"unknown field", "POST", "/api/routes", `{"model":"x","targets":[{"provider":"one","model":"m"}],"retries":2}`, 400, "invalid_route", "retries"},
+		{"not JSON", "POST", "/api/routes", `{"model":`, 400, "invalid_json", ""},
+		{"taken", "POST", "/api/routes", `{"model":"team/fast","targets":[{"provider":"one","model":"m"}]}`, 409, "route_exists", "model"},
+		{"a config route's name", "POST", "/api/routes", `{"model":"smart","targets":[{"provider":"one","model":"m"}]}`, 409, "route_exists", "model"},
+		{"change a config route", "PATCH", "/api/routes/smart", `{"strategy":"weighted"}`, 409, "route_read_only", ""},
+		{"delete a config route", "DELETE", "/api/routes/smart", ``, 409, "route_read_only", ""},
+		{"rename", "PATCH", "/api/routes/team/fast", `{"model":"other"}`, 400, "invalid_route", "model"},
+		{"unknown fallback field", "PATCH", "/api/routes/team/fast", `{"context_window_fallback":{"provider":"one","model":"m","x":1}}`, 400, "invalid_route", "x"},
+		{"patch unknown", "PATCH", "/api/routes/nope", `{}`, 404, "route_not_found", ""},
+		{"delete unknown", "DELETE", "/api/routes/nope", ``, 404, "route_not_found", ""},
+	} {
+		status, body := adminCall(t, p, c.method, c.path, c.body)
+		expectAPIError(t, c.what, status, body, c.status, c.code, c.param)
+	}
+	if a := routedChat(t, p, "team/fast", false); a.status != 200 || a.provider != "two" {
+		t.Fatalf("a refused patch changed the route: %+v", a)
+	}
+
+	// The route outlives a restart.
+	p.Stop()
+	p = startOn(t, cfg, p.Upstream)
+	if a := routedChat(t, p, "team/fast", false); a.status != 200 || a.provider != "two" {
+		t.Fatalf("after a restart: %+v", a)
+	}
+	status, b = adminCall(t, p, "DELETE", "/api/routes/team/fast", "")
+	if status != 200 {
+		t.Fatalf("delete: %d %s", status, b)
+	}
+	if a := routedChat(t, p, "team/fast", false); a.status != 404 || a.code != "model_not_found" {
+		t.Fatalf("after delete: %+v", a)
+	}
+	status, b = adminCall(t, p, "GET", "/api/routes", "")
+	if status != 200 || strings.Contains(string(b), "team/fast") || !strings.Contains(string(b), `"model":"smart","source":"config"`) {
+		t.Fatalf("list after delete: %d %s", status, b)
 	}
 }

@@ -194,44 +194,54 @@ func validateRouting(ps *Problems, r RoutingConfig) {
 	positiveDuration(ps, "routing.breaker.cooldown", b.Cooldown)
 }
 
+// ValidateRoute checks one route by the rules a [[routes]] block of the
+// config file follows, with keys relative to the route ("model",
+// "targets[0].provider"), or returns nil. Routes managed through the admin
+// API are checked with it.
+func ValidateRoute(r RouteConfig) Problems {
+	var ps Problems
+	validateRoute(&ps, "", r)
+	return ps
+}
+
 func validateRoute(ps *Problems, key string, r RouteConfig) {
 	switch {
 	case r.Model == "":
-		ps.add(key+".model", "required: the model name clients ask for")
+		ps.add(joinKey(key, "model"), "required: the model name clients ask for")
 	case !abi.ValidModel(r.Model):
-		ps.add(key+".model", "%q is not a model name: use at most %d %s", r.Model, abi.MaxModelLen, abi.ModelNameRule)
+		ps.add(joinKey(key, "model"), "%q is not a model name: use at most %d %s", r.Model, abi.MaxModelLen, abi.ModelNameRule)
 	}
 	if _, ok := router.ParseStrategy(r.Strategy); !ok {
-		ps.add(key+".strategy", "must be one of %s, got %q", strings.Join(router.Strategies, ", "), r.Strategy)
+		ps.add(joinKey(key, "strategy"), "must be one of %s, got %q", strings.Join(router.Strategies, ", "), r.Strategy)
 	}
 	if len(r.Targets) == 0 {
-		ps.add(key+".targets", "must list at least one target, such as { provider = \"openai\", model = \"gpt-4o-mini\" }")
+		ps.add(joinKey(key, "targets"), "must list at least one target, such as { provider = \"openai\", model = \"gpt-4o-mini\" }")
 	}
 	for i, t := range r.Targets {
-		validateTarget(ps, indexKey(key+".targets", i), t)
+		validateTarget(ps, indexKey(joinKey(key, "targets"), i), t)
 	}
 	if r.MaxAttempts < 0 || r.MaxAttempts > MaxAttempts {
-		ps.add(key+".max_attempts", "must be between 1 and %d, or 0 for [routing] max_attempts, got %d", MaxAttempts, r.MaxAttempts)
+		ps.add(joinKey(key, "max_attempts"), "must be between 1 and %d, or 0 for [routing] max_attempts, got %d", MaxAttempts, r.MaxAttempts)
 	}
 	if f := r.ContextWindowFallback; f != nil {
-		validateTarget(ps, key+".context_window_fallback", *f)
+		validateTarget(ps, joinKey(key, "context_window_fallback"), *f)
 	}
 }
 
 func validateTarget(ps *Problems, key string, t RouteTarget) {
 	if t.Provider == "" {
-		ps.add(key+".provider", "required: the name of a provider")
+		ps.add(joinKey(key, "provider"), "required: the name of a provider")
 	} else if !providerNameRe.MatchString(t.Provider) {
-		ps.add(key+".provider", "must match [a-z0-9][a-z0-9._-]*, got %q", t.Provider)
+		ps.add(joinKey(key, "provider"), "must match [a-z0-9][a-z0-9._-]*, got %q", t.Provider)
 	}
 	switch {
 	case t.Model == "":
-		ps.add(key+".model", "required: the model name sent to the provider")
+		ps.add(joinKey(key, "model"), "required: the model name sent to the provider")
 	case !abi.ValidModel(t.Model):
-		ps.add(key+".model", "%q is not a model name: use at most %d %s", t.Model, abi.MaxModelLen, abi.ModelNameRule)
+		ps.add(joinKey(key, "model"), "%q is not a model name: use at most %d %s", t.Model, abi.MaxModelLen, abi.ModelNameRule)
 	}
 	if t.Weight < 0 || t.Weight > 1_000_000 {
-		ps.add(key+".weight", "must be between 1 and 1000000 (0 or unset means 1), got %d", t.Weight)
+		ps.add(joinKey(key, "weight"), "must be between 1 and 1000000 (0 or unset means 1), got %d", t.Weight)
 	}
 }
 

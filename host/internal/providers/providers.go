@@ -1,5 +1,6 @@
-// Package providers keeps the list of providers LLM Proxy routes to and
-// turns every change of it into a new router at once.
+// Package providers keeps the list of providers LLM Proxy routes to, and
+// the routes over them, and turns every change of either into a new router
+// at once.
 //
 // Providers come from two places:
 //
@@ -59,9 +60,18 @@ var (
 
 // InvalidError is a provider definition that breaks the rules. Each
 // problem's Key names the JSON field ("base_url", "models[1]").
-type InvalidError struct{ Problems config.Problems }
+type InvalidError struct {
+	Problems config.Problems
+	// Route is set when a route is invalid, not a provider.
+	Route bool
+}
 
-func (e *InvalidError) Error() string { return "invalid provider: " + e.Problems.Error() }
+func (e *InvalidError) Error() string {
+	if e.Route {
+		return "invalid route: " + e.Problems.Error()
+	}
+	return "invalid provider: " + e.Problems.Error()
+}
 
 func invalid(field, format string, args ...any) *InvalidError {
 	return &InvalidError{Problems: config.Problems{{Key: field, Msg: fmt.Sprintf(format, args...)}}}
@@ -223,8 +233,10 @@ type Options struct {
 	Key *secrets.Key
 	// Live receives every new router.
 	Live *router.Live
-	// Routes are the configured routes each router is built with.
-	Routes []router.RouteSpec
+	// Routes are the [[routes]] of the config file (validated), fixed
+	// for the life of the process; routes stored in the database follow
+	// them.
+	Routes []config.RouteConfig
 	// Config lists the providers of the config file, in order.
 	Config []config.ProviderConfig
 	// ConfigSecret returns a config provider's secret (from the variable
@@ -263,8 +275,9 @@ type dbEntry struct {
 }
 
 type state struct {
-	db   []*dbEntry
-	mark string // the table's fingerprint at load
+	db     []*dbEntry
+	routes []store.Route // the database routes
+	mark   string        // the two tables' fingerprints at load
 }
 
 // Open builds the config providers, loads the database ones and stores
@@ -533,6 +546,11 @@ func (m *Manager) Refresh(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	routesMark, err := m.o.Store.RoutesMark(ctx)
+	if err != nil {
+		return err
+	}
+	mark += " " + routesMark
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if mark == m.state.Load().mark {
@@ -560,11 +578,15 @@ func (m *Manager) reload(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	routes, routesMark, err := m.o.Store.ListRoutes(ctx)
+	if err != nil {
+		return err
+	}
 	old := make(map[string]*dbEntry)
 	for _, e := range m.state.Load().db {
 		old[e.row.ID] = e
 	}
-	next := &state{db: make([]*dbEntry, 0, len(rows)), mark: mark}
+	next := &state{db: make([]*dbEntry, 0, len(rows)), routes: routes, mark: mark + " " + routesMark}
 	for _, row := range rows {
 		if e := old[row.ID]; e != nil && e.row.UpdatedAt == row.UpdatedAt && e.row.Name == row.Name &&
 			bytes.Equal(e.row.SecretSealed, row.SecretSealed) {
@@ -582,7 +604,7 @@ func (m *Manager) reload(ctx context.Context) error {
 			served = append(served, e.built)
 		}
 	}
-	m.o.Live.Store(router.New(served, m.o.Routes))
+	m.o.Live.Store(router.New(served, m.routeSpecs(routes)))
 	m.state.Store(next)
 	return nil
 }

@@ -33,7 +33,6 @@ const providerTestTimeout = 10 * time.Second
 
 func (s *Server) providerRoutes(api fiber.Router) {
 	api.Get("/providers", s.listProviders)
-	api.Get("/routes", s.listRoutes)
 	api.Post("/providers", s.createProvider)
 	api.Get("/providers/:name", s.getProvider)
 	api.Patch("/providers/:name", s.updateProvider)
@@ -210,6 +209,14 @@ func jsonKind(field, goType string) string {
 	case "[]string":
 		return "an array of strings"
 	case "map[string]interface {}":
+		return "an object"
+	case "int":
+		return "a whole number"
+	}
+	switch {
+	case strings.HasPrefix(goType, "[]"):
+		return "an array"
+	case strings.Contains(goType, "."):
 		return "an object"
 	}
 	return "a " + goType

@@ -81,6 +81,8 @@ type Options struct {
 	Hub *hub.Hub
 	// Providers answers /api/providers; optional.
 	Providers Providers
+	// Routes answers /api/routes; optional.
+	Routes Routes
 	// Dashboard is the web console's files, served at "/"; optional.
 	Dashboard fs.FS
 	// LogDB answers /api/logs and /api/usage (a read-only pool); optional.
@@ -223,6 +225,9 @@ func New(o Options) *Server {
 	}
 	if o.Providers != nil {
 		s.providerRoutes(api)
+	}
+	if o.Routes != nil {
+		s.routeRoutes(api)
 	}
 	if o.Dashboard != nil {
 		s.dashboardRoutes()
