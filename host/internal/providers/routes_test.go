@@ -187,4 +187,3 @@ func TestRouteHiddenByConfig(t *testing.T) {
 		t.Fatalf("get: %+v %v", got, err)
 	}
 }
-
