@@ -15,6 +15,7 @@ const routes = [
   { path: '/usage', page: 'usage', nav: 'Usage and cost' },
   { path: '/keys', page: 'keys', nav: 'Keys' },
   { path: '/providers', page: 'providers', nav: 'Providers' },
+  { path: '/routes', page: 'routes', nav: 'Routes' },
   { path: '/plugins', page: 'plugins', nav: 'Plugins' },
   { path: '/users', page: 'users', nav: 'Users' },
   { path: '/settings', page: 'settings', nav: 'Settings' },

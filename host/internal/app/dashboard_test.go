@@ -288,7 +288,7 @@ func TestDashboardBrowser(t *testing.T) {
 			return strings.Count(string(b), `"id":"req_`) >= 4
 		})
 
-		pages := []string{"/overview", "/live", "/logs", "/usage", "/keys", "/providers", "/plugins", "/users", "/settings"}
+		pages := []string{"/overview", "/live", "/logs", "/usage", "/keys", "/providers", "/routes", "/plugins", "/users", "/settings"}
 		for _, path := range pages {
 			tb.visit(path)
 			tb.wait("title", `document.title.endsWith("LLM Proxy") && document.querySelector("nav a[aria-current=page]").getAttribute("href") === `+strconv.Quote(path))
@@ -508,6 +508,52 @@ func TestDashboardBrowser(t *testing.T) {
 		tb.visit("/providers")
 		tb.wait("keys listed", `(() => { const s = document.querySelector('section[data-provider="twokeys"]'); return !!s && s.querySelectorAll('li[data-key-index]').length === 2 && s.querySelector('li[data-key-index="1"]').innerText.includes("resting"); })()`)
 		tb.shot("two-keys")
+	})
+
+	t.Run("a route made in the page serves, changes and goes", func(t *testing.T) {
+		tb := openTab(t, p)
+		tb.login("alice", "alice password")
+		tb.visit("/routes")
+		tb.do("fill the form",
+			chromedp.Click(chromedp.CSS(`.pagehead button.primary`)),
+			chromedp.WaitVisible(chromedp.ID("route-model")),
+			chromedp.SendKeys(chromedp.ID("route-model"), "team/browser"),
+			chromedp.SetValue(chromedp.ID("route-t0-provider"), "demo"),
+			chromedp.SendKeys(chromedp.ID("route-t0-model"), "demo-echo"),
+			chromedp.Click(chromedp.ID("route-add-target")),
+			chromedp.SetValue(chromedp.ID("route-t1-provider"), "fake"),
+			chromedp.SendKeys(chromedp.ID("route-t1-model"), "gpt-4o-mini"),
+		)
+		tb.shot("route-form")
+		tb.do("send it", chromedp.Click(chromedp.CSS(`form[aria-labelledby=route-form-title] button[type=submit]`)))
+		card := `section[data-route="team/browser"]`
+		tb.wait("added", `!!document.querySelector('`+card+` li[data-target="demo/demo-echo"]') && !!document.querySelector('`+card+` li[data-target="fake/gpt-4o-mini"]')`)
+		if got, err := chatText(t, p, "team/browser", "via the route"); err != nil || got != "You said: via the route" {
+			t.Fatalf("chat on the route: %q %v", got, err)
+		}
+		// Change: the fake upstream first, weighted.
+		tb.do("change it",
+			chromedp.Click(chromedp.CSS(card+` .actions button:not(.danger)`)),
+			chromedp.WaitVisible(chromedp.ID("route-strategy")),
+			chromedp.SetValue(chromedp.ID("route-strategy"), "weighted"),
+			chromedp.SetValue(chromedp.ID("route-t0-weight"), "0"),
+		)
+		tb.eval(`document.querySelector('#route-targets li:first-child button').click(); ""`)
+		tb.do("save", chromedp.Click(chromedp.CSS(`form[aria-labelledby=route-form-title] button[type=submit]`)))
+		tb.wait("changed", `!document.querySelector('`+card+` li[data-target="demo/demo-echo"]') && document.querySelector('`+card+`').innerText.includes("weighted")`)
+		tb.shot("route-changed")
+		if a := routedChat(t, p, "team/browser", false); a.status != 200 || a.provider != "fake" {
+			t.Fatalf("after the change: %+v", a)
+		}
+		tb.do("remove it",
+			chromedp.Click(chromedp.CSS(card+` button.danger`)),
+			chromedp.WaitVisible(chromedp.CSS(`dialog[open] button[value=yes]`)),
+			chromedp.Click(chromedp.CSS(`dialog[open] button[value=yes]`)),
+		)
+		tb.wait("removed", `!document.querySelector('`+card+`')`)
+		if a := routedChat(t, p, "team/browser", false); a.status != 404 {
+			t.Fatalf("after removal: %+v", a)
+		}
 	})
 
 	t.Run("a key made in the page works until revoked in the page", func(t *testing.T) {
