@@ -20,6 +20,7 @@ function keyText(p) {
       const st = states[i] || {};
       return h('li', { 'data-key-index': String(i) },
         x.hint ? `ending ${x.hint.replace(/^…/, '')}` : `key ${i + 1}`,
+        st.weight > 1 || (p.api_key_weights || []).length ? ` · weight ${fmt.int(st.weight || (p.api_key_weights || [])[i] || 1)}` : '',
         st.requests != null ? ` · ${fmt.int(st.requests)} requests, ${fmt.int(st.refused || 0)} refused` : '',
         st.resting_until ? [' · ', badge('resting', 'warn'), ` until ${fmt.dateTime(st.resting_until)}`] : '');
     }));
@@ -58,6 +59,7 @@ export async function render(view) {
     // rests while the others serve. The textarea masks its text with CSS
     // (.secretbox) and is cleared as soon as the form is sent.
     const key = h('textarea', { name: 'api_key', id: 'prov-key', rows: '2', autocomplete: 'off', spellcheck: 'false', class: 'secretbox', placeholder: editing ? 'unchanged' : 'one key per line' });
+    const weights = h('input', { name: 'api_key_weights', id: 'prov-weights', value: (v.api_key_weights || []).join(', '), placeholder: 'equal turns', inputmode: 'numeric' });
     const clearKey = editing && v.api_key && v.api_key.set ? h('input', { type: 'checkbox', name: 'clear_key', id: 'prov-clear' }) : null;
     const priv = h('input', { type: 'checkbox', name: 'allow_private_network', id: 'prov-private', checked: v.allow_private_network });
     const images = h('input', { type: 'checkbox', name: 'allow_image_fetch', id: 'prov-images', checked: v.allow_image_fetch });
@@ -74,6 +76,7 @@ export async function render(view) {
       field('Base URL', base, 'https://, or http:// with private network allowed.'),
       field('Models', models, 'Comma-separated; requests for these models go to this provider.'),
       field('API keys', key, editing ? 'Leave empty to keep the stored keys. Several, one per line, take turns.' : 'Stored encrypted; never shown again, never given to the plugin. Several, one per line, take turns; one the upstream rate-limits rests while the others serve.'),
+      field('Key weights', weights, 'Comma-separated, one per key in order: 3, 1 sends three requests with the first key for one with the second. Empty for equal turns.'),
       clearKey ? h('label', { class: 'inline' }, clearKey, 'Remove the stored key') : null,
       h('label', { class: 'inline' }, priv, 'Allow private and loopback addresses (Ollama, vLLM on your network)'),
       h('label', { class: 'inline' }, images, 'Fetch images that requests link to (public addresses only; for plugins such as gemini that send images inline)'),
@@ -91,6 +94,9 @@ export async function render(view) {
       if (keys.length === 1) body.api_key = keys[0];
       else if (keys.length > 1) body.api_keys = keys;
       else if (clearKey && clearKey.checked) body.api_key = '';
+      // Weights go with new keys, or alone when they changed.
+      const ws = list(weights.value).map(Number);
+      if (keys.length || ws.join(',') !== (v.api_key_weights || []).join(',')) body.api_key_weights = ws;
       busy(submit, async () => {
         try {
           if (editing) await api(`/api/providers/${encodeURIComponent(v.name)}`, { method: 'PATCH', body });

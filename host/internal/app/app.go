@@ -223,7 +223,7 @@ func newProvider(pc config.ProviderConfig, secret string, reg *plugin.Registry) 
 	}
 	d := newAuthDoer(pc.Plugin, reg, pc.AllowImageFetch, egress.Options{
 		BaseURL: pc.BaseURL, ExtraHosts: pc.ExtraHosts, AllowPrivateNetwork: pc.AllowPrivateNetwork,
-	}, secret)
+	}, secret, pc.APIKeyWeights)
 	return &router.Provider{Name: pc.Name, Plugin: pc.Plugin, Models: pc.Models, Egress: d, GuestConfig: guest,
 		Quota: router.Quota{RPM: pc.RPM, TPM: pc.TPM, MaxParallel: pc.MaxParallel}}, nil
 }

@@ -19,7 +19,8 @@ import (
 // manifest of the plugin serving it declares, looked up per request: the
 // plugin may be replaced by a version that authenticates differently.
 //
-// A provider with several keys sends its requests to them in turn. A key
+// A provider with several keys sends its requests to them in turn, each
+// key as many times in a cycle as its weight (api_key_weights). A key
 // the upstream answers 429 rests for the answer's Retry-After (or
 // keyRest), one it refuses (401, 403) for keyRefusedRest, and the request
 // goes at once to the next key that is not resting: the plugin sees the
@@ -30,7 +31,7 @@ type authDoer struct {
 	images bool // allow_image_fetch
 	opts   egress.Options
 	keys   []*upstreamKey // empty: no credentials
-	next   atomic.Uint64  // round-robin position
+	next   atomic.Uint64  // position in the cycle of turns
 	now    func() time.Time
 
 	mu      sync.Mutex
@@ -40,6 +41,7 @@ type authDoer struct {
 // upstreamKey is one of a provider's keys and its state.
 type upstreamKey struct {
 	secret    string
+	weight    uint64 // turns per cycle, at least 1
 	restUntil atomic.Int64 // Unix ms
 	requests  atomic.Int64
 	refused   atomic.Int64 // 429, 401 and 403 answers
@@ -57,13 +59,21 @@ const (
 	maxKeyRest     = time.Hour
 )
 
-func newAuthDoer(pluginName string, reg *plugin.Registry, images bool, opts egress.Options, secret string) *authDoer {
+// newAuthDoer serves a provider whose keys are joined in secret; weights,
+// when there is one per key, give each its share (otherwise they take
+// equal turns).
+func newAuthDoer(pluginName string, reg *plugin.Registry, images bool, opts egress.Options, secret string, weights []int) *authDoer {
 	d := &authDoer{plugin: pluginName, reg: reg, images: images, opts: opts, now: time.Now,
 		clients: map[clientKey]*egress.Client{}}
 	d.opts.Secret = ""
 	if secret != "" {
-		for _, s := range strings.Split(secret, providers.SecretSep) {
-			d.keys = append(d.keys, &upstreamKey{secret: s})
+		parts := strings.Split(secret, providers.SecretSep)
+		for i, s := range parts {
+			k := &upstreamKey{secret: s, weight: 1}
+			if len(weights) == len(parts) && weights[i] > 1 {
+				k.weight = uint64(weights[i])
+			}
+			d.keys = append(d.keys, k)
 		}
 	}
 	return d
@@ -120,8 +130,8 @@ func (d *authDoer) Do(req *http.Request) (*http.Response, error) {
 }
 
 // pick chooses the next key in turn among those neither resting nor
-// tried, so that they share the traffic evenly; when every untried key
-// rests, the one whose rest ends first.
+// tried, so that they share the traffic by their weights; when every
+// untried key rests, the one whose rest ends first.
 func (d *authDoer) pick(tried []bool) int {
 	now := d.now().UnixMilli()
 	var freeBuf [8]int
@@ -137,10 +147,22 @@ func (d *authDoer) pick(tried []bool) int {
 			best = i
 		}
 	}
-	if len(free) > 0 {
-		return free[int(d.next.Add(1)%uint64(len(free)))]
+	if len(free) == 0 {
+		return best
 	}
-	return best
+	var total uint64
+	for _, i := range free {
+		total += d.keys[i].weight
+	}
+	n := d.next.Add(1) % total
+	for _, i := range free {
+		if w := d.keys[i].weight; n >= w {
+			n -= w
+		} else {
+			return i
+		}
+	}
+	return free[len(free)-1] // not reached: n < total
 }
 
 // anyFree reports whether an untried key is not resting.
@@ -180,7 +202,7 @@ func (d *authDoer) KeyStates() []router.KeyState {
 	now := d.now().UnixMilli()
 	out := make([]router.KeyState, len(d.keys))
 	for i, k := range d.keys {
-		out[i] = router.KeyState{Requests: k.requests.Load(), Refused: k.refused.Load()}
+		out[i] = router.KeyState{Weight: int(k.weight), Requests: k.requests.Load(), Refused: k.refused.Load()}
 		if u := k.restUntil.Load(); u > now {
 			t := time.UnixMilli(u).UTC()
 			out[i].RestingUntil = &t

@@ -11,7 +11,7 @@ import (
 func TestKeyRotationAndRest(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	d := newAuthDoer("p", nil, false, egress.Options{BaseURL: "http://127.0.0.1", AllowPrivateNetwork: true}, "a\nb\nc")
+	d := newAuthDoer("p", nil, false, egress.Options{BaseURL: "http://127.0.0.1", AllowPrivateNetwork: true}, "a\nb\nc", nil)
 	d.now = func() time.Time { return now }
 	if len(d.keys) != 3 || d.keys[1].secret != "b" {
 		t.Fatalf("keys %+v", d.keys)
@@ -56,5 +56,38 @@ func TestKeyRotationAndRest(t *testing.T) {
 	}
 	if states := d.KeyStates(); states[0].RestingUntil == nil || states[2].RestingUntil != nil || states[0].Refused != 1 {
 		t.Errorf("states %+v", states)
+	}
+}
+
+// TestKeyWeights: each key's share of the picks is its weight, among the
+// keys that are not resting; weights that are not one per key are
+// ignored.
+func TestKeyWeights(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	d := newAuthDoer("p", nil, false, egress.Options{BaseURL: "http://127.0.0.1", AllowPrivateNetwork: true}, "a\nb\nc", []int{5, 1, 2})
+	d.now = func() time.Time { return now }
+	seen := map[int]int{}
+	for range 800 {
+		seen[d.pick(make([]bool, 3))]++
+	}
+	if seen[0] != 500 || seen[1] != 100 || seen[2] != 200 {
+		t.Fatalf("picks %v, want 500 100 200", seen)
+	}
+	// Key 0 rests: the others share by their weights.
+	d.keys[0].restUntil.Store(now.Add(time.Minute).UnixMilli())
+	clear(seen)
+	for range 300 {
+		seen[d.pick(make([]bool, 3))]++
+	}
+	if seen[0] != 0 || seen[1] != 100 || seen[2] != 200 {
+		t.Fatalf("picks with key 0 resting %v, want 0 100 200", seen)
+	}
+	if st := d.KeyStates(); st[0].Weight != 5 || st[2].Weight != 2 {
+		t.Fatalf("states %+v", st)
+	}
+	mismatched := newAuthDoer("p", nil, false, egress.Options{BaseURL: "http://127.0.0.1", AllowPrivateNetwork: true}, "a\nb", []int{9})
+	if mismatched.keys[0].weight != 1 || mismatched.keys[1].weight != 1 {
+		t.Fatal("weights that are not one per key were used")
 	}
 }

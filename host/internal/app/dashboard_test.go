@@ -496,6 +496,7 @@ func TestDashboardBrowser(t *testing.T) {
 			chromedp.SetValue(chromedp.ID("prov-base"), p.Upstream.URL),
 			chromedp.SetValue(chromedp.ID("prov-models"), "gpt-4o-mini"),
 			chromedp.SetValue(chromedp.ID("prov-key"), upstreamKey+"\nsk-wrong-key-for-the-test-9f31"),
+			chromedp.SetValue(chromedp.ID("prov-weights"), "2, 1"),
 			chromedp.Click(chromedp.ID("prov-private")),
 			chromedp.Click(chromedp.CSS(`form button[type=submit]`)),
 		)
@@ -506,7 +507,7 @@ func TestDashboardBrowser(t *testing.T) {
 			}
 		}
 		tb.visit("/providers")
-		tb.wait("keys listed", `(() => { const s = document.querySelector('section[data-provider="twokeys"]'); return !!s && s.querySelectorAll('li[data-key-index]').length === 2 && s.querySelector('li[data-key-index="1"]').innerText.includes("resting"); })()`)
+		tb.wait("keys listed", `(() => { const s = document.querySelector('section[data-provider="twokeys"]'); return !!s && s.querySelectorAll('li[data-key-index]').length === 2 && s.querySelector('li[data-key-index="1"]').innerText.includes("resting") && s.querySelector('li[data-key-index="0"]').innerText.includes("weight 2"); })()`)
 		tb.shot("two-keys")
 	})
 

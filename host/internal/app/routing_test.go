@@ -709,3 +709,70 @@ func TestRoutesAdminAPI(t *testing.T) {
 		t.Fatalf("list after delete: %d %s", status, b)
 	}
 }
+
+// TestProviderKeyWeights: keys with weights 3 and 1 share the requests
+// three to one, exactly; new keys without weights take equal turns; a
+// weight list that is not one per key, or a weight out of range, is a 400
+// naming the field.
+func TestProviderKeyWeights(t *testing.T) {
+	const k1, k2 = "sk-weighed-one-0001", "sk-weighed-two-0002"
+	up, err := fakeupstream.Start(fakeupstream.Options{APIKey: k1, ExtraKeys: []string{k2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(up.Close)
+	p := startProxy(t, func(c *config.Config) { c.Log.Level = "warn" })
+	body := fmt.Sprintf(`{"name":"weighed","plugin":"openai","base_url":%q,"models":["gpt-4o-mini"],"allow_private_network":true,"api_keys":[%q,%q],"api_key_weights":[3,1]}`,
+		up.URL, k1, k2)
+	status, b := adminCall(t, p, "POST", "/api/providers", body)
+	if status != 201 || !strings.Contains(string(b), `"api_key_weights":[3,1]`) {
+		t.Fatalf("create: %d %s", status, b)
+	}
+	send := func(n int) {
+		t.Helper()
+		for i := range n {
+			if a := routedChat(t, p, "weighed/gpt-4o-mini", i%2 == 0); a.status != 200 {
+				t.Fatalf("request %d: %+v", i, a)
+			}
+		}
+	}
+	send(40)
+	if one, two := up.RequestsWithKey(k1), up.RequestsWithKey(k2); one != 30 || two != 10 {
+		t.Errorf("requests per key: %d and %d, want 30 and 10", one, two)
+	}
+	_, b = adminCall(t, p, "GET", "/api/providers", "")
+	if !strings.Contains(string(b), `"key_states":[{"weight":3,"requests":30,"refused":0},{"weight":1,"requests":10,"refused":0}]`) {
+		t.Errorf("key states: %s", b)
+	}
+
+	for _, c := range []struct {
+		what, method, path, body string
+		param                    string
+	}{
+		{"fewer weights than keys", "POST", "/api/providers", fmt.Sprintf(`{"name":"w2","plugin":"openai","base_url":%q,"models":["m"],"allow_private_network":true,"api_keys":["a-key-1","a-key-2"],"api_key_weights":[1]}`, up.URL), "api_key_weights"},
+		{"weights without keys", "POST", "/api/providers", fmt.Sprintf(`{"name":"w3","plugin":"openai","base_url":%q,"models":["m"],"allow_private_network":true,"api_key_weights":[1]}`, up.URL), "api_key_weights"},
+		{"weight 0", "PATCH", "/api/providers/weighed", `{"api_key_weights":[0,1]}`, "api_key_weights[0]"},
+		{"weight too large", "PATCH", "/api/providers/weighed", `{"api_key_weights":[1,1001]}`, "api_key_weights[1]"},
+		{"patch more weights than keys", "PATCH", "/api/providers/weighed", `{"api_key_weights":[1,1,1]}`, "api_key_weights"},
+	} {
+		status, body := adminCall(t, p, c.method, c.path, c.body)
+		expectAPIError(t, c.what, status, body, 400, "invalid_provider", c.param)
+	}
+
+	// New weights alone apply to the next request.
+	if status, b := adminCall(t, p, "PATCH", "/api/providers/weighed", `{"api_key_weights":[1,4]}`); status != 200 || !strings.Contains(string(b), `"api_key_weights":[1,4]`) {
+		t.Fatalf("patch weights: %d %s", status, b)
+	}
+	send(50)
+	if one, two := up.RequestsWithKey(k1), up.RequestsWithKey(k2); one != 40 || two != 50 {
+		t.Errorf("after new weights, requests per key: %d and %d, want 40 and 50", one, two)
+	}
+	// New keys without weights take equal turns.
+	if status, b := adminCall(t, p, "PATCH", "/api/providers/weighed", fmt.Sprintf(`{"api_keys":[%q,%q]}`, k2, k1)); status != 200 || !strings.Contains(string(b), `"api_key_weights":[]`) {
+		t.Fatalf("patch keys: %d %s", status, b)
+	}
+	send(20)
+	if one, two := up.RequestsWithKey(k1), up.RequestsWithKey(k2); one != 50 || two != 60 {
+		t.Errorf("after new keys, requests per key: %d and %d, want 50 and 60", one, two)
+	}
+}

@@ -348,6 +348,11 @@ type ProviderConfig struct {
 	// a key the upstream answers 429 (or 401/403) rests while the others
 	// serve. Default: none.
 	APIKeyEnvs []string `koanf:"api_key_envs"`
+	// APIKeyWeights gives each key (api_key_env's first, then
+	// api_key_envs') a share of the requests, from 1 to 1000: [3, 1] sends
+	// three requests with the first key for one with the second. Default:
+	// none (equal turns).
+	APIKeyWeights []int `koanf:"api_key_weights"`
 	// Models lists the model names this provider serves; at least one is
 	// required. No default.
 	Models []string `koanf:"models"`

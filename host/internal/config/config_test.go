@@ -369,6 +369,12 @@ max_attempts = 11
 			exact: true,
 		},
 		{
+			name:  "api_key_weights not one per key",
+			toml:  provider + "api_key_envs = [\"SECOND_KEY\"]\napi_key_weights = [2, 0, 1]\n",
+			want:  []want{{"providers[0].api_key_weights[1]", "between 1 and 1000"}, {"providers[0].api_key_weights", "one weight per key (api_key_env, then api_key_envs): 2 keys, 3 weights"}},
+			exact: true,
+		},
+		{
 			name:  "typo key",
 			toml:  "[server]\nlisen = \"127.0.0.1:1\"\n",
 			want:  []want{{"server.lisen", `unknown key (did you mean "listen"?)`}},

@@ -167,6 +167,9 @@ func (c *Config) problems() Problems {
 	return ps
 }
 
+// MaxKeyWeight is the largest weight of a provider's key.
+const MaxKeyWeight = 1000
+
 // MaxAttempts is the largest number of attempts a request may make.
 const MaxAttempts = 10
 
@@ -390,6 +393,18 @@ func validateProvider(ps *Problems, key string, p ProviderConfig) {
 		if !envNameRe.MatchString(e) {
 			ps.add(indexKey(joinKey(key, "api_key_envs"), i), "must be a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*), got %q", e)
 		}
+	}
+	for i, w := range p.APIKeyWeights {
+		if w < 1 || w > MaxKeyWeight {
+			ps.add(indexKey(joinKey(key, "api_key_weights"), i), "must be between 1 and %d, got %d", MaxKeyWeight, w)
+		}
+	}
+	envs := len(p.APIKeyEnvs)
+	if p.APIKeyEnv != "" {
+		envs++
+	}
+	if envs > 0 && len(p.APIKeyWeights) > 0 && len(p.APIKeyWeights) != envs {
+		ps.add(joinKey(key, "api_key_weights"), "must give one weight per key (api_key_env, then api_key_envs): %d keys, %d weights", envs, len(p.APIKeyWeights))
 	}
 
 	if len(p.Models) == 0 {

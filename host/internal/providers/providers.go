@@ -111,6 +111,9 @@ type Info struct {
 	// APIKeys describes each of the provider's keys, in order; a provider
 	// with several spreads its requests over them (see SecretSep).
 	APIKeys []SecretInfo `json:"api_keys"`
+	// APIKeyWeights gives each key its share of the requests; empty is
+	// equal turns.
+	APIKeyWeights []int `json:"api_key_weights"`
 	// APIKeyEnv is the variable a config provider's secret comes from.
 	APIKeyEnv string `json:"api_key_env,omitempty"`
 	// CreatedAt and UpdatedAt are set for database providers.
@@ -203,6 +206,9 @@ type CreateRequest struct {
 	// turn, and one that the upstream rate-limits rests while the others
 	// serve.
 	APIKeys []string `json:"api_keys"`
+	// APIKeyWeights gives each key (in order) a share of the requests,
+	// from 1 to 1000; empty is equal turns.
+	APIKeyWeights []int `json:"api_key_weights"`
 }
 
 // Patch changes a database provider: nil fields stay as they are. Name,
@@ -224,6 +230,9 @@ type Patch struct {
 	// APIKeys replaces the keys with several ([] removes them); not with
 	// APIKey.
 	APIKeys *[]string `json:"api_keys"`
+	// APIKeyWeights replaces the keys' weights ([] for equal turns). New
+	// keys without it take equal turns.
+	APIKeyWeights *[]int `json:"api_key_weights"`
 }
 
 // Options configure a Manager.
@@ -353,7 +362,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 	pc := config.ProviderConfig{
 		Name: req.Name, Plugin: req.Plugin, BaseURL: req.BaseURL, Models: req.Models,
 		AllowPrivateNetwork: req.AllowPrivateNetwork, AllowImageFetch: req.AllowImageFetch, ExtraHosts: req.ExtraHosts, Options: req.Options,
-		RPM: req.RPM, TPM: req.TPM, MaxParallel: req.MaxParallel,
+		RPM: req.RPM, TPM: req.TPM, MaxParallel: req.MaxParallel, APIKeyWeights: req.APIKeyWeights,
 	}
 	if ps := config.ValidateProvider(pc); ps != nil {
 		return Info{}, &InvalidError{Problems: ps}
@@ -371,13 +380,16 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 		}
 		req.APIKey = joined
 	}
+	if err := checkWeights(req.APIKeyWeights, req.APIKey); err != nil {
+		return Info{}, err
+	}
 	if _, ok := m.inCfg[req.Name]; ok {
 		return Info{}, fmt.Errorf("%w: the config file defines a provider called %q", ErrExists, req.Name)
 	}
 	row := store.Provider{
 		ID: newID(), Name: pc.Name, Plugin: pc.Plugin, BaseURL: pc.BaseURL, Models: pc.Models,
 		AllowPrivateNetwork: pc.AllowPrivateNetwork, AllowImageFetch: pc.AllowImageFetch, ExtraHosts: pc.ExtraHosts, Options: pc.Options,
-		RPM: pc.RPM, TPM: pc.TPM, MaxParallel: pc.MaxParallel,
+		RPM: pc.RPM, TPM: pc.TPM, MaxParallel: pc.MaxParallel, KeyWeights: pc.APIKeyWeights,
 		CreatedAt: m.o.Now().UnixMilli(),
 	}
 	if req.APIKey != "" {
@@ -436,6 +448,7 @@ func (m *Manager) Update(ctx context.Context, name string, p Patch) (Info, error
 		}
 		if p.APIKey != nil {
 			row.SecretSealed = nil
+			row.KeyWeights = nil // new keys take equal turns unless weighed below
 			if *p.APIKey != "" {
 				sealed, err := m.o.Key.Seal([]byte(*p.APIKey), []byte(row.ID))
 				if err != nil {
@@ -443,6 +456,27 @@ func (m *Manager) Update(ctx context.Context, name string, p Patch) (Info, error
 				}
 				row.SecretSealed = sealed
 			}
+		}
+		if p.APIKeyWeights != nil {
+			row.KeyWeights = *p.APIKeyWeights
+			if len(row.KeyWeights) == 0 {
+				row.KeyWeights = nil
+			}
+			secret := ""
+			if p.APIKey != nil {
+				secret = *p.APIKey
+			} else if row.SecretSealed != nil {
+				plain, err := m.o.Key.Open(row.SecretSealed, []byte(row.ID))
+				if err != nil {
+					return invalid("api_key_weights", "the stored keys do not open with the current master key: send api_keys with the weights")
+				}
+				secret = string(plain)
+				clear(plain)
+			}
+			if ps := config.ValidateProvider(configOf(*row)); ps != nil {
+				return &InvalidError{Problems: ps}
+			}
+			return checkWeights(row.KeyWeights, secret)
 		}
 		return nil
 	})
@@ -645,7 +679,7 @@ func configOf(row store.Provider) config.ProviderConfig {
 	return config.ProviderConfig{
 		Name: row.Name, Plugin: row.Plugin, BaseURL: row.BaseURL, Models: row.Models,
 		AllowPrivateNetwork: row.AllowPrivateNetwork, AllowImageFetch: row.AllowImageFetch, ExtraHosts: row.ExtraHosts, Options: row.Options,
-		RPM: row.RPM, TPM: row.TPM, MaxParallel: row.MaxParallel,
+		RPM: row.RPM, TPM: row.TPM, MaxParallel: row.MaxParallel, APIKeyWeights: row.KeyWeights,
 	}
 }
 
@@ -654,7 +688,10 @@ func infoOf(pc config.ProviderConfig) Info {
 		Name: pc.Name, Plugin: pc.Plugin, BaseURL: pc.BaseURL,
 		Models: slices.Clone(pc.Models), AllowPrivateNetwork: pc.AllowPrivateNetwork, AllowImageFetch: pc.AllowImageFetch,
 		ExtraHosts: slices.Clone(pc.ExtraHosts), Options: maps.Clone(pc.Options),
-		RPM: pc.RPM, TPM: pc.TPM, MaxParallel: pc.MaxParallel,
+		RPM: pc.RPM, TPM: pc.TPM, MaxParallel: pc.MaxParallel, APIKeyWeights: slices.Clone(pc.APIKeyWeights),
+	}
+	if info.APIKeyWeights == nil {
+		info.APIKeyWeights = []int{}
 	}
 	if info.Models == nil {
 		info.Models = []string{}
@@ -675,6 +712,21 @@ func dbInfo(row store.Provider) Info {
 	created, updated := time.UnixMilli(row.CreatedAt).UTC(), time.UnixMilli(row.UpdatedAt).UTC()
 	info.CreatedAt, info.UpdatedAt = &created, &updated
 	return info
+}
+
+// checkWeights refuses weights that are not one per key of secret.
+func checkWeights(weights []int, secret string) error {
+	if len(weights) == 0 {
+		return nil
+	}
+	n := 0
+	if secret != "" {
+		n = strings.Count(secret, SecretSep) + 1
+	}
+	if len(weights) != n {
+		return invalid("api_key_weights", "must give one weight per key: %d keys, %d weights", n, len(weights))
+	}
+	return nil
 }
 
 // checkSecret refuses secrets that could not travel in an HTTP header.

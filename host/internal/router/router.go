@@ -43,9 +43,10 @@ type Quota struct {
 }
 
 // KeyState is one of a provider's upstream keys as the admin API shows
-// it: requests sent with it, answers that refused it (429, 401, 403), and
+// it: its weight, requests sent with it, answers that refused it (429, 401, 403), and
 // until when it rests after the last of those.
 type KeyState struct {
+	Weight       int        `json:"weight"`
 	Requests     int64      `json:"requests"`
 	Refused      int64      `json:"refused"`
 	RestingUntil *time.Time `json:"resting_until,omitempty"`

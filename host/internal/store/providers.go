@@ -75,6 +75,9 @@ type Provider struct {
 	// RPM, TPM and MaxParallel limit the provider's use upstream; 0 is
 	// none.
 	RPM, TPM, MaxParallel int
+	// KeyWeights gives each key of the secret its share; empty is equal
+	// turns.
+	KeyWeights []int
 	// CreatedAt and UpdatedAt are Unix milliseconds. UpdatedAt grows with
 	// every change, even two changes within one millisecond.
 	CreatedAt int64
@@ -95,12 +98,13 @@ type providerRow struct {
 	RPM                 int    `db:"rpm"`
 	TPM                 int    `db:"tpm"`
 	MaxParallel         int    `db:"max_parallel"`
+	KeyWeights          string `db:"key_weights"`
 	CreatedAt           int64  `db:"created_at"`
 	UpdatedAt           int64  `db:"updated_at"`
 }
 
 const providerColumns = `id, name, plugin, base_url, models, allow_private_network, allow_image_fetch, extra_hosts, options, secret_ciphertext,
-	rpm, tpm, max_parallel, created_at, updated_at`
+	rpm, tpm, max_parallel, key_weights, created_at, updated_at`
 
 func (r providerRow) provider() (Provider, error) {
 	p := Provider{
@@ -118,6 +122,12 @@ func (r providerRow) provider() (Provider, error) {
 	if err := json.Unmarshal([]byte(r.Options), &p.Options); err != nil {
 		return Provider{}, fmt.Errorf("provider %s: options: %w", r.Name, err)
 	}
+	if err := json.Unmarshal([]byte(r.KeyWeights), &p.KeyWeights); err != nil {
+		return Provider{}, fmt.Errorf("provider %s: key_weights: %w", r.Name, err)
+	}
+	if len(p.KeyWeights) == 0 {
+		p.KeyWeights = nil
+	}
 	if p.Models == nil {
 		p.Models = []string{}
 	}
@@ -131,7 +141,7 @@ func (r providerRow) provider() (Provider, error) {
 }
 
 // jsonColumns encodes the JSON columns of p.
-func (p *Provider) jsonColumns() (models, extraHosts, options string, err error) {
+func (p *Provider) jsonColumns() (models, extraHosts, options, weights string, err error) {
 	enc := func(v any, empty string) (string, error) {
 		b, err := json.Marshal(v)
 		if err != nil {
@@ -143,15 +153,18 @@ func (p *Provider) jsonColumns() (models, extraHosts, options string, err error)
 		return string(b), nil
 	}
 	if models, err = enc(p.Models, "[]"); err != nil {
-		return "", "", "", fmt.Errorf("models: %w", err)
+		return "", "", "", "", fmt.Errorf("models: %w", err)
 	}
 	if extraHosts, err = enc(p.ExtraHosts, "[]"); err != nil {
-		return "", "", "", fmt.Errorf("extra_hosts: %w", err)
+		return "", "", "", "", fmt.Errorf("extra_hosts: %w", err)
 	}
 	if options, err = enc(p.Options, "{}"); err != nil {
-		return "", "", "", fmt.Errorf("options: %w", err)
+		return "", "", "", "", fmt.Errorf("options: %w", err)
 	}
-	return models, extraHosts, options, nil
+	if weights, err = enc(p.KeyWeights, "[]"); err != nil {
+		return "", "", "", "", fmt.Errorf("key_weights: %w", err)
+	}
+	return models, extraHosts, options, weights, nil
 }
 
 // ListProviders returns every stored provider, oldest first (ties broken
@@ -200,13 +213,13 @@ func (s *Store) ProvidersMark(ctx context.Context) (string, error) {
 // CreateProvider inserts p. p.ID and p.Name must be new: a taken name is
 // ErrProviderExists. UpdatedAt is set to CreatedAt.
 func (s *Store) CreateProvider(ctx context.Context, p Provider) error {
-	models, extra, opts, err := p.jsonColumns()
+	models, extra, opts, weights, err := p.jsonColumns()
 	if err != nil {
 		return fmt.Errorf("create provider %s: %w", p.Name, err)
 	}
-	_, err = s.w.ExecContext(ctx, `INSERT INTO providers (`+providerColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	_, err = s.w.ExecContext(ctx, `INSERT INTO providers (`+providerColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		p.ID, p.Name, p.Plugin, p.BaseURL, models, p.AllowPrivateNetwork, p.AllowImageFetch, extra, opts, nullBytes(p.SecretSealed),
-		p.RPM, p.TPM, p.MaxParallel, p.CreatedAt, p.CreatedAt)
+		p.RPM, p.TPM, p.MaxParallel, weights, p.CreatedAt, p.CreatedAt)
 	if isUniqueViolation(err) {
 		return ErrProviderExists
 	}
@@ -238,15 +251,15 @@ func (s *Store) UpdateProvider(ctx context.Context, name string, now int64, chan
 	if err := change(&p); err != nil {
 		return Provider{}, err
 	}
-	models, extra, opts, err := p.jsonColumns()
+	models, extra, opts, weights, err := p.jsonColumns()
 	if err != nil {
 		return Provider{}, fmt.Errorf("update provider %s: %w", name, err)
 	}
 	p.UpdatedAt = max(now, p.UpdatedAt+1)
 	if _, err := tx.ExecContext(ctx, `UPDATE providers SET plugin = ?, base_url = ?, models = ?, allow_private_network = ?,
-		allow_image_fetch = ?, extra_hosts = ?, options = ?, secret_ciphertext = ?, rpm = ?, tpm = ?, max_parallel = ?, updated_at = ? WHERE id = ?`,
+		allow_image_fetch = ?, extra_hosts = ?, options = ?, secret_ciphertext = ?, rpm = ?, tpm = ?, max_parallel = ?, key_weights = ?, updated_at = ? WHERE id = ?`,
 		p.Plugin, p.BaseURL, models, p.AllowPrivateNetwork, p.AllowImageFetch, extra, opts, nullBytes(p.SecretSealed),
-		p.RPM, p.TPM, p.MaxParallel, p.UpdatedAt, p.ID); err != nil {
+		p.RPM, p.TPM, p.MaxParallel, weights, p.UpdatedAt, p.ID); err != nil {
 		return Provider{}, fmt.Errorf("update provider %s: %w", name, err)
 	}
 	if err := tx.Commit(); err != nil {

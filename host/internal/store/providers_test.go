@@ -19,7 +19,7 @@ func TestProvidersCRUD(t *testing.T) {
 		ID: "prov_a", Name: "alpha", Plugin: "openai", BaseURL: "https://api.example.com/v1",
 		Models: []string{"m1", "m2"}, ExtraHosts: []string{"cdn.example.com"},
 		Options:      map[string]any{"organization": "org-1", "n": 2.5},
-		SecretSealed: []byte{1, 2, 3}, CreatedAt: 1000,
+		SecretSealed: []byte{1, 2, 3}, KeyWeights: []int{3, 1}, CreatedAt: 1000,
 	}
 	b := Provider{ID: "prov_b", Name: "beta", Plugin: "demo", BaseURL: "http://127.0.0.1", AllowPrivateNetwork: true, CreatedAt: 900}
 	for _, p := range []Provider{a, b} {
