@@ -41,7 +41,7 @@ type authDoer struct {
 // upstreamKey is one of a provider's keys and its state.
 type upstreamKey struct {
 	secret    string
-	weight    uint64 // turns per cycle, at least 1
+	weight    uint64       // turns per cycle, at least 1
 	restUntil atomic.Int64 // Unix ms
 	requests  atomic.Int64
 	refused   atomic.Int64 // 429, 401 and 403 answers
