@@ -38,14 +38,14 @@ type Error struct {
 	Type       string
 	Message    string
 	Param      string
-	Code       string
+	Code       Code
 	RetryAfter string
 }
 
 func (e *Error) Error() string { return strconv.Itoa(e.Status) + " " + e.Type + ": " + e.Message }
 
 // New makes an error with the type that fits the status.
-func New(status int, code, message string) *Error {
+func New(status int, code Code, message string) *Error {
 	return &Error{Status: status, Type: typeFor(status), Code: code, Message: message}
 }
 
@@ -57,7 +57,7 @@ type wire struct {
 		Message string  `json:"message"`
 		Type    string  `json:"type"`
 		Param   *string `json:"param"`
-		Code    *string `json:"code"`
+		Code    *Code   `json:"code"`
 	} `json:"error"`
 }
 
@@ -68,7 +68,7 @@ func (e *Error) JSON() []byte {
 	if e.Param != "" {
 		w.Error.Param = &e.Param
 	}
-	if e.Code != "" {
+	if e.Code != NoCode {
 		w.Error.Code = &e.Code
 	}
 	b, _ := json.Marshal(w)
@@ -108,7 +108,7 @@ func FromPlugin(status int, body []byte, retryAfter string) *Error {
 		if m := gjson.GetBytes(body, "error.message"); m.Type == gjson.String {
 			e.Message = m.String()
 			e.Type = gjson.GetBytes(body, "error.type").String()
-			e.Code = gjson.GetBytes(body, "error.code").String()
+			e.Code = Code(gjson.GetBytes(body, "error.code").String())
 			e.Param = gjson.GetBytes(body, "error.param").String()
 		} else if m := gjson.GetBytes(body, "error"); m.Type == gjson.String {
 			e.Message = m.String()
@@ -128,7 +128,7 @@ func FromPlugin(status int, body []byte, retryAfter string) *Error {
 	switch {
 	case status == 401 || status == 403:
 		e.Message = "the provider refused the proxy's credentials: " + e.Message
-		e.Status, e.Type, e.Code = http.StatusBadGateway, TypeAPI, "upstream_auth_failed"
+		e.Status, e.Type, e.Code = http.StatusBadGateway, TypeAPI, CodeUpstreamAuthFailed
 	case status == 429:
 		e.RetryAfter = retryAfter
 		if e.RetryAfter == "" {

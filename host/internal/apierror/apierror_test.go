@@ -134,7 +134,7 @@ func TestFromPlugin(t *testing.T) {
 		wantStatus     int
 		wantType       string
 		wantMessage    string
-		wantCode       string
+		wantCode       apierror.Code
 		wantParam      string
 		wantRetryAfter string
 	}{

@@ -99,7 +99,7 @@ func contextOverflow(e *apierror.Error) bool {
 	if e == nil {
 		return false
 	}
-	if e.Code == "context_length_exceeded" {
+	if e.Code == apierror.CodeContextLengthExceeded {
 		return true
 	}
 	m := strings.ToLower(e.Message)
@@ -161,7 +161,7 @@ type try struct {
 func (s *Server) serve(c *fiber.Ctx, r *request, body []byte, stream bool) (*try, *apierror.Error) {
 	rt := r.route
 	if len(rt.Targets) == 0 {
-		return nil, apierror.New(fiber.StatusServiceUnavailable, "no_target",
+		return nil, apierror.New(fiber.StatusServiceUnavailable, apierror.CodeNoTarget,
 			"No provider of the route '"+rt.Model+"' is being served.")
 	}
 	h := s.opts.Health
@@ -265,7 +265,7 @@ func (s *Server) serve(c *fiber.Ctx, r *request, body []byte, stream bool) (*try
 		a := Attempt{Provider: t.Provider.Name, Model: t.Model, Status: fiber.StatusOK,
 			Ms: float64(time.Since(began).Microseconds()) / 1000, Waited: float64(wait.Microseconds()) / 1000}
 		if v.err != nil {
-			a.Status, a.Error = cmp.Or(v.status, v.err.Status), cmp.Or(v.err.Code, v.err.Type)
+			a.Status, a.Error = cmp.Or(v.status, v.err.Status), cmp.Or(string(v.err.Code), v.err.Type)
 		}
 		r.attempts = append(r.attempts, a)
 		if v.err == nil || v.err.Status == 499 {
@@ -282,7 +282,7 @@ func (s *Server) serve(c *fiber.Ctx, r *request, body []byte, stream bool) (*try
 		}
 	}
 	if last.err == nil && quotaWait > 0 {
-		e := apierror.New(fiber.StatusTooManyRequests, "provider_rate_limited",
+		e := apierror.New(fiber.StatusTooManyRequests, apierror.CodeProviderRateLimited,
 			"The providers of the model '"+r.model+"' are at the request or token rate the proxy allows them; retry after the time in Retry-After.")
 		e.RetryAfter = strconv.Itoa(max(1, int(math.Ceil(quotaWait.Seconds()))))
 		return nil, e
@@ -316,7 +316,7 @@ func (s *Server) admitProvider(p *router.Provider, body []byte) (*limits.Ticket,
 
 // allResting is the answer when every target of a route is resting.
 func allResting(model string) *apierror.Error {
-	return apierror.New(fiber.StatusServiceUnavailable, "upstream_unavailable",
+	return apierror.New(fiber.StatusServiceUnavailable, apierror.CodeUpstreamUnavailable,
 		"Every provider of the model '"+model+"' is failing; the proxy rests them for a while. Retry later.")
 }
 

@@ -65,11 +65,11 @@ func (p principal) role() string {
 
 const principalLocal = "principal"
 
-var errNoAPIAuth = apierror.New(fiber.StatusUnauthorized, "missing_credentials",
+var errNoAPIAuth = apierror.New(fiber.StatusUnauthorized, apierror.CodeMissingCredentials,
 	"This endpoint needs a dashboard session (POST /api/login) or the admin key as 'Authorization: Bearer <key>'.")
 
 func sessionEnded() *apierror.Error {
-	return apierror.New(fiber.StatusUnauthorized, "session_expired", "Your session has ended; sign in again.")
+	return apierror.New(fiber.StatusUnauthorized, apierror.CodeSessionExpired, "Your session has ended; sign in again.")
 }
 
 // safeMethod reports methods that change nothing.
@@ -87,7 +87,7 @@ var selfService = map[string]bool{"/api/session/password": true}
 func (s *Server) requireAPI(c *fiber.Ctx) error {
 	if key := presentedKey(c); key != "" {
 		if !s.isAdmin(key) {
-			return apierror.New(fiber.StatusUnauthorized, "invalid_api_key",
+			return apierror.New(fiber.StatusUnauthorized, apierror.CodeInvalidAPIKey,
 				"This endpoint needs the admin key or a dashboard session; client API keys only work on /v1.")
 		}
 		c.Locals(keyIDLocal, "admin")
@@ -108,11 +108,11 @@ func (s *Server) requireAPI(c *fiber.Ctx) error {
 	}
 	if !safeMethod(c.Method()) {
 		if !csrfMatches(sess, c.Get(CSRFHeader)) {
-			return apierror.New(fiber.StatusForbidden, "csrf_failed",
+			return apierror.New(fiber.StatusForbidden, apierror.CodeCSRFFailed,
 				"This call needs the session's CSRF token in the "+CSRFHeader+" header (it comes with the login answer and GET /api/session).")
 		}
 		if sess.User.Role != users.RoleAdmin && !selfService[c.Path()] {
-			return apierror.New(fiber.StatusForbidden, "permission_denied",
+			return apierror.New(fiber.StatusForbidden, apierror.CodePermissionDenied,
 				"Your account is a viewer: it can read everything but change nothing. Ask an admin.")
 		}
 	}
@@ -162,7 +162,7 @@ func answerFor(sess *sessions.Session) sessionAnswer {
 func decodeJSON(c *fiber.Ctx, v any, example string) error {
 	ct := strings.ToLower(strings.TrimSpace(strings.Split(c.Get(fiber.HeaderContentType), ";")[0]))
 	if ct != fiber.MIMEApplicationJSON {
-		return apierror.New(fiber.StatusUnsupportedMediaType, "invalid_content_type",
+		return apierror.New(fiber.StatusUnsupportedMediaType, apierror.CodeInvalidContentType,
 			"Send the body as JSON with 'Content-Type: application/json', e.g. "+example+".")
 	}
 	dec := json.NewDecoder(strings.NewReader(string(c.Body())))
@@ -172,7 +172,7 @@ func decodeJSON(c *fiber.Ctx, v any, example string) error {
 		if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
 			msg = "Unknown field " + f + "; expected a body like " + example + "."
 		}
-		return apierror.New(fiber.StatusBadRequest, "invalid_json", msg)
+		return apierror.New(fiber.StatusBadRequest, apierror.CodeInvalidJSON, msg)
 	}
 	return nil
 }
@@ -189,18 +189,18 @@ func (s *Server) login(c *fiber.Ctx) error {
 		return err
 	}
 	if req.Username == "" || req.Password == "" {
-		return apierror.New(fiber.StatusBadRequest, "invalid_request", "Both username and password are required.")
+		return apierror.New(fiber.StatusBadRequest, apierror.CodeInvalidRequest, "Both username and password are required.")
 	}
 	token, sess, err := s.opts.Sessions.Login(c.UserContext(), req.Username, req.Password, s.clientAddr(c), c.Cookies(DeviceCookie))
 	var te *sessions.ThrottledError
 	switch {
 	case errors.As(err, &te):
-		e := apierror.New(fiber.StatusTooManyRequests, "too_many_login_attempts",
+		e := apierror.New(fiber.StatusTooManyRequests, apierror.CodeTooManyLoginAttempts,
 			"Too many failed sign-ins; wait before trying again.")
 		e.RetryAfter = strconv.Itoa(int(math.Ceil(te.RetryAfter.Seconds())))
 		return e
 	case errors.Is(err, sessions.ErrBadLogin):
-		return apierror.New(fiber.StatusUnauthorized, "invalid_credentials", "Incorrect username or password.")
+		return apierror.New(fiber.StatusUnauthorized, apierror.CodeInvalidCredentials, "Incorrect username or password.")
 	case err != nil:
 		return err
 	}
@@ -223,7 +223,7 @@ func (s *Server) logout(c *fiber.Ctx) error {
 	if token != "" {
 		if sess, err := s.opts.Sessions.Check(c.UserContext(), token); err == nil {
 			if !csrfMatches(sess, c.Get(CSRFHeader)) {
-				return apierror.New(fiber.StatusForbidden, "csrf_failed",
+				return apierror.New(fiber.StatusForbidden, apierror.CodeCSRFFailed,
 					"Logging out needs the session's CSRF token in the "+CSRFHeader+" header.")
 			}
 			s.opts.Sessions.Logout(token)
@@ -248,7 +248,7 @@ func (s *Server) session(c *fiber.Ctx) error {
 func (s *Server) changeOwnPassword(c *fiber.Ctx) error {
 	p := c.Locals(principalLocal).(principal)
 	if p.session == nil {
-		return apierror.New(fiber.StatusBadRequest, "no_session",
+		return apierror.New(fiber.StatusBadRequest, apierror.CodeNoSession,
 			"The admin key has no password; use PATCH /api/users/{username} to set a user's password.")
 	}
 	var req struct {
@@ -262,7 +262,7 @@ func (s *Server) changeOwnPassword(c *fiber.Ctx) error {
 	u := p.session.User
 	if _, err := s.opts.Users.Authenticate(ctx, u.Username, req.Current); err != nil {
 		if errors.Is(err, users.ErrBadLogin) {
-			return apierror.New(fiber.StatusForbidden, "invalid_credentials", "The current password is wrong.").WithParam("current_password")
+			return apierror.New(fiber.StatusForbidden, apierror.CodeInvalidCredentials, "The current password is wrong.").WithParam("current_password")
 		}
 		return err
 	}

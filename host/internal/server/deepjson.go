@@ -26,6 +26,6 @@ func refuseDeepJSON(c *fiber.Ctx) error {
 }
 
 func tooDeep() *apierror.Error {
-	return apierror.New(fiber.StatusBadRequest, "invalid_json",
+	return apierror.New(fiber.StatusBadRequest, apierror.CodeInvalidJSON,
 		"The JSON body of your request nests arrays and objects more than "+strconv.Itoa(jsondepth.Max)+" levels deep.")
 }

@@ -35,13 +35,13 @@ func (s *Server) exportLogs(c *fiber.Ctx) error {
 		format = "csv"
 	}
 	if format != "csv" && format != "json" {
-		return apierror.New(fiber.StatusBadRequest, "invalid_filter", `format must be "csv" or "json".`).WithParam("format")
+		return apierror.New(fiber.StatusBadRequest, apierror.CodeInvalidFilter, `format must be "csv" or "json".`).WithParam("format")
 	}
 	max := MaxExportRows
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil || n < 1 || n > MaxExportRows {
-			return apierror.New(fiber.StatusBadRequest, "invalid_filter",
+			return apierror.New(fiber.StatusBadRequest, apierror.CodeInvalidFilter,
 				"limit must be a whole number from 1 to "+strconv.Itoa(MaxExportRows)+".").WithParam("limit")
 		}
 		max = n

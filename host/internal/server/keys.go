@@ -21,11 +21,11 @@ type keyWithSecret struct {
 func keyError(err error) *apierror.Error {
 	switch {
 	case errors.Is(err, keys.ErrNotFound):
-		return apierror.New(fiber.StatusNotFound, "key_not_found", "No API key has that id.")
+		return apierror.New(fiber.StatusNotFound, apierror.CodeKeyNotFound, "No API key has that id.")
 	case errors.Is(err, keys.ErrBadInput):
-		return apierror.New(fiber.StatusBadRequest, "invalid_key_request", err.Error())
+		return apierror.New(fiber.StatusBadRequest, apierror.CodeInvalidKeyRequest, err.Error())
 	}
-	return apierror.New(fiber.StatusInternalServerError, "internal_error", "The key could not be changed.")
+	return apierror.New(fiber.StatusInternalServerError, apierror.CodeInternalError, "The key could not be changed.")
 }
 
 // keyView is a key as the admin API shows it: with its use against its
@@ -66,8 +66,8 @@ func (s *Server) listKeys(c *fiber.Ctx) error {
 
 func (s *Server) createKey(c *fiber.Ctx) error {
 	var req keys.CreateRequest
-	if err := decodeStrictAs(c.Body(), &req, "invalid_key_request"); err != nil {
-		if err.Code == "invalid_json" {
+	if err := decodeStrictAs(c.Body(), &req, apierror.CodeInvalidKeyRequest); err != nil {
+		if err.Code == apierror.CodeInvalidJSON {
 			err.Message = `The body must be JSON: {"name": "...", "models": ["..."], "expires_at": "2030-01-01T00:00:00Z", "rpm": 60, ...}.`
 		}
 		return err
@@ -91,7 +91,7 @@ func (s *Server) revokeKey(c *fiber.Ctx) error {
 
 func (s *Server) updateKey(c *fiber.Ctx) error {
 	var p keys.Patch
-	if err := decodeStrictAs(c.Body(), &p, "invalid_key_request"); err != nil {
+	if err := decodeStrictAs(c.Body(), &p, apierror.CodeInvalidKeyRequest); err != nil {
 		return err
 	}
 	k, err := s.opts.Keys.Update(context.Background(), c.Params("id"), p, time.Now())

@@ -45,20 +45,20 @@ func (s *Server) admit(c *fiber.Ctx, r *request, k *keys.Key, body []byte) *apie
 	var e *apierror.Error
 	switch st.Refused {
 	case limits.RPM:
-		e = apierror.New(fiber.StatusTooManyRequests, "rate_limit_exceeded",
+		e = apierror.New(fiber.StatusTooManyRequests, apierror.CodeRateLimitExceeded,
 			"Rate limit reached for this API key: "+strconv.Itoa(k.RPM)+" requests per minute. Retry after the time in Retry-After.")
 		e.Type = "requests"
 	case limits.TPM:
-		e = apierror.New(fiber.StatusTooManyRequests, "rate_limit_exceeded",
+		e = apierror.New(fiber.StatusTooManyRequests, apierror.CodeRateLimitExceeded,
 			"Rate limit reached for this API key: "+strconv.Itoa(k.TPM)+" tokens per minute, and this request is estimated at "+
 				strconv.FormatInt(prompt+completion, 10)+" (its body's length / 4 plus max_tokens).")
 		e.Type = "tokens"
 	case limits.Parallel:
-		e = apierror.New(fiber.StatusTooManyRequests, "concurrency_limit_exceeded",
+		e = apierror.New(fiber.StatusTooManyRequests, apierror.CodeConcurrencyLimitExceeded,
 			"This API key may have "+strconv.Itoa(k.MaxParallel)+" requests in progress at once; wait for one to finish.")
 		e.Type = "requests"
 	default:
-		e = apierror.New(fiber.StatusTooManyRequests, "budget_exceeded",
+		e = apierror.New(fiber.StatusTooManyRequests, apierror.CodeBudgetExceeded,
 			"This API key has spent its budget of $"+strconv.FormatFloat(k.BudgetUSD, 'f', -1, 64)+" for the "+
 				k.BudgetPeriod+"; it resets at "+st.BudgetEnds.Format(time.RFC3339)+".")
 		e.Type = "insufficient_quota"

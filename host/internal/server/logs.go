@@ -19,9 +19,9 @@ func queryValues(c *fiber.Ctx) url.Values {
 func filterError(err error) *apierror.Error {
 	var fe *logquery.FilterError
 	if errors.As(err, &fe) {
-		return apierror.New(fiber.StatusBadRequest, "invalid_filter", err.Error()).WithParam(fe.Param)
+		return apierror.New(fiber.StatusBadRequest, apierror.CodeInvalidFilter, err.Error()).WithParam(fe.Param)
 	}
-	return apierror.New(fiber.StatusInternalServerError, "internal_error", "The query failed.")
+	return apierror.New(fiber.StatusInternalServerError, apierror.CodeInternalError, "The query failed.")
 }
 
 // logs serves GET /api/logs: newest first, filtered, cursor-paginated.
@@ -45,10 +45,10 @@ func (s *Server) logDetail(c *fiber.Ctx) error {
 	d, err := logquery.Log(context.Background(), s.opts.LogDB, c.Params("id"))
 	switch {
 	case errors.Is(err, logquery.ErrNotFound):
-		return apierror.New(fiber.StatusNotFound, "log_not_found", "No request log row has that id.")
+		return apierror.New(fiber.StatusNotFound, apierror.CodeLogNotFound, "No request log row has that id.")
 	case err != nil:
 		s.log.Error("log query", "err", err)
-		return apierror.New(fiber.StatusInternalServerError, "internal_error", "The query failed.")
+		return apierror.New(fiber.StatusInternalServerError, apierror.CodeInternalError, "The query failed.")
 	}
 	return c.JSON(d)
 }

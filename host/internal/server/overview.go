@@ -22,7 +22,7 @@ func (s *Server) overview(c *fiber.Ctx) error {
 	case logquery.RangeDay:
 		o, err = logquery.OverviewDay(c.UserContext(), s.opts.LogDB, time.Now())
 	default:
-		return apierror.New(fiber.StatusBadRequest, "invalid_filter", `range must be "1h" or "24h", got "`+r+`".`).WithParam("range")
+		return apierror.New(fiber.StatusBadRequest, apierror.CodeInvalidFilter, `range must be "1h" or "24h", got "`+r+`".`).WithParam("range")
 	}
 	if err != nil {
 		return err

@@ -20,19 +20,19 @@ func (s *Server) uploadPlugin(c *fiber.Ctx) error {
 	file := c.Params("file")
 	body := c.Body()
 	if len(body) == 0 {
-		return apierror.New(fiber.StatusBadRequest, "invalid_plugin", "The body must be the plugin's .wasm file.")
+		return apierror.New(fiber.StatusBadRequest, apierror.CodeInvalidPlugin, "The body must be the plugin's .wasm file.")
 	}
 	raw, err := abi.ManifestFromWasm(body)
 	if err == nil {
 		_, err = abi.ParseManifest(raw)
 	}
 	if err != nil {
-		return apierror.New(fiber.StatusBadRequest, "invalid_plugin",
+		return apierror.New(fiber.StatusBadRequest, apierror.CodeInvalidPlugin,
 			"This file is not an LLM Proxy plugin: "+err.Error()+". Build plugins with the SDK and pack them with llmproxy-pack.")
 	}
 	in, err := s.opts.Plugins.Install(c.UserContext(), file, body)
 	if errors.Is(err, plugin.ErrBadFileName) {
-		return apierror.New(fiber.StatusBadRequest, "invalid_file_name", "Invalid file name: "+err.Error()+".").WithParam("file")
+		return apierror.New(fiber.StatusBadRequest, apierror.CodeInvalidFileName, "Invalid file name: "+err.Error()+".").WithParam("file")
 	}
 	if err != nil {
 		return err

@@ -48,13 +48,13 @@ func providerError(err error) error {
 		for i, p := range inv.Problems {
 			msgs[i] = p.Error()
 		}
-		return apierror.New(fiber.StatusBadRequest, "invalid_provider", strings.Join(msgs, "; ")).WithParam(inv.Problems[0].Key)
+		return apierror.New(fiber.StatusBadRequest, apierror.CodeInvalidProvider, strings.Join(msgs, "; ")).WithParam(inv.Problems[0].Key)
 	case errors.Is(err, providers.ErrNotFound):
-		return apierror.New(fiber.StatusNotFound, "provider_not_found", "No provider has that name.")
+		return apierror.New(fiber.StatusNotFound, apierror.CodeProviderNotFound, "No provider has that name.")
 	case errors.Is(err, providers.ErrExists):
-		return apierror.New(fiber.StatusConflict, "provider_exists", "A provider with that name already exists.").WithParam("name")
+		return apierror.New(fiber.StatusConflict, apierror.CodeProviderExists, "A provider with that name already exists.").WithParam("name")
 	case errors.Is(err, providers.ErrReadOnly):
-		return apierror.New(fiber.StatusConflict, "provider_read_only",
+		return apierror.New(fiber.StatusConflict, apierror.CodeProviderReadOnly,
 			"This provider is defined in the config file; change it there and restart the proxy.")
 	}
 	return err // logged by handleError, answered as a bare 500
@@ -132,7 +132,7 @@ func (s *Server) testProvider(c *fiber.Ctx) error {
 		if info.Error != "" {
 			msg = "The provider is " + info.Error + "."
 		}
-		return fail(apierror.New(fiber.StatusServiceUnavailable, "provider_not_served", msg), 0)
+		return fail(apierror.New(fiber.StatusServiceUnavailable, apierror.CodeProviderNotServed, msg), 0)
 	}
 	r := &request{id: newRequestID(), keyID: keyID(c), start: time.Now(), op: abi.OpModels, provider: p}
 	sink := newBufferSink()
@@ -147,7 +147,7 @@ func (s *Server) testProvider(c *fiber.Ctx) error {
 	case <-timer.C:
 		st.Cancel()
 		<-sink.done
-		return fail(apierror.New(fiber.StatusGatewayTimeout, "provider_timeout", "The provider did not answer within "+providerTestTimeout.String()+"."), time.Since(r.start))
+		return fail(apierror.New(fiber.StatusGatewayTimeout, apierror.CodeProviderTimeout, "The provider did not answer within "+providerTestTimeout.String()+"."), time.Since(r.start))
 	}
 	latency := time.Since(r.start)
 	if err := sink.outcome(); err != nil {
@@ -166,24 +166,24 @@ func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 // values of the wrong type with a 400 invalid_provider that names the
 // field.
 func decodeStrict(body []byte, v any) *apierror.Error {
-	return decodeStrictAs(body, v, "invalid_provider")
+	return decodeStrictAs(body, v, apierror.CodeInvalidProvider)
 }
 
 // decodeStrictAs is decodeStrict with code for a bad field.
-func decodeStrictAs(body []byte, v any, code string) *apierror.Error {
+func decodeStrictAs(body []byte, v any, code apierror.Code) *apierror.Error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(v)
 	if err == nil {
 		if _, terr := dec.Token(); terr != io.EOF {
-			return apierror.New(fiber.StatusBadRequest, "invalid_json", "The body must hold one JSON object and nothing after it.")
+			return apierror.New(fiber.StatusBadRequest, apierror.CodeInvalidJSON, "The body must hold one JSON object and nothing after it.")
 		}
 		return nil
 	}
 	var typeErr *json.UnmarshalTypeError
 	switch {
 	case errors.As(err, &typeErr) && typeErr.Field == "":
-		return apierror.New(fiber.StatusBadRequest, "invalid_json", "The body must be a JSON object.")
+		return apierror.New(fiber.StatusBadRequest, apierror.CodeInvalidJSON, "The body must be a JSON object.")
 	case errors.As(err, &typeErr):
 		return apierror.New(fiber.StatusBadRequest, code,
 			fmt.Sprintf("%s: must be %s, got a JSON %s", typeErr.Field, jsonKind(typeErr.Field, typeErr.Type.String()), typeErr.Value)).WithParam(typeErr.Field)
@@ -191,7 +191,7 @@ func decodeStrictAs(body []byte, v any, code string) *apierror.Error {
 		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
 		return apierror.New(fiber.StatusBadRequest, code, field+": unknown field").WithParam(field)
 	}
-	return apierror.New(fiber.StatusBadRequest, "invalid_json", "The body must be a JSON object: "+jsonProblem(err))
+	return apierror.New(fiber.StatusBadRequest, apierror.CodeInvalidJSON, "The body must be a JSON object: "+jsonProblem(err))
 }
 
 // jsonKind names the type of a field of the request structs the way JSON

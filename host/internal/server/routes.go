@@ -141,7 +141,7 @@ func (s *Server) getRoute(c *fiber.Ctx) error {
 
 func (s *Server) createRoute(c *fiber.Ctx) error {
 	var req providers.RouteRequest
-	if err := decodeStrictAs(c.Body(), &req, codeInvalidRoute); err != nil {
+	if err := decodeStrictAs(c.Body(), &req, apierror.CodeInvalidRoute); err != nil {
 		return err
 	}
 	info, err := s.opts.Routes.CreateRoute(context.Background(), req)
@@ -150,7 +150,7 @@ func (s *Server) createRoute(c *fiber.Ctx) error {
 
 func (s *Server) updateRoute(c *fiber.Ctx) error {
 	var patch providers.RoutePatch
-	if err := decodeStrictAs(c.Body(), &patch, codeInvalidRoute); err != nil {
+	if err := decodeStrictAs(c.Body(), &patch, apierror.CodeInvalidRoute); err != nil {
 		return err
 	}
 	info, err := s.opts.Routes.UpdateRoute(context.Background(), c.Params("+"), patch)
@@ -162,7 +162,6 @@ func (s *Server) deleteRoute(c *fiber.Ctx) error {
 	return s.answerRoute(c, fiber.StatusOK, info, err)
 }
 
-const codeInvalidRoute = "invalid_route"
 
 func routeError(err error) error {
 	var inv *providers.InvalidError
@@ -172,13 +171,13 @@ func routeError(err error) error {
 		for i, p := range inv.Problems {
 			msgs[i] = p.Error()
 		}
-		return apierror.New(fiber.StatusBadRequest, codeInvalidRoute, strings.Join(msgs, "; ")).WithParam(inv.Problems[0].Key)
+		return apierror.New(fiber.StatusBadRequest, apierror.CodeInvalidRoute, strings.Join(msgs, "; ")).WithParam(inv.Problems[0].Key)
 	case errors.Is(err, providers.ErrRouteNotFound):
-		return apierror.New(fiber.StatusNotFound, "route_not_found", "No route has that model name.")
+		return apierror.New(fiber.StatusNotFound, apierror.CodeRouteNotFound, "No route has that model name.")
 	case errors.Is(err, providers.ErrRouteExists):
-		return apierror.New(fiber.StatusConflict, "route_exists", "A route for that model name already exists.").WithParam("model")
+		return apierror.New(fiber.StatusConflict, apierror.CodeRouteExists, "A route for that model name already exists.").WithParam("model")
 	case errors.Is(err, providers.ErrRouteReadOnly):
-		return apierror.New(fiber.StatusConflict, "route_read_only",
+		return apierror.New(fiber.StatusConflict, apierror.CodeRouteReadOnly,
 			"This route is defined in the config file; change it there and restart the proxy.")
 	}
 	return err

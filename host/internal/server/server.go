@@ -272,7 +272,7 @@ func bearer(h string) string {
 	return ""
 }
 
-var errMissingKey = apierror.New(fiber.StatusUnauthorized, "missing_api_key",
+var errMissingKey = apierror.New(fiber.StatusUnauthorized, apierror.CodeMissingAPIKey,
 	"You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.")
 
 func (s *Server) isAdmin(key string) bool {
@@ -298,12 +298,12 @@ func (s *Server) requireClient(c *fiber.Ctx) error {
 			c.Locals(keyLocal, k)
 			return c.Next()
 		case errors.Is(err, keys.ErrExpired):
-			return apierror.New(fiber.StatusUnauthorized, "expired_api_key", "This API key has expired.")
+			return apierror.New(fiber.StatusUnauthorized, apierror.CodeExpiredAPIKey, "This API key has expired.")
 		case errors.Is(err, keys.ErrRevoked):
-			return apierror.New(fiber.StatusUnauthorized, "revoked_api_key", "This API key has been revoked.")
+			return apierror.New(fiber.StatusUnauthorized, apierror.CodeRevokedAPIKey, "This API key has been revoked.")
 		}
 	}
-	return apierror.New(fiber.StatusUnauthorized, "invalid_api_key", "Incorrect API key provided.")
+	return apierror.New(fiber.StatusUnauthorized, apierror.CodeInvalidAPIKey, "Incorrect API key provided.")
 }
 
 const keyLocal = "client_key"
@@ -319,18 +319,18 @@ func (s *Server) handleError(c *fiber.Ctx, err error) error {
 	case errors.As(err, &fe):
 		switch fe.Code {
 		case fiber.StatusNotFound:
-			ae = apierror.New(fe.Code, "unknown_url", "Unknown request URL: "+c.Method()+" "+c.Path())
+			ae = apierror.New(fe.Code, apierror.CodeUnknownURL, "Unknown request URL: "+c.Method()+" "+c.Path())
 		case fiber.StatusMethodNotAllowed:
-			ae = apierror.New(fe.Code, "method_not_allowed", "Method "+c.Method()+" is not allowed on "+c.Path())
+			ae = apierror.New(fe.Code, apierror.CodeMethodNotAllowed, "Method "+c.Method()+" is not allowed on "+c.Path())
 		case fiber.StatusRequestEntityTooLarge:
-			ae = apierror.New(fe.Code, "request_too_large",
+			ae = apierror.New(fe.Code, apierror.CodeRequestTooLarge,
 				"The request body is larger than the limit of "+strconv.Itoa(s.opts.MaxBodyBytes)+" bytes.")
 		default:
-			ae = apierror.New(fe.Code, "", fe.Message)
+			ae = apierror.New(fe.Code, apierror.NoCode, fe.Message)
 		}
 	default:
 		s.log.Error("internal error", "path", c.Path(), "err", err)
-		ae = apierror.New(fiber.StatusInternalServerError, "internal_error", "The proxy failed to handle the request.")
+		ae = apierror.New(fiber.StatusInternalServerError, apierror.CodeInternalError, "The proxy failed to handle the request.")
 	}
 	if ae.RetryAfter != "" {
 		c.Set(fiber.HeaderRetryAfter, ae.RetryAfter)

@@ -51,7 +51,7 @@ func (s *Server) patchSettings(c *fiber.Ctx) error {
 	}
 	out, err := s.opts.Settings.UpdateSettings(p)
 	if errors.Is(err, ErrBadSetting) {
-		return apierror.New(fiber.StatusBadRequest, "invalid_setting", err.Error())
+		return apierror.New(fiber.StatusBadRequest, apierror.CodeInvalidSetting, err.Error())
 	}
 	if err != nil {
 		return err

@@ -53,7 +53,7 @@ func (b *bufferSink) outcome() *apierror.Error {
 }
 
 func errNoResponse() *apierror.Error {
-	return apierror.New(fiber.StatusBadGateway, "plugin_no_response", "The provider plugin returned no response.")
+	return apierror.New(fiber.StatusBadGateway, apierror.CodePluginNoResponse, "The provider plugin returned no response.")
 }
 
 // endError turns how a plugin stream ended into the client's error; nil for
@@ -66,17 +66,17 @@ func endError(err error) *apierror.Error {
 	case errors.As(err, &f):
 		return apierror.FromPlugin(f.Status, f.Body, f.RetryAfter)
 	case errors.Is(err, plugin.ErrTimeout):
-		return apierror.New(fiber.StatusGatewayTimeout, "plugin_timeout", "The provider did not finish within the request deadline.")
+		return apierror.New(fiber.StatusGatewayTimeout, apierror.CodePluginTimeout, "The provider did not finish within the request deadline.")
 	case errors.Is(err, plugin.ErrOutputLimit):
-		return apierror.New(fiber.StatusBadGateway, "plugin_output_limit", "The provider plugin exceeded its output limit.")
+		return apierror.New(fiber.StatusBadGateway, apierror.CodePluginOutputLimit, "The provider plugin exceeded its output limit.")
 	case errors.Is(err, plugin.ErrUpstreamNotJSON):
-		return apierror.New(fiber.StatusBadGateway, "upstream_invalid_response", "The provider answered with a body that is not JSON.")
+		return apierror.New(fiber.StatusBadGateway, apierror.CodeUpstreamInvalidResponse, "The provider answered with a body that is not JSON.")
 	case errors.Is(err, plugin.ErrNoResponse):
 		return errNoResponse()
 	case errors.Is(err, plugin.ErrClientGone):
-		return apierror.New(499, "client_closed_request", "The client closed the request.")
+		return apierror.New(499, apierror.CodeClientClosedRequest, "The client closed the request.")
 	}
-	return apierror.New(fiber.StatusBadGateway, "plugin_failed", "The provider plugin failed while handling the request.")
+	return apierror.New(fiber.StatusBadGateway, apierror.CodePluginFailed, "The provider plugin failed while handling the request.")
 }
 
 // streamSink collects a stream's events for its client.

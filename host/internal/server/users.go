@@ -16,17 +16,17 @@ import (
 func userError(err error, param string) error {
 	switch {
 	case errors.Is(err, users.ErrNotFound):
-		return apierror.New(fiber.StatusNotFound, "user_not_found", "No user has that username.")
+		return apierror.New(fiber.StatusNotFound, apierror.CodeUserNotFound, "No user has that username.")
 	case errors.Is(err, users.ErrExists):
-		return apierror.New(fiber.StatusConflict, "user_exists", "A user with that username exists.").WithParam("username")
+		return apierror.New(fiber.StatusConflict, apierror.CodeUserExists, "A user with that username exists.").WithParam("username")
 	case errors.Is(err, users.ErrBadUsername):
-		return apierror.New(fiber.StatusBadRequest, "invalid_request", "Invalid username: "+users.ErrBadUsername.Error()+".").WithParam("username")
+		return apierror.New(fiber.StatusBadRequest, apierror.CodeInvalidRequest, "Invalid username: "+users.ErrBadUsername.Error()+".").WithParam("username")
 	case errors.Is(err, users.ErrBadRole):
-		return apierror.New(fiber.StatusBadRequest, "invalid_request", "Invalid role: "+users.ErrBadRole.Error()+".").WithParam("role")
+		return apierror.New(fiber.StatusBadRequest, apierror.CodeInvalidRequest, "Invalid role: "+users.ErrBadRole.Error()+".").WithParam("role")
 	case errors.Is(err, secrets.ErrPasswordTooShort), errors.Is(err, secrets.ErrPasswordTooLong):
-		return apierror.New(fiber.StatusBadRequest, "invalid_request", "Passwords are 8 to 72 bytes long.").WithParam(param)
+		return apierror.New(fiber.StatusBadRequest, apierror.CodeInvalidRequest, "Passwords are 8 to 72 bytes long.").WithParam(param)
 	case errors.Is(err, users.ErrLastAdmin):
-		return apierror.New(fiber.StatusConflict, "last_admin", "This is the only enabled admin; make another user an admin first.")
+		return apierror.New(fiber.StatusConflict, apierror.CodeLastAdmin, "This is the only enabled admin; make another user an admin first.")
 	}
 	return err
 }

@@ -89,7 +89,7 @@ func (u *usage) set(raw []byte) {
 }
 
 func invalid(param, msg string) *apierror.Error {
-	return apierror.New(fiber.StatusBadRequest, "", msg).WithParam(param)
+	return apierror.New(fiber.StatusBadRequest, apierror.NoCode, msg).WithParam(param)
 }
 
 // parse checks the JSON body and the fields the proxy itself relies on; the
@@ -99,7 +99,7 @@ func parse(body []byte, op abi.Op) (model string, stream bool, includeUsage bool
 		return "", false, false, tooDeep()
 	}
 	if !gjson.ValidBytes(body) {
-		return "", false, false, apierror.New(fiber.StatusBadRequest, "invalid_json",
+		return "", false, false, apierror.New(fiber.StatusBadRequest, apierror.CodeInvalidJSON,
 			"We could not parse the JSON body of your request. Send valid JSON.")
 	}
 	root := gjson.ParseBytes(body)
@@ -137,7 +137,7 @@ func parse(body []byte, op abi.Op) (model string, stream bool, includeUsage bool
 	}
 	if !abi.ValidModel(m.Str) {
 		// Plugins put model names into upstream URLs.
-		return "", false, false, apierror.New(fiber.StatusBadRequest, "invalid_model",
+		return "", false, false, apierror.New(fiber.StatusBadRequest, apierror.CodeInvalidModel,
 			"A model name is 1 to "+strconv.Itoa(abi.MaxModelLen)+" "+abi.ModelNameRule+".").WithParam("model")
 	}
 	switch op {
@@ -185,7 +185,7 @@ func (s *Server) handle(c *fiber.Ctx, op abi.Op) error {
 		s.opts.Hub.Publish(hub.RequestStarted, startedEvent{ID: r.id, TS: r.start.UTC(), KeyID: nonAdmin(r.keyID), Model: model, Stream: stream, Op: op.String()})
 	}
 	if k, ok := c.Locals(keyLocal).(*keys.Key); ok && !k.Allows(model) {
-		return s.finish(c, r, apierror.New(fiber.StatusForbidden, "model_not_allowed",
+		return s.finish(c, r, apierror.New(fiber.StatusForbidden, apierror.CodeModelNotAllowed,
 			"This API key may not use the model '"+model+"'.").WithParam("model"))
 	}
 	if k, ok := c.Locals(keyLocal).(*keys.Key); ok {
@@ -195,7 +195,7 @@ func (s *Server) handle(c *fiber.Ctx, op abi.Op) error {
 	}
 	rt, ok := s.opts.Router.Load().Resolve(model)
 	if !ok {
-		return s.finish(c, r, apierror.New(fiber.StatusNotFound, "model_not_found",
+		return s.finish(c, r, apierror.New(fiber.StatusNotFound, apierror.CodeModelNotFound,
 			"The model '"+model+"' does not exist or is not served by this proxy.").WithParam("model"))
 	}
 	r.route = rt
@@ -282,12 +282,12 @@ func (s *Server) open(r *request, unified []byte, sink plugin.Sink) (*plugin.Str
 	for attempt := 0; ; attempt++ {
 		v, err := s.opts.Plugins.Lookup(r.provider.Plugin)
 		if err != nil {
-			return nil, apierror.New(fiber.StatusServiceUnavailable, "plugin_not_loaded",
+			return nil, apierror.New(fiber.StatusServiceUnavailable, apierror.CodePluginNotLoaded,
 				"The plugin '"+r.provider.Plugin+"' of provider '"+r.provider.Name+"' is not loaded.")
 		}
 		r.version = v
 		if capability := capabilityOf(r.op); !v.Manifest.Has(capability) {
-			return nil, apierror.New(fiber.StatusBadRequest, "unsupported_operation",
+			return nil, apierror.New(fiber.StatusBadRequest, apierror.CodeUnsupportedOperation,
 				"Provider '"+r.provider.Name+"' does not support "+capability+".")
 		}
 		st, err := v.Open(plugin.Invocation{
@@ -300,9 +300,9 @@ func (s *Server) open(r *request, unified []byte, sink plugin.Sink) (*plugin.Str
 		case errors.Is(err, plugin.ErrRetired) && attempt < 3:
 			continue
 		case errors.Is(err, plugin.ErrBusy):
-			return nil, apierror.New(fiber.StatusServiceUnavailable, "plugin_busy", "Every instance of the provider plugin is full; retry shortly.")
+			return nil, apierror.New(fiber.StatusServiceUnavailable, apierror.CodePluginBusy, "Every instance of the provider plugin is full; retry shortly.")
 		}
-		return nil, apierror.New(fiber.StatusBadGateway, "plugin_failed", "The provider plugin failed while handling the request.")
+		return nil, apierror.New(fiber.StatusBadGateway, apierror.CodePluginFailed, "The provider plugin failed while handling the request.")
 	}
 }
 
@@ -386,7 +386,7 @@ func (s *Server) logRequest(r *request, status int, err *apierror.Error) {
 			slog.Int64("cached_tokens", e.CachedTokens), slog.Float64("cost_usd", e.CostUSD))
 	}
 	if err != nil {
-		attrs = append(attrs, slog.String("error_type", err.Type), slog.String("error_code", err.Code))
+		attrs = append(attrs, slog.String("error_type", err.Type), slog.String("error_code", string(err.Code)))
 	}
 	s.log.LogAttrs(ctx, slog.LevelInfo, "request", attrs...)
 }
@@ -409,7 +409,7 @@ func (s *Server) getModel(c *fiber.Ctx) error {
 			return c.JSON(m)
 		}
 	}
-	return apierror.New(fiber.StatusNotFound, "model_not_found", "The model '"+id+"' does not exist or is not served by this proxy.").WithParam("model")
+	return apierror.New(fiber.StatusNotFound, apierror.CodeModelNotFound, "The model '"+id+"' does not exist or is not served by this proxy.").WithParam("model")
 }
 
 // stream sends a stream that has begun (serve saw its first event): an

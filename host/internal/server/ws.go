@@ -40,11 +40,11 @@ const (
 // can open the feed with the user's cookie.
 func (s *Server) wsCheck(c *fiber.Ctx) error {
 	if !websocket.IsWebSocketUpgrade(c) {
-		return apierror.New(fiber.StatusUpgradeRequired, "websocket_required",
+		return apierror.New(fiber.StatusUpgradeRequired, apierror.CodeWebSocketRequired,
 			"GET /api/ws is a WebSocket endpoint; connect with a WebSocket client.")
 	}
 	if origin := c.Get(fiber.HeaderOrigin); origin != "" && !sameOrigin(origin, c.Hostname()) {
-		return apierror.New(fiber.StatusForbidden, "origin_not_allowed",
+		return apierror.New(fiber.StatusForbidden, apierror.CodeOriginNotAllowed,
 			"WebSocket connections must come from the dashboard's own origin, not "+origin+".")
 	}
 	return c.Next()
