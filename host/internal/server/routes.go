@@ -162,7 +162,6 @@ func (s *Server) deleteRoute(c *fiber.Ctx) error {
 	return s.answerRoute(c, fiber.StatusOK, info, err)
 }
 
-
 func routeError(err error) error {
 	var inv *providers.InvalidError
 	switch {
