@@ -1,5 +1,14 @@
-// Package server is LLM Proxy's HTTP face: the OpenAI-compatible /v1 API,
-// the admin API under /api, and the health endpoints, on Fiber.
+// Package server is LLM Proxy's HTTP layer, on Fiber. It has two faces
+// and the health endpoints:
+//
+//   - the OpenAI-compatible /v1 face (v1*.go): client keys, limits,
+//     routing with its retries, the plugin call and the answer or stream;
+//   - the admin /api face (api*.go): the dashboard's sessions and users,
+//     keys, providers, routes, plugins, the request log, settings and the
+//     live events.
+//
+// Every error either face gives is an [apierror.Error] with one of the
+// codes of package apierror.
 package server
 
 import (
@@ -17,7 +26,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gofiber/contrib/websocket"
 	"github.com/gofiber/fiber/v2"
 	"github.com/jmoiron/sqlx"
 	"github.com/valyala/fasthttp"
@@ -129,7 +137,17 @@ func (s *Server) SetLogBodyBytes(n int) { s.logBodyBytes.Store(int64(n)) }
 func (s *Server) InFlight() int64 { return s.inFlight.Load() }
 
 // New builds the server and its routes.
+//
+// Router and Plugins are required (the /v1 face serves through them), and
+// Sessions and Users go together: New panics without them, a mistake in
+// the caller's code rather than in anyone's input.
 func New(o Options) *Server {
+	switch {
+	case o.Router == nil || o.Plugins == nil:
+		panic("server.New: Options.Router and Options.Plugins are required")
+	case (o.Sessions == nil) != (o.Users == nil):
+		panic("server.New: Options.Sessions and Options.Users go together")
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -157,78 +175,8 @@ func New(o Options) *Server {
 	s.app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	s.app.Get("/readyz", s.readyz)
 
-	v1 := s.app.Group("/v1", s.requireClient) // bodies are checked by parse
-	v1.Post("/chat/completions", s.chatCompletions)
-	v1.Post("/embeddings", s.embeddings)
-	v1.Get("/models", s.listModels)
-	v1.Get("/models/+", s.getModel)
-
-	if o.Sessions != nil {
-		s.app.Post("/api/login", refuseDeepJSON, s.login)
-		s.app.Post("/api/logout", s.logout)
-	}
-	api := s.app.Group("/api", s.requireAPI, refuseDeepJSON)
-	api.Get("/session", s.session)
-	if o.Settings != nil {
-		api.Get("/settings", s.getSettings)
-		api.Patch("/settings", s.patchSettings)
-	}
-	if o.Hub != nil {
-		api.Get("/ws", s.wsCheck, websocket.New(s.wsServe))
-	}
-	if o.Sessions != nil {
-		api.Post("/session/password", s.changeOwnPassword)
-		api.Get("/users", s.listUsers)
-		api.Post("/users", s.createUser)
-		api.Get("/users/:username", s.getUser)
-		api.Patch("/users/:username", s.updateUser)
-		api.Delete("/users/:username", s.deleteUser)
-	}
-	api.Get("/plugins", func(c *fiber.Ctx) error {
-		return c.JSON(fiber.Map{"object": "list", "data": s.opts.Plugins.List()})
-	})
-	api.Put("/plugins/:file", s.uploadPlugin)
-	// Plugin files are bigger than API bodies: only their upload may be,
-	// and only for a caller who shows the admin key or a live session, so
-	// nobody else can make the server read 64 MiB before refusing them.
-	s.app.Server().HeaderReceived = func(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
-		if string(h.Method()) == fiber.MethodPut && strings.HasPrefix(string(h.RequestURI()), "/api/plugins/") && s.mayUpload(h) {
-			return fasthttp.RequestConfig{MaxRequestBodySize: max(MaxPluginUpload, o.MaxBodyBytes)}
-		}
-		return fasthttp.RequestConfig{}
-	}
-	api.Get("/stats", func(c *fiber.Ctx) error {
-		out := fiber.Map{"in_flight": s.inFlight.Load()}
-		if o.Hub != nil {
-			out["hub"] = o.Hub.Stats()
-		}
-		if s.opts.Requests != nil {
-			st := s.opts.Requests.Stats()
-			out["request_log"] = fiber.Map{"queued": st.Queued, "written": st.Written, "dropped": st.Dropped,
-				"failed": st.Failed, "batches": st.Batches, "queue_len": st.QueueLen}
-		}
-		return c.JSON(out)
-	})
-	if o.LogDB != nil {
-		api.Get("/logs", s.logs)
-		api.Get("/logs/export", s.exportLogs)
-		api.Get("/logs/:id", s.logDetail)
-		api.Get("/usage", s.usage)
-		api.Get("/overview", s.overview)
-	}
-	if o.Keys != nil {
-		api.Get("/keys", s.listKeys)
-		api.Post("/keys", s.createKey)
-		api.Delete("/keys/:id", s.revokeKey)
-		api.Patch("/keys/:id", s.updateKey)
-		api.Post("/keys/:id/rotate", s.rotateKey)
-	}
-	if o.Providers != nil {
-		s.providerRoutes(api)
-	}
-	if o.Routes != nil {
-		s.routeRoutes(api)
-	}
+	s.v1Face()
+	s.apiFace()
 	if o.Dashboard != nil {
 		s.dashboardRoutes()
 	}

@@ -26,6 +26,16 @@ import (
 	"github.com/llm-proxy/llm-proxy/sdk/abi"
 )
 
+// v1Face registers the OpenAI-compatible API: a client key (or the admin
+// key) on every call; bodies are checked by parse.
+func (s *Server) v1Face() {
+	v1 := s.app.Group("/v1", s.requireClient) // bodies are checked by parse
+	v1.Post("/chat/completions", s.chatCompletions)
+	v1.Post("/embeddings", s.embeddings)
+	v1.Get("/models", s.listModels)
+	v1.Get("/models/+", s.getModel)
+}
+
 // request is one /v1 call on its way through the proxy; it becomes the
 // request's log line at the end.
 type request struct {
