@@ -73,12 +73,13 @@ func startProxyConfig(t *testing.T) (*proxy, *config.Config) {
 }
 
 // startOn starts another proxy with cfg (its database, plugins and
-// providers), in front of the same fake upstream as p.
-func startOn(t *testing.T, cfg *config.Config, up *fakeupstream.Server) *proxy {
+// providers), in front of the same fake upstream as p; env adds
+// variables ("NAME=value") to its environment.
+func startOn(t *testing.T, cfg *config.Config, up *fakeupstream.Server, env ...string) *proxy {
 	t.Helper()
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	environ := []string{"LLMPROXY_ADMIN_KEY=" + adminKey, "FAKE_UPSTREAM_KEY=" + upstreamKey, "LLMPROXY_ENCRYPTION_KEY=" + testEncryptionKey}
+	environ := append([]string{"LLMPROXY_ADMIN_KEY=" + adminKey, "FAKE_UPSTREAM_KEY=" + upstreamKey, "LLMPROXY_ENCRYPTION_KEY=" + testEncryptionKey}, env...)
 	a, err := app.New(cfg, environ, log)
 	if err != nil {
 		t.Fatal(err)

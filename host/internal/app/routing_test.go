@@ -776,3 +776,113 @@ func TestProviderKeyWeights(t *testing.T) {
 		t.Errorf("after new keys, requests per key: %d and %d, want 50 and 60", one, two)
 	}
 }
+
+// TestProviderTokenQuota: a provider's tpm admits requests by their
+// estimate (a quarter of the body's bytes plus max_tokens) while they run,
+// refuses one that can never fit, and counts only the tokens used once
+// they are done.
+func TestProviderTokenQuota(t *testing.T) {
+	p, ups := startRouted(t, upstreams{"slow": {Faults: fakeupstream.Faults{TTFB: 4 * time.Second}}}, nil, nil)
+	body := func(maxTokens int) string {
+		return fmt.Sprintf(`{"model":"metered/gpt-4o-mini","max_tokens":%d,"messages":[{"role":"user","content":"hello"}]}`, maxTokens)
+	}
+	estimate := (len(body(200))+3)/4 + 200
+	tpm := 2*estimate + estimate/2 // two at once fit, not three
+	create := fmt.Sprintf(`{"name":"metered","plugin":"openai","base_url":%q,"models":["gpt-4o-mini"],"allow_private_network":true,"api_key":%q,"tpm":%d}`,
+		ups["slow"].URL, upstreamKey, tpm)
+	if status, b := adminCall(t, p, "POST", "/api/providers", create); status != 201 {
+		t.Fatalf("create: %d %s", status, b)
+	}
+	post := func(maxTokens int) (int, string) {
+		resp, b := rawPost(t, p.URL+"/v1/chat/completions", adminKey, body(maxTokens))
+		if resp.StatusCode != 200 {
+			var e struct{ Error struct{ Code string } }
+			json.Unmarshal(b, &e)
+			return resp.StatusCode, e.Error.Code
+		}
+		return 200, ""
+	}
+	// Never fits: refused at once, without reaching the upstream.
+	if status, code := post(10 * tpm); status != 429 || code != "provider_rate_limited" || ups["slow"].Chats() != 0 {
+		t.Fatalf("a request over the whole tpm: %d %s, upstream saw %d", status, code, ups["slow"].Chats())
+	}
+	var wg sync.WaitGroup
+	statuses := make([]int, 5)
+	for i := range statuses {
+		wg.Go(func() { statuses[i], _ = post(200) })
+	}
+	wg.Wait()
+	ok := 0
+	for _, s := range statuses {
+		switch s {
+		case 200:
+			ok++
+		case 429:
+		default:
+			t.Fatalf("statuses %v", statuses)
+		}
+	}
+	if ok != 2 || ups["slow"].Chats() != 2 {
+		t.Fatalf("%d of 5 served at once (upstream saw %d); want 2: statuses %v", ok, ups["slow"].Chats(), statuses)
+	}
+	// Done, the two count their real usage (a few tokens), not their
+	// estimates: two more fit in the same minute.
+	for range 2 {
+		wg.Go(func() {
+			if s, code := post(200); s != 200 {
+				t.Errorf("after the first two finished: %d %s", s, code)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// TestProviderKeysFromEnvironment: a config provider's api_key_env and
+// api_key_envs give it several keys, shared by api_key_weights; a
+// variable that is not set is left out with a warning, and the weights,
+// no longer one per key, give way to equal turns.
+func TestProviderKeysFromEnvironment(t *testing.T) {
+	const k1, k2 = "sk-from-env-one-0001", "sk-from-env-two-0002"
+	up, err := fakeupstream.Start(fakeupstream.Options{APIKey: k1, ExtraKeys: []string{k2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(up.Close)
+	p, cfg := startProxyConfig(t)
+	p.Stop()
+	cfg.Log.Level = "warn"
+	cfg.Providers = append(cfg.Providers,
+		config.ProviderConfig{Name: "envkeys", Plugin: "openai", BaseURL: up.URL, Models: []string{"gpt-4o-mini"}, AllowPrivateNetwork: true,
+			APIKeyEnv: "TEST_KEY_ONE", APIKeyEnvs: []string{"TEST_KEY_TWO"}, APIKeyWeights: []int{1, 3}},
+		config.ProviderConfig{Name: "partial", Plugin: "openai", BaseURL: up.URL, Models: []string{"gpt-4o-mini"}, AllowPrivateNetwork: true,
+			APIKeyEnv: "TEST_KEY_ONE", APIKeyEnvs: []string{"TEST_KEY_UNSET"}, APIKeyWeights: []int{1, 3}})
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	p = startOn(t, cfg, up, "TEST_KEY_ONE="+k1, "TEST_KEY_TWO="+k2)
+	if !strings.Contains(p.Logs.String(), "provider key not set") || !strings.Contains(p.Logs.String(), "env=TEST_KEY_UNSET") {
+		t.Errorf("no warning for the unset variable:\n%s", p.Logs.String())
+	}
+	for i := range 40 {
+		if a := routedChat(t, p, "envkeys/gpt-4o-mini", i%2 == 0); a.status != 200 {
+			t.Fatalf("request %d: %+v", i, a)
+		}
+	}
+	if one, two := up.RequestsWithKey(k1), up.RequestsWithKey(k2); one != 10 || two != 30 {
+		t.Errorf("requests per key: %d and %d, want 10 and 30", one, two)
+	}
+	for i := range 4 {
+		if a := routedChat(t, p, "partial/gpt-4o-mini", false); a.status != 200 {
+			t.Fatalf("partial request %d: %+v", i, a)
+		}
+	}
+	if one := up.RequestsWithKey(k1); one != 14 {
+		t.Errorf("the partial provider's one key served %d requests, want 4", one-10)
+	}
+	// The environment's keys are never shown, not even their last
+	// characters.
+	_, b := adminCall(t, p, "GET", "/api/providers/envkeys", "")
+	if strings.Contains(string(b), "0001") || strings.Contains(string(b), "0002") || !strings.Contains(string(b), `"api_key_weights":[1,3]`) {
+		t.Errorf("GET /api/providers/envkeys: %s", b)
+	}
+}
