@@ -40,15 +40,21 @@ func (s *Server) providerRoutes(api fiber.Router) {
 	api.Post("/providers/:name/test", s.testProvider)
 }
 
+// invalidError is a 400 listing every problem of a definition, with the
+// first one's field as the param.
+func invalidError(code apierror.Code, inv *providers.InvalidError) *apierror.Error {
+	msgs := make([]string, len(inv.Problems))
+	for i, p := range inv.Problems {
+		msgs[i] = p.Error()
+	}
+	return apierror.New(fiber.StatusBadRequest, code, strings.Join(msgs, "; ")).WithParam(inv.Problems[0].Key)
+}
+
 func providerError(err error) error {
 	var inv *providers.InvalidError
 	switch {
 	case errors.As(err, &inv):
-		msgs := make([]string, len(inv.Problems))
-		for i, p := range inv.Problems {
-			msgs[i] = p.Error()
-		}
-		return apierror.New(fiber.StatusBadRequest, apierror.CodeInvalidProvider, strings.Join(msgs, "; ")).WithParam(inv.Problems[0].Key)
+		return invalidError(apierror.CodeInvalidProvider, inv)
 	case errors.Is(err, providers.ErrNotFound):
 		return apierror.New(fiber.StatusNotFound, apierror.CodeProviderNotFound, "No provider has that name.")
 	case errors.Is(err, providers.ErrExists):

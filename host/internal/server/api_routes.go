@@ -166,11 +166,7 @@ func routeError(err error) error {
 	var inv *providers.InvalidError
 	switch {
 	case errors.As(err, &inv):
-		msgs := make([]string, len(inv.Problems))
-		for i, p := range inv.Problems {
-			msgs[i] = p.Error()
-		}
-		return apierror.New(fiber.StatusBadRequest, apierror.CodeInvalidRoute, strings.Join(msgs, "; ")).WithParam(inv.Problems[0].Key)
+		return invalidError(apierror.CodeInvalidRoute, inv)
 	case errors.Is(err, providers.ErrRouteNotFound):
 		return apierror.New(fiber.StatusNotFound, apierror.CodeRouteNotFound, "No route has that model name.")
 	case errors.Is(err, providers.ErrRouteExists):

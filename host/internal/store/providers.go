@@ -236,34 +236,29 @@ func (s *Store) CreateProvider(ctx context.Context, p Provider) error {
 // millisecond past its previous value if that is later. It returns the row
 // as stored, or ErrProviderNotFound.
 func (s *Store) UpdateProvider(ctx context.Context, name string, now int64, change func(*Provider) error) (p Provider, err error) {
-	tx, err := s.w.BeginTxx(ctx, nil)
-	if err != nil {
-		return Provider{}, fmt.Errorf("update provider %s: %w", name, err)
-	}
-	defer func() {
-		if err != nil {
-			err = errors.Join(err, ignoreDone(tx.Rollback()))
+	err = s.writeTx(ctx, "update provider "+name, func(tx *sqlx.Tx) error {
+		var err error
+		if p, err = getProvider(ctx, tx, name); err != nil {
+			return err
 		}
-	}()
-	if p, err = getProvider(ctx, tx, name); err != nil {
-		return Provider{}, err
-	}
-	if err := change(&p); err != nil {
-		return Provider{}, err
-	}
-	models, extra, opts, weights, err := p.jsonColumns()
-	if err != nil {
-		return Provider{}, fmt.Errorf("update provider %s: %w", name, err)
-	}
-	p.UpdatedAt = max(now, p.UpdatedAt+1)
-	if _, err := tx.ExecContext(ctx, `UPDATE providers SET plugin = ?, base_url = ?, models = ?, allow_private_network = ?,
+		if err := change(&p); err != nil {
+			return err
+		}
+		models, extra, opts, weights, err := p.jsonColumns()
+		if err != nil {
+			return fmt.Errorf("update provider %s: %w", name, err)
+		}
+		p.UpdatedAt = max(now, p.UpdatedAt+1)
+		if _, err := tx.ExecContext(ctx, `UPDATE providers SET plugin = ?, base_url = ?, models = ?, allow_private_network = ?,
 		allow_image_fetch = ?, extra_hosts = ?, options = ?, secret_ciphertext = ?, rpm = ?, tpm = ?, max_parallel = ?, key_weights = ?, updated_at = ? WHERE id = ?`,
-		p.Plugin, p.BaseURL, models, p.AllowPrivateNetwork, p.AllowImageFetch, extra, opts, nullBytes(p.SecretSealed),
-		p.RPM, p.TPM, p.MaxParallel, weights, p.UpdatedAt, p.ID); err != nil {
-		return Provider{}, fmt.Errorf("update provider %s: %w", name, err)
-	}
-	if err := tx.Commit(); err != nil {
-		return Provider{}, fmt.Errorf("update provider %s: %w", name, err)
+			p.Plugin, p.BaseURL, models, p.AllowPrivateNetwork, p.AllowImageFetch, extra, opts, nullBytes(p.SecretSealed),
+			p.RPM, p.TPM, p.MaxParallel, weights, p.UpdatedAt, p.ID); err != nil {
+			return fmt.Errorf("update provider %s: %w", name, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return Provider{}, err
 	}
 	return p, nil
 }
@@ -271,23 +266,18 @@ func (s *Store) UpdateProvider(ctx context.Context, name string, now int64, chan
 // DeleteProvider removes the provider called name and returns it as it
 // was, or ErrProviderNotFound.
 func (s *Store) DeleteProvider(ctx context.Context, name string) (p Provider, err error) {
-	tx, err := s.w.BeginTxx(ctx, nil)
-	if err != nil {
-		return Provider{}, fmt.Errorf("delete provider %s: %w", name, err)
-	}
-	defer func() {
-		if err != nil {
-			err = errors.Join(err, ignoreDone(tx.Rollback()))
+	err = s.writeTx(ctx, "delete provider "+name, func(tx *sqlx.Tx) error {
+		var err error
+		if p, err = getProvider(ctx, tx, name); err != nil {
+			return err
 		}
-	}()
-	if p, err = getProvider(ctx, tx, name); err != nil {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM providers WHERE id = ?`, p.ID); err != nil {
+			return fmt.Errorf("delete provider %s: %w", name, err)
+		}
+		return nil
+	})
+	if err != nil {
 		return Provider{}, err
-	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM providers WHERE id = ?`, p.ID); err != nil {
-		return Provider{}, fmt.Errorf("delete provider %s: %w", name, err)
-	}
-	if err := tx.Commit(); err != nil {
-		return Provider{}, fmt.Errorf("delete provider %s: %w", name, err)
 	}
 	return p, nil
 }

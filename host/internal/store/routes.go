@@ -155,32 +155,27 @@ func (s *Store) CreateRoute(ctx context.Context, rt Route) error {
 // model and created_at is written back, and updated_at grows. It returns
 // the row as stored, or ErrRouteNotFound.
 func (s *Store) UpdateRoute(ctx context.Context, model string, now int64, change func(*Route) error) (rt Route, err error) {
-	tx, err := s.w.BeginTxx(ctx, nil)
-	if err != nil {
-		return Route{}, fmt.Errorf("update route %s: %w", model, err)
-	}
-	defer func() {
-		if err != nil {
-			err = errors.Join(err, ignoreDone(tx.Rollback()))
+	err = s.writeTx(ctx, "update route "+model, func(tx *sqlx.Tx) error {
+		var err error
+		if rt, err = getRoute(ctx, tx, model); err != nil {
+			return err
 		}
-	}()
-	if rt, err = getRoute(ctx, tx, model); err != nil {
-		return Route{}, err
-	}
-	if err := change(&rt); err != nil {
-		return Route{}, err
-	}
-	targets, fallback, err := rt.columns()
+		if err := change(&rt); err != nil {
+			return err
+		}
+		targets, fallback, err := rt.columns()
+		if err != nil {
+			return fmt.Errorf("update route %s: %w", model, err)
+		}
+		rt.UpdatedAt = max(now, rt.UpdatedAt+1)
+		if _, err := tx.ExecContext(ctx, `UPDATE routes SET strategy = ?, targets = ?, max_attempts = ?, context_window_fallback = ?, updated_at = ? WHERE id = ?`,
+			rt.Strategy, targets, rt.MaxAttempts, fallback, rt.UpdatedAt, rt.ID); err != nil {
+			return fmt.Errorf("update route %s: %w", model, err)
+		}
+		return nil
+	})
 	if err != nil {
-		return Route{}, fmt.Errorf("update route %s: %w", model, err)
-	}
-	rt.UpdatedAt = max(now, rt.UpdatedAt+1)
-	if _, err := tx.ExecContext(ctx, `UPDATE routes SET strategy = ?, targets = ?, max_attempts = ?, context_window_fallback = ?, updated_at = ? WHERE id = ?`,
-		rt.Strategy, targets, rt.MaxAttempts, fallback, rt.UpdatedAt, rt.ID); err != nil {
-		return Route{}, fmt.Errorf("update route %s: %w", model, err)
-	}
-	if err := tx.Commit(); err != nil {
-		return Route{}, fmt.Errorf("update route %s: %w", model, err)
+		return Route{}, err
 	}
 	return rt, nil
 }
@@ -188,25 +183,42 @@ func (s *Store) UpdateRoute(ctx context.Context, model string, now int64, change
 // DeleteRoute removes the route for model and returns it as it was, or
 // ErrRouteNotFound.
 func (s *Store) DeleteRoute(ctx context.Context, model string) (rt Route, err error) {
+	err = s.writeTx(ctx, "delete route "+model, func(tx *sqlx.Tx) error {
+		var err error
+		if rt, err = getRoute(ctx, tx, model); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM routes WHERE id = ?`, rt.ID); err != nil {
+			return fmt.Errorf("delete route %s: %w", model, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return Route{}, err
+	}
+	return rt, nil
+}
+
+// writeTx runs fn in a write transaction and commits it when fn returns
+// nil. An error of fn is returned as it is; what names the work in the
+// transaction's own errors.
+func (s *Store) writeTx(ctx context.Context, what string, fn func(*sqlx.Tx) error) (err error) {
 	tx, err := s.w.BeginTxx(ctx, nil)
 	if err != nil {
-		return Route{}, fmt.Errorf("delete route %s: %w", model, err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, ignoreDone(tx.Rollback()))
 		}
 	}()
-	if rt, err = getRoute(ctx, tx, model); err != nil {
-		return Route{}, err
-	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM routes WHERE id = ?`, rt.ID); err != nil {
-		return Route{}, fmt.Errorf("delete route %s: %w", model, err)
+	if err := fn(tx); err != nil {
+		return err
 	}
 	if err := tx.Commit(); err != nil {
-		return Route{}, fmt.Errorf("delete route %s: %w", model, err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
-	return rt, nil
+	return nil
 }
 
 func getRoute(ctx context.Context, tx *sqlx.Tx, model string) (Route, error) {
