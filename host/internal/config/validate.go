@@ -167,6 +167,9 @@ func (c *Config) problems() Problems {
 	return ps
 }
 
+// MaxTargets is the most targets a route may have.
+const MaxTargets = 64
+
 // MaxKeyWeight is the largest weight of a provider's key.
 const MaxKeyWeight = 1000
 
@@ -217,8 +220,11 @@ func validateRoute(ps *Problems, key string, r RouteConfig) {
 	if _, ok := router.ParseStrategy(r.Strategy); !ok {
 		ps.add(joinKey(key, "strategy"), "must be one of %s, got %q", strings.Join(router.Strategies, ", "), r.Strategy)
 	}
-	if len(r.Targets) == 0 {
+	switch {
+	case len(r.Targets) == 0:
 		ps.add(joinKey(key, "targets"), "must list at least one target, such as { provider = \"openai\", model = \"gpt-4o-mini\" }")
+	case len(r.Targets) > MaxTargets:
+		ps.add(joinKey(key, "targets"), "must list at most %d targets, got %d", MaxTargets, len(r.Targets))
 	}
 	for i, t := range r.Targets {
 		validateTarget(ps, indexKey(joinKey(key, "targets"), i), t)

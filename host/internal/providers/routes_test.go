@@ -77,6 +77,7 @@ func TestRoutesLifecycle(t *testing.T) {
 		{providers.RouteRequest{Model: "x", Targets: []providers.RouteTarget{{Provider: "nobody", Model: "m"}}}, "targets[0].provider"},
 		{providers.RouteRequest{Model: "x", Strategy: "random", Targets: []providers.RouteTarget{{Provider: "local", Model: "m"}}}, "strategy"},
 		{providers.RouteRequest{Model: "x"}, "targets"},
+		{providers.RouteRequest{Model: "x", Targets: make([]providers.RouteTarget, 65)}, "targets"},
 		{providers.RouteRequest{Model: "", Targets: []providers.RouteTarget{{Provider: "local", Model: "m"}}}, "model"},
 		{providers.RouteRequest{Model: "x", Targets: []providers.RouteTarget{{Provider: "local", Model: "m", Weight: -1}}}, "targets[0].weight"},
 		{providers.RouteRequest{Model: "x", MaxAttempts: 11, Targets: []providers.RouteTarget{{Provider: "local", Model: "m"}}}, "max_attempts"},
