@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/http"
 	"strings"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/llm-proxy/llm-proxy/host/internal/hub"
 	"github.com/llm-proxy/llm-proxy/host/internal/keys"
 	"github.com/llm-proxy/llm-proxy/host/internal/limits"
+	"github.com/llm-proxy/llm-proxy/host/internal/metrics"
 	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
 	"github.com/llm-proxy/llm-proxy/host/internal/pricing"
 	"github.com/llm-proxy/llm-proxy/host/internal/providers"
@@ -61,11 +63,15 @@ type App struct {
 	routes    *router.Live       // the providers the server routes to
 	key       *secrets.Key       // signs sessions and seals stored secrets
 	hub       *hub.Hub           // live events for dashboards
-	settings  *settings          // changed at run time through /api/settings
-	stopHub   context.CancelFunc
-	hubDone   chan struct{}
-	cancel    context.CancelFunc
-	served    chan error
+	metrics   *metrics.Metrics   // nil when off
+	// metricsSrv serves /metrics on [metrics] listen; nil without it.
+	metricsSrv  *http.Server
+	metricsAddr string
+	settings    *settings // changed at run time through /api/settings
+	stopHub     context.CancelFunc
+	hubDone     chan struct{}
+	cancel      context.CancelFunc
+	served      chan error
 
 	// KeyUsageFlushEvery is how often the client keys' last-used stamps
 	// are written to the database (and once more at shutdown). New sets
@@ -172,12 +178,26 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 	requests := requestlog.New(sink, requestlog.Options{QueueSize: cfg.Logs.QueueSize, Logger: log,
 		Broadcaster: finishedEvents{events}})
 	accounts := users.New(st)
-	srv := server.New(server.Options{
-		Sessions: sessions.New(key, accounts, sessions.Options{TTL: cfg.Auth.SessionTTL.Std()}),
-		Users:    accounts,
-		Hub:      events,
-		Router:   routes,
-		Health:   health,
+	var srv *server.Server
+	var mets *metrics.Metrics
+	if cfg.Metrics.Enabled || cfg.Metrics.Listen != "" {
+		mets = metrics.New(metrics.Options{PerKey: cfg.Metrics.PerKey, Sources: metrics.Sources{
+			InFlight:   func() int64 { return srv.InFlight() },
+			Plugins:    reg.List,
+			RequestLog: requests.Stats,
+			Hub:        events.Stats,
+			Breakers:   health.Snapshot,
+		}})
+	}
+	srv = server.New(server.Options{
+		Metrics:      mets,
+		ServeMetrics: cfg.Metrics.Enabled,
+		MetricsToken: env[cfg.Metrics.TokenEnv],
+		Sessions:     sessions.New(key, accounts, sessions.Options{TTL: cfg.Auth.SessionTTL.Std()}),
+		Users:        accounts,
+		Hub:          events,
+		Router:       routes,
+		Health:       health,
 		Limits: limits.New(func(ctx context.Context, keyID string, since time.Time) (float64, error) {
 			return st.KeySpent(ctx, keyID, since)
 		}, nil),
@@ -201,7 +221,7 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 	})
 	sets.srv = srv
 	sets.apply()
-	return &App{cfg: cfg, log: log, Registry: reg, Server: srv, store: st, requests: requests, keys: ks, providers: pm, routes: routes, key: key, hub: events, settings: sets,
+	return &App{cfg: cfg, log: log, Registry: reg, Server: srv, store: st, requests: requests, keys: ks, providers: pm, routes: routes, key: key, hub: events, settings: sets, metrics: mets,
 		KeyUsageFlushEvery: DefaultKeyUsageFlushEvery}, nil
 }
 
@@ -289,10 +309,27 @@ func (a *App) Start(ln net.Listener) error {
 		defer close(a.flushed)
 		a.keys.FlushUsageEvery(ctx, a.KeyUsageFlushEvery)
 	}()
+	if addr := a.cfg.Metrics.Listen; addr != "" {
+		mln, err := net.Listen("tcp", addr)
+		if err != nil {
+			cancel()
+			return fmt.Errorf("metrics.listen: %w", err)
+		}
+		a.metricsAddr = mln.Addr().String()
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", a.metrics.Handler())
+		a.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = a.metricsSrv.Serve(mln) }()
+		a.log.Info("metrics served without authentication", "addr", a.metricsAddr)
+	}
 	a.served = make(chan error, 1)
 	go func() { a.served <- a.Server.Serve(ln) }()
 	return nil
 }
+
+// MetricsAddr is the address of the [metrics] listen server ("" without
+// one).
+func (a *App) MetricsAddr() string { return a.metricsAddr }
 
 // Shutdown stops accepting requests, lets in-flight ones (streams too)
 // finish within the configured shutdown timeout, writes the keys'
@@ -306,6 +343,9 @@ func (a *App) Shutdown() error {
 		<-a.hubDone
 	}
 	err := a.Server.Shutdown(a.cfg.Server.ShutdownTimeout.Std())
+	if a.metricsSrv != nil {
+		_ = a.metricsSrv.Close()
+	}
 	if a.cancel != nil {
 		a.cancel()
 	}

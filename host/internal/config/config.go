@@ -112,6 +112,29 @@ type Config struct {
 	// Routes maps public model names to one or more provider targets
 	// ([[routes]]). A model a provider lists needs no route. Default: none.
 	Routes []RouteConfig `koanf:"routes"`
+	// Metrics holds the Prometheus endpoint's settings ([metrics]).
+	Metrics MetricsConfig `koanf:"metrics"`
+}
+
+// MetricsConfig is the [metrics] section: GET /metrics in the Prometheus
+// text format.
+type MetricsConfig struct {
+	// Enabled serves GET /metrics on the main listener, to the admin key
+	// and to the token below. Default: true.
+	Enabled bool `koanf:"enabled"`
+	// TokenEnv names the variable holding a token that may read /metrics
+	// (as "Authorization: Bearer <token>") and nothing else, for the
+	// scraper. Unset or empty: only the admin key. Default:
+	// "LLMPROXY_METRICS_TOKEN".
+	TokenEnv string `koanf:"token_env"`
+	// Listen, when set, also serves /metrics without authentication on
+	// this host:port, for a scraper on a private network. Default: ""
+	// (none).
+	Listen string `koanf:"listen"`
+	// PerKey adds series per client key id (requests, tokens, cost).
+	// Each key is a series in each of those families, so leave it off
+	// with many keys. Default: false.
+	PerKey bool `koanf:"per_key"`
 }
 
 // RoutingConfig is the [routing] section: how a request that fails on a
@@ -456,6 +479,7 @@ func Default() *Config {
 		Routing: RoutingConfig{MaxAttempts: 3, RetryDeadline: Duration(30 * time.Second),
 			BackoffBase: Duration(250 * time.Millisecond), BackoffMax: Duration(5 * time.Second),
 			Breaker: BreakerConfig{Failures: 5, ErrorRate: 0.5, Window: 20, Cooldown: Duration(30 * time.Second)}},
+		Metrics: MetricsConfig{Enabled: true, TokenEnv: "LLMPROXY_METRICS_TOKEN"},
 	}
 }
 

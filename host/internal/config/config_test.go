@@ -382,8 +382,14 @@ max_attempts = 11
 		},
 		{
 			name:  "unknown section",
-			toml:  "[metrics]\nenabled = true\n",
-			want:  []want{{"metrics", "unknown key"}},
+			toml:  "[nosuch]\nenabled = true\n",
+			want:  []want{{"nosuch", "unknown key"}},
+			exact: true,
+		},
+		{
+			name:  "bad metrics",
+			toml:  "[metrics]\nlisten = \"nowhere\"\ntoken_env = \"not a name\"\n",
+			want:  []want{{"metrics.listen", "host:port"}, {"metrics.token_env", "valid environment variable name"}},
 			exact: true,
 		},
 		{

@@ -50,6 +50,14 @@ func (c *Config) problems() Problems {
 	if msg := checkListen(s.Listen); msg != "" {
 		ps.add("server.listen", "%s", msg)
 	}
+	if m := c.Metrics; m.Listen != "" {
+		if msg := checkListen(m.Listen); msg != "" {
+			ps.add("metrics.listen", "%s", msg)
+		}
+	}
+	if e := c.Metrics.TokenEnv; e != "" && !envNameRe.MatchString(e) {
+		ps.add("metrics.token_env", "must be a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*), got %q", e)
+	}
 	positiveSize(&ps, "server.max_body_bytes", s.MaxBodyBytes)
 	positiveDuration(&ps, "server.shutdown_timeout", s.ShutdownTimeout)
 	positiveDuration(&ps, "server.read_timeout", s.ReadTimeout)

@@ -440,8 +440,22 @@ type Stats struct {
 	CallbacksPerSecond float64 `json:"callbacks_per_second"`
 	// StreamsTotal counts streams opened.
 	StreamsTotal int64 `json:"streams_total"`
+	// Traps and Timeouts count the callbacks that failed: a trap, a
+	// non-zero result or a broken guest, and a callback past its deadline.
+	Traps    int64 `json:"traps"`
+	Timeouts int64 `json:"timeouts"`
+	// CallbackDurations counts callbacks by how long they ran.
+	CallbackDurations Durations `json:"-"`
 	// PerInstance describes each live instance.
 	PerInstance []InstanceStats `json:"per_instance"`
+}
+
+// Durations counts events by duration: Counts[i] those of at most
+// CallbackBuckets[i] (and above the bound before), the last those above
+// every bound; Sum is their total time.
+type Durations struct {
+	Counts []int64
+	Sum    time.Duration
 }
 
 // InstanceStats describe one instance.

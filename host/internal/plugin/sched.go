@@ -31,6 +31,31 @@ type scheduler struct {
 	window  [rateWindow]int64 // callbacks counted at each of the last ticks
 
 	created, discarded, failures, callbacks, streams atomic.Int64
+	// traps and timeouts count the callbacks that failed, by cause.
+	traps, timeouts atomic.Int64
+	// took counts the callbacks by how long they ran, in the buckets of
+	// CallbackBuckets (the last one unbounded), and their total time.
+	took    [len(CallbackBuckets) + 1]atomic.Int64
+	tookSum atomic.Int64 // nanoseconds
+}
+
+// CallbackBuckets are the upper bounds of the callback duration buckets
+// that Stats reports: a callback runs for microseconds, and its deadline is
+// 100 ms of CPU.
+var CallbackBuckets = [...]time.Duration{
+	10 * time.Microsecond, 25 * time.Microsecond, 50 * time.Microsecond, 100 * time.Microsecond,
+	250 * time.Microsecond, 500 * time.Microsecond, time.Millisecond, 2500 * time.Microsecond,
+	5 * time.Millisecond, 10 * time.Millisecond, 25 * time.Millisecond, 50 * time.Millisecond, 100 * time.Millisecond,
+}
+
+// observe counts a callback that ran for d.
+func (s *scheduler) observe(d time.Duration) {
+	i := 0
+	for i < len(CallbackBuckets) && d > CallbackBuckets[i] {
+		i++
+	}
+	s.took[i].Add(1)
+	s.tookSum.Add(int64(d))
 }
 
 const rateWindow = 10 // seconds of callbacks/s
@@ -202,8 +227,14 @@ func (s *scheduler) stats() Stats {
 	st := Stats{
 		Instances: len(ws), Created: s.created.Load(), Discarded: s.discarded.Load(), Failures: s.failures.Load(),
 		Callbacks: s.callbacks.Load(), CallbacksPerSecond: rate, StreamsTotal: s.streams.Load(),
+		Traps: s.traps.Load(), Timeouts: s.timeouts.Load(),
 		PerInstance: make([]InstanceStats, 0, len(ws)),
 	}
+	st.CallbackDurations.Counts = make([]int64, len(s.took))
+	for i := range s.took {
+		st.CallbackDurations.Counts[i] = s.took[i].Load()
+	}
+	st.CallbackDurations.Sum = time.Duration(s.tookSum.Load())
 	for _, w := range ws {
 		in := InstanceStats{ID: w.id, Streams: int(w.nstreams.Load()), Queued: int(w.queued.Load()),
 			Callbacks: w.calls.Load(), Pages: w.pages.Load(), Draining: !w.accepting()}

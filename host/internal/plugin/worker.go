@@ -537,21 +537,26 @@ func (w *worker) call(fn int, st *Stream, args ...uint64) error {
 	c.running = false
 	w.watchdog.Stop()
 	c.mu.Unlock()
+	w.s.observe(time.Since(epoch) - now)
 	w.cur = nil
 	if err != nil {
 		var exit *sys.ExitError
 		if errors.As(err, &exit) && (exit.ExitCode() == sys.ExitCodeDeadlineExceeded || exit.ExitCode() == sys.ExitCodeContextCanceled) ||
 			errors.Is(err, context.DeadlineExceeded) {
+			w.s.timeouts.Add(1)
 			return fmt.Errorf("%w: %s ran past its %s deadline", ErrTrap, exportOrder[fn], limit.Round(time.Millisecond))
 		}
+		w.s.traps.Add(1)
 		return fmt.Errorf("%w: %s: %v", ErrTrap, exportOrder[fn], firstLine(err.Error()))
 	}
 	if r := int32(w.stack[0]); r != 0 {
+		w.s.traps.Add(1)
 		return fmt.Errorf("%w: %s returned %d", ErrTrap, exportOrder[fn], r)
 	}
 	if w.mod.IsClosed() {
 		// The watchdog fired as the callback returned: the module is closed
 		// and cannot run the next one.
+		w.s.timeouts.Add(1)
 		return fmt.Errorf("%w: %s ran up to its %s deadline", ErrTrap, exportOrder[fn], limit.Round(time.Millisecond))
 	}
 	return nil

@@ -118,7 +118,7 @@ func isAPIPath(p string) bool {
 			return true
 		}
 	}
-	return p == "/healthz" || p == "/readyz"
+	return p == "/healthz" || p == "/readyz" || p == "/metrics"
 }
 
 func setPageHeaders(c *fiber.Ctx) {

@@ -34,6 +34,7 @@ import (
 	"github.com/llm-proxy/llm-proxy/host/internal/hub"
 	"github.com/llm-proxy/llm-proxy/host/internal/keys"
 	"github.com/llm-proxy/llm-proxy/host/internal/limits"
+	"github.com/llm-proxy/llm-proxy/host/internal/metrics"
 	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
 	"github.com/llm-proxy/llm-proxy/host/internal/pricing"
 	"github.com/llm-proxy/llm-proxy/host/internal/requestlog"
@@ -95,6 +96,12 @@ type Options struct {
 	Dashboard fs.FS
 	// LogDB answers /api/logs and /api/usage (a read-only pool); optional.
 	LogDB *sqlx.DB
+	// Metrics counts requests for GET /metrics; optional (nil counts
+	// nothing). ServeMetrics serves them on this server, to the admin key
+	// and to MetricsToken, if set.
+	Metrics      *metrics.Metrics
+	ServeMetrics bool
+	MetricsToken string
 	// Prices turns each request's tokens into its cost; optional.
 	Prices       pricing.Table
 	Requests     Requests // optional
@@ -175,6 +182,9 @@ func New(o Options) *Server {
 	s.app.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	s.app.Get("/readyz", s.readyz)
 
+	if o.ServeMetrics && o.Metrics != nil {
+		s.metricsRoute()
+	}
 	s.v1Face()
 	s.apiFace()
 	if o.Dashboard != nil {

@@ -3,11 +3,13 @@ package server
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gofiber/fiber/v2"
@@ -20,6 +22,7 @@ import (
 	"github.com/llm-proxy/llm-proxy/host/internal/jsondepth"
 	"github.com/llm-proxy/llm-proxy/host/internal/keys"
 	"github.com/llm-proxy/llm-proxy/host/internal/limits"
+	"github.com/llm-proxy/llm-proxy/host/internal/metrics"
 	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
 	"github.com/llm-proxy/llm-proxy/host/internal/requestlog"
 	"github.com/llm-proxy/llm-proxy/host/internal/router"
@@ -376,6 +379,7 @@ func (s *Server) logRequest(r *request, status int, err *apierror.Error) {
 	if s.opts.Requests != nil {
 		s.opts.Requests.Log(e)
 	}
+	s.observe(r, &e)
 	ctx := context.Background()
 	if !s.log.Enabled(ctx, slog.LevelInfo) {
 		return
@@ -436,8 +440,46 @@ func (s *Server) stream(c *fiber.Ctx, r *request, st *plugin.Stream, sink *strea
 	// fasthttp runs this on a goroutine of its own once the handler
 	// returns, and copies what it writes to the connection; it is always
 	// called.
-	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) { s.writeStream(w, conn, sink, st, r) })
+	s.opts.Metrics.StreamOpened()
+	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
+		defer s.opts.Metrics.StreamClosed()
+		s.writeStream(w, conn, sink, st, r)
+	})
 	return nil
+}
+
+// observe counts a finished request in the metrics.
+func (s *Server) observe(r *request, e *requestlog.Entry) {
+	m := s.opts.Metrics
+	if m == nil {
+		return
+	}
+	mr := metrics.Request{KeyID: e.KeyID, Provider: cmp.Or(e.Provider, metrics.NoProvider), Model: s.metricModel(r),
+		Operation: r.op.String(), Status: e.Status, Duration: e.Latency, TTFB: e.TTFB,
+		Prompt: e.PromptTokens, Output: e.CompletionTokens, Cached: e.CachedTokens, CostUSD: e.CostUSD}
+	if n := len(r.attempts); n > 1 {
+		first, last := r.attempts[0], r.attempts[n-1]
+		mr.Retries = n - 1
+		mr.Fallback = last.Status == fiber.StatusOK && (last.Provider != first.Provider || last.Model != first.Model)
+	}
+	m.Observe(mr)
+}
+
+// metricModel is the request's model as a metric label: a name the
+// configuration knows (a route's or a provider's model), or
+// metrics.OtherModel for the names clients make up (unknown ones, and
+// "provider/<any model>").
+func (s *Server) metricModel(r *request) string {
+	rt := r.route
+	if rt == nil {
+		if rt, _ = s.opts.Router.Load().Resolve(r.model); rt == nil {
+			return metrics.OtherModel
+		}
+	}
+	if !rt.Configured && len(rt.Targets) == 1 && strings.HasSuffix(rt.Targets[0].Key, "/*") {
+		return metrics.OtherModel
+	}
+	return r.model
 }
 
 // startedEvent is the live view's notice of a request being served.

@@ -17,6 +17,7 @@ import (
 	"github.com/llm-proxy/llm-proxy/host/internal/apierror"
 	"github.com/llm-proxy/llm-proxy/host/internal/keys"
 	"github.com/llm-proxy/llm-proxy/host/internal/limits"
+	"github.com/llm-proxy/llm-proxy/host/internal/metrics"
 	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
 	"github.com/llm-proxy/llm-proxy/host/internal/router"
 )
@@ -268,6 +269,7 @@ func (s *Server) serve(c *fiber.Ctx, r *request, body []byte, stream bool) (*try
 			a.Status, a.Error = cmp.Or(v.status, v.err.Status), cmp.Or(string(v.err.Code), v.err.Type)
 		}
 		r.attempts = append(r.attempts, a)
+		s.opts.Metrics.Attempt(t.Provider.Name, attemptModel(t), v.err == nil)
 		if v.err == nil || v.err.Status == 499 {
 			r.quota = quota
 			return res, v.err
@@ -282,6 +284,7 @@ func (s *Server) serve(c *fiber.Ctx, r *request, body []byte, stream bool) (*try
 		}
 	}
 	if last.err == nil && quotaWait > 0 {
+		s.opts.Metrics.Refused("provider_quota")
 		e := apierror.New(fiber.StatusTooManyRequests, apierror.CodeProviderRateLimited,
 			"The providers of the model '"+r.model+"' are at the request or token rate the proxy allows them; retry after the time in Retry-After.")
 		e.RetryAfter = strconv.Itoa(max(1, int(math.Ceil(quotaWait.Seconds()))))
@@ -296,6 +299,15 @@ func (s *Server) serve(c *fiber.Ctx, r *request, body []byte, stream bool) (*try
 // admitProvider counts an attempt against its provider's quota. It
 // returns the quota's ticket (nil when the provider has none), or how long
 // until the quota could let it through.
+// attemptModel is a target's upstream model as a metric label:
+// metrics.OtherModel for one a client named freely.
+func attemptModel(t *router.Target) string {
+	if strings.HasSuffix(t.Key, "/*") {
+		return metrics.OtherModel
+	}
+	return t.Model
+}
+
 func (s *Server) admitProvider(p *router.Provider, body []byte) (*limits.Ticket, time.Duration) {
 	q := p.Quota
 	if s.opts.Limits == nil || (q.RPM == 0 && q.TPM == 0 && q.MaxParallel == 0) {

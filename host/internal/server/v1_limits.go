@@ -42,6 +42,7 @@ func (s *Server) admit(c *fiber.Ctx, r *request, k *keys.Key, body []byte) *apie
 		r.ticket = t
 		return nil
 	}
+	s.opts.Metrics.Refused(string(st.Refused))
 	var e *apierror.Error
 	switch st.Refused {
 	case limits.RPM:
