@@ -18,6 +18,8 @@ package metrics
 import (
 	"net/http"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -65,6 +67,7 @@ type Options struct {
 type Metrics struct {
 	reg    *prometheus.Registry
 	perKey bool
+	cache  sync.Map // seriesKey -> *series
 
 	requests  *prometheus.CounterVec   // provider, model, operation, status_class
 	duration  *prometheus.HistogramVec // provider, model, operation
@@ -80,6 +83,23 @@ type Metrics struct {
 	keyRequests *prometheus.CounterVec // key_id, status_class
 	keyTokens   *prometheus.CounterVec // key_id, type
 	keyCost     *prometheus.CounterVec // key_id
+}
+
+// seriesKey names the series of one provider, model and operation.
+type seriesKey struct{ provider, model, operation string }
+
+// series are the children of the vectors for one seriesKey, looked up
+// once: a request then costs one map read instead of one per family.
+type series struct {
+	requests  [len(classes)]atomic.Value // a prometheus.Counter by status class, made on first use
+	duration  prometheus.Observer
+	ttfb      prometheus.Observer
+	prompt    prometheus.Counter
+	output    prometheus.Counter
+	cached    prometheus.Counter
+	cost      prometheus.Counter
+	retries   prometheus.Counter
+	fallbacks prometheus.Counter
 }
 
 // New makes the metrics and registers them, with the Go runtime's and the
@@ -151,25 +171,35 @@ func (m *Metrics) Observe(r Request) {
 	if m == nil {
 		return
 	}
+	se := m.series(seriesKey{r.Provider, r.Model, r.Operation})
 	class := StatusClass(r.Status)
-	m.requests.WithLabelValues(r.Provider, r.Model, r.Operation, class).Inc()
-	m.duration.WithLabelValues(r.Provider, r.Model, r.Operation).Observe(r.Duration.Seconds())
+	if i := r.Status/100 - 1; i >= 0 && i < len(classes) {
+		c, _ := se.requests[i].Load().(prometheus.Counter)
+		if c == nil {
+			c = m.requests.WithLabelValues(r.Provider, r.Model, r.Operation, class)
+			se.requests[i].Store(c) // whoever stores first, it is the same child
+		}
+		c.Inc()
+	} else {
+		m.requests.WithLabelValues(r.Provider, r.Model, r.Operation, class).Inc()
+	}
+	se.duration.Observe(r.Duration.Seconds())
 	if r.TTFB > 0 {
-		m.ttfb.WithLabelValues(r.Provider, r.Model, r.Operation).Observe(r.TTFB.Seconds())
+		se.ttfb.Observe(r.TTFB.Seconds())
 	}
 	if r.Prompt > 0 || r.Output > 0 {
-		m.tokens.WithLabelValues(r.Provider, r.Model, "prompt").Add(float64(r.Prompt))
-		m.tokens.WithLabelValues(r.Provider, r.Model, "completion").Add(float64(r.Output))
-		m.tokens.WithLabelValues(r.Provider, r.Model, "cached").Add(float64(r.Cached))
+		se.prompt.Add(float64(r.Prompt))
+		se.output.Add(float64(r.Output))
+		se.cached.Add(float64(r.Cached))
 	}
 	if r.CostUSD > 0 {
-		m.cost.WithLabelValues(r.Provider, r.Model).Add(r.CostUSD)
+		se.cost.Add(r.CostUSD)
 	}
 	if r.Retries > 0 {
-		m.retries.WithLabelValues(r.Model).Add(float64(r.Retries))
+		se.retries.Add(float64(r.Retries))
 	}
 	if r.Fallback {
-		m.fallbacks.WithLabelValues(r.Model).Inc()
+		se.fallbacks.Inc()
 	}
 	if m.perKey && r.KeyID != "" {
 		m.keyRequests.WithLabelValues(r.KeyID, class).Inc()
@@ -182,6 +212,26 @@ func (m *Metrics) Observe(r Request) {
 			m.keyCost.WithLabelValues(r.KeyID).Add(r.CostUSD)
 		}
 	}
+}
+
+// series returns k's children, making them on first use. The label sets
+// are bounded (see the package comment), and so is the cache.
+func (m *Metrics) series(k seriesKey) *series {
+	if v, ok := m.cache.Load(k); ok {
+		return v.(*series)
+	}
+	se := &series{
+		duration:  m.duration.WithLabelValues(k.provider, k.model, k.operation),
+		ttfb:      m.ttfb.WithLabelValues(k.provider, k.model, k.operation),
+		prompt:    m.tokens.WithLabelValues(k.provider, k.model, "prompt"),
+		output:    m.tokens.WithLabelValues(k.provider, k.model, "completion"),
+		cached:    m.tokens.WithLabelValues(k.provider, k.model, "cached"),
+		cost:      m.cost.WithLabelValues(k.provider, k.model),
+		retries:   m.retries.WithLabelValues(k.model),
+		fallbacks: m.fallbacks.WithLabelValues(k.model),
+	}
+	v, _ := m.cache.LoadOrStore(k, se)
+	return v.(*series)
 }
 
 // Attempt counts one attempt at a target; model is the upstream model,
