@@ -32,6 +32,7 @@ import (
 	"github.com/llm-proxy/llm-proxy/host/internal/server"
 	"github.com/llm-proxy/llm-proxy/host/internal/sessions"
 	"github.com/llm-proxy/llm-proxy/host/internal/store"
+	"github.com/llm-proxy/llm-proxy/host/internal/tracing"
 	"github.com/llm-proxy/llm-proxy/host/internal/users"
 )
 
@@ -64,6 +65,7 @@ type App struct {
 	key       *secrets.Key       // signs sessions and seals stored secrets
 	hub       *hub.Hub           // live events for dashboards
 	metrics   *metrics.Metrics   // nil when off
+	tracer    *tracing.Tracer    // nil when off
 	// metricsSrv serves /metrics on [metrics] listen; nil without it.
 	metricsSrv  *http.Server
 	metricsAddr string
@@ -133,6 +135,15 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 		st.Close()
 		return nil, err
 	}
+	var tracer *tracing.Tracer
+	if tc := cfg.Tracing; tc.Endpoint != "" {
+		if tracer, err = tracing.New(tracing.Options{Endpoint: tc.Endpoint, SampleRatio: tc.SampleRatio,
+			ServiceName: tc.ServiceName, PropagateUpstream: tc.PropagateUpstream}); err != nil {
+			st.Close()
+			return nil, err
+		}
+		log.Info("tracing on", "endpoint", tc.Endpoint, "sample_ratio", tc.SampleRatio, "propagate_upstream", tc.PropagateUpstream)
+	}
 	routes := router.NewLive(router.New(nil, nil))
 	b := cfg.Routing.Breaker
 	health := router.NewHealth(router.BreakerConfig{Failures: b.Failures, ErrorRate: b.ErrorRate, Window: b.Window,
@@ -159,7 +170,7 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 			return strings.Join(keys, providers.SecretSep)
 		},
 		Build: func(pc config.ProviderConfig, secret string) (*router.Provider, error) {
-			return newProvider(pc, secret, reg)
+			return newProvider(pc, secret, reg, tracer)
 		},
 		Logger: log,
 	})
@@ -191,6 +202,7 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 	}
 	srv = server.New(server.Options{
 		Metrics:      mets,
+		Tracer:       tracer,
 		ServeMetrics: cfg.Metrics.Enabled,
 		MetricsToken: env[cfg.Metrics.TokenEnv],
 		Sessions:     sessions.New(key, accounts, sessions.Options{TTL: cfg.Auth.SessionTTL.Std()}),
@@ -221,14 +233,14 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 	})
 	sets.srv = srv
 	sets.apply()
-	return &App{cfg: cfg, log: log, Registry: reg, Server: srv, store: st, requests: requests, keys: ks, providers: pm, routes: routes, key: key, hub: events, settings: sets, metrics: mets,
+	return &App{cfg: cfg, log: log, Registry: reg, Server: srv, store: st, requests: requests, keys: ks, providers: pm, routes: routes, key: key, hub: events, settings: sets, metrics: mets, tracer: tracer,
 		KeyUsageFlushEvery: DefaultKeyUsageFlushEvery}, nil
 }
 
 // newProvider builds the request path's provider from its definition and
 // secret. The secret goes to the egress client only: the plugin's config
 // (GuestConfig) never holds it.
-func newProvider(pc config.ProviderConfig, secret string, reg *plugin.Registry) (*router.Provider, error) {
+func newProvider(pc config.ProviderConfig, secret string, reg *plugin.Registry, tracer *tracing.Tracer) (*router.Provider, error) {
 	opts := map[string]any{}
 	for k, v := range pc.Options {
 		opts[k] = v
@@ -244,6 +256,7 @@ func newProvider(pc config.ProviderConfig, secret string, reg *plugin.Registry) 
 	d := newAuthDoer(pc.Plugin, reg, pc.AllowImageFetch, egress.Options{
 		BaseURL: pc.BaseURL, ExtraHosts: pc.ExtraHosts, AllowPrivateNetwork: pc.AllowPrivateNetwork,
 	}, secret, pc.APIKeyWeights)
+	d.tracer = tracer
 	return &router.Provider{Name: pc.Name, Plugin: pc.Plugin, Models: pc.Models, Egress: d, GuestConfig: guest,
 		Quota: router.Quota{RPM: pc.RPM, TPM: pc.TPM, MaxParallel: pc.MaxParallel}}, nil
 }
@@ -363,6 +376,9 @@ func (a *App) Shutdown() error {
 	if _, kerr := a.keys.FlushUsage(ctx); kerr != nil {
 		a.log.Error("api keys: last_used_at not written", "err", kerr)
 		err = errors.Join(err, kerr)
+	}
+	if terr := a.tracer.Shutdown(ctx); terr != nil {
+		a.log.Warn("spans not sent", "err", terr)
 	}
 	if lerr := a.requests.Close(ctx); lerr != nil {
 		a.log.Error("request log not fully written", "err", lerr)

@@ -9,10 +9,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
+
 	"github.com/llm-proxy/llm-proxy/host/internal/egress"
 	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
 	"github.com/llm-proxy/llm-proxy/host/internal/providers"
 	"github.com/llm-proxy/llm-proxy/host/internal/router"
+	"github.com/llm-proxy/llm-proxy/host/internal/tracing"
 )
 
 // authDoer sends a provider's requests with the authentication that the
@@ -30,8 +34,9 @@ type authDoer struct {
 	reg    *plugin.Registry
 	images bool // allow_image_fetch
 	opts   egress.Options
-	keys   []*upstreamKey // empty: no credentials
-	next   atomic.Uint64  // position in the cycle of turns
+	keys   []*upstreamKey  // empty: no credentials
+	next   atomic.Uint64   // position in the cycle of turns
+	tracer *tracing.Tracer // nil: upstream requests are not traced
 	now    func() time.Time
 
 	mu      sync.Mutex
@@ -80,6 +85,28 @@ func newAuthDoer(pluginName string, reg *plugin.Registry, images bool, opts egre
 }
 
 func (d *authDoer) Do(req *http.Request) (*http.Response, error) {
+	if d.tracer == nil {
+		return d.do(req)
+	}
+	// One client span per upstream request, its key retries included,
+	// ended when the answer's head arrives.
+	sp := d.tracer.StartUpstream(req.Context(), req.Method, req.URL.Host, req.URL.Path, propagation.HeaderCarrier(req.Header))
+	resp, err := d.do(req)
+	switch {
+	case err != nil:
+		sp.End("transport")
+	default:
+		sp.Set(semconv.HTTPResponseStatusCode(resp.StatusCode))
+		errType := ""
+		if resp.StatusCode >= 400 {
+			errType = strconv.Itoa(resp.StatusCode)
+		}
+		sp.End(errType)
+	}
+	return resp, err
+}
+
+func (d *authDoer) do(req *http.Request) (*http.Response, error) {
 	auth := egress.Auth{Type: "none"}
 	if v, err := d.reg.Lookup(d.plugin); err == nil {
 		a := v.Manifest.Auth

@@ -228,7 +228,9 @@ func TestDashboardBrowser(t *testing.T) {
 		t.Skip("each login's bcrypt hash takes seconds under the race detector; `go tool task test` runs this test without -race")
 	}
 	chromiumPath(t)
+	rc := startReceiver(t)
 	p := startProxy(t, func(c *config.Config) {
+		c.Tracing.Endpoint = rc.URL + "/v1/traces" // the detail page shows each request's trace id
 		c.Prices = map[string]config.PriceConfig{"gpt-4o-mini": {Input: 0.15, Output: 0.6}}
 		c.Logs.Bodies = true
 		// The demo plugin's instances close after a second without a
@@ -302,6 +304,7 @@ func TestDashboardBrowser(t *testing.T) {
 		tb.do("open a request", chromedp.Click(chromedp.CSS(`#main tbody tr a`)))
 		tb.wait("request detail", `location.pathname.startsWith("/logs/req_") && !!document.querySelector('#main > .page[data-ready]')`)
 		tb.wait("timings and bodies shown", `document.body.innerText.includes("Timings, tokens and cost") && document.querySelectorAll("#main pre").length === 2`)
+		tb.wait("trace id shown", `/^[0-9a-f]{32}$/.test((document.querySelector("[data-trace-id]") || {}).textContent || "")`)
 		tb.shot("request")
 
 		// Retries: the fail-500 request above was tried three times; its

@@ -114,6 +114,27 @@ type Config struct {
 	Routes []RouteConfig `koanf:"routes"`
 	// Metrics holds the Prometheus endpoint's settings ([metrics]).
 	Metrics MetricsConfig `koanf:"metrics"`
+	// Tracing holds the OpenTelemetry settings ([tracing]).
+	Tracing TracingConfig `koanf:"tracing"`
+}
+
+// TracingConfig is the [tracing] section: OpenTelemetry traces of the /v1
+// requests, sent over OTLP/HTTP.
+type TracingConfig struct {
+	// Endpoint is the collector's OTLP/HTTP traces URL, such as
+	// "http://127.0.0.1:4318/v1/traces". Empty turns tracing off.
+	// Default: "".
+	Endpoint string `koanf:"endpoint"`
+	// SampleRatio is the share of new traces kept, from 0 to 1; a request
+	// whose traceparent says its trace is sampled is always kept.
+	// Default: 1.
+	SampleRatio float64 `koanf:"sample_ratio"`
+	// ServiceName is the service.name of the spans. Default: "llm-proxy".
+	ServiceName string `koanf:"service_name"`
+	// PropagateUpstream sends traceparent to the providers, linking their
+	// own traces to the proxy's; it tells them the trace id. Default:
+	// false.
+	PropagateUpstream bool `koanf:"propagate_upstream"`
 }
 
 // MetricsConfig is the [metrics] section: GET /metrics in the Prometheus
@@ -480,6 +501,7 @@ func Default() *Config {
 			BackoffBase: Duration(250 * time.Millisecond), BackoffMax: Duration(5 * time.Second),
 			Breaker: BreakerConfig{Failures: 5, ErrorRate: 0.5, Window: 20, Cooldown: Duration(30 * time.Second)}},
 		Metrics: MetricsConfig{Enabled: true, TokenEnv: "LLMPROXY_METRICS_TOKEN"},
+		Tracing: TracingConfig{SampleRatio: 1, ServiceName: "llm-proxy"},
 	}
 }
 

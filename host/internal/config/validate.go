@@ -55,6 +55,17 @@ func (c *Config) problems() Problems {
 			ps.add("metrics.listen", "%s", msg)
 		}
 	}
+	if tr := c.Tracing; tr.Endpoint != "" {
+		if u, err := url.Parse(tr.Endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			ps.add("tracing.endpoint", "must be an http(s) URL such as \"http://127.0.0.1:4318/v1/traces\", got %q", tr.Endpoint)
+		}
+	}
+	if r := c.Tracing.SampleRatio; r < 0 || r > 1 || r != r {
+		ps.add("tracing.sample_ratio", "must be between 0 and 1, got %g", r)
+	}
+	if c.Tracing.ServiceName == "" {
+		ps.add("tracing.service_name", "must not be empty")
+	}
 	if e := c.Metrics.TokenEnv; e != "" && !envNameRe.MatchString(e) {
 		ps.add("metrics.token_env", "must be a valid environment variable name ([A-Za-z_][A-Za-z0-9_]*), got %q", e)
 	}

@@ -407,6 +407,7 @@ func TestLog(t *testing.T) {
 			ResponseBody: sql.NullString{String: "data: [DONE]\n\n", Valid: true},
 			Attempts:     2,
 			AttemptLog:   sql.NullString{String: `[{"provider":"a","status":502},{"provider":"b","status":200}]`, Valid: true},
+			TraceID:      "4bf92f3577b34da6a3ce929d0e0e4736",
 		},
 		{ID: "req_bare", TS: ts.UnixMilli(), Status: 404},
 	}
@@ -420,7 +421,7 @@ func TestLog(t *testing.T) {
 		`"provider":"","plugin":"","plugin_version":"","status":200,"latency_ms":0,"ttfb_ms":0,"stream":true,` +
 		`"prompt_tokens":12,"completion_tokens":0,"cached_tokens":0,"cost_usd":0,"attempts":2,` +
 		`"request_body":"{\"model\":\"gpt-4o\"}","response_body":"data: [DONE]\n\n",` +
-		`"attempt_log":[{"provider":"a","status":502},{"provider":"b","status":200}]}`
+		`"attempt_log":[{"provider":"a","status":502},{"provider":"b","status":200}],"trace_id":"4bf92f3577b34da6a3ce929d0e0e4736"}`
 	if string(b) != want {
 		t.Errorf("JSON =\n%s\nwant\n%s", b, want)
 	}
@@ -429,7 +430,7 @@ func TestLog(t *testing.T) {
 		t.Errorf("bare row: %+v %v", d, err)
 	}
 	b, _ = json.Marshal(d)
-	if !strings.HasSuffix(string(b), `"attempts":1,"request_body":null,"response_body":null,"attempt_log":null}`) {
+	if !strings.HasSuffix(string(b), `"attempts":1,"request_body":null,"response_body":null,"attempt_log":null,"trace_id":""}`) {
 		t.Errorf("bare row JSON: %s", b)
 	}
 	for _, id := range []string{"req_nope", "", "req_full' OR '1'='1"} {

@@ -96,13 +96,16 @@ type LogDetail struct {
 	// AttemptLog lists every attempt (provider, model, status, error,
 	// ms, waited_ms) when there was more than one; null otherwise.
 	AttemptLog json.RawMessage `json:"attempt_log"`
+	// TraceID is the request's OpenTelemetry trace id; "" when it was not
+	// traced.
+	TraceID string `json:"trace_id"`
 }
 
 // ErrNotFound is returned by [Log] when no row has the id.
 var ErrNotFound = errors.New("no request log row has that id")
 
 // logByIDQuery reads one row, bodies included, by its primary key.
-const logByIDQuery = "SELECT " + logColumns + ", request_body, response_body, attempt_log FROM request_logs WHERE id = ?"
+const logByIDQuery = "SELECT " + logColumns + ", request_body, response_body, attempt_log, trace_id FROM request_logs WHERE id = ?"
 
 // Log returns the row with the given id, bodies included: one primary key
 // lookup.
@@ -115,7 +118,7 @@ func Log(ctx context.Context, db *sqlx.DB, id string) (LogDetail, error) {
 	if err != nil {
 		return LogDetail{}, fmt.Errorf("log %q: %w", id, err)
 	}
-	d := LogDetail{LogRow: RowOf(&r)}
+	d := LogDetail{LogRow: RowOf(&r), TraceID: r.TraceID}
 	if r.RequestBody.Valid {
 		d.RequestBody = &r.RequestBody.String
 	}

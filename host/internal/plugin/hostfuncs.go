@@ -149,7 +149,11 @@ func hostHTTPSend(w *worker, mod api.Module, a []uint64) abi.Status {
 // fetch), within the stream's limit of open handles.
 func (w *worker) openHandle(st *Stream) (*upstream, abi.Status) {
 	w.handleN++
-	ctx, cancel := context.WithCancel(context.Background())
+	parent := context.Background()
+	if c := st.inv.Context; c != nil {
+		parent = context.WithoutCancel(c)
+	}
+	ctx, cancel := context.WithCancel(parent)
 	u := &upstream{handle: w.handleN, st: st, w: w, ctx: ctx, cancel: cancel, ack: make(chan struct{}, 1)}
 	if s := st.track(u); s != abi.StatusOK {
 		cancel()

@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"context"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -47,6 +48,10 @@ type Invocation struct {
 	Config  []byte // the provider config JSON handed to the guest
 	Egress  Doer
 	Sink    Sink
+	// Context carries values (the request's trace) to the upstream
+	// requests the guest makes; its deadline and cancellation are not
+	// used. Nil: none.
+	Context context.Context
 }
 
 // Stream is one client request being served by an instance of a plugin.

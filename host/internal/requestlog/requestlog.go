@@ -110,6 +110,8 @@ type Entry struct {
 	// their JSON list, set only when there was more than one.
 	Attempts   int
 	AttemptLog []byte
+	// TraceID is the request's trace id, when it was traced.
+	TraceID string
 }
 
 // Sink stores batches of entries. It is called from one goroutine only, so

@@ -39,6 +39,7 @@ import (
 	"github.com/llm-proxy/llm-proxy/host/internal/pricing"
 	"github.com/llm-proxy/llm-proxy/host/internal/requestlog"
 	"github.com/llm-proxy/llm-proxy/host/internal/router"
+	"github.com/llm-proxy/llm-proxy/host/internal/tracing"
 )
 
 // Plugins is what the server needs of the plugin registry.
@@ -102,6 +103,8 @@ type Options struct {
 	Metrics      *metrics.Metrics
 	ServeMetrics bool
 	MetricsToken string
+	// Tracer traces the /v1 requests; nil when tracing is off.
+	Tracer *tracing.Tracer
 	// Prices turns each request's tokens into its cost; optional.
 	Prices       pricing.Table
 	Requests     Requests // optional

@@ -15,6 +15,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
+	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
 
 	"github.com/llm-proxy/llm-proxy/host/internal/apierror"
 	"github.com/llm-proxy/llm-proxy/host/internal/bodylog"
@@ -26,6 +27,7 @@ import (
 	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
 	"github.com/llm-proxy/llm-proxy/host/internal/requestlog"
 	"github.com/llm-proxy/llm-proxy/host/internal/router"
+	"github.com/llm-proxy/llm-proxy/host/internal/tracing"
 	"github.com/llm-proxy/llm-proxy/sdk/abi"
 )
 
@@ -58,6 +60,12 @@ type request struct {
 	usage         usage
 	ttfb          time.Duration
 	bodies        *bodies // nil unless [logs] bodies is on
+	// span is the request's trace span and ctx its context; attemptCtx
+	// is the current attempt's, which the plugin's upstream requests
+	// are traced under. All nil/empty when tracing is off.
+	span       *tracing.Span
+	ctx        context.Context
+	attemptCtx context.Context
 }
 
 // bodies is what the request log keeps of one request's bodies: the first
@@ -184,6 +192,9 @@ func (s *Server) handle(c *fiber.Ctx, op abi.Op) error {
 	r := &request{id: newRequestID(), keyID: keyID(c), start: time.Now(), op: op}
 	s.inFlight.Add(1) // until logRequest
 	c.Set("X-Request-Id", r.id)
+	if t := s.opts.Tracer; t != nil {
+		r.ctx, r.span = t.StartRequest(requestHeaders{&c.Request().Header}, op.String())
+	}
 	body := c.Body()
 	if n := int(s.logBodyBytes.Load()); n > 0 {
 		// fasthttp reuses the request buffer once the handler returns.
@@ -194,6 +205,10 @@ func (s *Server) handle(c *fiber.Ctx, op abi.Op) error {
 		return s.finish(c, r, perr)
 	}
 	r.model, r.includeUsage = model, includeUsage
+	if r.span != nil {
+		r.span.SetName(tracing.OperationName(op.String()) + " " + model)
+		r.span.Set(semconv.GenAIRequestModel(model))
+	}
 	if s.opts.Hub.Active() {
 		s.opts.Hub.Publish(hub.RequestStarted, startedEvent{ID: r.id, TS: r.start.UTC(), KeyID: nonAdmin(r.keyID), Model: model, Stream: stream, Op: op.String()})
 	}
@@ -305,7 +320,7 @@ func (s *Server) open(r *request, unified []byte, sink plugin.Sink) (*plugin.Str
 		}
 		st, err := v.Open(plugin.Invocation{
 			Op: r.op, Request: unified, Config: r.provider.GuestConfig,
-			Egress: r.provider.Egress, Sink: sink,
+			Egress: r.provider.Egress, Sink: sink, Context: r.attemptCtx,
 		})
 		switch {
 		case err == nil:
@@ -376,6 +391,10 @@ func (s *Server) logRequest(r *request, status int, err *apierror.Error) {
 	if err != nil {
 		e.ErrorType = err.Type
 	}
+	if r.span != nil {
+		e.TraceID = r.span.TraceID()
+		s.endSpan(r, &e, err)
+	}
 	if s.opts.Requests != nil {
 		s.opts.Requests.Log(e)
 	}
@@ -401,6 +420,9 @@ func (s *Server) logRequest(r *request, status int, err *apierror.Error) {
 	}
 	if err != nil {
 		attrs = append(attrs, slog.String("error_type", err.Type), slog.String("error_code", string(err.Code)))
+	}
+	if e.TraceID != "" {
+		attrs = append(attrs, slog.String("trace_id", e.TraceID))
 	}
 	s.log.LogAttrs(ctx, slog.LevelInfo, "request", attrs...)
 }

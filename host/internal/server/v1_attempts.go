@@ -13,6 +13,8 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/tidwall/sjson"
+	"go.opentelemetry.io/otel/attribute"
+	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
 
 	"github.com/llm-proxy/llm-proxy/host/internal/apierror"
 	"github.com/llm-proxy/llm-proxy/host/internal/keys"
@@ -166,12 +168,20 @@ func (s *Server) serve(c *fiber.Ctx, r *request, body []byte, stream bool) (*try
 			"No provider of the route '"+rt.Model+"' is being served.")
 	}
 	h := s.opts.Health
+	_, routeSpan := s.opts.Tracer.Start(r.ctx, "route", attribute.String("llmproxy.route", rt.Model),
+		attribute.String("llmproxy.strategy", rt.Strategy.String()), attribute.Int("llmproxy.targets", len(rt.Targets)))
 	// A route of one target always tries it: resting it would only turn
 	// the upstream's errors into the proxy's.
 	single := len(rt.Targets) == 1 && rt.ContextFallback == nil
 	plan := []int{0}
 	if !single {
 		plan = router.Plan(rt.Strategy, h.Candidates(rt.Targets), rand.Uint64())
+	}
+	routeSpan.Set(attribute.Int("llmproxy.planned", len(plan)))
+	if len(plan) == 0 {
+		routeSpan.End(string(apierror.CodeUpstreamUnavailable))
+	} else {
+		routeSpan.End("")
 	}
 	if len(plan) == 0 {
 		e := allResting(r.model)
@@ -252,6 +262,7 @@ func (s *Server) serve(c *fiber.Ctx, r *request, body []byte, stream bool) (*try
 		}
 		tries[ti]++
 		began := time.Now()
+		span := s.startAttempt(r, t)
 		res := s.attempt(c, r, body, t, stream)
 		v := judge(res.end, res.openErr)
 		if res.openErr != nil && single {
@@ -270,6 +281,10 @@ func (s *Server) serve(c *fiber.Ctx, r *request, body []byte, stream bool) (*try
 		}
 		r.attempts = append(r.attempts, a)
 		s.opts.Metrics.Attempt(t.Provider.Name, attemptModel(t), v.err == nil)
+		if span != nil {
+			span.Set(semconv.HTTPResponseStatusCode(a.Status))
+			span.End(errorType(v.err))
+		}
 		if v.err == nil || v.err.Status == 499 {
 			r.quota = quota
 			return res, v.err

@@ -52,6 +52,9 @@ type RequestLog struct {
 	// lists them as JSON, and is NULL when there was one.
 	Attempts   int            `db:"attempts"`
 	AttemptLog sql.NullString `db:"attempt_log"`
+	// TraceID is the request's OpenTelemetry trace id; "" when it was not
+	// traced.
+	TraceID string `db:"trace_id"`
 }
 
 // insertLogSQL inserts one RequestLog; its parameters are in the order of
@@ -60,14 +63,14 @@ const insertLogSQL = `INSERT INTO request_logs (
 	id, ts, key_id, model, provider, plugin, plugin_version, status,
 	error_type, latency_ms, ttfb_ms, stream, prompt_tokens,
 	completion_tokens, cached_tokens, cost_usd, request_body, response_body,
-	attempts, attempt_log
+	attempts, attempt_log, trace_id
 ) VALUES ` + logValues
 
 // logValues is the VALUES tuple of one row, and logColumns the number of
 // parameters in it.
 const (
-	logValues  = `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
-	logColumns = 20
+	logValues  = `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	logColumns = 21
 )
 
 // chunkRows is how many rows one execution of insertChunkSQL inserts.
@@ -84,7 +87,7 @@ func logArgs(args []any, r *RequestLog) []any {
 		r.ID, r.TS, r.KeyID, r.Model, r.Provider, r.Plugin, r.PluginVersion, r.Status,
 		r.ErrorType, r.LatencyMS, r.TTFBMS, r.Stream, r.PromptTokens,
 		r.CompletionTokens, r.CachedTokens, r.CostUSD, r.RequestBody, r.ResponseBody,
-		max(r.Attempts, 1), r.AttemptLog,
+		max(r.Attempts, 1), r.AttemptLog, r.TraceID,
 	)
 }
 
