@@ -218,38 +218,46 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// BenchmarkProxyMetrics is the cost of the metrics on a request: the same
-// non-stream chat through a proxy with [metrics] on and one with it off,
-// each against a canned upstream, side by side in one run. cpu-µs/op is
-// this process's CPU time per request (client and upstream included, the
-// same on both sides), so the difference is what the metrics add.
-func BenchmarkProxyMetrics(b *testing.B) {
+// BenchmarkProxyObservability is the cost of metrics and tracing on a
+// request: the same non-stream chat through three proxies in one run, one
+// with neither ("off"), one with [metrics] on ("metrics"), one with
+// metrics and every request traced ("traced": sample_ratio 1, spans sent
+// to a local OTLP/HTTP endpoint that reads and drops them). cpu-µs/op is
+// this process's CPU time per request (client, upstream and span
+// receiver included), so the differences are what each adds.
+func BenchmarkProxyObservability(b *testing.B) {
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		w.Header().Set("Content-Type", "application/json")
 		w.Write([]byte(`{"id":"chatcmpl-x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hello there"},"finish_reason":"stop"}],"usage":{"prompt_tokens":300,"completion_tokens":2,"total_tokens":302}}`))
 	}))
 	defer up.Close()
-	proxies := map[bool]*proxy{}
-	for _, on := range []bool{true, false} {
-		proxies[on] = startProxyWith(b, func(cfg *config.Config) {
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/x-protobuf")
+	}))
+	defer collector.Close()
+	proxies := map[string]*proxy{}
+	for _, variant := range []string{"off", "metrics", "traced"} {
+		proxies[variant] = startProxyWith(b, func(cfg *config.Config) {
 			cfg.Log.Level = "warn"
-			cfg.Metrics.Enabled = on
+			cfg.Metrics.Enabled = variant != "off"
+			if variant == "traced" {
+				cfg.Tracing.Endpoint = collector.URL + "/v1/traces"
+			}
 			cfg.Prices = map[string]config.PriceConfig{"canned-o": {Input: 1, Output: 2}}
 			cfg.Providers = append(cfg.Providers,
 				config.ProviderConfig{Name: "canned-openai", Plugin: "openai", BaseURL: up.URL + "/v1", Models: []string{"canned-o"}, AllowPrivateNetwork: true})
 		}, fakeupstream.Options{DisableRecording: true})
 	}
 	body := `{"model":"canned-o","messages":[{"role":"user","content":"` + strings.Repeat("lorem ipsum ", 150) + `"}]}`
-	for _, on := range []bool{false, true, false, true} {
-		name := "off"
-		if on {
-			name = "on"
+	for range 2 {
+		for _, variant := range []string{"off", "metrics", "traced"} {
+			b.Run(variant, func(b *testing.B) {
+				before := cpuTime()
+				runProxyBench(b, proxies[variant], body)
+				b.ReportMetric(float64((cpuTime()-before).Microseconds())/float64(b.N), "cpu-µs/op")
+			})
 		}
-		b.Run(name, func(b *testing.B) {
-			before := cpuTime()
-			runProxyBench(b, proxies[on], body)
-			b.ReportMetric(float64((cpuTime()-before).Microseconds())/float64(b.N), "cpu-µs/op")
-		})
 	}
 }
