@@ -24,16 +24,7 @@ import (
 // Prometheus text parser.
 func scrape(t *testing.T, url, token string) map[string]*dto.MetricFamily {
 	t.Helper()
-	req, _ := http.NewRequest("GET", url, nil)
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
+	resp, body := rawGet(t, url, token)
 	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") {
 		t.Fatalf("GET %s: %d %s\n%s", url, resp.StatusCode, resp.Header.Get("Content-Type"), body)
 	}
@@ -244,22 +235,13 @@ func TestMetrics(t *testing.T) {
 		{"a client key", key.Key, 401, "invalid_credentials"},
 		{"a wrong token", "not-the-token", 401, "invalid_credentials"},
 	} {
-		req, _ := http.NewRequest("GET", p.URL+"/metrics", nil)
-		if c.token != "" {
-			req.Header.Set("Authorization", "Bearer "+c.token)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		resp, b := rawGet(t, p.URL+"/metrics", c.token)
 		expectAPIError(t, c.what, resp.StatusCode, b, c.status, c.code, "")
 	}
 	scrape(t, p.URL+"/metrics", upstreamKey) // the metrics token
 	// The token opens nothing else.
-	if status, _ := rawAdmin(t, p, "GET", "/api/keys", upstreamKey); status != 401 {
-		t.Errorf("the metrics token reads /api/keys: %d", status)
+	if resp, _ := rawGet(t, p.URL+"/api/keys", upstreamKey); resp.StatusCode != 401 {
+		t.Errorf("the metrics token reads /api/keys: %d", resp.StatusCode)
 	}
 	// [metrics] listen: no credentials needed.
 	open := scrape(t, "http://"+p.App.MetricsAddr()+"/metrics", "")
@@ -269,27 +251,22 @@ func TestMetrics(t *testing.T) {
 // TestMetricsOff: with [metrics] enabled = false there is no /metrics.
 func TestMetricsOff(t *testing.T) {
 	p := startProxy(t, func(c *config.Config) { c.Metrics.Enabled = false })
-	req, _ := http.NewRequest("GET", p.URL+"/metrics", nil)
-	req.Header.Set("Authorization", "Bearer "+adminKey)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	resp, b := rawGet(t, p.URL+"/metrics", adminKey)
 	expectAPIError(t, "metrics off", resp.StatusCode, b, 404, "unknown_url", "")
 }
 
-// rawAdmin calls the admin API with token as the bearer.
-func rawAdmin(t *testing.T, p *proxy, method, path, token string) (int, []byte) {
+// rawGet is rawPost's GET: key, when set, goes as the bearer.
+func rawGet(t *testing.T, url, key string) (*http.Response, []byte) {
 	t.Helper()
-	req, _ := http.NewRequest(method, p.URL+path, nil)
-	req.Header.Set("Authorization", "Bearer "+token)
+	req, _ := http.NewRequest("GET", url, nil)
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, b
+	return resp, b
 }
