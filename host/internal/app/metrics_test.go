@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"sort"
 	"strings"
 	"testing"
@@ -253,20 +251,4 @@ func TestMetricsOff(t *testing.T) {
 	p := startProxy(t, func(c *config.Config) { c.Metrics.Enabled = false })
 	resp, b := rawGet(t, p.URL+"/metrics", adminKey)
 	expectAPIError(t, "metrics off", resp.StatusCode, b, 404, "unknown_url", "")
-}
-
-// rawGet is rawPost's GET: key, when set, goes as the bearer.
-func rawGet(t *testing.T, url, key string) (*http.Response, []byte) {
-	t.Helper()
-	req, _ := http.NewRequest("GET", url, nil)
-	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp, b
 }

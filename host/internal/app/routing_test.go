@@ -171,6 +171,15 @@ func TestRoutingFallbackOrder(t *testing.T) {
 	if a.status != 502 || a.attempts != "2" || a.provider != "broken" {
 		t.Errorf("short route: %+v", a)
 	}
+
+	// The metrics count the same: two requests answered by another target
+	// than the first, the failed one not; every attempt after a first.
+	fams := scrape(t, p.URL+"/metrics", adminKey)
+	expectMetric(t, fams, 2, "llmproxy_route_fallbacks_total", "model=smart")
+	expectMetric(t, fams, 4, "llmproxy_route_retries_total", "model=smart")
+	expectMetric(t, fams, 1, "llmproxy_route_retries_total", "model=short")
+	expectMetric(t, fams, 2, "llmproxy_route_attempts_total", "provider=good", "model=gpt-4o-mini", "result=ok")
+	expectMetric(t, fams, 3, "llmproxy_route_attempts_total", "provider=refused", "model=gpt-4o-mini", "result=error")
 }
 
 func TestRoutingNoRetryAfterFirstByte(t *testing.T) {

@@ -236,8 +236,23 @@ func waitFor(t *testing.T, cond func() bool) {
 
 func rawPost(t *testing.T, url, key, body string) (*http.Response, []byte) {
 	t.Helper()
-	req, _ := http.NewRequest("POST", url, strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
+	return rawDo(t, "POST", url, key, body)
+}
+
+// rawGet is rawPost's GET.
+func rawGet(t *testing.T, url, key string) (*http.Response, []byte) {
+	t.Helper()
+	return rawDo(t, "GET", url, key, "")
+}
+
+// rawDo sends one request with key, when set, as the bearer; anything
+// but a GET says its body is JSON.
+func rawDo(t *testing.T, method, url, key, body string) (*http.Response, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	if method != "GET" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
 	}

@@ -68,6 +68,9 @@ type Metrics struct {
 	reg    *prometheus.Registry
 	perKey bool
 	cache  sync.Map // seriesKey -> *series
+	// attemptCache holds each target's attempt counters (error, ok),
+	// keyed by provider and upstream model.
+	attemptCache sync.Map // seriesKey -> *[2]prometheus.Counter
 
 	requests  *prometheus.CounterVec   // provider, model, operation, status_class
 	duration  *prometheus.HistogramVec // provider, model, operation
@@ -173,7 +176,7 @@ func (m *Metrics) Observe(r Request) {
 	}
 	se := m.series(seriesKey{r.Provider, r.Model, r.Operation})
 	class := StatusClass(r.Status)
-	if i := r.Status/100 - 1; i >= 0 && i < len(classes) {
+	if i := classIndex(r.Status); i >= 0 {
 		c, _ := se.requests[i].Load().(prometheus.Counter)
 		if c == nil {
 			c = m.requests.WithLabelValues(r.Provider, r.Model, r.Operation, class)
@@ -240,11 +243,18 @@ func (m *Metrics) Attempt(provider, model string, ok bool) {
 	if m == nil {
 		return
 	}
-	result := "error"
-	if ok {
-		result = "ok"
+	k := seriesKey{provider: provider, model: model}
+	v, found := m.attemptCache.Load(k)
+	if !found {
+		v, _ = m.attemptCache.LoadOrStore(k, &[2]prometheus.Counter{
+			m.attempts.WithLabelValues(provider, model, "error"), m.attempts.WithLabelValues(provider, model, "ok")})
 	}
-	m.attempts.WithLabelValues(provider, model, result).Inc()
+	c := v.(*[2]prometheus.Counter)
+	if ok {
+		c[1].Inc()
+	} else {
+		c[0].Inc()
+	}
 }
 
 // Refused counts a request refused by a limit.
@@ -273,8 +283,16 @@ var classes = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
 
 // StatusClass is "2xx" for 200 and so on.
 func StatusClass(status int) string {
-	if i := status/100 - 1; i >= 0 && i < len(classes) {
+	if i := classIndex(status); i >= 0 {
 		return classes[i]
 	}
 	return strconv.Itoa(status)
+}
+
+// classIndex is status's index in classes, or -1 outside 100-599.
+func classIndex(status int) int {
+	if i := status/100 - 1; i >= 0 && i < len(classes) {
+		return i
+	}
+	return -1
 }

@@ -42,6 +42,21 @@ func (s *Server) endSpan(r *request, e *requestlog.Entry, err *apierror.Error) {
 	sp.End(errorType(err))
 }
 
+// traceRoute records the routing decision as a span of its own: the
+// route, its strategy, and how many of its targets were planned (none
+// when every breaker is open).
+func (s *Server) traceRoute(r *request, planned int) {
+	rt := r.route
+	_, sp := s.opts.Tracer.Start(r.ctx, "route", attribute.String("llmproxy.route", rt.Model),
+		attribute.String("llmproxy.strategy", rt.Strategy.String()), attribute.Int("llmproxy.targets", len(rt.Targets)),
+		attribute.Int("llmproxy.planned", planned))
+	errType := ""
+	if planned == 0 {
+		errType = string(apierror.CodeUpstreamUnavailable)
+	}
+	sp.End(errType)
+}
+
 // startAttempt starts the span of an attempt at t, under the request's.
 func (s *Server) startAttempt(r *request, t *router.Target) *tracing.Span {
 	if r.span == nil {

@@ -13,7 +13,6 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/tidwall/sjson"
-	"go.opentelemetry.io/otel/attribute"
 	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
 
 	"github.com/llm-proxy/llm-proxy/host/internal/apierror"
@@ -168,8 +167,6 @@ func (s *Server) serve(c *fiber.Ctx, r *request, body []byte, stream bool) (*try
 			"No provider of the route '"+rt.Model+"' is being served.")
 	}
 	h := s.opts.Health
-	_, routeSpan := s.opts.Tracer.Start(r.ctx, "route", attribute.String("llmproxy.route", rt.Model),
-		attribute.String("llmproxy.strategy", rt.Strategy.String()), attribute.Int("llmproxy.targets", len(rt.Targets)))
 	// A route of one target always tries it: resting it would only turn
 	// the upstream's errors into the proxy's.
 	single := len(rt.Targets) == 1 && rt.ContextFallback == nil
@@ -177,11 +174,8 @@ func (s *Server) serve(c *fiber.Ctx, r *request, body []byte, stream bool) (*try
 	if !single {
 		plan = router.Plan(rt.Strategy, h.Candidates(rt.Targets), rand.Uint64())
 	}
-	routeSpan.Set(attribute.Int("llmproxy.planned", len(plan)))
-	if len(plan) == 0 {
-		routeSpan.End(string(apierror.CodeUpstreamUnavailable))
-	} else {
-		routeSpan.End("")
+	if r.span != nil {
+		s.traceRoute(r, len(plan))
 	}
 	if len(plan) == 0 {
 		e := allResting(r.model)
