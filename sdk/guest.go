@@ -47,6 +47,11 @@ func (g *Guest) OnStart(stream, op int32) int32 {
 		err = g.plugin.Embeddings(s)
 	case abi.OpModels:
 		err = g.plugin.Models(s)
+	case abi.OpMessages, abi.OpMessagesStream:
+		err = ErrUnsupported
+		if m, ok := g.plugin.(MessagesPlugin); ok {
+			err = m.Messages(s)
+		}
 	default:
 		err = &HTTPError{Status: 400, Message: "unknown operation"}
 	}

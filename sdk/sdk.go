@@ -88,6 +88,18 @@ type Plugin interface {
 	Models(s *Stream) error
 }
 
+// MessagesPlugin is implemented by a plugin that takes Anthropic Messages
+// API requests as clients sent them (capability "messages", ABI 2.1), for
+// an upstream that speaks that API: what the OpenAI shape cannot carry
+// (thinking blocks and their signatures, cache_control, server tools)
+// then survives both ways. Messages serves abi.OpMessages (one EmitBody with
+// a Messages "message" object) and abi.OpMessagesStream (one EmitChunk per
+// event's JSON data, then Finish); Stream.Op tells which. Usually it sends
+// the request on and answers with Relay.
+type MessagesPlugin interface {
+	Messages(s *Stream) error
+}
+
 // Unimplemented answers every operation with ErrUnsupported. Embed it so a
 // plugin only writes the methods it supports.
 type Unimplemented struct{}

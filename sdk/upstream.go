@@ -114,7 +114,7 @@ func (u *upstream) end() error {
 	if u.h.End != nil {
 		return u.h.End(u.s)
 	}
-	if u.s.op == abi.OpChatStream && !u.s.ended {
+	if u.s.op.Streams() && !u.s.ended {
 		return u.s.Finish()
 	}
 	return nil

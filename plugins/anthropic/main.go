@@ -1,7 +1,8 @@
 // Command anthropic is the LLM Proxy provider plugin for Anthropic's
 // Messages API (Claude): OpenAI chat requests are translated into Messages
 // requests, and answers and event streams back into OpenAI's shapes, so an
-// OpenAI client cannot tell which provider answered.
+// OpenAI client cannot tell which provider answered. Clients of the proxy's
+// own /v1/messages reach it through Messages, a passthrough.
 //
 // The plugin runs on ABI 2's callbacks: a Plugin method translates the
 // request and sends it, and the answer comes back to a Handler, a whole
@@ -108,6 +109,22 @@ func chat(s *sdk.Stream, stream bool) error {
 		h.Body, h.End = completion, noBody
 	}
 	return s.Send(sdk.Request{Method: "POST", URL: set.messages, Header: set.headers, Body: body}, h)
+}
+
+// Messages passes a Messages API request through as the client sent it
+// (the host has set the model): the answer, a Message or its stream of
+// events, is relayed unchanged, so thinking blocks and their signatures,
+// cache_control markers and server-tool blocks survive both ways. Errors
+// are translated like chat's, and the host gives them back to the client
+// in the Messages API's shape.
+func (plugin) Messages(s *sdk.Stream) error {
+	cfg, err := s.Config()
+	if err != nil {
+		return err
+	}
+	set := settingsFor(cfg)
+	return s.Send(sdk.Request{Method: "POST", URL: set.messages, Header: set.headers, Body: s.Request()},
+		sdk.Handler{Relay: true, Error: failUpstream})
 }
 
 // completion translates a Message, a successful answer's whole body, into

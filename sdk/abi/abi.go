@@ -14,7 +14,7 @@ package abi
 // minor version only adds optional behaviour and is declared in the manifest.
 const (
 	Major = 2
-	Minor = 0
+	Minor = 1
 
 	// ImportModule is the wasm import module that carries every host function
 	// of ABI major 2.
@@ -47,7 +47,20 @@ const (
 	// OpModels: the request is empty; the guest emits one KindBody holding an
 	// OpenAI model list of what the upstream offers.
 	OpModels Op = 4
+	// OpMessages: the request is an Anthropic Messages API request as the
+	// client sent it (the model set to the provider's), not streamed; the
+	// guest emits one KindBody holding a Messages API "message" object.
+	// Only plugins with CapMessages are given it (ABI 2.1).
+	OpMessages Op = 5
+	// OpMessagesStream: the same request with "stream":true; the guest
+	// emits one KindChunk per Messages API event (its JSON data, whose
+	// "type" names the event), then calls finish.
+	OpMessagesStream Op = 6
 )
+
+// Streams reports whether the operation answers with chunks and finish
+// rather than one body.
+func (o Op) Streams() bool { return o == OpChatStream || o == OpMessagesStream }
 
 func (o Op) String() string {
 	switch o {
@@ -59,6 +72,10 @@ func (o Op) String() string {
 		return "embeddings"
 	case OpModels:
 		return "models"
+	case OpMessages:
+		return "messages"
+	case OpMessagesStream:
+		return "messages_stream"
 	}
 	return "unknown"
 }

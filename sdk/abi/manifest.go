@@ -50,6 +50,9 @@ const (
 	CapChatStream = "chat_stream"
 	CapEmbeddings = "embeddings"
 	CapModels     = "models"
+	// CapMessages: the plugin serves OpMessages and OpMessagesStream,
+	// Anthropic Messages API requests passed through unchanged (ABI 2.1).
+	CapMessages = "messages"
 	// CapFetchImage asks for fetch_image: the host downloads images the
 	// client's request names by URL. The operator must also allow it for
 	// each provider (allow_image_fetch).
@@ -117,7 +120,7 @@ func (m *Manifest) Validate() error {
 	}
 	for _, c := range m.Capabilities {
 		switch c {
-		case CapChat, CapChatStream, CapEmbeddings, CapModels, CapFetchImage:
+		case CapChat, CapChatStream, CapEmbeddings, CapModels, CapMessages, CapFetchImage:
 		default:
 			bad("unknown capability " + strconv.Quote(c))
 		}

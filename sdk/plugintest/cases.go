@@ -86,7 +86,7 @@ func LoadCases(dir string) ([]*Case, error) {
 	return cases, nil
 }
 
-var ops = map[string]abi.Op{"chat": abi.OpChat, "chat_stream": abi.OpChatStream, "embeddings": abi.OpEmbeddings, "models": abi.OpModels}
+var ops = map[string]abi.Op{"chat": abi.OpChat, "chat_stream": abi.OpChatStream, "embeddings": abi.OpEmbeddings, "models": abi.OpModels, "messages": abi.OpMessages, "messages_stream": abi.OpMessagesStream}
 
 // ParseCase decodes one case file.
 func ParseCase(name string, b []byte) (*Case, error) {

@@ -341,7 +341,7 @@ func (h *Host) fetch(handle int32, up *upstream, req *http.Request) {
 			status = abi.StatusIO
 			break
 		}
-		if mode == abi.BodyRelay && h.op != abi.OpChatStream {
+		if mode == abi.BodyRelay && !h.op.Streams() {
 			h.post(func() { h.relayBody(handle, body) })
 			return
 		}
@@ -510,12 +510,12 @@ func (h *Host) Emit(s int32, kind abi.Kind, data []byte) int32 {
 	var k string
 	switch kind {
 	case abi.KindChunk:
-		if h.op != abi.OpChatStream {
+		if !h.op.Streams() {
 			return int32(abi.StatusInvalid)
 		}
 		k = "chunk"
 	case abi.KindBody:
-		if h.op == abi.OpChatStream {
+		if h.op.Streams() {
 			return int32(abi.StatusInvalid)
 		}
 		h.endStream("body", 0, append([]byte(nil), data...), abi.StatusOK)
@@ -547,7 +547,7 @@ func (h *Host) Finish(s int32) int32 {
 	if h.ended {
 		return int32(abi.StatusEnded)
 	}
-	if h.op != abi.OpChatStream {
+	if !h.op.Streams() {
 		return int32(abi.StatusInvalid)
 	}
 	h.res.Finished = true

@@ -18,6 +18,10 @@ type logDetail struct {
 	ID           string  `json:"id"`
 	Status       int     `json:"status"`
 	Stream       bool    `json:"stream"`
+	API          string  `json:"api"`
+	Provider     string  `json:"provider"`
+	PromptTokens int64   `json:"prompt_tokens"`
+	Completion   int64   `json:"completion_tokens"`
 	RequestBody  *string `json:"request_body"`
 	ResponseBody *string `json:"response_body"`
 }

@@ -46,7 +46,7 @@ func toRow(e *requestlog.Entry, bodies *bodylog.Policy) store.RequestLog {
 		Stream: e.Stream, PromptTokens: e.PromptTokens, CompletionTokens: e.CompletionTokens,
 		CachedTokens: e.CachedTokens, CostUSD: e.CostUSD,
 		RequestBody: body(e.RequestBody, e.RequestBodySize), ResponseBody: body(e.ResponseBody, e.ResponseBodySize),
-		Attempts: max(e.Attempts, 1), AttemptLog: null(string(e.AttemptLog)), TraceID: e.TraceID,
+		Attempts: max(e.Attempts, 1), AttemptLog: null(string(e.AttemptLog)), TraceID: e.TraceID, API: e.API,
 	}
 }
 

@@ -352,7 +352,7 @@ func TestLogsRow(t *testing.T) {
 			LatencyMS: 412.5, TTFBMS: 95.25, Stream: true,
 			PromptTokens: 12, CompletionTokens: 40, CachedTokens: 3, CostUSD: 0.5,
 			RequestBody: sql.NullString{String: "{}", Valid: true},
-			Attempts:    2, AttemptLog: sql.NullString{String: `[{},{}]`, Valid: true},
+			Attempts:    2, AttemptLog: sql.NullString{String: `[{},{}]`, Valid: true}, API: "messages",
 		},
 		{ID: "req_admin", TS: ts.UnixMilli() - 1, Status: 200},
 	}
@@ -366,7 +366,7 @@ func TestLogsRow(t *testing.T) {
 		Model: "gpt-4o", Provider: "openai", Plugin: "openai", PluginVersion: "1.2.3",
 		Status: 502, ErrorType: "api_error",
 		LatencyMS: 412.5, TTFBMS: 95.25, Stream: true,
-		PromptTokens: 12, CompletionTokens: 40, CachedTokens: 3, CostUSD: 0.5, Attempts: 2,
+		PromptTokens: 12, CompletionTokens: 40, CachedTokens: 3, CostUSD: 0.5, Attempts: 2, API: "messages",
 	}
 	if len(page.Data) != 2 || !reflect.DeepEqual(page.Data[0], want) {
 		t.Fatalf("Logs = %+v, want first row %+v", page.Data, want)
@@ -385,10 +385,10 @@ func TestLogsRow(t *testing.T) {
 			`{"id":"req_full","ts":"2025-03-10T00:00:01.234Z","key_id":"key_1","model":"gpt-4o",` +
 			`"provider":"openai","plugin":"openai","plugin_version":"1.2.3","status":502,` +
 			`"error_type":"api_error","latency_ms":412.5,"ttfb_ms":95.25,"stream":true,` +
-			`"prompt_tokens":12,"completion_tokens":40,"cached_tokens":3,"cost_usd":0.5,"attempts":2},` +
+			`"prompt_tokens":12,"completion_tokens":40,"cached_tokens":3,"cost_usd":0.5,"attempts":2,"api":"messages"},` +
 			`{"id":"req_admin","ts":"2025-03-10T00:00:01.233Z","model":"","provider":"","plugin":"",` +
 			`"plugin_version":"","status":200,"latency_ms":0,"ttfb_ms":0,"stream":false,` +
-			`"prompt_tokens":0,"completion_tokens":0,"cached_tokens":0,"cost_usd":0,"attempts":1}]}`
+			`"prompt_tokens":0,"completion_tokens":0,"cached_tokens":0,"cost_usd":0,"attempts":1,"api":""}]}`
 		if string(b) != want {
 			t.Errorf("JSON =\n%s\nwant\n%s", b, want)
 		}
@@ -408,6 +408,7 @@ func TestLog(t *testing.T) {
 			Attempts:     2,
 			AttemptLog:   sql.NullString{String: `[{"provider":"a","status":502},{"provider":"b","status":200}]`, Valid: true},
 			TraceID:      "4bf92f3577b34da6a3ce929d0e0e4736",
+			API:          "responses",
 		},
 		{ID: "req_bare", TS: ts.UnixMilli(), Status: 404},
 	}
@@ -419,7 +420,7 @@ func TestLog(t *testing.T) {
 	b, _ := json.Marshal(d)
 	const want = `{"id":"req_full","ts":"2025-03-10T00:00:01.234Z","key_id":"key_1","model":"gpt-4o",` +
 		`"provider":"","plugin":"","plugin_version":"","status":200,"latency_ms":0,"ttfb_ms":0,"stream":true,` +
-		`"prompt_tokens":12,"completion_tokens":0,"cached_tokens":0,"cost_usd":0,"attempts":2,` +
+		`"prompt_tokens":12,"completion_tokens":0,"cached_tokens":0,"cost_usd":0,"attempts":2,"api":"responses",` +
 		`"request_body":"{\"model\":\"gpt-4o\"}","response_body":"data: [DONE]\n\n",` +
 		`"attempt_log":[{"provider":"a","status":502},{"provider":"b","status":200}],"trace_id":"4bf92f3577b34da6a3ce929d0e0e4736"}`
 	if string(b) != want {
@@ -430,7 +431,7 @@ func TestLog(t *testing.T) {
 		t.Errorf("bare row: %+v %v", d, err)
 	}
 	b, _ = json.Marshal(d)
-	if !strings.HasSuffix(string(b), `"attempts":1,"request_body":null,"response_body":null,"attempt_log":null,"trace_id":""}`) {
+	if !strings.HasSuffix(string(b), `"attempts":1,"api":"","request_body":null,"response_body":null,"attempt_log":null,"trace_id":""}`) {
 		t.Errorf("bare row JSON: %s", b)
 	}
 	for _, id := range []string{"req_nope", "", "req_full' OR '1'='1"} {

@@ -77,6 +77,9 @@ type LogRow struct {
 	// Attempts counts the targets the request was tried on, retries and
 	// fallbacks included.
 	Attempts int `json:"attempts"`
+	// API is the API the client spoke: "openai", "messages" or
+	// "responses".
+	API string `json:"api"`
 }
 
 // LogPage is one page of [Logs]. Data is never null in JSON: an empty page
@@ -134,7 +137,7 @@ func Log(ctx context.Context, db *sqlx.DB, id string) (LogDetail, error) {
 // logColumns are the columns Logs reads: every column but the bodies.
 const logColumns = `id, ts, key_id, model, provider, plugin, plugin_version,
 	status, error_type, latency_ms, ttfb_ms, stream, prompt_tokens,
-	completion_tokens, cached_tokens, cost_usd, attempts`
+	completion_tokens, cached_tokens, cost_usd, attempts, api`
 
 // Logs returns one page of the rows that match f, newest first.
 //
@@ -376,6 +379,7 @@ func RowOf(r *store.RequestLog) LogRow {
 		CachedTokens:     r.CachedTokens,
 		CostUSD:          r.CostUSD,
 		Attempts:         max(r.Attempts, 1),
+		API:              r.API,
 	}
 }
 

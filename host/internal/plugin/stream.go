@@ -304,7 +304,7 @@ func (st *Stream) emit(kind abi.Kind, data []byte) abi.Status {
 	case abi.KindUsage:
 		st.inv.Sink.Usage(data)
 	case abi.KindChunk, abi.KindBody:
-		stream := st.inv.Op == abi.OpChatStream
+		stream := st.inv.Op.Streams()
 		switch {
 		case stream != (kind == abi.KindChunk):
 			status = abi.StatusInvalid
@@ -355,7 +355,7 @@ func (st *Stream) fail(status int, body []byte) abi.Status {
 
 // finish is the finish host function.
 func (st *Stream) finish() abi.Status {
-	if st.inv.Op != abi.OpChatStream {
+	if !st.inv.Op.Streams() {
 		return abi.StatusInvalid
 	}
 	st.mu.Lock()

@@ -71,7 +71,7 @@ func (u *upstream) run(req *http.Request, doer Doer) {
 	var status abi.Status
 	switch u.mode {
 	case abi.BodyEvents, abi.BodyRelay:
-		if u.mode == abi.BodyRelay && st.inv.Op != abi.OpChatStream {
+		if u.mode == abi.BodyRelay && !st.inv.Op.Streams() {
 			status = u.relayWhole(resp.Body)
 		} else {
 			status = u.events(resp.Body, u.mode == abi.BodyRelay)

@@ -90,6 +90,9 @@ type Entry struct {
 	Latency       time.Duration
 	TTFB          time.Duration
 	Stream        bool
+	// API is the API the client spoke: "openai" (chat completions and
+	// embeddings), "messages" (Anthropic's) or "responses" (OpenAI's).
+	API string
 
 	PromptTokens     int64
 	CompletionTokens int64

@@ -271,7 +271,8 @@ const keyLocal = "client_key"
 
 const keyIDLocal = "key_id"
 
-// handleError writes every error as OpenAI-shaped JSON.
+// handleError writes every error as OpenAI-shaped JSON (Anthropic-shaped
+// under /v1/messages).
 func (s *Server) handleError(c *fiber.Ctx, err error) error {
 	var ae *apierror.Error
 	var fe *fiber.Error
@@ -297,7 +298,7 @@ func (s *Server) handleError(c *fiber.Ctx, err error) error {
 		c.Set(fiber.HeaderRetryAfter, ae.RetryAfter)
 	}
 	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
-	return c.Status(ae.Status).Send(ae.JSON())
+	return c.Status(ae.Status).Send(s.errorBody(c, ae))
 }
 
 // newRequestID makes ids that sort by time (6 bytes of Unix milliseconds,

@@ -20,6 +20,7 @@ import (
 	"github.com/llm-proxy/llm-proxy/host/internal/apierror"
 	"github.com/llm-proxy/llm-proxy/host/internal/bodylog"
 	"github.com/llm-proxy/llm-proxy/host/internal/hub"
+	"github.com/llm-proxy/llm-proxy/host/internal/ingress"
 	"github.com/llm-proxy/llm-proxy/host/internal/jsondepth"
 	"github.com/llm-proxy/llm-proxy/host/internal/keys"
 	"github.com/llm-proxy/llm-proxy/host/internal/limits"
@@ -37,6 +38,9 @@ func (s *Server) v1Face() {
 	v1 := s.app.Group("/v1", s.requireClient) // bodies are checked by parse
 	v1.Post("/chat/completions", s.chatCompletions)
 	v1.Post("/embeddings", s.embeddings)
+	v1.Post("/messages", s.messages)
+	v1.Post("/messages/count_tokens", s.countTokens)
+	v1.Post("/responses", s.responses)
 	v1.Get("/models", s.listModels)
 	v1.Get("/models/+", s.getModel)
 }
@@ -48,6 +52,8 @@ type request struct {
 	keyID         string
 	start         time.Time
 	op            abi.Op
+	face          face // the API the client spoke
+	stream        bool
 	model         string
 	upstreamModel string
 	route         *router.Route
@@ -60,6 +66,12 @@ type request struct {
 	usage         usage
 	ttfb          time.Duration
 	bodies        *bodies // nil unless [logs] bodies is on
+	// Of a request that is not a chat completion: the Messages request as
+	// the client sent it (for providers that take it unchanged), whether
+	// the current attempt sends it so, and the Responses it answers with.
+	native        []byte
+	nativeAttempt bool
+	resp          *ingress.Responses
 	// span is the request's trace span and ctx its context; attemptCtx
 	// is the current attempt's, which the plugin's upstream requests
 	// are traced under. All nil/empty when tracing is off.
@@ -113,19 +125,20 @@ func invalid(param, msg string) *apierror.Error {
 	return apierror.New(fiber.StatusBadRequest, apierror.NoCode, msg).WithParam(param)
 }
 
-// parse checks the JSON body and the fields the proxy itself relies on; the
-// rest is the upstream's to judge.
-func parse(body []byte, op abi.Op) (model string, stream bool, includeUsage bool, err *apierror.Error) {
+// parseRoot checks what every /v1 body must be: JSON, an object of
+// bounded depth, one "model" (and "stream") member, and a model name
+// plugins can put in a URL.
+func parseRoot(body []byte) (gjson.Result, *apierror.Error) {
 	if !jsondepth.Within(body, jsondepth.Max) {
-		return "", false, false, tooDeep()
+		return gjson.Result{}, tooDeep()
 	}
 	if !gjson.ValidBytes(body) {
-		return "", false, false, apierror.New(fiber.StatusBadRequest, apierror.CodeInvalidJSON,
+		return gjson.Result{}, apierror.New(fiber.StatusBadRequest, apierror.CodeInvalidJSON,
 			"We could not parse the JSON body of your request. Send valid JSON.")
 	}
 	root := gjson.ParseBytes(body)
 	if !root.IsObject() {
-		return "", false, false, invalid("", "The request body must be a JSON object.")
+		return root, invalid("", "The request body must be a JSON object.")
 	}
 	// The proxy routes on the first "model" while many JSON parsers keep the
 	// last: a repeated control key could send one model's request to
@@ -150,17 +163,28 @@ func parse(body []byte, op abi.Op) (model string, stream bool, includeUsage bool
 		return true
 	})
 	if dup != "" {
-		return "", false, false, invalid(dup, "'"+dup+"' appears more than once in the request body")
+		return root, invalid(dup, "'"+dup+"' appears more than once in the request body")
 	}
 	m := root.Get("model")
 	if m.Type != gjson.String || m.Str == "" {
-		return "", false, false, invalid("model", "you must provide a model parameter")
+		return root, invalid("model", "you must provide a model parameter")
 	}
 	if !abi.ValidModel(m.Str) {
 		// Plugins put model names into upstream URLs.
-		return "", false, false, apierror.New(fiber.StatusBadRequest, apierror.CodeInvalidModel,
+		return root, apierror.New(fiber.StatusBadRequest, apierror.CodeInvalidModel,
 			"A model name is 1 to "+strconv.Itoa(abi.MaxModelLen)+" "+abi.ModelNameRule+".").WithParam("model")
 	}
+	return root, nil
+}
+
+// parse checks the JSON body and the fields the proxy itself relies on; the
+// rest is the upstream's to judge.
+func parse(body []byte, op abi.Op) (model string, stream bool, includeUsage bool, err *apierror.Error) {
+	root, err := parseRoot(body)
+	if err != nil {
+		return "", false, false, err
+	}
+	m := root.Get("model")
 	switch op {
 	case abi.OpChat:
 		msgs := root.Get("messages")
@@ -185,11 +209,13 @@ func parse(body []byte, op abi.Op) (model string, stream bool, includeUsage bool
 	return m.Str, stream, includeUsage, nil
 }
 
-func (s *Server) chatCompletions(c *fiber.Ctx) error { return s.handle(c, abi.OpChat) }
-func (s *Server) embeddings(c *fiber.Ctx) error      { return s.handle(c, abi.OpEmbeddings) }
+func (s *Server) chatCompletions(c *fiber.Ctx) error { return s.handle(c, faceChat, abi.OpChat) }
+func (s *Server) embeddings(c *fiber.Ctx) error      { return s.handle(c, faceChat, abi.OpEmbeddings) }
+func (s *Server) messages(c *fiber.Ctx) error        { return s.handle(c, faceMessages, abi.OpChat) }
+func (s *Server) responses(c *fiber.Ctx) error       { return s.handle(c, faceResponses, abi.OpChat) }
 
-func (s *Server) handle(c *fiber.Ctx, op abi.Op) error {
-	r := &request{id: newRequestID(), keyID: keyID(c), start: time.Now(), op: op}
+func (s *Server) handle(c *fiber.Ctx, f face, op abi.Op) error {
+	r := &request{id: newRequestID(), keyID: keyID(c), start: time.Now(), op: op, face: f}
 	s.inFlight.Add(1) // until logRequest
 	c.Set("X-Request-Id", r.id)
 	if t := s.opts.Tracer; t != nil {
@@ -200,11 +226,19 @@ func (s *Server) handle(c *fiber.Ctx, op abi.Op) error {
 		// fasthttp reuses the request buffer once the handler returns.
 		r.bodies = &bodies{max: n, req: bodylog.Copy(body, n), reqSize: len(body)}
 	}
-	model, stream, includeUsage, perr := parse(body, op)
+	var model string
+	var stream, includeUsage bool
+	var unified []byte
+	var perr *apierror.Error
+	if f == faceChat {
+		model, stream, includeUsage, perr = parse(body, op)
+	} else {
+		model, stream, unified, perr = s.translate(r, body)
+	}
 	if perr != nil {
 		return s.finish(c, r, perr)
 	}
-	r.model, r.includeUsage = model, includeUsage
+	r.model, r.includeUsage, r.stream = model, includeUsage, stream
 	if r.span != nil {
 		r.span.SetName(tracing.OperationName(op.String()) + " " + model)
 		r.span.Set(semconv.GenAIRequestModel(model))
@@ -217,7 +251,11 @@ func (s *Server) handle(c *fiber.Ctx, op abi.Op) error {
 			"This API key may not use the model '"+model+"'.").WithParam("model"))
 	}
 	if k, ok := c.Locals(keyLocal).(*keys.Key); ok {
-		if err := s.admit(c, r, k, body); err != nil {
+		counted := body
+		if unified != nil {
+			counted = unified
+		}
+		if err := s.admit(c, r, k, counted); err != nil {
 			return s.finish(c, r, err)
 		}
 	}
@@ -227,26 +265,27 @@ func (s *Server) handle(c *fiber.Ctx, op abi.Op) error {
 			"The model '"+model+"' does not exist or is not served by this proxy.").WithParam("model"))
 	}
 	r.route = rt
-
-	// The unified request: the client's JSON with, for streams, usage
-	// always requested (sdk/ABI.md); each attempt puts its target's model
-	// name in.
-	unified := body
-	var err error
 	if stream {
 		op = abi.OpChatStream
 		r.op = op
-		if !includeUsage {
+	}
+	if f == faceChat {
+		// The unified request: the client's JSON with, for streams, usage
+		// always requested (sdk/ABI.md); each attempt puts its target's
+		// model name in.
+		unified = body
+		var err error
+		if stream && !includeUsage {
 			if unified, err = sjson.SetBytes(unified, "stream_options.include_usage", true); err != nil {
 				return s.finish(c, r, invalid("stream_options", "'stream_options' could not be extended"))
 			}
 		}
-	}
-	// The plugin stream may outlive this handler (a client that leaves a
-	// stream does not wait for its end): it gets its own copy rather than
-	// rely on how long fasthttp keeps the request buffer.
-	if &unified[0] == &body[0] {
-		unified = bytes.Clone(unified)
+		// The plugin stream may outlive this handler (a client that
+		// leaves a stream does not wait for its end): it gets its own copy
+		// rather than rely on how long fasthttp keeps the request buffer.
+		if &unified[0] == &body[0] {
+			unified = bytes.Clone(unified)
+		}
 	}
 	res, apiErr := s.serve(c, r, unified, stream)
 	routeHeaders(c, r)
@@ -261,19 +300,23 @@ func (s *Server) handle(c *fiber.Ctx, op abi.Op) error {
 		return s.stream(c, r, res.st, res.stream)
 	}
 	sink := res.buffer
-	if sink.usage != nil {
-		r.usage.set(sink.usage)
-	} else if u := gjson.GetBytes(sink.body, "usage"); u.IsObject() {
-		r.usage.set([]byte(u.Raw))
+	answer := sink.body
+	if f == faceChat {
+		if sink.usage != nil {
+			r.usage.set(sink.usage)
+		} else if u := gjson.GetBytes(sink.body, "usage"); u.IsObject() {
+			r.usage.set([]byte(u.Raw))
+		}
+	} else {
+		answer = s.translateAnswer(r, sink)
 	}
 	r.ttfb = time.Since(r.start)
 	if r.bodies != nil {
-		// The sink's buffer is this request's own, and fasthttp only
-		// reads it.
-		r.bodies.keepResponse(sink.body)
+		// The answer is this request's own, and fasthttp only reads it.
+		r.bodies.keepResponse(answer)
 	}
 	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
-	c.Status(fiber.StatusOK).Send(sink.body)
+	c.Status(fiber.StatusOK).Send(answer)
 	return s.finish(c, r, nil)
 }
 
@@ -342,6 +385,8 @@ func capabilityOf(op abi.Op) string {
 		return abi.CapEmbeddings
 	case abi.OpModels:
 		return abi.CapModels
+	case abi.OpMessages, abi.OpMessagesStream:
+		return abi.CapMessages
 	}
 	return abi.CapChat
 }
@@ -355,7 +400,7 @@ func (s *Server) finish(c *fiber.Ctx, r *request, err *apierror.Error) error {
 			return e
 		}
 		if r.bodies != nil {
-			r.bodies.keepResponse(err.JSON()) // what handleError sent
+			r.bodies.keepResponse(s.errorBody(c, err)) // what handleError sent
 		}
 	}
 	s.logRequest(r, status, err)
@@ -368,7 +413,7 @@ func (s *Server) logRequest(r *request, status int, err *apierror.Error) {
 	s.inFlight.Add(-1)
 	e := requestlog.Entry{
 		ID: r.id, Time: r.start, Model: r.model, Status: status,
-		Latency: time.Since(r.start), TTFB: r.ttfb, Stream: r.op == abi.OpChatStream,
+		Latency: time.Since(r.start), TTFB: r.ttfb, Stream: r.stream, API: r.face.String(),
 		PromptTokens: r.usage.prompt, CompletionTokens: r.usage.completion, CachedTokens: r.usage.cached,
 		CostUSD: s.opts.Prices.Cost(r.model, r.upstreamModel, r.usage.prompt, r.usage.completion, r.usage.cached),
 	}

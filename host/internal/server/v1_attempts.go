@@ -21,6 +21,7 @@ import (
 	"github.com/llm-proxy/llm-proxy/host/internal/metrics"
 	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
 	"github.com/llm-proxy/llm-proxy/host/internal/router"
+	"github.com/llm-proxy/llm-proxy/sdk/abi"
 )
 
 // Routing is how the /v1 face retries a request over its route's targets.
@@ -346,6 +347,21 @@ func allResting(model string) *apierror.Error {
 // or its end.
 func (s *Server) attempt(c *fiber.Ctx, r *request, body []byte, t *router.Target, stream bool) *try {
 	r.provider, r.upstreamModel, r.version = t.Provider, t.Model, nil
+	if r.native != nil {
+		// A Messages request goes unchanged to a provider that takes
+		// them, translated to any other.
+		r.nativeAttempt = s.pluginHas(t.Provider.Plugin, abi.CapMessages)
+		switch {
+		case r.nativeAttempt && stream:
+			body, r.op = r.native, abi.OpMessagesStream
+		case r.nativeAttempt:
+			body, r.op = r.native, abi.OpMessages
+		case stream:
+			r.op = abi.OpChatStream
+		default:
+			r.op = abi.OpChat
+		}
+	}
 	unified, perr := upstreamBody(body, r.model, t)
 	if perr != nil {
 		return &try{openErr: perr}

@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"errors"
 	"net"
 	"sync"
@@ -81,7 +82,8 @@ func endError(err error) *apierror.Error {
 
 // streamSink collects a stream's events for its client.
 type streamSink struct {
-	r *request
+	r   *request
+	enc encoder // nil: chat chunks, framed as they are
 
 	mu      sync.Mutex
 	buf     []byte // framed events not yet taken by the writer
@@ -98,7 +100,7 @@ type streamSink struct {
 }
 
 func newStreamSink(r *request) *streamSink {
-	return &streamSink{r: r, drained: make(chan struct{}), decided: make(chan struct{}), wake: make(chan struct{}, 1)}
+	return &streamSink{r: r, enc: encoderFor(r), drained: make(chan struct{}), decided: make(chan struct{}), wake: make(chan struct{}, 1)}
 }
 
 // usageKey finds a "usage" member whose value is an object; most chunks
@@ -124,6 +126,28 @@ func (s *streamSink) Chunk(d []byte) bool {
 	if s.gone || s.ended {
 		return false
 	}
+	n := len(s.buf)
+	if s.enc != nil {
+		s.buf = s.enc.Chunk(s.buf, d)
+	} else if s.chatChunk(d) {
+		return true
+	}
+	if s.r.bodies != nil {
+		s.r.bodies.appendResponse(s.buf[n:])
+	}
+	if !s.first {
+		s.first = true
+		s.r.ttfb = time.Since(s.r.start)
+		close(s.decided)
+	}
+	s.signal()
+	return true
+}
+
+// chatChunk queues a chat chunk and keeps its usage; it reports true for
+// the usage-only chunk the proxy asked for on the client's behalf, which
+// is not sent.
+func (s *streamSink) chatChunk(d []byte) bool {
 	if hasUsageObject(d) {
 		if u := gjson.GetBytes(d, "usage"); u.IsObject() {
 			s.usage = append(s.usage[:0], u.Raw...)
@@ -135,18 +159,8 @@ func (s *streamSink) Chunk(d []byte) bool {
 			}
 		}
 	}
-	n := len(s.buf)
 	s.buf = sse.AppendData(s.buf, d)
-	if s.r.bodies != nil {
-		s.r.bodies.appendResponse(s.buf[n:])
-	}
-	if !s.first {
-		s.first = true
-		s.r.ttfb = time.Since(s.r.start)
-		close(s.decided)
-	}
-	s.signal()
-	return true
+	return false
 }
 
 func (s *streamSink) signal() {
@@ -277,6 +291,12 @@ func (s *Server) writeStream(w *bufio.Writer, conn net.Conn, sink *streamSink, s
 			switch {
 			case errors.Is(err, plugin.ErrClientGone):
 				status = 499
+			case apiErr != nil && sink.enc != nil:
+				status = apiErr.Status
+				tail := sink.enc.Fail(nil, apiErr.Status, string(cmp.Or(apiErr.Code, apierror.Code(apiErr.Type))), apiErr.Message)
+				if flush(tail) {
+					r.bodies.appendResponse(tail)
+				}
 			case apiErr != nil:
 				status = apiErr.Status
 				tail := sse.AppendData(nil, apiErr.JSON())
@@ -284,6 +304,10 @@ func (s *Server) writeStream(w *bufio.Writer, conn net.Conn, sink *streamSink, s
 					tail = append(tail, doneEvent...)
 				}
 				r.bodies.appendResponse(tail)
+			case sink.enc != nil:
+				if tail := sink.enc.End(nil); flush(tail) {
+					r.bodies.appendResponse(tail)
+				}
 			default:
 				if flush(doneEvent) {
 					r.bodies.appendResponse(doneEvent)
@@ -308,8 +332,11 @@ func (s *Server) writeStream(w *bufio.Writer, conn net.Conn, sink *streamSink, s
 func (s *Server) endStream(sink *streamSink, r *request, status int, apiErr *apierror.Error) {
 	sink.mu.Lock()
 	usage := sink.usage
+	if sink.enc != nil {
+		r.usage.setFrom(sink.enc.Usage())
+	}
 	sink.mu.Unlock()
-	if usage != nil {
+	if usage != nil && !r.usage.known {
 		r.usage.set(usage)
 	}
 	s.logRequest(r, status, apiErr)

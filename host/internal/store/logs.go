@@ -55,6 +55,8 @@ type RequestLog struct {
 	// TraceID is the request's OpenTelemetry trace id; "" when it was not
 	// traced.
 	TraceID string `db:"trace_id"`
+	// API is the API the client spoke (requestlog.Entry.API).
+	API string `db:"api"`
 }
 
 // insertLogSQL inserts one RequestLog; its parameters are in the order of
@@ -63,14 +65,14 @@ const insertLogSQL = `INSERT INTO request_logs (
 	id, ts, key_id, model, provider, plugin, plugin_version, status,
 	error_type, latency_ms, ttfb_ms, stream, prompt_tokens,
 	completion_tokens, cached_tokens, cost_usd, request_body, response_body,
-	attempts, attempt_log, trace_id
+	attempts, attempt_log, trace_id, api
 ) VALUES ` + logValues
 
 // logValues is the VALUES tuple of one row, and logColumns the number of
 // parameters in it.
 const (
-	logValues  = `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
-	logColumns = 21
+	logValues  = `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	logColumns = 22
 )
 
 // chunkRows is how many rows one execution of insertChunkSQL inserts.
@@ -87,7 +89,7 @@ func logArgs(args []any, r *RequestLog) []any {
 		r.ID, r.TS, r.KeyID, r.Model, r.Provider, r.Plugin, r.PluginVersion, r.Status,
 		r.ErrorType, r.LatencyMS, r.TTFBMS, r.Stream, r.PromptTokens,
 		r.CompletionTokens, r.CachedTokens, r.CostUSD, r.RequestBody, r.ResponseBody,
-		max(r.Attempts, 1), r.AttemptLog, r.TraceID,
+		max(r.Attempts, 1), r.AttemptLog, r.TraceID, r.API,
 	)
 }
 

@@ -338,12 +338,12 @@ func TestBackfillMigration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Schema 1 has no attempts and trace columns: the last three.
+	// Schema 1 has no attempts, trace and api columns: the last four.
 	insertV1 := "INSERT INTO request_logs (id, ts, key_id, model, provider, plugin, plugin_version, status, " +
 		"error_type, latency_ms, ttfb_ms, stream, prompt_tokens, completion_tokens, cached_tokens, cost_usd, " +
-		"request_body, response_body) VALUES (" + strings.TrimSuffix(strings.Repeat("?, ", logColumns-3), ", ") + ")"
+		"request_body, response_body) VALUES (" + strings.TrimSuffix(strings.Repeat("?, ", logColumns-4), ", ") + ")"
 	for i := range rows {
-		if _, err := tx.Exec(insertV1, logArgs(nil, &rows[i])[:logColumns-3]...); err != nil {
+		if _, err := tx.Exec(insertV1, logArgs(nil, &rows[i])[:logColumns-4]...); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -367,7 +367,7 @@ func TestBackfillMigration(t *testing.T) {
 	for _, m := range st {
 		names = append(names, m.Name)
 	}
-	if want := []string{"00001_init.sql", "00002_usage_rollups.sql", backfillName, "00004_provider_image_fetch.sql", "00005_request_attempts.sql", "00006_key_limits.sql", "00007_provider_limits.sql", "00008_routes.sql", "00009_provider_key_weights.sql", "00010_request_trace_id.sql"}; !slices.Equal(names, want) {
+	if want := []string{"00001_init.sql", "00002_usage_rollups.sql", backfillName, "00004_provider_image_fetch.sql", "00005_request_attempts.sql", "00006_key_limits.sql", "00007_provider_limits.sql", "00008_routes.sql", "00009_provider_key_weights.sql", "00010_request_trace_id.sql", "00011_request_api.sql"}; !slices.Equal(names, want) {
 		t.Errorf("migrations %v, want %v", names, want)
 	}
 }

@@ -1,0 +1,84 @@
+// Package ingress translates the APIs clients speak besides OpenAI's chat
+// completions, Anthropic's Messages API and OpenAI's Responses API, into
+// the unified request (a chat completion request, sdk/ABI.md) and the
+// answers back: whole ones, and streams chunk by chunk.
+//
+// It is ingress, not a provider: routing, keys, limits, logging and cost
+// see one request shape whatever the client spoke. The translation works
+// on raw JSON: requests and chunks are read with gjson, and output is
+// appended byte by byte, with strings copied as they came (escaped JSON
+// stays valid JSON), so a request costs a few microseconds and a streamed
+// event well under one.
+package ingress
+
+import (
+	"strconv"
+
+	"github.com/tidwall/gjson"
+
+	"github.com/llm-proxy/llm-proxy/sdk/rawjson"
+)
+
+// BadRequest is a request that cannot be translated; Param names the
+// field at fault, as the client wrote it.
+type BadRequest struct {
+	Param, Message string
+}
+
+func (e *BadRequest) Error() string { return e.Param + ": " + e.Message }
+
+func bad(param, msg string) *BadRequest { return &BadRequest{Param: param, Message: msg} }
+
+// Usage is what a translated answer counted, in the unified (OpenAI) sense:
+// Prompt includes the Cached tokens.
+type Usage struct {
+	Prompt, Completion, Cached, Reasoning int64
+	Known                                 bool
+}
+
+// readChatUsage reads a chat completion "usage" object.
+func readChatUsage(u gjson.Result) Usage {
+	return Usage{
+		Prompt:     u.Get("prompt_tokens").Int(),
+		Completion: u.Get("completion_tokens").Int(),
+		Cached:     u.Get("prompt_tokens_details.cached_tokens").Int(),
+		Reasoning:  u.Get("completion_tokens_details.reasoning_tokens").Int(),
+		Known:      true,
+	}
+}
+
+// inner is a JSON string's escaped content, without its quotes: the
+// contents of several strings joined are again a valid string's content.
+func inner(raw string) string {
+	if len(raw) >= 2 && raw[0] == '"' {
+		return raw[1 : len(raw)-1]
+	}
+	return ""
+}
+
+func appendStr(b []byte, s string) []byte { return rawjson.AppendString(b, s) }
+
+func appendInt(b []byte, n int64) []byte { return strconv.AppendInt(b, n, 10) }
+
+// appendRawOr copies v as it came, or def when v is absent or null.
+func appendRawOr(b []byte, v gjson.Result, def string) []byte {
+	if !v.Exists() || v.Type == gjson.Null {
+		return append(b, def...)
+	}
+	return append(b, v.Raw...)
+}
+
+// sseEvent appends a named Server-Sent Event holding data.
+func sseEvent(b []byte, name string, data []byte) []byte {
+	b = append(b, "event: "...)
+	b = append(b, name...)
+	b = append(b, "\ndata: "...)
+	b = append(b, data...)
+	return append(b, "\n\n"...)
+}
+
+// isString reports a JSON string value.
+func isString(v gjson.Result) bool { return v.Type == gjson.String }
+
+// isNumber reports a JSON number value.
+func isNumber(v gjson.Result) bool { return v.Type == gjson.Number }

@@ -1,0 +1,182 @@
+package server
+
+import (
+	"bytes"
+	"strings"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/tidwall/gjson"
+
+	"github.com/llm-proxy/llm-proxy/host/internal/apierror"
+	"github.com/llm-proxy/llm-proxy/host/internal/ingress"
+	"github.com/llm-proxy/llm-proxy/host/internal/keys"
+)
+
+// face is the API a /v1 client speaks. Whatever it is, the request is
+// served as one unified chat request (package ingress translates), so
+// routing, keys, limits, logging and cost see one shape.
+type face uint8
+
+const (
+	faceChat      face = iota // OpenAI chat completions (and embeddings)
+	faceMessages              // Anthropic's Messages API
+	faceResponses             // OpenAI's Responses API
+)
+
+// String is the face's name in the request log.
+func (f face) String() string {
+	switch f {
+	case faceMessages:
+		return "messages"
+	case faceResponses:
+		return "responses"
+	}
+	return "openai"
+}
+
+// translate checks a Messages or Responses request and makes the unified
+// request of it.
+func (s *Server) translate(r *request, body []byte) (model string, stream bool, unified []byte, err *apierror.Error) {
+	root, err := parseRoot(body)
+	if err != nil {
+		return "", false, nil, err
+	}
+	var bad *ingress.BadRequest
+	switch r.face {
+	case faceMessages:
+		var m *ingress.MessagesRequest
+		if m, bad = ingress.ParseMessages(root, false); bad == nil {
+			model, stream, unified = m.Model, m.Stream, m.Chat
+			// Kept for providers that take the request unchanged; fasthttp
+			// reuses the body's buffer once the handler returns.
+			r.native = bytes.Clone(body)
+		}
+	case faceResponses:
+		var q *ingress.ResponsesRequest
+		if q, bad = ingress.ParseResponses(root); bad == nil {
+			model, stream, unified = q.Model, q.Stream, q.Chat
+			r.resp = ingress.NewResponses(q, "resp_"+strings.TrimPrefix(r.id, "req_"), r.start.Unix())
+		}
+	}
+	if bad != nil {
+		return "", false, nil, invalid(bad.Param, bad.Message)
+	}
+	return model, stream, unified, nil
+}
+
+// messageID is the id of a translated Messages answer.
+func messageID(r *request) string { return "msg_" + strings.TrimPrefix(r.id, "req_") }
+
+// translateAnswer gives a non-streamed answer back in the client's API and
+// reads its usage.
+func (s *Server) translateAnswer(r *request, sink *bufferSink) []byte {
+	var out []byte
+	var u ingress.Usage
+	switch {
+	case r.nativeAttempt:
+		out, u = sink.body, ingress.NativeMessageUsage(sink.body)
+	case r.face == faceMessages:
+		out, u = ingress.ChatToMessage(sink.body, r.model, messageID(r))
+	default:
+		out, u = r.resp.FromChat(sink.body)
+	}
+	if sink.usage != nil && !u.Known {
+		r.usage.set(sink.usage)
+	} else {
+		r.usage.setFrom(u)
+	}
+	return out
+}
+
+// setFrom takes a translated answer's usage.
+func (u *usage) setFrom(v ingress.Usage) {
+	if v.Known {
+		*u = usage{prompt: v.Prompt, completion: v.Completion, cached: v.Cached, known: true}
+	}
+}
+
+// encoder writes a stream's chunks in the client's API: the translation of
+// package ingress, or nil for chat completions (framed as they are).
+type encoder interface {
+	Chunk(dst, chunk []byte) []byte
+	End(dst []byte) []byte
+	Fail(dst []byte, status int, code, message string) []byte
+	Usage() ingress.Usage
+}
+
+func encoderFor(r *request) encoder {
+	switch {
+	case r.nativeAttempt:
+		return &ingress.NativeMessagesStream{}
+	case r.face == faceMessages:
+		return ingress.NewMessagesStream(messageID(r), r.model)
+	case r.face == faceResponses:
+		return ingress.NewResponsesStream(r.resp)
+	}
+	return nil
+}
+
+// errorBody is an error's body in the API of the client's path: Anthropic's
+// shape under /v1/messages, OpenAI's elsewhere.
+func (s *Server) errorBody(c *fiber.Ctx, e *apierror.Error) []byte {
+	if messagesPath(c.Path()) {
+		id := string(c.Response().Header.Peek("X-Request-Id"))
+		if id == "" {
+			// Refused before it was served (a wrong key, say): Anthropic's
+			// errors always name a request.
+			id = newRequestID()
+			c.Set("X-Request-Id", id)
+		}
+		return ingress.MessagesError(nil, e.Status, e.Message, id)
+	}
+	return e.JSON()
+}
+
+func messagesPath(p string) bool {
+	return p == "/v1/messages" || strings.HasPrefix(p, "/v1/messages/")
+}
+
+// countTokens answers POST /v1/messages/count_tokens with an estimate:
+// about four bytes of the translated request per token, the rule the
+// proxy's token limits use. Nothing is sent upstream or logged.
+func (s *Server) countTokens(c *fiber.Ctx) error {
+	root, err := parseRoot(c.Body())
+	if err != nil {
+		return err
+	}
+	m, bad := ingress.ParseMessages(root, true)
+	if bad != nil {
+		return invalid(bad.Param, bad.Message)
+	}
+	if k, ok := c.Locals(keyLocal).(*keys.Key); ok && !k.Allows(m.Model) {
+		return apierror.New(fiber.StatusForbidden, apierror.CodeModelNotAllowed,
+			"This API key may not use the model '"+m.Model+"'.").WithParam("model")
+	}
+	if _, ok := s.opts.Router.Load().Resolve(m.Model); !ok {
+		return apierror.New(fiber.StatusNotFound, apierror.CodeModelNotFound,
+			"The model '"+m.Model+"' does not exist or is not served by this proxy.").WithParam("model")
+	}
+	prompt, _ := estimateTokens(m.Chat)
+	// Images count as what Anthropic bills a typical one, not by their
+	// base64 size.
+	images := int64(0)
+	root.Get("messages").ForEach(func(_, msg gjson.Result) bool {
+		msg.Get("content").ForEach(func(_, blk gjson.Result) bool {
+			if blk.Get("type").Str == "image" {
+				images++
+				prompt -= int64(len(blk.Raw)) / 4
+			}
+			return true
+		})
+		return true
+	})
+	prompt = max(prompt, 1) + images*1600
+	return c.JSON(fiber.Map{"input_tokens": prompt})
+}
+
+// pluginHas reports whether the plugin now serving name declares the
+// capability.
+func (s *Server) pluginHas(name, capability string) bool {
+	v, err := s.opts.Plugins.Lookup(name)
+	return err == nil && v.Manifest.Has(capability)
+}
