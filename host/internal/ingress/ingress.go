@@ -82,3 +82,7 @@ func isString(v gjson.Result) bool { return v.Type == gjson.String }
 
 // isNumber reports a JSON number value.
 func isNumber(v gjson.Result) bool { return v.Type == gjson.Number }
+
+// index is an array element's position, from the key gjson's ForEach
+// gives it.
+func index(k gjson.Result) string { return strconv.Itoa(int(k.Num)) }

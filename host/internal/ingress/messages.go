@@ -98,7 +98,7 @@ func ParseMessages(root gjson.Result, counting bool) (*MessagesRequest, *BadRequ
 	var err *BadRequest
 	var user, texts []byte
 	msgs.ForEach(func(k, msg gjson.Result) bool {
-		param := "messages." + k.Raw
+		param := "messages." + index(k)
 		role := msg.Get("role")
 		if role.Str != "user" && role.Str != "assistant" {
 			err = bad(param+".role", param+".role: must be \"user\" or \"assistant\"")
@@ -130,7 +130,7 @@ func ParseMessages(root gjson.Result, counting bool) (*MessagesRequest, *BadRequ
 		// the rest as one user message.
 		user, texts = user[:0], texts[:0]
 		content.ForEach(func(i, blk gjson.Result) bool {
-			bp := param + ".content." + i.Raw
+			bp := param + ".content." + index(i)
 			switch typ := blk.Get("type").Str; typ {
 			case "tool_result":
 				id := blk.Get("tool_use_id")
@@ -155,7 +155,7 @@ func ParseMessages(root gjson.Result, counting bool) (*MessagesRequest, *BadRequ
 						case "image":
 							// Tool messages carry text only: the image goes
 							// with the user's message.
-							if user, err = appendBlock(user, part, bp+".content."+j.Raw); err != nil {
+							if user, err = appendBlock(user, part, bp+".content."+index(j)); err != nil {
 								return false
 							}
 						}
@@ -226,7 +226,7 @@ func joinText(blocks gjson.Result, param string) ([]byte, *BadRequest) {
 	var err *BadRequest
 	blocks.ForEach(func(i, blk gjson.Result) bool {
 		if blk.Get("type").Str != "text" || !isString(blk.Get("text")) {
-			err = bad(param+"."+i.Raw, param+"."+i.Raw+": must be a text block")
+			err = bad(param+"."+index(i), param+"."+index(i)+": must be a text block")
 			return false
 		}
 		out = append(out, inner(blk.Get("text").Raw)...)
@@ -317,7 +317,7 @@ func assistantMessage(content gjson.Result, param string) ([]byte, *BadRequest) 
 	var text, calls []byte
 	var err *BadRequest
 	content.ForEach(func(i, blk gjson.Result) bool {
-		bp := param + "." + i.Raw
+		bp := param + "." + index(i)
 		switch blk.Get("type").Str {
 		case "text":
 			text = append(text, inner(blk.Get("text").Raw)...)
@@ -377,7 +377,7 @@ func messagesTools(b []byte, root gjson.Result) ([]byte, *BadRequest) {
 	if tools.IsArray() && len(tools.Array()) > 0 {
 		b = append(b, `,"tools":[`...)
 		tools.ForEach(func(i, t gjson.Result) bool {
-			param := "tools." + i.Raw
+			param := "tools." + index(i)
 			if typ := t.Get("type").Str; typ != "" && typ != "custom" {
 				err = bad(param+".type", param+".type: the server tool '"+typ+"' is only served by Anthropic providers")
 				return false

@@ -82,7 +82,7 @@ func ParseResponses(root gjson.Result) (*ResponsesRequest, *BadRequest) {
 	case in.IsArray():
 		var err *BadRequest
 		in.ForEach(func(k, item gjson.Result) bool {
-			err = w.item(item, "input["+k.Raw+"]")
+			err = w.item(item, "input["+index(k)+"]")
 			return err == nil
 		})
 		if err != nil {
@@ -254,7 +254,7 @@ func (w *msgWriter) item(item gjson.Result, param string) *BadRequest {
 		var parts []byte
 		var err *BadRequest
 		content.ForEach(func(k, p gjson.Result) bool {
-			pp := param + ".content[" + k.Raw + "]"
+			pp := param + ".content[" + index(k) + "]"
 			if len(parts) > 0 {
 				parts = append(parts, ',')
 			}
@@ -367,7 +367,7 @@ func responsesTools(b []byte, root gjson.Result) ([]byte, *BadRequest) {
 	if tools := root.Get("tools"); tools.IsArray() && len(tools.Array()) > 0 {
 		b = append(b, `,"tools":[`...)
 		tools.ForEach(func(k, t gjson.Result) bool {
-			param := "tools[" + k.Raw + "]"
+			param := "tools[" + index(k) + "]"
 			if typ := t.Get("type").Str; typ != "function" {
 				err = bad(param+".type", "The tool type '"+typ+"' is not supported by this proxy; only function tools are.")
 				return false
