@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"io"
+	"slices"
 	"net/http"
 	"strings"
 	"sync"
@@ -379,6 +381,99 @@ func TestMessagesAbortAndConcurrency(t *testing.T) {
 		close(errs)
 		for err := range errs {
 			t.Error(err)
+		}
+	})
+}
+
+// bodyInto is a middleware that keeps the request body the client sent.
+func bodyInto(b *[]byte) aoption.Middleware {
+	return func(r *http.Request, next aoption.MiddlewareNext) (*http.Response, error) {
+		if r.GetBody != nil {
+			if rc, err := r.GetBody(); err == nil {
+				*b, _ = io.ReadAll(rc)
+				rc.Close()
+			}
+		}
+		return next(r)
+	}
+}
+
+// TestMessagesPassthrough: to an Anthropic provider a Messages request
+// goes through unchanged, byte for byte, and its answer comes back as the
+// upstream sent it, so what the OpenAI shape cannot carry survives both
+// ways: thinking blocks and their signatures, cache_control markers,
+// server tools and their blocks.
+func TestMessagesPassthrough(t *testing.T) {
+	p := startEveryProvider(t)
+	c := p.anthropic(adminKey)
+	ctx := context.Background()
+	params := anthropic.MessageNewParams{
+		Model: "claude-test", MaxTokens: 2048,
+		Thinking: anthropic.ThinkingConfigParamOfEnabled(1024),
+		System:   []anthropic.TextBlockParam{{Text: "You are terse.", CacheControl: anthropic.NewCacheControlEphemeralParam()}},
+		Tools: []anthropic.ToolUnionParam{
+			{OfWebSearchTool20250305: &anthropic.WebSearchTool20250305Param{MaxUses: anthropic.Int(1)}},
+		},
+		Messages: userText("what is new?"),
+	}
+	var sent []byte
+	msg, err := c.Messages.New(ctx, params, aoption.WithMiddleware(bodyInto(&sent)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := lastUpstream(t, p)
+	if string(up.Body) != string(sent) || !strings.Contains(string(sent), "cache_control") || !strings.Contains(string(sent), "web_search_20250305") {
+		t.Fatalf("the upstream got\n%s\nthe client sent\n%s", up.Body, sent)
+	}
+	var types []string
+	for _, b := range msg.Content {
+		types = append(types, b.Type)
+	}
+	if strings.Join(types, " ") != "thinking server_tool_use web_search_tool_result text" || msg.Content[0].Signature != fakeupstream.FakeSignature {
+		t.Fatalf("content %s", msg.RawJSON())
+	}
+	// The signed thinking block goes back with the next turn, as Claude
+	// needs it; the fake upstream checks its signature.
+	params.Messages = append(params.Messages, msg.ToParam(), anthropic.NewUserMessage(anthropic.NewTextBlock("and then?")))
+	if _, err := c.Messages.New(ctx, params); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("stream", func(t *testing.T) {
+		params.Tools = nil
+		s := c.Messages.NewStreaming(ctx, params)
+		acc := anthropic.Message{}
+		var deltas []string
+		for s.Next() {
+			ev := s.Current()
+			if ev.Type == "content_block_delta" {
+				deltas = append(deltas, ev.Delta.Type)
+			}
+			if err := acc.Accumulate(ev); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if len(acc.Content) != 2 || acc.Content[0].Type != "thinking" || acc.Content[0].Signature != fakeupstream.FakeSignature ||
+			acc.Content[1].Text != "echo: and then?" || !slices.Contains(deltas, "signature_delta") || acc.Usage.OutputTokens < 1 {
+			t.Fatalf("deltas %v, accumulated %s", deltas, acc.RawJSON())
+		}
+	})
+
+	t.Run("count_tokens", func(t *testing.T) {
+		n, err := c.Messages.CountTokens(ctx, anthropic.MessageCountTokensParams{Model: "claude-test", Messages: userText(strings.Repeat("word ", 400))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n.InputTokens < 400 || n.InputTokens > 1000 {
+			t.Fatalf("input_tokens %d for 400 words", n.InputTokens)
+		}
+		_, err = c.Messages.CountTokens(ctx, anthropic.MessageCountTokensParams{Model: "nope", Messages: userText("x")})
+		var ae *anthropic.Error
+		if !errors.As(err, &ae) || ae.StatusCode != 404 {
+			t.Fatalf("unknown model: %v", err)
 		}
 	})
 }

@@ -30,6 +30,14 @@ import (
 // <results>" after tool results. The Model* failure names answer with
 // Anthropic's error shape; ModelFail529 and ModelFail503 are overloads,
 // and ModelStreamErrorEvent sends an error event in the middle of a stream.
+//
+// What only the Messages API carries is played too, so a passthrough can be
+// told from a translation: with "thinking" enabled the answer begins with a
+// thinking block signed FakeSignature (streamed as thinking_delta and
+// signature_delta); a thinking block sent back must carry that signature;
+// the web_search server tool makes the answer begin with server_tool_use
+// and web_search_tool_result blocks; tools may carry a type and
+// cache_control, blocks cache_control.
 
 // More model names with special behaviour, for the Anthropic side.
 const (
@@ -43,6 +51,9 @@ const (
 	// error event, and ends the body.
 	ModelStreamErrorEvent = "stream-error-event"
 )
+
+// FakeSignature signs the fake's thinking blocks.
+const FakeSignature = "fake-thinking-signature"
 
 // messagesRequest lists every top-level field the real API accepts that
 // the fake knows; anything else is refused, as the real API does.
@@ -73,7 +84,10 @@ type anthropicMessage struct {
 }
 
 type anthropicTool struct {
-	Name        string          `json:"name"`
+	Type         string          `json:"type"`
+	CacheControl json.RawMessage `json:"cache_control"`
+	MaxUses      *int            `json:"max_uses"`
+	Name         string          `json:"name"`
 	Description string          `json:"description"`
 	InputSchema json.RawMessage `json:"input_schema"`
 }
@@ -92,6 +106,9 @@ type anthropicBlock struct {
 	Input     json.RawMessage `json:"input"`
 	ToolUseID string          `json:"tool_use_id"`
 	Content   json.RawMessage `json:"content"`
+	Thinking  string          `json:"thinking"`
+	Signature string          `json:"signature"`
+	Data      string          `json:"data"`
 }
 
 // blocks decodes a message content: a string is one text block.
@@ -195,6 +212,13 @@ func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request, body []b
 	b = appendJSONString(b, req.Model)
 	b = append(b, `,"content":[`...)
 	stop := "end_turn"
+	if a.thinking {
+		b = append(b, `{"type":"thinking","thinking":"Let me think.","signature":"`+FakeSignature+`"},`...)
+	}
+	if a.webSearch != "" {
+		b = append(b, `{"type":"server_tool_use","id":"srvtoolu_fake","name":"web_search","input":{"query":"search"}},`+
+			`{"type":"web_search_tool_result","tool_use_id":"srvtoolu_fake","content":[{"type":"web_search_result","url":"https://example.com/","title":"Example","encrypted_content":"enc-fake","page_age":null}]},`...)
+	}
 	if a.toolName != "" {
 		b = append(b, `{"type":"tool_use","id":`...)
 		b = appendJSONString(b, a.toolCallID)
@@ -276,6 +300,18 @@ func (s *Server) answerMessages(req *messagesRequest) (a chatAnswer, msg string)
 				if m.Role != "user" || !prevToolUses[b.ToolUseID] {
 					return a, "messages: tool_result block(s) provided when previous message does not have tool_use block(s)"
 				}
+			case "thinking":
+				if m.Role != "assistant" || b.Signature != FakeSignature {
+					return a, "messages." + strconv.Itoa(i) + ".content: Invalid `signature` in `thinking` block"
+				}
+			case "redacted_thinking":
+				if m.Role != "assistant" || b.Data == "" {
+					return a, "messages." + strconv.Itoa(i) + ".content: redacted_thinking blocks need data"
+				}
+			case "server_tool_use", "web_search_tool_result":
+				if m.Role != "assistant" {
+					return a, "messages: server tool blocks belong to assistant messages"
+				}
 			case "document":
 			default:
 				return a, "messages: unknown content block type " + b.Type
@@ -288,6 +324,16 @@ func (s *Server) answerMessages(req *messagesRequest) (a chatAnswer, msg string)
 		return a, "the fake upstream expects the conversation to end with a user message"
 	}
 	a.promptTokens = max(a.promptTokens, 1)
+	a.thinking = bytes.Contains(req.Thinking, []byte(`"enabled"`))
+	var tools []anthropicTool
+	for _, t := range req.Tools {
+		if strings.HasPrefix(t.Type, "web_search") {
+			a.webSearch = "search"
+			continue
+		}
+		tools = append(tools, t)
+	}
+	req.Tools = tools
 
 	var results, text []string
 	for _, b := range last {
@@ -360,20 +406,28 @@ func (s *Server) streamMessages(w http.ResponseWriter, r *http.Request, req *mes
 	start = append(start, "}}"...)
 	ok := event("message_start", start) && event("ping", []byte(`{"type": "ping"}`))
 	stop := "end_turn"
+	index := "0"
+	if ok && a.thinking {
+		ok = event("content_block_start", []byte(`{"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":"","signature":""}}`)) &&
+			event("content_block_delta", []byte(`{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"Let me think."}}`)) &&
+			event("content_block_delta", []byte(`{"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"`+FakeSignature+`"}}`)) &&
+			event("content_block_stop", []byte(`{"type":"content_block_stop","index":0}`))
+		index = "1"
+	}
 	if ok && a.toolName != "" {
-		b := []byte(`{"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":`)
+		b := []byte(`{"type":"content_block_start","index":` + index + `,"content_block":{"type":"tool_use","id":`)
 		b = appendJSONString(b, a.toolCallID)
 		b = append(b, `,"name":`...)
 		b = appendJSONString(b, a.toolName)
 		b = append(b, `,"input":{}}}`...)
 		ok = event("content_block_start", b)
 		for _, piece := range []string{"", anthropicToolInput1, anthropicToolInput2} {
-			d := append([]byte(`{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":`), appendJSONString(nil, piece)...)
+			d := append([]byte(`{"type":"content_block_delta","index":`+index+`,"delta":{"type":"input_json_delta","partial_json":`), appendJSONString(nil, piece)...)
 			ok = ok && event("content_block_delta", append(d, "}}"...))
 		}
 		stop = "tool_use"
 	} else if ok {
-		ok = event("content_block_start", []byte(`{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}`))
+		ok = event("content_block_start", []byte(`{"type":"content_block_start","index":`+index+`,"content_block":{"type":"text","text":""}}`))
 		chunks := s.chunks
 		if req.Model == ModelStreamErrorEvent {
 			chunks = max(chunks, 3)
@@ -383,11 +437,11 @@ func (s *Server) streamMessages(w http.ResponseWriter, r *http.Request, req *mes
 				event("error", []byte(`{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`))
 				return
 			}
-			d := append([]byte(`{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":`), appendJSONString(nil, part)...)
+			d := append([]byte(`{"type":"content_block_delta","index":`+index+`,"delta":{"type":"text_delta","text":`), appendJSONString(nil, part)...)
 			ok = ok && event("content_block_delta", append(d, "}}"...))
 		}
 	}
-	ok = ok && event("content_block_stop", []byte(`{"type":"content_block_stop","index":0}`))
+	ok = ok && event("content_block_stop", []byte(`{"type":"content_block_stop","index":`+index+`}`))
 	d := []byte(`{"type":"message_delta","delta":{"stop_reason":"` + stop + `","stop_sequence":null},"usage":{"output_tokens":`)
 	d = strconv.AppendInt(d, int64(a.completionTokens), 10)
 	ok = ok && event("message_delta", append(d, "}}"...)) && event("message_stop", []byte(`{"type":"message_stop"}`))

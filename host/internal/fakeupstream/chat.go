@@ -57,6 +57,11 @@ type chatAnswer struct {
 	toolCallID       string
 	promptTokens     int
 	completionTokens int
+	// The Anthropic side only: a thinking block comes first (the request
+	// enabled thinking), and a web search is run first (the request gave
+	// the web_search server tool).
+	thinking  bool
+	webSearch string
 }
 
 var (

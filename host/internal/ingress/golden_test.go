@@ -136,7 +136,7 @@ func run(t *testing.T, c *goldenCase) ([]byte, *BadRequest) {
 		if bad != nil {
 			return nil, bad
 		}
-		return m.Chat, nil
+		return m.Chat, m.Untranslatable
 	case "count_tokens request":
 		m, bad := ParseMessages(gjson.Parse(in), true)
 		if bad != nil {

@@ -38,8 +38,11 @@ import (
 type MessagesRequest struct {
 	Model  string
 	Stream bool
-	// Chat is the unified request.
-	Chat []byte
+	// Chat is the unified request; nil when the request holds what a chat
+	// request cannot say, and Untranslatable says what. Such a request can
+	// still go to an Anthropic provider unchanged.
+	Chat           []byte
+	Untranslatable *BadRequest
 }
 
 // ParseMessages checks a Messages API request (root, an object) and
@@ -65,6 +68,12 @@ func ParseMessages(root gjson.Result, counting bool) (*MessagesRequest, *BadRequ
 		}
 		m.Stream = st.Type == gjson.True
 	}
+	m.Chat, m.Untranslatable = messagesToChat(root, mt, m.Stream)
+	return m, nil
+}
+
+// messagesToChat makes the unified request of a checked Messages request.
+func messagesToChat(root, mt gjson.Result, stream bool) ([]byte, *BadRequest) {
 	b := make([]byte, 0, len(root.Raw)+128)
 	b = append(b, `{"model":`...)
 	b = append(b, root.Get("model").Raw...)
@@ -97,7 +106,7 @@ func ParseMessages(root gjson.Result, counting bool) (*MessagesRequest, *BadRequ
 	}
 	var err *BadRequest
 	var user, texts []byte
-	msgs.ForEach(func(k, msg gjson.Result) bool {
+	root.Get("messages").ForEach(func(k, msg gjson.Result) bool {
 		param := "messages." + index(k)
 		role := msg.Get("role")
 		if role.Str != "user" && role.Str != "assistant" {
@@ -213,11 +222,10 @@ func ParseMessages(root gjson.Result, counting bool) (*MessagesRequest, *BadRequ
 	if b, err = messagesTools(b, root); err != nil {
 		return nil, err
 	}
-	if m.Stream {
+	if stream {
 		b = append(b, `,"stream":true,"stream_options":{"include_usage":true}`...)
 	}
-	m.Chat = append(b, '}')
-	return m, nil
+	return append(b, '}'), nil
 }
 
 // joinText joins the text of an array of text blocks, as string content.

@@ -69,9 +69,10 @@ type request struct {
 	// Of a request that is not a chat completion: the Messages request as
 	// the client sent it (for providers that take it unchanged), whether
 	// the current attempt sends it so, and the Responses it answers with.
-	native        []byte
-	nativeAttempt bool
-	resp          *ingress.Responses
+	native         []byte
+	nativeAttempt  bool
+	untranslatable *ingress.BadRequest // why native cannot become a chat request
+	resp           *ingress.Responses
 	// span is the request's trace span and ctx its context; attemptCtx
 	// is the current attempt's, which the plugin's upstream requests
 	// are traced under. All nil/empty when tracing is off.

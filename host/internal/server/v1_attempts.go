@@ -361,6 +361,9 @@ func (s *Server) attempt(c *fiber.Ctx, r *request, body []byte, t *router.Target
 		default:
 			r.op = abi.OpChat
 		}
+		if !r.nativeAttempt && r.untranslatable != nil {
+			return &try{openErr: invalid(r.untranslatable.Param, r.untranslatable.Message)}
+		}
 	}
 	unified, perr := upstreamBody(body, r.model, t)
 	if perr != nil {

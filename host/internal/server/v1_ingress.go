@@ -47,6 +47,7 @@ func (s *Server) translate(r *request, body []byte) (model string, stream bool, 
 		var m *ingress.MessagesRequest
 		if m, bad = ingress.ParseMessages(root, false); bad == nil {
 			model, stream, unified = m.Model, m.Stream, m.Chat
+			r.untranslatable = m.Untranslatable
 			// Kept for providers that take the request unchanged; fasthttp
 			// reuses the body's buffer once the handler returns.
 			r.native = bytes.Clone(body)
