@@ -27,6 +27,10 @@ const (
 	CodeUnknownURL           Code = "unknown_url"
 	CodeMethodNotAllowed     Code = "method_not_allowed"
 	CodeRequestTooLarge      Code = "request_too_large"
+	// The Responses API's kept responses (400, 404).
+	CodePreviousResponseNotFound Code = "previous_response_not_found"
+	CodeResponseNotFound         Code = "response_not_found"
+	CodeUnsupportedContent       Code = "unsupported_content"
 
 	// Limits (429).
 	CodeRateLimitExceeded        Code = "rate_limit_exceeded"

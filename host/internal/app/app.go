@@ -217,6 +217,8 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 			BackoffBase: cfg.Routing.BackoffBase.Std(), BackoffMax: cfg.Routing.BackoffMax.Std()},
 		Plugins:        reg,
 		Requests:       requests,
+		Responses:      st,
+		ResponsesTTL:   responsesTTL(cfg.Responses),
 		Keys:           ks,
 		Providers:      pm,
 		Routes:         pm,

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/llm-proxy/llm-proxy/host/internal/bodylog"
+	"github.com/llm-proxy/llm-proxy/host/internal/config"
 	"github.com/llm-proxy/llm-proxy/host/internal/requestlog"
 	"github.com/llm-proxy/llm-proxy/host/internal/store"
 )
@@ -81,6 +82,11 @@ func (a *App) maintainLog(ctx context.Context, now time.Time) {
 			a.log.Warn(what, "err", err)
 		}
 	}
+	if n, err := a.store.PruneResponses(ctx, now.UnixMilli(), 500); err != nil {
+		warn("kept responses", err)
+	} else if n > 0 {
+		a.log.Info("expired responses deleted", "rows", n)
+	}
 	if n, err := a.store.CompactRollups(ctx, now.Add(-compactAfter)); err != nil {
 		warn("usage rollups", err)
 	} else if n > 0 {
@@ -104,4 +110,12 @@ func (a *App) maintainLog(ctx context.Context, now time.Time) {
 	} else if n > 0 {
 		a.log.Info("usage rollups pruned", "rows", n, "older_than", before.Format(time.RFC3339))
 	}
+}
+
+// responsesTTL is how long Responses API responses are kept; 0 keeps none.
+func responsesTTL(c config.ResponsesConfig) time.Duration {
+	if !c.Store {
+		return 0
+	}
+	return c.TTL.Std()
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/openai/openai-go/v3/responses"
 	"github.com/tidwall/gjson"
 
+	"github.com/llm-proxy/llm-proxy/host/internal/config"
 	"github.com/llm-proxy/llm-proxy/host/internal/fakeupstream"
 )
 
@@ -215,8 +216,8 @@ func TestResponsesErrors(t *testing.T) {
 	r := params("gpt-4o-mini")
 	r.PreviousResponseID = openai.String("resp_123")
 	_, err = c.Responses.New(ctx, r)
-	if ae := expect(t, err, 400, "invalid_request_error"); ae.Param != "previous_response_id" {
-		t.Fatalf("param %q", ae.Param)
+	if ae := expect(t, err, 400, "invalid_request_error"); ae.Param != "previous_response_id" || ae.Code != "previous_response_not_found" {
+		t.Fatalf("param %q code %q", ae.Param, ae.Code)
 	}
 	r = params("gpt-4o-mini")
 	r.Tools = []responses.ToolUnionParam{responses.ToolParamOfFileSearch([]string{"vs_1"})}
@@ -296,4 +297,117 @@ func TestResponsesAbortAndConcurrency(t *testing.T) {
 			t.Error(err)
 		}
 	})
+}
+
+// upstreamTurns lists the roles and texts of the messages the fake
+// upstream got last.
+func upstreamTurns(t *testing.T, p *proxy) []string {
+	t.Helper()
+	var turns []string
+	gjson.GetBytes(lastUpstream(t, p).Body, "messages").ForEach(func(_, m gjson.Result) bool {
+		turns = append(turns, m.Get("role").Str+": "+m.Get("content").String())
+		return true
+	})
+	return turns
+}
+
+// TestResponsesKept: a response is kept (store defaults to true) and a
+// later request continues it with previous_response_id, after a restart
+// too, streamed or not; only the key that made it can reach it; store:
+// false keeps nothing; DELETE forgets it.
+func TestResponsesKept(t *testing.T) {
+	var cfg *config.Config
+	p := startProxy(t, func(c *config.Config) { cfg = c })
+	c := p.client(adminKey)
+	ctx := context.Background()
+
+	r1, err := c.Responses.New(ctx, responses.ResponseNewParams{Model: "gpt-4o-mini", Input: responseInput("my name is Ada"), Instructions: openai.String("be kind")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !gjson.Get(r1.RawJSON(), "store").Bool() {
+		t.Fatalf("not kept: %s", r1.RawJSON())
+	}
+	got, err := c.Responses.Get(ctx, r1.ID, responses.ResponseGetParams{})
+	if err != nil || got.ID != r1.ID || got.OutputText() != "echo: my name is Ada" {
+		t.Fatalf("GET: %v %s", err, got.RawJSON())
+	}
+	// A streamed continuation is kept as well.
+	s := c.Responses.NewStreaming(ctx, responses.ResponseNewParams{Model: "gpt-4o-mini", Input: responseInput("what is my name?"),
+		PreviousResponseID: openai.String(r1.ID)})
+	var r2 responses.Response
+	for s.Next() {
+		if ev := s.Current(); ev.Type == "response.completed" {
+			r2 = ev.Response
+		}
+	}
+	if err := s.Err(); err != nil || r2.PreviousResponseID != r1.ID {
+		t.Fatalf("%v %s", err, r2.RawJSON())
+	}
+	want := "user: my name is Ada|assistant: echo: my name is Ada|user: what is my name?"
+	if turns := upstreamTurns(t, p); strings.Join(turns, "|") != want {
+		t.Fatalf("upstream conversation %q, want %q (the first request's instructions are not carried over)", turns, want)
+	}
+
+	// Another proxy on the same database continues it.
+	p.Stop()
+	p2 := startOn(t, cfg, p.Upstream)
+	c2 := p2.client(adminKey)
+	r3, err := c2.Responses.New(ctx, responses.ResponseNewParams{Model: "gpt-4o-mini", Input: responseInput("and again?"),
+		PreviousResponseID: openai.String(r2.ID)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want += "|assistant: echo: what is my name?|user: and again?"
+	if turns := upstreamTurns(t, p2); strings.Join(turns, "|") != want || r3.PreviousResponseID != r2.ID {
+		t.Fatalf("after a restart the upstream got %q, want %q", turns, want)
+	}
+
+	// Another key sees none of them.
+	other := createKey(t, p2, `{"name":"other"}`)
+	co := p2.client(other.Key)
+	_, err = co.Responses.New(ctx, responses.ResponseNewParams{Model: "gpt-4o-mini", Input: responseInput("hi"), PreviousResponseID: openai.String(r3.ID)})
+	var ae *openai.Error
+	if !errors.As(err, &ae) || ae.StatusCode != 400 || ae.Code != "previous_response_not_found" || ae.Param != "previous_response_id" {
+		t.Fatalf("another key continued the response: %v", err)
+	}
+	if _, err = co.Responses.Get(ctx, r3.ID, responses.ResponseGetParams{}); !errors.As(err, &ae) || ae.StatusCode != 404 {
+		t.Fatalf("another key read the response: %v", err)
+	}
+	if err := co.Responses.Delete(ctx, r3.ID); !errors.As(err, &ae) || ae.StatusCode != 404 {
+		t.Fatalf("another key deleted the response: %v", err)
+	}
+
+	// store: false keeps nothing.
+	r4, err := c2.Responses.New(ctx, responses.ResponseNewParams{Model: "gpt-4o-mini", Input: responseInput("forget me"), Store: openai.Bool(false)})
+	if err != nil || gjson.Get(r4.RawJSON(), "store").Bool() {
+		t.Fatalf("%v %s", err, r4.RawJSON())
+	}
+	if _, err = c2.Responses.Get(ctx, r4.ID, responses.ResponseGetParams{}); !errors.As(err, &ae) || ae.StatusCode != 404 {
+		t.Fatalf("store:false was kept: %v", err)
+	}
+
+	// DELETE forgets.
+	if err := c2.Responses.Delete(ctx, r3.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err = c2.Responses.Get(ctx, r3.ID, responses.ResponseGetParams{}); !errors.As(err, &ae) || ae.StatusCode != 404 || ae.Code != "response_not_found" {
+		t.Fatalf("deleted response still there: %v", err)
+	}
+}
+
+// TestResponsesNotKept: with [responses] store off nothing is kept and
+// previous_response_id is refused with a 400 that says why.
+func TestResponsesNotKept(t *testing.T) {
+	p := startProxy(t, func(c *config.Config) { c.Responses.Store = false })
+	c := p.client(adminKey)
+	r, err := c.Responses.New(context.Background(), responses.ResponseNewParams{Model: "gpt-4o-mini", Input: responseInput("hi")})
+	if err != nil || gjson.Get(r.RawJSON(), "store").Bool() {
+		t.Fatalf("%v %s", err, r.RawJSON())
+	}
+	_, err = c.Responses.New(context.Background(), responses.ResponseNewParams{Model: "gpt-4o-mini", Input: responseInput("hi"), PreviousResponseID: openai.String(r.ID)})
+	var ae *openai.Error
+	if !errors.As(err, &ae) || ae.StatusCode != 400 || ae.Param != "previous_response_id" || !strings.Contains(ae.Message, "store") {
+		t.Fatalf("%v", err)
+	}
 }

@@ -112,6 +112,8 @@ type Config struct {
 	// Routes maps public model names to one or more provider targets
 	// ([[routes]]). A model a provider lists needs no route. Default: none.
 	Routes []RouteConfig `koanf:"routes"`
+	// Responses holds the settings of /v1/responses ([responses]).
+	Responses ResponsesConfig `koanf:"responses"`
 	// Metrics holds the Prometheus endpoint's settings ([metrics]).
 	Metrics MetricsConfig `koanf:"metrics"`
 	// Tracing holds the OpenTelemetry settings ([tracing]).
@@ -135,6 +137,19 @@ type TracingConfig struct {
 	// own traces to the proxy's; it tells them the trace id. Default:
 	// false.
 	PropagateUpstream bool `koanf:"propagate_upstream"`
+}
+
+// ResponsesConfig is the [responses] section: the responses the OpenAI
+// Responses API keeps, so that a later request can continue one with
+// previous_response_id.
+type ResponsesConfig struct {
+	// Store keeps each response whose request did not say "store": false,
+	// in the database, for TTL. Off: nothing is kept, and
+	// previous_response_id is refused. Default: true.
+	Store bool `koanf:"store"`
+	// TTL is how long a kept response can be continued or read; it is
+	// deleted after. At least a minute. Default: 720h (30 days).
+	TTL Duration `koanf:"ttl"`
 }
 
 // MetricsConfig is the [metrics] section: GET /metrics in the Prometheus
@@ -500,8 +515,9 @@ func Default() *Config {
 		Routing: RoutingConfig{MaxAttempts: 3, RetryDeadline: Duration(30 * time.Second),
 			BackoffBase: Duration(250 * time.Millisecond), BackoffMax: Duration(5 * time.Second),
 			Breaker: BreakerConfig{Failures: 5, ErrorRate: 0.5, Window: 20, Cooldown: Duration(30 * time.Second)}},
-		Metrics: MetricsConfig{Enabled: true, TokenEnv: "LLMPROXY_METRICS_TOKEN"},
-		Tracing: TracingConfig{SampleRatio: 1, ServiceName: "llm-proxy"},
+		Metrics:   MetricsConfig{Enabled: true, TokenEnv: "LLMPROXY_METRICS_TOKEN"},
+		Responses: ResponsesConfig{Store: true, TTL: Duration(720 * time.Hour)},
+		Tracing:   TracingConfig{SampleRatio: 1, ServiceName: "llm-proxy"},
 	}
 }
 

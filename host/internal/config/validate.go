@@ -63,6 +63,9 @@ func (c *Config) problems() Problems {
 	if r := c.Tracing.SampleRatio; r < 0 || r > 1 || r != r {
 		ps.add("tracing.sample_ratio", "must be between 0 and 1, got %g", r)
 	}
+	if r := c.Responses; r.Store && r.TTL < Duration(time.Minute) {
+		ps.add("responses.ttl", "must be at least 1m while store is on, got %s", r.TTL)
+	}
 	if c.Tracing.ServiceName == "" {
 		ps.add("tracing.service_name", "must not be empty")
 	}

@@ -88,8 +88,8 @@ type anthropicTool struct {
 	CacheControl json.RawMessage `json:"cache_control"`
 	MaxUses      *int            `json:"max_uses"`
 	Name         string          `json:"name"`
-	Description string          `json:"description"`
-	InputSchema json.RawMessage `json:"input_schema"`
+	Description  string          `json:"description"`
+	InputSchema  json.RawMessage `json:"input_schema"`
 }
 
 type anthropicBlock struct {

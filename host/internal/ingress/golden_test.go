@@ -147,25 +147,25 @@ func run(t *testing.T, c *goldenCase) ([]byte, *BadRequest) {
 		out, _ := ChatToMessage([]byte(in), "client-model", "msg_1")
 		return out, nil
 	case "responses request":
-		r, bad := ParseResponses(gjson.Parse(in))
+		r, bad := ParseResponses(gjson.Parse(in), strings.TrimSpace(c.sections["previous"]))
 		if bad != nil {
 			return nil, bad
 		}
 		return r.Chat, nil
 	case "responses response":
-		req, _ := ParseResponses(gjson.Parse(c.request()))
-		out, _ := NewResponses(req, "resp_1", 1700000000).FromChat([]byte(in))
+		req, _ := ParseResponses(gjson.Parse(c.request()), "")
+		out, _ := NewResponses(req, "resp_1", 1700000000, false).FromChat([]byte(in))
 		return out, nil
 	case "stream messages":
 		return stream(t, c, NewMessagesStream("msg_1", "client-model")), nil
 	case "stream native messages":
 		return stream(t, c, &NativeMessagesStream{}), nil
 	case "stream responses":
-		req, bad := ParseResponses(gjson.Parse(c.request()))
+		req, bad := ParseResponses(gjson.Parse(c.request()), "")
 		if bad != nil {
 			t.Fatal(bad)
 		}
-		return stream(t, c, NewResponsesStream(NewResponses(req, "resp_1", 1700000000))), nil
+		return stream(t, c, NewResponsesStream(NewResponses(req, "resp_1", 1700000000, false))), nil
 	}
 	t.Fatalf("unknown kind %q", c.kind())
 	return nil, nil

@@ -361,21 +361,7 @@ func assistantMessage(content gjson.Result, param string) ([]byte, *BadRequest) 
 	if err != nil || len(text) == 0 && len(calls) == 0 {
 		return nil, err
 	}
-	b := make([]byte, 0, len(text)+len(calls)+64)
-	b = append(b, `{"role":"assistant","content":`...)
-	if len(text) > 0 || len(calls) == 0 {
-		b = append(b, '"')
-		b = append(b, text...)
-		b = append(b, '"')
-	} else {
-		b = append(b, "null"...)
-	}
-	if len(calls) > 0 {
-		b = append(b, `,"tool_calls":[`...)
-		b = append(b, calls...)
-		b = append(b, ']')
-	}
-	return append(b, '}'), nil
+	return appendAssistant(make([]byte, 0, len(text)+len(calls)+64), text, calls), nil
 }
 
 // messagesTools appends tools, tool_choice and parallel_tool_calls.

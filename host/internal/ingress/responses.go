@@ -29,32 +29,54 @@ import (
 //	stream                                stream, with usage requested
 //
 // Refused with a 400: built-in tools (web search, file search, computer
-// use ...), input given by file_id or item_reference, and
-// previous_response_id or conversation (the proxy keeps no responses).
+// use ...), input given by file_id or item_reference, conversation, and
+// background. previous_response_id is served by the caller, which keeps
+// responses: it passes the conversation so far to ParseResponses.
 
 // ResponsesRequest is a /v1/responses request as the proxy needs it.
 type ResponsesRequest struct {
 	Model  string
 	Stream bool
+	// Store: the client did not say "store": false.
+	Store bool
+	// PreviousID is previous_response_id, "" without one.
+	PreviousID string
 	// Chat is the unified request.
 	Chat []byte
-	root gjson.Result
+	// Conversation is the messages of Chat without the instructions: what
+	// a response continued later starts from.
+	Conversation []byte
+	root         gjson.Result
+}
+
+// PreviousID reads a Responses API request's previous_response_id: "" if
+// it has none, and false if it is not a string.
+func PreviousID(root gjson.Result) (string, bool) {
+	v := root.Get("previous_response_id")
+	if !v.Exists() || v.Type == gjson.Null {
+		return "", true
+	}
+	return v.Str, isString(v) && v.Str != ""
 }
 
 // ParseResponses checks a Responses API request (root, an object) and
-// translates it.
-func ParseResponses(root gjson.Result) (*ResponsesRequest, *BadRequest) {
-	r := &ResponsesRequest{Model: root.Get("model").Str, root: root}
+// translates it; previous is the conversation of the response it
+// continues (StoredMessages), "" if none.
+func ParseResponses(root gjson.Result, previous string) (*ResponsesRequest, *BadRequest) {
+	r := &ResponsesRequest{Model: root.Get("model").Str, root: root, Store: root.Get("store").Type != gjson.False}
+	id, ok := PreviousID(root)
+	if !ok {
+		return nil, bad("previous_response_id", "Invalid 'previous_response_id': expected a response id.")
+	}
+	r.PreviousID = id
 	if st := root.Get("stream"); st.Exists() {
 		if st.Type != gjson.True && st.Type != gjson.False && st.Type != gjson.Null {
 			return nil, bad("stream", "Invalid type for 'stream': expected a boolean.")
 		}
 		r.Stream = st.Type == gjson.True
 	}
-	for _, name := range [...]string{"previous_response_id", "conversation"} {
-		if v := root.Get(name); v.Exists() && v.Type != gjson.Null {
-			return nil, bad(name, "'"+name+"' is not supported: this proxy keeps no responses. Send the whole conversation in 'input' instead.")
-		}
+	if v := root.Get("conversation"); v.Exists() && v.Type != gjson.Null {
+		return nil, bad("conversation", "'conversation' is not supported by this proxy: continue a response with 'previous_response_id', or send the whole conversation in 'input'.")
 	}
 	if bg := root.Get("background"); bg.Type == gjson.True {
 		return nil, bad("background", "Background responses are not supported by this proxy.")
@@ -71,6 +93,11 @@ func ParseResponses(root gjson.Result) (*ResponsesRequest, *BadRequest) {
 		w.b = append(w.b, '}')
 	} else if ins.Exists() && ins.Type != gjson.Null {
 		return nil, bad("instructions", "Invalid type for 'instructions': expected a string.")
+	}
+	conv := len(w.b)
+	if previous != "" {
+		w.sep()
+		w.b = append(w.b, previous...)
 	}
 	in := root.Get("input")
 	switch {
@@ -94,6 +121,10 @@ func ParseResponses(root gjson.Result) (*ResponsesRequest, *BadRequest) {
 	}
 	if w.n == 0 {
 		return nil, bad("input", "'input' must hold at least one message.")
+	}
+	r.Conversation = w.b[conv:]
+	if len(r.Conversation) > 0 && r.Conversation[0] == ',' {
+		r.Conversation = r.Conversation[1:]
 	}
 	b = append(w.b, ']')
 	if v := root.Get("max_output_tokens"); v.Exists() && v.Type != gjson.Null {
@@ -186,20 +217,7 @@ func (w *msgWriter) flush() {
 	}
 	w.assistant = false
 	w.sep()
-	w.b = append(w.b, `{"role":"assistant","content":`...)
-	if len(w.text) > 0 || len(w.calls) == 0 {
-		w.b = append(w.b, '"')
-		w.b = append(w.b, w.text...)
-		w.b = append(w.b, '"')
-	} else {
-		w.b = append(w.b, "null"...)
-	}
-	if len(w.calls) > 0 {
-		w.b = append(w.b, `,"tool_calls":[`...)
-		w.b = append(w.b, w.calls...)
-		w.b = append(w.b, ']')
-	}
-	w.b = append(w.b, '}')
+	w.b = appendAssistant(w.b, w.text, w.calls)
 	w.text, w.calls = w.text[:0], w.calls[:0]
 }
 
@@ -423,12 +441,16 @@ func responsesTools(b []byte, root gjson.Result) ([]byte, *BadRequest) {
 type Responses struct {
 	ID, Model string
 	Created   int64
-	req       gjson.Result
+	// Stored says the response is kept: its "store" is true.
+	Stored     bool
+	previousID string
+	req        gjson.Result
 }
 
-// NewResponses prepares the answers to req; id is the response's id.
-func NewResponses(req *ResponsesRequest, id string, created int64) *Responses {
-	return &Responses{ID: id, Model: req.Model, Created: created, req: req.root}
+// NewResponses prepares the answers to req; id is the response's id, and
+// stored whether it will be kept.
+func NewResponses(req *ResponsesRequest, id string, created int64, stored bool) *Responses {
+	return &Responses{ID: id, Model: req.Model, Created: created, Stored: stored, previousID: req.PreviousID, req: req.root}
 }
 
 // appendResponse writes a Response object with the given status, output
@@ -461,7 +483,15 @@ func (x *Responses) appendResponse(b []byte, status string, incomplete string, o
 	b = append(b, output...)
 	b = append(b, `],"parallel_tool_calls":`...)
 	b = appendRawOr(b, q.Get("parallel_tool_calls"), "true")
-	b = append(b, `,"previous_response_id":null,"reasoning":{"effort":null,"summary":null},"store":false,"temperature":`...)
+	b = append(b, `,"previous_response_id":`...)
+	if x.previousID != "" {
+		b = appendStr(b, x.previousID)
+	} else {
+		b = append(b, "null"...)
+	}
+	b = append(b, `,"reasoning":{"effort":null,"summary":null},"store":`...)
+	b = strconv.AppendBool(b, x.Stored)
+	b = append(b, `,"temperature":`...)
 	b = appendRawOr(b, q.Get("temperature"), "1")
 	b = append(b, `,"text":{"format":`...)
 	b = appendRawOr(b, q.Get("text.format"), `{"type":"text"}`)
@@ -582,4 +612,56 @@ func orRaw(v gjson.Result, def string) string {
 		return v.Raw
 	}
 	return def
+}
+
+// AssistantMessage is a chat completion's answer as the assistant message
+// of a later request: its text and tool calls, nothing else.
+func AssistantMessage(chat []byte) []byte {
+	msg := gjson.GetBytes(chat, "choices.0.message")
+	var text, calls []byte
+	if t := msg.Get("content"); isString(t) {
+		text = []byte(inner(t.Raw))
+	}
+	n := 0
+	msg.Get("tool_calls").ForEach(func(_, tc gjson.Result) bool {
+		n++
+		calls = appendChatCall(calls, orRaw(tc.Get("id"), `"call_`+strconv.Itoa(n)+`"`), orRaw(tc.Get("function.name"), `""`),
+			[]byte(inner(orRaw(tc.Get("function.arguments"), `""`))))
+		return true
+	})
+	return appendAssistant(nil, text, calls)
+}
+
+// appendChatCall appends a tool_calls entry; id and name are JSON strings,
+// args a string's escaped content.
+func appendChatCall(b []byte, id, name string, args []byte) []byte {
+	if len(b) > 0 {
+		b = append(b, ',')
+	}
+	b = append(b, `{"id":`...)
+	b = append(b, id...)
+	b = append(b, `,"type":"function","function":{"name":`...)
+	b = append(b, name...)
+	b = append(b, `,"arguments":"`...)
+	b = append(b, args...)
+	return append(b, `"}}`...)
+}
+
+// appendAssistant appends an assistant message: text is escaped string
+// content, calls comma-separated tool_calls entries.
+func appendAssistant(b, text, calls []byte) []byte {
+	b = append(b, `{"role":"assistant","content":`...)
+	if len(text) > 0 || len(calls) == 0 {
+		b = append(b, '"')
+		b = append(b, text...)
+		b = append(b, '"')
+	} else {
+		b = append(b, "null"...)
+	}
+	if len(calls) > 0 {
+		b = append(b, `,"tool_calls":[`...)
+		b = append(b, calls...)
+		b = append(b, ']')
+	}
+	return append(b, '}')
 }

@@ -33,7 +33,19 @@ type ResponsesStream struct {
 	finish  string
 	usage   Usage
 	scratch []byte
+	// The answer as a chat assistant message's parts, and the final
+	// Response object, for keeping the response.
+	atext, acalls []byte
+	final         []byte
 }
+
+// AssistantMessage is the streamed answer as the assistant message of a
+// later request; valid after End.
+func (r *ResponsesStream) AssistantMessage() []byte { return appendAssistant(nil, r.atext, r.acalls) }
+
+// Final is the Response object sent with response.completed (or
+// response.incomplete); nil before End.
+func (r *ResponsesStream) Final() []byte { return r.final }
 
 // NewResponsesStream starts the translation of one stream.
 func NewResponsesStream(x *Responses) *ResponsesStream { return &ResponsesStream{x: x} }
@@ -94,6 +106,7 @@ func (r *ResponsesStream) closeItem(dst []byte) []byte {
 			n++
 		}
 		r.output = appendMessageItem(r.output, r.itemID, "completed", r.text)
+		r.atext = append(r.atext, r.text...)
 		b = r.begin("response.output_item.done")
 		b = append(b, `,"output_index":`...)
 		b = appendInt(b, int64(r.items-1))
@@ -113,6 +126,7 @@ func (r *ResponsesStream) closeItem(dst []byte) []byte {
 			n++
 		}
 		r.output = appendCallItem(r.output, r.itemID, "completed", r.callID, r.name, r.text)
+		r.acalls = appendChatCall(r.acalls, r.callID, r.name, r.text)
 		b = r.begin("response.output_item.done")
 		b = append(b, `,"output_index":`...)
 		b = appendInt(b, int64(r.items-1))
@@ -206,7 +220,9 @@ func (r *ResponsesStream) End(dst []byte) []byte {
 	}
 	b := r.begin(typ)
 	b = append(b, `,"response":`...)
+	n := len(b)
 	b = r.x.appendResponse(b, statusOf(inc), inc, r.output, &r.usage)
+	r.final = append(r.final[:0], b[n:]...)
 	return r.emit(dst, typ, append(b, '}'))
 }
 

@@ -106,8 +106,12 @@ type Options struct {
 	// Tracer traces the /v1 requests; nil when tracing is off.
 	Tracer *tracing.Tracer
 	// Prices turns each request's tokens into its cost; optional.
-	Prices       pricing.Table
-	Requests     Requests // optional
+	Prices   pricing.Table
+	Requests Requests // optional
+	// Responses keeps the Responses API's responses for ResponsesTTL;
+	// without either, none is kept and previous_response_id is refused.
+	Responses    ResponseStore
+	ResponsesTTL time.Duration
 	AdminKey     string
 	MaxBodyBytes int
 	LogBodyBytes int // above 0: bytes of each /v1 body kept for the request log ([logs] bodies); see SetLogBodyBytes

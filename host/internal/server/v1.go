@@ -41,6 +41,8 @@ func (s *Server) v1Face() {
 	v1.Post("/messages", s.messages)
 	v1.Post("/messages/count_tokens", s.countTokens)
 	v1.Post("/responses", s.responses)
+	v1.Get("/responses/:id", s.getResponse)
+	v1.Delete("/responses/:id", s.deleteResponse)
 	v1.Get("/models", s.listModels)
 	v1.Get("/models/+", s.getModel)
 }
@@ -73,6 +75,7 @@ type request struct {
 	nativeAttempt  bool
 	untranslatable *ingress.BadRequest // why native cannot become a chat request
 	resp           *ingress.Responses
+	conversation   []byte // the Responses request's messages, for keeping it
 	// span is the request's trace span and ctx its context; attemptCtx
 	// is the current attempt's, which the plugin's upstream requests
 	// are traced under. All nil/empty when tracing is off.

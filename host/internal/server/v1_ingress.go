@@ -2,7 +2,10 @@ package server
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"strings"
+	"time"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/tidwall/gjson"
@@ -10,6 +13,7 @@ import (
 	"github.com/llm-proxy/llm-proxy/host/internal/apierror"
 	"github.com/llm-proxy/llm-proxy/host/internal/ingress"
 	"github.com/llm-proxy/llm-proxy/host/internal/keys"
+	"github.com/llm-proxy/llm-proxy/host/internal/store"
 )
 
 // face is the API a /v1 client speaks. Whatever it is, the request is
@@ -53,10 +57,15 @@ func (s *Server) translate(r *request, body []byte) (model string, stream bool, 
 			r.native = bytes.Clone(body)
 		}
 	case faceResponses:
+		previous, err := s.previousResponse(r, root)
+		if err != nil {
+			return "", false, nil, err
+		}
 		var q *ingress.ResponsesRequest
-		if q, bad = ingress.ParseResponses(root); bad == nil {
+		if q, bad = ingress.ParseResponses(root, previous); bad == nil {
 			model, stream, unified = q.Model, q.Stream, q.Chat
-			r.resp = ingress.NewResponses(q, "resp_"+strings.TrimPrefix(r.id, "req_"), r.start.Unix())
+			r.resp = ingress.NewResponses(q, "resp_"+strings.TrimPrefix(r.id, "req_"), r.start.Unix(), q.Store && s.keepsResponses())
+			r.conversation = q.Conversation
 		}
 	}
 	if bad != nil {
@@ -80,6 +89,7 @@ func (s *Server) translateAnswer(r *request, sink *bufferSink) []byte {
 		out, u = ingress.ChatToMessage(sink.body, r.model, messageID(r))
 	default:
 		out, u = r.resp.FromChat(sink.body)
+		s.keepResponse(r, out, ingress.AssistantMessage(sink.body))
 	}
 	if sink.usage != nil && !u.Known {
 		r.usage.set(sink.usage)
@@ -180,4 +190,98 @@ func (s *Server) countTokens(c *fiber.Ctx) error {
 func (s *Server) pluginHas(name, capability string) bool {
 	v, err := s.opts.Plugins.Lookup(name)
 	return err == nil && v.Manifest.Has(capability)
+}
+
+// ResponseStore keeps the Responses API's responses (store.Store).
+type ResponseStore interface {
+	SaveResponse(ctx context.Context, r store.StoredResponse) error
+	LoadResponse(ctx context.Context, id, keyID string, now int64) (store.StoredResponse, error)
+	DeleteResponse(ctx context.Context, id, keyID string) error
+}
+
+func (s *Server) keepsResponses() bool { return s.opts.Responses != nil && s.opts.ResponsesTTL > 0 }
+
+// previousResponse is the conversation of the response a Responses request
+// continues, "" when it continues none. Only the key that made a response
+// may continue it.
+func (s *Server) previousResponse(r *request, root gjson.Result) (string, *apierror.Error) {
+	id, ok := ingress.PreviousID(root)
+	switch {
+	case !ok:
+		return "", invalid("previous_response_id", "Invalid 'previous_response_id': expected a response id.")
+	case id == "":
+		return "", nil
+	case !s.keepsResponses():
+		return "", apierror.New(fiber.StatusBadRequest, apierror.CodePreviousResponseNotFound,
+			"Previous response with id '"+id+"' not found: this proxy keeps no responses ([responses] store is off). Send the whole conversation in 'input'.").WithParam("previous_response_id")
+	}
+	sr, err := s.opts.Responses.LoadResponse(context.Background(), id, r.keyID, time.Now().UnixMilli())
+	switch {
+	case errors.Is(err, store.ErrNoResponse):
+		return "", apierror.New(fiber.StatusBadRequest, apierror.CodePreviousResponseNotFound,
+			"Previous response with id '"+id+"' not found.").WithParam("previous_response_id")
+	case err != nil:
+		s.log.Error("previous response", "id", id, "err", err)
+		return "", apierror.New(fiber.StatusInternalServerError, apierror.CodeInternalError, "The proxy could not read the previous response.")
+	}
+	return sr.Messages, nil
+}
+
+// keepResponse keeps an answered Responses request when it asked to be
+// kept: its conversation with the answer (assistant, a chat message) for
+// a request that continues it, and the Response object (final) for GET.
+// It runs before the answer's end is sent, so a client can continue the
+// response as soon as it has it.
+func (s *Server) keepResponse(r *request, final, assistant []byte) {
+	if r.resp == nil || !r.resp.Stored || len(final) == 0 {
+		return
+	}
+	msgs := make([]byte, 0, len(r.conversation)+1+len(assistant))
+	msgs = append(append(append(msgs, r.conversation...), ','), assistant...)
+	now := time.Now()
+	err := s.opts.Responses.SaveResponse(context.Background(), store.StoredResponse{
+		ID: r.resp.ID, KeyID: r.keyID, Model: r.model, CreatedAt: r.start.UnixMilli(),
+		ExpiresAt: now.Add(s.opts.ResponsesTTL).UnixMilli(), Messages: string(msgs), Response: string(final),
+	})
+	if err != nil {
+		s.log.Warn("response not kept", "id", r.resp.ID, "err", err)
+	}
+}
+
+// getResponse answers GET /v1/responses/{id}: a kept response of the
+// caller's key.
+func (s *Server) getResponse(c *fiber.Ctx) error {
+	id := c.Params("id")
+	if !s.keepsResponses() {
+		return responseNotFound(id)
+	}
+	sr, err := s.opts.Responses.LoadResponse(c.Context(), id, keyID(c), time.Now().UnixMilli())
+	if errors.Is(err, store.ErrNoResponse) {
+		return responseNotFound(id)
+	}
+	if err != nil {
+		return err
+	}
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	return c.SendString(sr.Response)
+}
+
+// deleteResponse answers DELETE /v1/responses/{id}.
+func (s *Server) deleteResponse(c *fiber.Ctx) error {
+	id := c.Params("id")
+	if !s.keepsResponses() {
+		return responseNotFound(id)
+	}
+	err := s.opts.Responses.DeleteResponse(c.Context(), id, keyID(c))
+	if errors.Is(err, store.ErrNoResponse) {
+		return responseNotFound(id)
+	}
+	if err != nil {
+		return err
+	}
+	return c.JSON(fiber.Map{"id": id, "object": "response", "deleted": true})
+}
+
+func responseNotFound(id string) *apierror.Error {
+	return apierror.New(fiber.StatusNotFound, apierror.CodeResponseNotFound, "Response with id '"+id+"' not found.").WithParam("id")
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/llm-proxy/llm-proxy/host/internal/apierror"
+	"github.com/llm-proxy/llm-proxy/host/internal/ingress"
 	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
 	"github.com/llm-proxy/llm-proxy/sdk/sse"
 )
@@ -305,7 +306,11 @@ func (s *Server) writeStream(w *bufio.Writer, conn net.Conn, sink *streamSink, s
 				}
 				r.bodies.appendResponse(tail)
 			case sink.enc != nil:
-				if tail := sink.enc.End(nil); flush(tail) {
+				tail := sink.enc.End(nil)
+				if rs, ok := sink.enc.(*ingress.ResponsesStream); ok {
+					s.keepResponse(r, rs.Final(), rs.AssistantMessage())
+				}
+				if flush(tail) {
 					r.bodies.appendResponse(tail)
 				}
 			default:
