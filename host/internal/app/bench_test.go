@@ -103,12 +103,17 @@ func benchProxy(b *testing.B, body string, bodies bool, dashboards int, parallel
 
 // runProxyBench posts body to the chat endpoint from parallel clients.
 func runProxyBench(b *testing.B, p *proxy, body string) {
+	runProxyBenchOn(b, p, "/v1/chat/completions", body)
+}
+
+// runProxyBenchOn is runProxyBench on another /v1 path.
+func runProxyBenchOn(b *testing.B, p *proxy, path, body string) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			req, _ := http.NewRequest("POST", p.URL+"/v1/chat/completions", strings.NewReader(body))
+			req, _ := http.NewRequest("POST", p.URL+path, strings.NewReader(body))
 			req.Header.Set("Authorization", "Bearer "+adminKey)
 			resp, err := client.Do(req)
 			if err != nil {
@@ -256,6 +261,61 @@ func BenchmarkProxyObservability(b *testing.B) {
 			b.Run(variant, func(b *testing.B) {
 				before := cpuTime()
 				runProxyBench(b, proxies[variant], body)
+				b.ReportMetric(float64((cpuTime()-before).Microseconds())/float64(b.N), "cpu-µs/op")
+			})
+		}
+	}
+}
+
+// BenchmarkIngress is the cost of the Messages and Responses faces over
+// chat completions: the same conversation, sent as each API's request, to
+// the same provider (the openai plugin in front of a canned upstream),
+// whole and as a 20-chunk stream, through one proxy in one run. cpu-µs/op
+// is this process's CPU time per request (client and upstream included;
+// the clients read bigger answers on the other faces, the Responses
+// stream's most of all). The translation's own cost is in
+// BenchmarkMessagesRequest and the others of host/internal/ingress.
+func BenchmarkIngress(b *testing.B) {
+	openaiStream, _ := cannedStreams(20)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if bytes.Contains(body, []byte(`"stream":true`)) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			w.Write(openaiStream)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"id":"chatcmpl-x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hello there"},"finish_reason":"stop"}],"usage":{"prompt_tokens":300,"completion_tokens":2,"total_tokens":302}}`))
+	}))
+	defer up.Close()
+	p := startProxyWith(b, func(cfg *config.Config) {
+		cfg.Log.Level = "warn"
+		cfg.Responses.Store = false // as chat completions, nothing is kept
+		cfg.Providers = append(cfg.Providers,
+			config.ProviderConfig{Name: "canned-openai", Plugin: "openai", BaseURL: up.URL + "/v1", Models: []string{"canned-o"}, AllowPrivateNetwork: true})
+	}, fakeupstream.Options{DisableRecording: true})
+	text := strings.Repeat("lorem ipsum ", 50)
+	bodies := map[string]struct{ path, body string }{
+		"chat": {"/v1/chat/completions", `{"model":"canned-o","max_tokens":1024,"messages":[{"role":"system","content":"be brief"},` +
+			`{"role":"user","content":"` + text + `"},{"role":"assistant","content":"` + text + `"},{"role":"user","content":"` + text + `"}]`},
+		"messages": {"/v1/messages", `{"model":"canned-o","max_tokens":1024,"system":"be brief","messages":[` +
+			`{"role":"user","content":[{"type":"text","text":"` + text + `"}]},{"role":"assistant","content":[{"type":"text","text":"` + text + `"}]},` +
+			`{"role":"user","content":[{"type":"text","text":"` + text + `"}]}]`},
+		"responses": {"/v1/responses", `{"model":"canned-o","max_output_tokens":1024,"instructions":"be brief","input":[` +
+			`{"role":"user","content":[{"type":"input_text","text":"` + text + `"}]},{"type":"message","role":"assistant","content":[{"type":"output_text","text":"` + text + `"}]},` +
+			`{"role":"user","content":[{"type":"input_text","text":"` + text + `"}]}]`},
+	}
+	for _, stream := range []bool{false, true} {
+		for _, face := range []string{"chat", "messages", "responses"} {
+			name := face
+			body := bodies[face].body + "}"
+			if stream {
+				name += "/stream20"
+				body = bodies[face].body + `,"stream":true}`
+			}
+			b.Run(name, func(b *testing.B) {
+				before := cpuTime()
+				runProxyBenchOn(b, p, bodies[face].path, body)
 				b.ReportMetric(float64((cpuTime()-before).Microseconds())/float64(b.N), "cpu-µs/op")
 			})
 		}

@@ -86,3 +86,42 @@ func isNumber(v gjson.Result) bool { return v.Type == gjson.Number }
 // index is an array element's position, from the key gjson's ForEach
 // gives it.
 func index(k gjson.Result) string { return strconv.Itoa(int(k.Num)) }
+
+// members are an object's members, read in one pass, so that finding one
+// does not scan the object again (gjson's Get does).
+type members []member
+
+type member struct {
+	key string
+	val gjson.Result
+}
+
+func readMembers(obj gjson.Result) members {
+	m := make(members, 0, 16)
+	obj.ForEach(func(k, v gjson.Result) bool {
+		m = append(m, member{k.Str, v})
+		return true
+	})
+	return m
+}
+
+// get is the first member named key; absent (Exists false) if none.
+func (m members) get(key string) gjson.Result {
+	for i := range m {
+		if m[i].key == key {
+			return m[i].val
+		}
+	}
+	return gjson.Result{}
+}
+
+// nonEmptyArray reports an array with at least one element, without
+// making a slice of them.
+func nonEmptyArray(v gjson.Result) bool {
+	if !v.IsArray() {
+		return false
+	}
+	n := false
+	v.ForEach(func(_, _ gjson.Result) bool { n = true; return false })
+	return n
+}

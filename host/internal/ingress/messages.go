@@ -48,8 +48,9 @@ type MessagesRequest struct {
 // ParseMessages checks a Messages API request (root, an object) and
 // translates it. A request to count tokens has no max_tokens.
 func ParseMessages(root gjson.Result, counting bool) (*MessagesRequest, *BadRequest) {
-	m := &MessagesRequest{Model: root.Get("model").Str}
-	mt := root.Get("max_tokens")
+	top := readMembers(root)
+	m := &MessagesRequest{Model: top.get("model").Str}
+	mt := top.get("max_tokens")
 	switch {
 	case counting:
 		mt = gjson.Result{}
@@ -58,25 +59,24 @@ func ParseMessages(root gjson.Result, counting bool) (*MessagesRequest, *BadRequ
 	case !isNumber(mt) || mt.Int() < 1 || float64(mt.Int()) != mt.Num:
 		return nil, bad("max_tokens", "max_tokens: must be a positive integer")
 	}
-	msgs := root.Get("messages")
-	if !msgs.IsArray() || len(msgs.Array()) == 0 {
+	if !nonEmptyArray(top.get("messages")) {
 		return nil, bad("messages", "messages: must be a non-empty array")
 	}
-	if st := root.Get("stream"); st.Exists() {
+	if st := top.get("stream"); st.Exists() {
 		if st.Type != gjson.True && st.Type != gjson.False && st.Type != gjson.Null {
 			return nil, bad("stream", "stream: must be a boolean")
 		}
 		m.Stream = st.Type == gjson.True
 	}
-	m.Chat, m.Untranslatable = messagesToChat(root, mt, m.Stream)
+	m.Chat, m.Untranslatable = messagesToChat(top, len(root.Raw), mt, m.Stream)
 	return m, nil
 }
 
 // messagesToChat makes the unified request of a checked Messages request.
-func messagesToChat(root, mt gjson.Result, stream bool) ([]byte, *BadRequest) {
-	b := make([]byte, 0, len(root.Raw)+128)
+func messagesToChat(top members, size int, mt gjson.Result, stream bool) ([]byte, *BadRequest) {
+	b := make([]byte, 0, size+128)
 	b = append(b, `{"model":`...)
-	b = append(b, root.Get("model").Raw...)
+	b = append(b, top.get("model").Raw...)
 	b = append(b, `,"messages":[`...)
 	n := 0
 	sep := func() {
@@ -85,7 +85,7 @@ func messagesToChat(root, mt gjson.Result, stream bool) ([]byte, *BadRequest) {
 		}
 		n++
 	}
-	sys := root.Get("system")
+	sys := top.get("system")
 	switch {
 	case isString(sys):
 		sep()
@@ -106,7 +106,7 @@ func messagesToChat(root, mt gjson.Result, stream bool) ([]byte, *BadRequest) {
 	}
 	var err *BadRequest
 	var user, texts []byte
-	root.Get("messages").ForEach(func(k, msg gjson.Result) bool {
+	top.get("messages").ForEach(func(k, msg gjson.Result) bool {
 		param := "messages." + index(k)
 		role := msg.Get("role")
 		if role.Str != "user" && role.Str != "assistant" {
@@ -200,12 +200,12 @@ func messagesToChat(root, mt gjson.Result, stream bool) ([]byte, *BadRequest) {
 		b = append(b, `,"max_completion_tokens":`...)
 		b = append(b, mt.Raw...)
 	}
-	if ss := root.Get("stop_sequences"); ss.IsArray() && len(ss.Array()) > 0 {
+	if ss := top.get("stop_sequences"); nonEmptyArray(ss) {
 		b = append(b, `,"stop":`...)
 		b = append(b, ss.Raw...)
 	}
 	for _, name := range [...]string{"temperature", "top_p"} {
-		if v := root.Get(name); v.Exists() && v.Type != gjson.Null {
+		if v := top.get(name); v.Exists() && v.Type != gjson.Null {
 			if !isNumber(v) {
 				return nil, bad(name, name+": must be a number")
 			}
@@ -215,11 +215,11 @@ func messagesToChat(root, mt gjson.Result, stream bool) ([]byte, *BadRequest) {
 			b = append(b, v.Raw...)
 		}
 	}
-	if u := root.Get("metadata.user_id"); isString(u) {
+	if u := top.get("metadata").Get("user_id"); isString(u) {
 		b = append(b, `,"user":`...)
 		b = append(b, u.Raw...)
 	}
-	if b, err = messagesTools(b, root); err != nil {
+	if b, err = messagesTools(b, top); err != nil {
 		return nil, err
 	}
 	if stream {
@@ -365,10 +365,10 @@ func assistantMessage(content gjson.Result, param string) ([]byte, *BadRequest) 
 }
 
 // messagesTools appends tools, tool_choice and parallel_tool_calls.
-func messagesTools(b []byte, root gjson.Result) ([]byte, *BadRequest) {
-	tools := root.Get("tools")
+func messagesTools(b []byte, top members) ([]byte, *BadRequest) {
+	tools := top.get("tools")
 	var err *BadRequest
-	if tools.IsArray() && len(tools.Array()) > 0 {
+	if nonEmptyArray(tools) {
 		b = append(b, `,"tools":[`...)
 		tools.ForEach(func(i, t gjson.Result) bool {
 			param := "tools." + index(i)
@@ -400,7 +400,7 @@ func messagesTools(b []byte, root gjson.Result) ([]byte, *BadRequest) {
 		}
 		b = append(b, ']')
 	}
-	tc := root.Get("tool_choice")
+	tc := top.get("tool_choice")
 	if !tc.Exists() || tc.Type == gjson.Null {
 		return b, nil
 	}

@@ -46,7 +46,7 @@ type ResponsesRequest struct {
 	// Conversation is the messages of Chat without the instructions: what
 	// a response continued later starts from.
 	Conversation []byte
-	root         gjson.Result
+	top          members
 }
 
 // PreviousID reads a Responses API request's previous_response_id: "" if
@@ -63,30 +63,31 @@ func PreviousID(root gjson.Result) (string, bool) {
 // translates it; previous is the conversation of the response it
 // continues (StoredMessages), "" if none.
 func ParseResponses(root gjson.Result, previous string) (*ResponsesRequest, *BadRequest) {
-	r := &ResponsesRequest{Model: root.Get("model").Str, root: root, Store: root.Get("store").Type != gjson.False}
+	top := readMembers(root)
+	r := &ResponsesRequest{Model: top.get("model").Str, top: top, Store: top.get("store").Type != gjson.False}
 	id, ok := PreviousID(root)
 	if !ok {
 		return nil, bad("previous_response_id", "Invalid 'previous_response_id': expected a response id.")
 	}
 	r.PreviousID = id
-	if st := root.Get("stream"); st.Exists() {
+	if st := top.get("stream"); st.Exists() {
 		if st.Type != gjson.True && st.Type != gjson.False && st.Type != gjson.Null {
 			return nil, bad("stream", "Invalid type for 'stream': expected a boolean.")
 		}
 		r.Stream = st.Type == gjson.True
 	}
-	if v := root.Get("conversation"); v.Exists() && v.Type != gjson.Null {
+	if v := top.get("conversation"); v.Exists() && v.Type != gjson.Null {
 		return nil, bad("conversation", "'conversation' is not supported by this proxy: continue a response with 'previous_response_id', or send the whole conversation in 'input'.")
 	}
-	if bg := root.Get("background"); bg.Type == gjson.True {
+	if bg := top.get("background"); bg.Type == gjson.True {
 		return nil, bad("background", "Background responses are not supported by this proxy.")
 	}
 	b := make([]byte, 0, len(root.Raw)+128)
 	b = append(b, `{"model":`...)
-	b = append(b, root.Get("model").Raw...)
+	b = append(b, top.get("model").Raw...)
 	b = append(b, `,"messages":[`...)
 	w := msgWriter{b: b}
-	if ins := root.Get("instructions"); isString(ins) {
+	if ins := top.get("instructions"); isString(ins) {
 		w.sep()
 		w.b = append(w.b, `{"role":"system","content":`...)
 		w.b = append(w.b, ins.Raw...)
@@ -99,7 +100,7 @@ func ParseResponses(root gjson.Result, previous string) (*ResponsesRequest, *Bad
 		w.sep()
 		w.b = append(w.b, previous...)
 	}
-	in := root.Get("input")
+	in := top.get("input")
 	switch {
 	case isString(in):
 		w.sep()
@@ -127,7 +128,7 @@ func ParseResponses(root gjson.Result, previous string) (*ResponsesRequest, *Bad
 		r.Conversation = r.Conversation[1:]
 	}
 	b = append(w.b, ']')
-	if v := root.Get("max_output_tokens"); v.Exists() && v.Type != gjson.Null {
+	if v := top.get("max_output_tokens"); v.Exists() && v.Type != gjson.Null {
 		if !isNumber(v) || v.Int() < 1 {
 			return nil, bad("max_output_tokens", "Invalid 'max_output_tokens': expected a positive integer.")
 		}
@@ -135,7 +136,7 @@ func ParseResponses(root gjson.Result, previous string) (*ResponsesRequest, *Bad
 		b = append(b, v.Raw...)
 	}
 	for _, name := range [...]string{"temperature", "top_p"} {
-		if v := root.Get(name); v.Exists() && v.Type != gjson.Null {
+		if v := top.get(name); v.Exists() && v.Type != gjson.Null {
 			if !isNumber(v) {
 				return nil, bad(name, "Invalid type for '"+name+"': expected a number.")
 			}
@@ -145,22 +146,22 @@ func ParseResponses(root gjson.Result, previous string) (*ResponsesRequest, *Bad
 			b = append(b, v.Raw...)
 		}
 	}
-	if v := root.Get("parallel_tool_calls"); v.Type == gjson.True || v.Type == gjson.False {
+	if v := top.get("parallel_tool_calls"); v.Type == gjson.True || v.Type == gjson.False {
 		b = append(b, `,"parallel_tool_calls":`...)
 		b = append(b, v.Raw...)
 	}
-	if u := root.Get("user"); isString(u) {
+	if u := top.get("user"); isString(u) {
 		b = append(b, `,"user":`...)
 		b = append(b, u.Raw...)
-	} else if u := root.Get("safety_identifier"); isString(u) {
+	} else if u := top.get("safety_identifier"); isString(u) {
 		b = append(b, `,"user":`...)
 		b = append(b, u.Raw...)
 	}
 	var err *BadRequest
-	if b, err = responsesTools(b, root); err != nil {
+	if b, err = responsesTools(b, top); err != nil {
 		return nil, err
 	}
-	f := root.Get("text.format")
+	f := top.get("text").Get("format")
 	switch f.Get("type").Str {
 	case "", "text":
 	case "json_object":
@@ -380,9 +381,9 @@ func (w *msgWriter) item(item gjson.Result, param string) *BadRequest {
 }
 
 // responsesTools appends tools and tool_choice.
-func responsesTools(b []byte, root gjson.Result) ([]byte, *BadRequest) {
+func responsesTools(b []byte, top members) ([]byte, *BadRequest) {
 	var err *BadRequest
-	if tools := root.Get("tools"); tools.IsArray() && len(tools.Array()) > 0 {
+	if tools := top.get("tools"); nonEmptyArray(tools) {
 		b = append(b, `,"tools":[`...)
 		tools.ForEach(func(k, t gjson.Result) bool {
 			param := "tools[" + index(k) + "]"
@@ -418,7 +419,7 @@ func responsesTools(b []byte, root gjson.Result) ([]byte, *BadRequest) {
 		}
 		b = append(b, ']')
 	}
-	tc := root.Get("tool_choice")
+	tc := top.get("tool_choice")
 	switch {
 	case !tc.Exists() || tc.Type == gjson.Null:
 	case isString(tc):
@@ -444,13 +445,13 @@ type Responses struct {
 	// Stored says the response is kept: its "store" is true.
 	Stored     bool
 	previousID string
-	req        gjson.Result
+	req        members
 }
 
 // NewResponses prepares the answers to req; id is the response's id, and
 // stored whether it will be kept.
 func NewResponses(req *ResponsesRequest, id string, created int64, stored bool) *Responses {
-	return &Responses{ID: id, Model: req.Model, Created: created, Stored: stored, previousID: req.PreviousID, req: req.root}
+	return &Responses{ID: id, Model: req.Model, Created: created, Stored: stored, previousID: req.PreviousID, req: req.top}
 }
 
 // appendResponse writes a Response object with the given status, output
@@ -472,17 +473,17 @@ func (x *Responses) appendResponse(b []byte, status string, incomplete string, o
 		b = append(b, "null"...)
 	}
 	b = append(b, `,"instructions":`...)
-	b = appendRawOr(b, q.Get("instructions"), "null")
+	b = appendRawOr(b, q.get("instructions"), "null")
 	b = append(b, `,"max_output_tokens":`...)
-	b = appendRawOr(b, q.Get("max_output_tokens"), "null")
+	b = appendRawOr(b, q.get("max_output_tokens"), "null")
 	b = append(b, `,"metadata":`...)
-	b = appendRawOr(b, q.Get("metadata"), "{}")
+	b = appendRawOr(b, q.get("metadata"), "{}")
 	b = append(b, `,"model":`...)
 	b = appendStr(b, x.Model)
 	b = append(b, `,"output":[`...)
 	b = append(b, output...)
 	b = append(b, `],"parallel_tool_calls":`...)
-	b = appendRawOr(b, q.Get("parallel_tool_calls"), "true")
+	b = appendRawOr(b, q.get("parallel_tool_calls"), "true")
 	b = append(b, `,"previous_response_id":`...)
 	if x.previousID != "" {
 		b = appendStr(b, x.previousID)
@@ -492,22 +493,22 @@ func (x *Responses) appendResponse(b []byte, status string, incomplete string, o
 	b = append(b, `,"reasoning":{"effort":null,"summary":null},"store":`...)
 	b = strconv.AppendBool(b, x.Stored)
 	b = append(b, `,"temperature":`...)
-	b = appendRawOr(b, q.Get("temperature"), "1")
+	b = appendRawOr(b, q.get("temperature"), "1")
 	b = append(b, `,"text":{"format":`...)
-	b = appendRawOr(b, q.Get("text.format"), `{"type":"text"}`)
+	b = appendRawOr(b, q.get("text").Get("format"), `{"type":"text"}`)
 	b = append(b, `},"tool_choice":`...)
-	b = appendRawOr(b, q.Get("tool_choice"), `"auto"`)
+	b = appendRawOr(b, q.get("tool_choice"), `"auto"`)
 	b = append(b, `,"tools":`...)
-	b = appendRawOr(b, q.Get("tools"), "[]")
+	b = appendRawOr(b, q.get("tools"), "[]")
 	b = append(b, `,"top_p":`...)
-	b = appendRawOr(b, q.Get("top_p"), "1")
+	b = appendRawOr(b, q.get("top_p"), "1")
 	b = append(b, `,"truncation":"disabled","usage":`...)
 	if u == nil || !u.Known {
 		b = append(b, "null"...)
 	} else {
 		b = appendResponsesUsage(b, *u)
 	}
-	if uu := q.Get("user"); isString(uu) {
+	if uu := q.get("user"); isString(uu) {
 		b = append(b, `,"user":`...)
 		b = append(b, uu.Raw...)
 	}
