@@ -222,8 +222,8 @@ func TestResponsesErrors(t *testing.T) {
 	r = params("gpt-4o-mini")
 	r.Tools = []responses.ToolUnionParam{responses.ToolParamOfFileSearch([]string{"vs_1"})}
 	_, err = c.Responses.New(ctx, r)
-	if ae := expect(t, err, 400, "invalid_request_error"); ae.Param != "tools[0].type" {
-		t.Fatalf("param %q", ae.Param)
+	if ae := expect(t, err, 400, "invalid_request_error"); ae.Param != "tools[0].type" || ae.Code != "unsupported_content" {
+		t.Fatalf("param %q code %q", ae.Param, ae.Code)
 	}
 	for _, m := range []string{"fail-429", "anthropic/fail-429"} {
 		_, err = c.Responses.New(ctx, params(m))

@@ -23,11 +23,18 @@ import (
 // field at fault, as the client wrote it.
 type BadRequest struct {
 	Param, Message string
+	// Unsupported: the request is valid, but holds what the proxy cannot
+	// send to the provider (a built-in tool, a file by id ...).
+	Unsupported bool
 }
 
 func (e *BadRequest) Error() string { return e.Param + ": " + e.Message }
 
 func bad(param, msg string) *BadRequest { return &BadRequest{Param: param, Message: msg} }
+
+func unsupported(param, msg string) *BadRequest {
+	return &BadRequest{Param: param, Message: msg, Unsupported: true}
+}
 
 // Usage is what a translated answer counted, in the unified (OpenAI) sense:
 // Prompt includes the Cached tokens.

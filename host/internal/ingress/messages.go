@@ -314,9 +314,9 @@ func appendBlock(b []byte, blk gjson.Result, param string) ([]byte, *BadRequest)
 			b = append(b, text...)
 			return append(b, `"}`...), nil
 		}
-		return b, bad(param+".source.type", param+".source.type: only base64, text and content documents can be sent to this model's provider")
+		return b, unsupported(param+".source.type", param+".source.type: only base64, text and content documents can be sent to this model's provider")
 	}
-	return b, bad(param+".type", param+".type: the content block type '"+blk.Get("type").Str+"' cannot be sent to this model's provider")
+	return b, unsupported(param+".type", param+".type: the content block type '"+blk.Get("type").Str+"' cannot be sent to this model's provider")
 }
 
 // assistantMessage is an assistant message given as content blocks: text
@@ -353,7 +353,7 @@ func assistantMessage(content gjson.Result, param string) ([]byte, *BadRequest) 
 			// Reasoning and server tools of an earlier turn: only an
 			// Anthropic upstream could read them.
 		default:
-			err = bad(bp+".type", bp+".type: the content block type '"+blk.Get("type").Str+"' cannot be sent to this model's provider")
+			err = unsupported(bp+".type", bp+".type: the content block type '"+blk.Get("type").Str+"' cannot be sent to this model's provider")
 			return false
 		}
 		return true
@@ -373,7 +373,7 @@ func messagesTools(b []byte, top members) ([]byte, *BadRequest) {
 		tools.ForEach(func(i, t gjson.Result) bool {
 			param := "tools." + index(i)
 			if typ := t.Get("type").Str; typ != "" && typ != "custom" {
-				err = bad(param+".type", param+".type: the server tool '"+typ+"' is only served by Anthropic providers")
+				err = unsupported(param+".type", param+".type: the server tool '"+typ+"' is only served by Anthropic providers")
 				return false
 			}
 			name := t.Get("name")

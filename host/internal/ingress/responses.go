@@ -77,10 +77,10 @@ func ParseResponses(root gjson.Result, previous string) (*ResponsesRequest, *Bad
 		r.Stream = st.Type == gjson.True
 	}
 	if v := top.get("conversation"); v.Exists() && v.Type != gjson.Null {
-		return nil, bad("conversation", "'conversation' is not supported by this proxy: continue a response with 'previous_response_id', or send the whole conversation in 'input'.")
+		return nil, unsupported("conversation", "'conversation' is not supported by this proxy: continue a response with 'previous_response_id', or send the whole conversation in 'input'.")
 	}
 	if bg := top.get("background"); bg.Type == gjson.True {
-		return nil, bad("background", "Background responses are not supported by this proxy.")
+		return nil, unsupported("background", "Background responses are not supported by this proxy.")
 	}
 	b := make([]byte, 0, len(root.Raw)+128)
 	b = append(b, `{"model":`...)
@@ -285,7 +285,7 @@ func (w *msgWriter) item(item gjson.Result, param string) *BadRequest {
 			case "input_image":
 				u := p.Get("image_url")
 				if !isString(u) {
-					err = bad(pp+".image_url", "An input_image must give 'image_url' (file_id is not supported by this proxy).")
+					err = unsupported(pp+".image_url", "An input_image must give 'image_url' (file_id is not supported by this proxy).")
 					return false
 				}
 				parts = append(parts, `{"type":"image_url","image_url":{"url":`...)
@@ -298,7 +298,7 @@ func (w *msgWriter) item(item gjson.Result, param string) *BadRequest {
 			case "input_file":
 				d := p.Get("file_data")
 				if !isString(d) {
-					err = bad(pp+".file_data", "An input_file must give 'file_data' (file_id and file_url are not supported by this proxy).")
+					err = unsupported(pp+".file_data", "An input_file must give 'file_data' (file_id and file_url are not supported by this proxy).")
 					return false
 				}
 				parts = append(parts, `{"type":"file","file":{"file_data":`...)
@@ -309,7 +309,7 @@ func (w *msgWriter) item(item gjson.Result, param string) *BadRequest {
 				}
 				parts = append(parts, `}}`...)
 			default:
-				err = bad(pp+".type", "The content part type '"+pt+"' is not supported by this proxy.")
+				err = unsupported(pp+".type", "The content part type '"+pt+"' is not supported by this proxy.")
 				return false
 			}
 			return true
@@ -375,7 +375,7 @@ func (w *msgWriter) item(item gjson.Result, param string) *BadRequest {
 		w.b = append(w.b, '}')
 	case "reasoning":
 	default:
-		return bad(param+".type", "The input item type '"+typ+"' is not supported by this proxy.")
+		return unsupported(param+".type", "The input item type '"+typ+"' is not supported by this proxy.")
 	}
 	return nil
 }
@@ -388,7 +388,7 @@ func responsesTools(b []byte, top members) ([]byte, *BadRequest) {
 		tools.ForEach(func(k, t gjson.Result) bool {
 			param := "tools[" + index(k) + "]"
 			if typ := t.Get("type").Str; typ != "function" {
-				err = bad(param+".type", "The tool type '"+typ+"' is not supported by this proxy; only function tools are.")
+				err = unsupported(param+".type", "The tool type '"+typ+"' is not supported by this proxy; only function tools are.")
 				return false
 			}
 			name := t.Get("name")
@@ -433,7 +433,7 @@ func responsesTools(b []byte, top members) ([]byte, *BadRequest) {
 		b = append(b, tc.Get("name").Raw...)
 		b = append(b, `}}`...)
 	default:
-		return b, bad("tool_choice", "Only auto, none, required and a function tool_choice are supported by this proxy.")
+		return b, unsupported("tool_choice", "Only auto, none, required and a function tool_choice are supported by this proxy.")
 	}
 	return b, nil
 }

@@ -362,7 +362,7 @@ func (s *Server) attempt(c *fiber.Ctx, r *request, body []byte, t *router.Target
 			r.op = abi.OpChat
 		}
 		if !r.nativeAttempt && r.untranslatable != nil {
-			return &try{openErr: apierror.New(fiber.StatusBadRequest, apierror.CodeUnsupportedContent, r.untranslatable.Message).WithParam(r.untranslatable.Param)}
+			return &try{openErr: badRequest(r.untranslatable)}
 		}
 	}
 	unified, perr := upstreamBody(body, r.model, t)

@@ -69,9 +69,17 @@ func (s *Server) translate(r *request, body []byte) (model string, stream bool, 
 		}
 	}
 	if bad != nil {
-		return "", false, nil, invalid(bad.Param, bad.Message)
+		return "", false, nil, badRequest(bad)
 	}
 	return model, stream, unified, nil
+}
+
+// badRequest is a request ingress cannot take, as the client's error.
+func badRequest(bad *ingress.BadRequest) *apierror.Error {
+	if bad.Unsupported {
+		return apierror.New(fiber.StatusBadRequest, apierror.CodeUnsupportedContent, bad.Message).WithParam(bad.Param)
+	}
+	return invalid(bad.Param, bad.Message)
 }
 
 // messageID is the id of a translated Messages answer.
@@ -157,7 +165,7 @@ func (s *Server) countTokens(c *fiber.Ctx) error {
 	}
 	m, bad := ingress.ParseMessages(root, true)
 	if bad != nil {
-		return invalid(bad.Param, bad.Message)
+		return badRequest(bad)
 	}
 	if k, ok := c.Locals(keyLocal).(*keys.Key); ok && !k.Allows(m.Model) {
 		return apierror.New(fiber.StatusForbidden, apierror.CodeModelNotAllowed,
