@@ -63,7 +63,7 @@ func TestGuestDispatch(t *testing.T) {
 		}
 	})
 
-	for _, op := range []int32{0, 5, 42, -1} {
+	for _, op := range []int32{0, 7, 42, -1} {
 		t.Run(fmt.Sprintf("unknown op %d", op), func(t *testing.T) {
 			h := newFakeHost()
 			p := &ops{}
@@ -78,7 +78,7 @@ func TestGuestDispatch(t *testing.T) {
 		})
 	}
 
-	for _, op := range []abi.Op{abi.OpChat, abi.OpChatStream, abi.OpEmbeddings, abi.OpModels} {
+	for _, op := range []abi.Op{abi.OpChat, abi.OpChatStream, abi.OpEmbeddings, abi.OpModels, abi.OpMessages, abi.OpMessagesStream} {
 		t.Run("Unimplemented "+op.String(), func(t *testing.T) {
 			h := newFakeHost()
 			g := sdk.NewGuest(h, struct{ sdk.Unimplemented }{})
@@ -863,5 +863,28 @@ func TestInterleavedStreams(t *testing.T) {
 	})
 	if g.Streams() != 0 {
 		t.Fatalf("Streams() = %d after both ended, want 0", g.Streams())
+	}
+}
+
+type messagesPlugin struct {
+	sdk.Unimplemented
+	ops []abi.Op
+}
+
+func (m *messagesPlugin) Messages(s *sdk.Stream) error {
+	m.ops = append(m.ops, s.Op())
+	return nil
+}
+
+// TestGuestDispatchMessages: ops 5 and 6 reach a MessagesPlugin's
+// Messages, with Op telling which.
+func TestGuestDispatchMessages(t *testing.T) {
+	h := newFakeHost()
+	p := &messagesPlugin{}
+	g := sdk.NewGuest(h, p)
+	g.OnStart(1, int32(abi.OpMessages))
+	g.OnStart(2, int32(abi.OpMessagesStream))
+	if len(p.ops) != 2 || p.ops[0] != abi.OpMessages || p.ops[1] != abi.OpMessagesStream {
+		t.Fatalf("ops %v", p.ops)
 	}
 }

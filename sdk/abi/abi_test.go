@@ -481,7 +481,7 @@ func TestManifestHas(t *testing.T) {
 
 func TestStringers(t *testing.T) {
 	t.Parallel()
-	ops := map[abi.Op]string{abi.OpChat: "chat", abi.OpChatStream: "chat_stream", abi.OpEmbeddings: "embeddings", abi.OpModels: "models", 0: "unknown", 99: "unknown"}
+	ops := map[abi.Op]string{abi.OpChat: "chat", abi.OpChatStream: "chat_stream", abi.OpEmbeddings: "embeddings", abi.OpModels: "models", abi.OpMessages: "messages", abi.OpMessagesStream: "messages_stream", 0: "unknown", 99: "unknown"}
 	for op, want := range ops {
 		if got := op.String(); got != want {
 			t.Errorf("Op(%d).String() = %q, want %q", int32(op), got, want)
