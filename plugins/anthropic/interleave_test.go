@@ -234,9 +234,18 @@ func (h *fakeHost) step(g *sdk.Guest, st *fakeStream) bool {
 		st.headSent, st.mode = true, abi.BodyWhole
 		g.OnHTTPHead(st.id, st.handle, int32(st.c.Upstream.Status))
 		body := bytes.ReplaceAll(st.c.Upstream.Body, []byte("<<flush>>"), nil)
-		if st.mode == abi.BodyEvents {
+		switch {
+		case st.mode == abi.BodyRelay && st.c.Op.Streams():
+			// The host sends each event to the client itself, then
+			// tells the guest the body ended.
+			for _, ev := range events(body) {
+				h.Emit(st.id, abi.KindChunk, ev)
+			}
+		case st.mode == abi.BodyRelay:
+			h.Emit(st.id, abi.KindBody, body)
+		case st.mode == abi.BodyEvents:
 			st.pending = events(body)
-		} else {
+		default:
 			st.pending = [][]byte{body}
 		}
 	case len(st.pending) > 0:
