@@ -23,3 +23,13 @@ export function keyLabel(names, id) {
   const k = names.get(id);
   return k ? k.name : id;
 }
+
+// apiLabel names the API a request's client spoke (a log row's "api").
+export function apiLabel(api) {
+  switch (api) {
+    case 'messages': return 'Anthropic Messages';
+    case 'responses': return 'OpenAI Responses';
+    case 'openai': case '': case undefined: return 'OpenAI chat';
+  }
+  return api;
+}

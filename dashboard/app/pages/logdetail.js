@@ -4,7 +4,7 @@
 import { api, isAdmin } from '../api.js';
 import { copyButton, empty, Errors, h, pageHead, replace, statusBadge } from '../dom.js';
 import * as fmt from '../format.js';
-import { keyLabel, keyNames } from '../lookups.js';
+import { apiLabel, keyLabel, keyNames } from '../lookups.js';
 
 export const title = 'Request';
 
@@ -54,6 +54,7 @@ export async function render(view) {
           fact('Time', `${fmt.dateTime(r.ts)} (${fmt.ago(r.ts)})`),
           fact('Status', [statusBadge(r.status), r.error_type ? ` ${r.error_type}` : '']),
           fact('Model', r.model || '—'),
+          fact('API', h('span', { 'data-api': r.api || 'openai' }, apiLabel(r.api))),
           fact('Provider', r.provider || '—'),
           fact('Attempts', String(r.attempts || 1)),
           fact('Plugin', r.plugin ? `${r.plugin} ${r.plugin_version || ''}`.trim() : '—'),

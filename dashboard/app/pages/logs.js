@@ -7,7 +7,7 @@ import { api, query } from '../api.js';
 import { empty, Errors, field, h, pageHead, replace, statusBadge, table } from '../dom.js';
 import * as fmt from '../format.js';
 import { tryRequest } from '../hints.js';
-import { keyLabel, keyNames } from '../lookups.js';
+import { apiLabel, keyLabel, keyNames } from '../lookups.js';
 
 export const title = 'Logs';
 
@@ -129,6 +129,7 @@ export async function render(view) {
     { label: 'Time', value: (r) => h('a', { href: `/logs/${encodeURIComponent(r.id)}` }, fmt.dateTime(r.ts)), class: 'nowrap' },
     { label: 'Status', value: (r) => statusBadge(r.status) },
     { label: 'Model', value: (r) => r.model || '—' },
+    { label: 'API', value: (r) => apiLabel(r.api) },
     { label: 'Provider', value: (r) => r.provider || '—' },
     { label: 'Key', value: (r) => keyLabel(names, r.key_id) },
     { label: 'Latency', num: true, value: (r) => fmt.duration(r.latency_ms) },

@@ -330,6 +330,15 @@ func TestDashboardBrowser(t *testing.T) {
 		tb.wait("attempts listed", `!!document.querySelector('#main > .page[data-ready]') && document.querySelectorAll('section[aria-labelledby=d-attempts] tbody tr').length === 3`)
 		tb.shot("request-attempts")
 
+		// A request made with Anthropic's API says so, on its detail and
+		// in the list.
+		resp, _ := rawPost(t, p.URL+"/v1/messages", adminKey, `{"model":"gpt-4o-mini","max_tokens":20,"messages":[{"role":"user","content":"from Claude's SDK"}]}`)
+		getLog(t, p, resp.Header.Get("X-Request-Id"))
+		tb.open("/logs/" + resp.Header.Get("X-Request-Id"))
+		tb.wait("api shown", `!!document.querySelector('#main > .page[data-ready]') && (document.querySelector('[data-api=messages]') || {}).textContent === "Anthropic Messages"`)
+		tb.visit("/logs")
+		tb.wait("api column", `[...document.querySelectorAll('#main tbody td')].some((td) => td.textContent === "Anthropic Messages")`)
+
 		// Breakers: fake/fail-500 has failed three attempts; another
 		// request's three open its breaker, and the page shows it live.
 		tb.visit("/providers")
