@@ -189,7 +189,9 @@ func stream(t *testing.T, c *goldenCase, e streamEncoder) []byte {
 	var out []byte
 	for _, line := range strings.Split(strings.TrimSpace(c.sections["in"]), "\n") {
 		if line = strings.TrimSpace(line); line != "" {
-			out = e.Chunk(out, []byte(line))
+			// "\n" written out in a line stands for a line break inside
+			// the chunk.
+			out = e.Chunk(out, []byte(strings.ReplaceAll(line, `\n`, "\n")))
 		}
 	}
 	end := strings.TrimSpace(c.sections["end"])
@@ -201,17 +203,27 @@ func stream(t *testing.T, c *goldenCase, e streamEncoder) []byte {
 	return e.End(out)
 }
 
-// checkEvents checks that a stream's output is well-formed SSE with JSON
-// data whose type names the event.
+// checkEvents checks that a stream's output is well-formed SSE: each
+// event an event: line and data: lines; data that is JSON holds a type
+// that names the event.
 func checkEvents(t *testing.T, sse []byte) {
 	t.Helper()
 	for _, ev := range bytes.Split(bytes.TrimSuffix(sse, []byte("\n\n")), []byte("\n\n")) {
-		name, data, ok := bytes.Cut(ev, []byte("\ndata: "))
-		if !ok || !bytes.HasPrefix(name, []byte("event: ")) || !gjson.ValidBytes(data) {
+		lines := bytes.Split(ev, []byte("\n"))
+		name, ok := bytes.CutPrefix(lines[0], []byte("event: "))
+		var data [][]byte
+		for _, l := range lines[1:] {
+			d, isData := bytes.CutPrefix(l, []byte("data: "))
+			ok = ok && isData
+			data = append(data, d)
+		}
+		if !ok || len(data) == 0 {
 			t.Fatalf("malformed event %q", ev)
 		}
-		if typ := gjson.GetBytes(data, "type").Str; typ != string(name[len("event: "):]) {
-			t.Fatalf("event %s holds type %q", name, typ)
+		if d := bytes.Join(data, []byte("\n")); gjson.ValidBytes(d) {
+			if typ := gjson.GetBytes(d, "type").Str; typ != string(name) {
+				t.Fatalf("event %s holds type %q", name, typ)
+			}
 		}
 	}
 }

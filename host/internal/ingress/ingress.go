@@ -17,6 +17,7 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/llm-proxy/llm-proxy/sdk/rawjson"
+	"github.com/llm-proxy/llm-proxy/sdk/sse"
 )
 
 // BadRequest is a request that cannot be translated; Param names the
@@ -75,13 +76,14 @@ func appendRawOr(b []byte, v gjson.Result, def string) []byte {
 	return append(b, v.Raw...)
 }
 
-// sseEvent appends a named Server-Sent Event holding data.
+// sseEvent appends a named Server-Sent Event holding data; line breaks in
+// data (a relayed event may hold some) become data lines of the same
+// event, so no data can end the event early or forge another.
 func sseEvent(b []byte, name string, data []byte) []byte {
 	b = append(b, "event: "...)
 	b = append(b, name...)
-	b = append(b, "\ndata: "...)
-	b = append(b, data...)
-	return append(b, "\n\n"...)
+	b = append(b, '\n')
+	return sse.AppendData(b, data)
 }
 
 // isString reports a JSON string value.

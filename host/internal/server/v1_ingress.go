@@ -244,6 +244,12 @@ func (s *Server) keepResponse(r *request, final, assistant []byte) {
 	if r.resp == nil || !r.resp.Stored || len(final) == 0 {
 		return
 	}
+	if n := len(r.conversation) + 1 + len(assistant) + len(final); s.opts.MaxBodyBytes > 0 && n > s.opts.MaxBodyBytes {
+		// Continuing it would send more than a client may: each kept turn
+		// holds the whole conversation so far, and this bounds them.
+		s.log.Warn("response not kept: the conversation is over server.max_body_bytes", "id", r.resp.ID, "bytes", n)
+		return
+	}
 	msgs := make([]byte, 0, len(r.conversation)+1+len(assistant))
 	msgs = append(append(append(msgs, r.conversation...), ','), assistant...)
 	now := time.Now()
