@@ -269,7 +269,7 @@ func (s *Server) getResponse(c *fiber.Ctx) error {
 	if !s.keepsResponses() {
 		return responseNotFound(id)
 	}
-	sr, err := s.opts.Responses.LoadResponse(c.Context(), id, keyID(c), time.Now().UnixMilli())
+	sr, err := s.opts.Responses.LoadResponse(context.Background(), id, keyID(c), time.Now().UnixMilli())
 	if errors.Is(err, store.ErrNoResponse) {
 		return responseNotFound(id)
 	}
@@ -286,7 +286,7 @@ func (s *Server) deleteResponse(c *fiber.Ctx) error {
 	if !s.keepsResponses() {
 		return responseNotFound(id)
 	}
-	err := s.opts.Responses.DeleteResponse(c.Context(), id, keyID(c))
+	err := s.opts.Responses.DeleteResponse(context.Background(), id, keyID(c))
 	if errors.Is(err, store.ErrNoResponse) {
 		return responseNotFound(id)
 	}
