@@ -129,6 +129,9 @@ func TestMessagesAPI(t *testing.T) {
 					d.PromptTokens < 1 || d.Completion < 1 {
 					t.Fatalf("log row %+v", d)
 				}
+				if !strings.Contains(p.Logs.String(), "id="+d.ID+" key=admin op=") || !strings.Contains(p.Logs.String(), "api=messages") {
+					t.Fatalf("the log line does not name the API:\n%s", p.Logs.String())
+				}
 			})
 
 			t.Run("stream", func(t *testing.T) {

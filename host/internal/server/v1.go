@@ -457,6 +457,9 @@ func (s *Server) logRequest(r *request, status int, err *apierror.Error) {
 		slog.String("model", e.Model), slog.Int("status", status),
 		slog.Duration("latency", e.Latency), slog.Duration("ttfb", e.TTFB),
 	}
+	if r.face != faceChat {
+		attrs = append(attrs, slog.String("api", e.API))
+	}
 	if e.Provider != "" {
 		attrs = append(attrs, slog.String("provider", e.Provider))
 	}
