@@ -358,33 +358,23 @@ func TestMessagesAbortAndConcurrency(t *testing.T) {
 	})
 
 	t.Run("20 streams", func(t *testing.T) {
-		var wg sync.WaitGroup
-		errs := make(chan error, 20)
-		for i := range 20 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				model := threeWays[i%3].model
-				s := c.Messages.NewStreaming(context.Background(), anthropic.MessageNewParams{Model: anthropic.Model(model), MaxTokens: 50, Messages: userText("together")})
-				acc := anthropic.Message{}
-				for s.Next() {
-					if err := acc.Accumulate(s.Current()); err != nil {
-						errs <- err
-						return
-					}
+		concurrently(t, 20, func(i int) error {
+			model := threeWays[i%3].model
+			s := c.Messages.NewStreaming(context.Background(), anthropic.MessageNewParams{Model: anthropic.Model(model), MaxTokens: 50, Messages: userText("together")})
+			acc := anthropic.Message{}
+			for s.Next() {
+				if err := acc.Accumulate(s.Current()); err != nil {
+					return err
 				}
-				if err := s.Err(); err != nil {
-					errs <- err
-				} else if len(acc.Content) != 1 || acc.Content[0].Text != "echo: together" {
-					errs <- errors.New(model + ": " + acc.RawJSON())
-				}
-			}()
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			t.Error(err)
-		}
+			}
+			if err := s.Err(); err != nil {
+				return err
+			}
+			if len(acc.Content) != 1 || acc.Content[0].Text != "echo: together" {
+				return errors.New(model + ": " + acc.RawJSON())
+			}
+			return nil
+		})
 	})
 }
 
@@ -479,4 +469,25 @@ func TestMessagesPassthrough(t *testing.T) {
 			t.Fatalf("unknown model: %v", err)
 		}
 	})
+}
+
+// concurrently runs fn(0) to fn(n-1) at once and reports their errors.
+func concurrently(t *testing.T, n int, fn func(i int) error) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(i); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
 }

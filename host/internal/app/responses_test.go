@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/openai/openai-go/v3"
@@ -270,32 +269,23 @@ func TestResponsesAbortAndConcurrency(t *testing.T) {
 		}
 	})
 	t.Run("20 streams", func(t *testing.T) {
-		var wg sync.WaitGroup
-		errs := make(chan error, 20)
-		for i := range 20 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				model := threeWays[i%3].model
-				s := c.Responses.NewStreaming(context.Background(), responses.ResponseNewParams{Model: model, Input: responseInput("together")})
-				var done responses.Response
-				for s.Next() {
-					if ev := s.Current(); ev.Type == "response.completed" {
-						done = ev.Response
-					}
+		concurrently(t, 20, func(i int) error {
+			model := threeWays[i%3].model
+			s := c.Responses.NewStreaming(context.Background(), responses.ResponseNewParams{Model: model, Input: responseInput("together")})
+			var done responses.Response
+			for s.Next() {
+				if ev := s.Current(); ev.Type == "response.completed" {
+					done = ev.Response
 				}
-				if err := s.Err(); err != nil {
-					errs <- err
-				} else if done.OutputText() != "echo: together" {
-					errs <- errors.New(model + ": " + done.RawJSON())
-				}
-			}()
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			t.Error(err)
-		}
+			}
+			if err := s.Err(); err != nil {
+				return err
+			}
+			if done.OutputText() != "echo: together" {
+				return errors.New(model + ": " + done.RawJSON())
+			}
+			return nil
+		})
 	})
 }
 

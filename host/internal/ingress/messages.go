@@ -264,11 +264,8 @@ func appendBlock(b []byte, blk gjson.Result, param string) ([]byte, *BadRequest)
 			if !isString(mt) || !isString(data) {
 				return b, bad(param+".source", param+".source: media_type and data are required")
 			}
-			b = append(b, `{"type":"image_url","image_url":{"url":"data:`...)
-			b = append(b, inner(mt.Raw)...)
-			b = append(b, ";base64,"...)
-			b = append(b, inner(data.Raw)...)
-			return append(b, `"}}`...), nil
+			b = append(b, `{"type":"image_url","image_url":{"url":`...)
+			return append(appendDataURL(b, mt, data), `}}`...), nil
 		case "url":
 			u := src.Get("url")
 			if !isString(u) {
@@ -293,11 +290,8 @@ func appendBlock(b []byte, blk gjson.Result, param string) ([]byte, *BadRequest)
 			} else {
 				b = append(b, `"document.pdf"`...)
 			}
-			b = append(b, `,"file_data":"data:`...)
-			b = append(b, inner(mt.Raw)...)
-			b = append(b, ";base64,"...)
-			b = append(b, inner(data.Raw)...)
-			return append(b, `"}}`...), nil
+			b = append(b, `,"file_data":`...)
+			return append(appendDataURL(b, mt, data), `}}`...), nil
 		case "text":
 			d := src.Get("data")
 			if !isString(d) {
@@ -317,6 +311,34 @@ func appendBlock(b []byte, blk gjson.Result, param string) ([]byte, *BadRequest)
 		return b, unsupported(param+".source.type", param+".source.type: only base64, text and content documents can be sent to this model's provider")
 	}
 	return b, unsupported(param+".type", param+".type: the content block type '"+blk.Get("type").Str+"' cannot be sent to this model's provider")
+}
+
+// appendDataURL writes a base64 source as a data: URL string; mediaType
+// and data are JSON strings.
+func appendDataURL(b []byte, mediaType, data gjson.Result) []byte {
+	b = append(b, `"data:`...)
+	b = append(b, inner(mediaType.Raw)...)
+	b = append(b, ";base64,"...)
+	b = append(b, inner(data.Raw)...)
+	return append(b, '"')
+}
+
+// appendFunctionTool writes a chat function tool; parameters absent get
+// def, strict is copied when it is a boolean.
+func appendFunctionTool(b []byte, name, description, parameters gjson.Result, def string, strict gjson.Result) []byte {
+	b = append(b, `{"type":"function","function":{"name":`...)
+	b = append(b, name.Raw...)
+	if isString(description) {
+		b = append(b, `,"description":`...)
+		b = append(b, description.Raw...)
+	}
+	b = append(b, `,"parameters":`...)
+	b = appendRawOr(b, parameters, def)
+	if strict.Type == gjson.True || strict.Type == gjson.False {
+		b = append(b, `,"strict":`...)
+		b = append(b, strict.Raw...)
+	}
+	return append(b, `}}`...)
 }
 
 // assistantMessage is an assistant message given as content blocks: text
@@ -384,15 +406,7 @@ func messagesTools(b []byte, top members) ([]byte, *BadRequest) {
 			if i.Int() > 0 {
 				b = append(b, ',')
 			}
-			b = append(b, `{"type":"function","function":{"name":`...)
-			b = append(b, name.Raw...)
-			if d := t.Get("description"); isString(d) {
-				b = append(b, `,"description":`...)
-				b = append(b, d.Raw...)
-			}
-			b = append(b, `,"parameters":`...)
-			b = appendRawOr(b, t.Get("input_schema"), `{"type":"object"}`)
-			b = append(b, `}}`...)
+			b = appendFunctionTool(b, name, t.Get("description"), t.Get("input_schema"), `{"type":"object"}`, gjson.Result{})
 			return true
 		})
 		if err != nil {

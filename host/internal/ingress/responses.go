@@ -399,19 +399,7 @@ func responsesTools(b []byte, top members) ([]byte, *BadRequest) {
 			if k.Int() > 0 {
 				b = append(b, ',')
 			}
-			b = append(b, `{"type":"function","function":{"name":`...)
-			b = append(b, name.Raw...)
-			if d := t.Get("description"); isString(d) {
-				b = append(b, `,"description":`...)
-				b = append(b, d.Raw...)
-			}
-			b = append(b, `,"parameters":`...)
-			b = appendRawOr(b, t.Get("parameters"), `{"type":"object","properties":{}}`)
-			if s := t.Get("strict"); s.Type == gjson.True || s.Type == gjson.False {
-				b = append(b, `,"strict":`...)
-				b = append(b, s.Raw...)
-			}
-			b = append(b, `}}`...)
+			b = appendFunctionTool(b, name, t.Get("description"), t.Get("parameters"), `{"type":"object","properties":{}}`, t.Get("strict"))
 			return true
 		})
 		if err != nil {

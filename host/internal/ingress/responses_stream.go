@@ -90,8 +90,15 @@ func (r *ResponsesStream) start(dst []byte) []byte {
 // closeItem sends the open item's done events and keeps it for the final
 // response.
 func (r *ResponsesStream) closeItem(dst []byte) []byte {
-	switch r.open {
-	case blockText:
+	if r.open == blockNone {
+		return dst
+	}
+	n := len(r.output)
+	if n > 0 {
+		r.output = append(r.output, ',')
+		n++
+	}
+	if r.open == blockText {
 		b := r.begin("response.output_text.done")
 		b = append(r.itemHead(b), `,"content_index":0,"logprobs":[],"text":"`...)
 		b = append(b, r.text...)
@@ -100,40 +107,24 @@ func (r *ResponsesStream) closeItem(dst []byte) []byte {
 		b = append(r.itemHead(b), `,"content_index":0,"part":{"type":"output_text","annotations":[],"logprobs":[],"text":"`...)
 		b = append(b, r.text...)
 		dst = r.emit(dst, "response.content_part.done", append(b, `"}}`...))
-		n := len(r.output)
-		if n > 0 {
-			r.output = append(r.output, ',')
-			n++
-		}
 		r.output = appendMessageItem(r.output, r.itemID, "completed", r.text)
 		r.atext = append(r.atext, r.text...)
-		b = r.begin("response.output_item.done")
-		b = append(b, `,"output_index":`...)
-		b = appendInt(b, int64(r.items-1))
-		b = append(b, `,"item":`...)
-		b = append(b, r.output[n:]...)
-		dst = r.emit(dst, "response.output_item.done", append(b, '}'))
-	case blockTool:
+	} else {
 		b := r.begin("response.function_call_arguments.done")
 		b = append(r.itemHead(b), `,"arguments":"`...)
 		b = append(b, r.text...)
 		b = append(b, `","name":`...)
 		b = append(b, r.name...)
 		dst = r.emit(dst, "response.function_call_arguments.done", append(b, '}'))
-		n := len(r.output)
-		if n > 0 {
-			r.output = append(r.output, ',')
-			n++
-		}
 		r.output = appendCallItem(r.output, r.itemID, "completed", r.callID, r.name, r.text)
 		r.acalls = appendChatCall(r.acalls, r.callID, r.name, r.text)
-		b = r.begin("response.output_item.done")
-		b = append(b, `,"output_index":`...)
-		b = appendInt(b, int64(r.items-1))
-		b = append(b, `,"item":`...)
-		b = append(b, r.output[n:]...)
-		dst = r.emit(dst, "response.output_item.done", append(b, '}'))
 	}
+	b := r.begin("response.output_item.done")
+	b = append(b, `,"output_index":`...)
+	b = appendInt(b, int64(r.items-1))
+	b = append(b, `,"item":`...)
+	b = append(b, r.output[n:]...)
+	dst = r.emit(dst, "response.output_item.done", append(b, '}'))
 	r.open, r.text = blockNone, r.text[:0]
 	return dst
 }
