@@ -397,7 +397,10 @@ func bodyInto(b *[]byte) aoption.Middleware {
 // ways: thinking blocks and their signatures, cache_control markers,
 // server tools and their blocks.
 func TestMessagesPassthrough(t *testing.T) {
-	p := startEveryProvider(t)
+	p := startEveryProvider(t, func(cfg *config.Config) {
+		cfg.Routes = append(cfg.Routes, config.RouteConfig{Model: "mixed", Targets: []config.RouteTarget{
+			{Provider: "fake", Model: "gpt-4o-mini"}, {Provider: "anthropic", Model: "claude-test"}}})
+	})
 	c := p.anthropic(adminKey)
 	ctx := context.Background()
 	params := anthropic.MessageNewParams{
@@ -452,6 +455,26 @@ func TestMessagesPassthrough(t *testing.T) {
 		if len(acc.Content) != 2 || acc.Content[0].Type != "thinking" || acc.Content[0].Signature != fakeupstream.FakeSignature ||
 			acc.Content[1].Text != "echo: and then?" || !slices.Contains(deltas, "signature_delta") || acc.Usage.OutputTokens < 1 {
 			t.Fatalf("deltas %v, accumulated %s", deltas, acc.RawJSON())
+		}
+	})
+
+	t.Run("mixed route", func(t *testing.T) {
+		// A route whose first target cannot be sent a server tool: the
+		// request moves on to the Anthropic one.
+		params := anthropic.MessageNewParams{Model: "mixed", MaxTokens: 100, Messages: userText("search this"),
+			Tools: []anthropic.ToolUnionParam{{OfWebSearchTool20250305: &anthropic.WebSearchTool20250305Param{}}}}
+		var head http.Header
+		msg, err := c.Messages.New(ctx, params, aoption.WithMiddleware(headerInto(&head)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if head.Get("X-LLM-Proxy-Provider") != "anthropic" || head.Get("X-LLM-Proxy-Attempts") != "2" || msg.Content[0].Type != "server_tool_use" {
+			t.Fatalf("headers %v, answer %s", head, msg.RawJSON())
+		}
+		// Without the server tool, the first target serves it.
+		params.Tools = nil
+		if _, err := c.Messages.New(ctx, params, aoption.WithMiddleware(headerInto(&head))); err != nil || head.Get("X-LLM-Proxy-Provider") != "fake" {
+			t.Fatalf("%v, headers %v", err, head)
 		}
 	})
 

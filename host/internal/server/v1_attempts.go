@@ -63,9 +63,11 @@ type verdict struct {
 // (or its failure to open, as an apierror).
 func judge(end error, openErr *apierror.Error) verdict {
 	if openErr != nil {
-		// The plugin is not loaded, busy or lacks the operation: another
-		// target may use another plugin; the upstream was not asked.
-		return verdict{err: openErr, retry: openErr.Status == fiber.StatusServiceUnavailable, outcome: router.Ignored}
+		// The plugin is not loaded, busy or lacks the operation, or the
+		// request holds what this target cannot be sent: another target
+		// may use another plugin; the upstream was not asked.
+		retry := openErr.Status == fiber.StatusServiceUnavailable || openErr.Code == apierror.CodeUnsupportedContent
+		return verdict{err: openErr, retry: retry, outcome: router.Ignored}
 	}
 	apiErr := endError(end)
 	v := verdict{err: apiErr}
