@@ -250,6 +250,25 @@ func newMigrator(db *sql.DB) (*goose.Provider, error) {
 	)
 }
 
+// newPostgresMigrator is newMigrator for a PostgreSQL database. Its
+// history starts at version 12, so it has no backfill: there was never a
+// request log on PostgreSQL without rollups.
+func newPostgresMigrator(db *sql.DB) (*goose.Provider, error) {
+	return goose.NewProvider(goose.DialectPostgres, db, migrations.Postgres,
+		goose.WithDisableGlobalRegistry(true),
+	)
+}
+
+// MigratePostgres applies the pending PostgreSQL migrations on db, after
+// checking that the database is not ahead of this binary.
+func MigratePostgres(ctx context.Context, db *sql.DB) error {
+	p, err := newPostgresMigrator(db)
+	if err != nil {
+		return fmt.Errorf("load migrations: %w", err)
+	}
+	return upTo(ctx, p)
+}
+
 // migrate applies the pending migrations on db, after checking that the
 // database is not ahead of this binary.
 func migrate(ctx context.Context, db *sql.DB) error {
@@ -257,6 +276,11 @@ func migrate(ctx context.Context, db *sql.DB) error {
 	if err != nil {
 		return fmt.Errorf("load migrations: %w", err)
 	}
+	return upTo(ctx, p)
+}
+
+// upTo applies p's pending migrations, refusing a database that is ahead.
+func upTo(ctx context.Context, p *goose.Provider) error {
 	current, err := p.GetDBVersion(ctx)
 	if err != nil {
 		return fmt.Errorf("read schema version: %w", err)

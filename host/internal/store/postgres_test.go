@@ -1,0 +1,153 @@
+package store
+
+import (
+	"database/sql"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/llm-proxy/llm-proxy/host/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+// column is a table column as both schemas are compared.
+type column struct {
+	Name, Type string
+	NotNull    bool
+}
+
+// TestPostgresSchema: the PostgreSQL migrations make the same tables,
+// columns (names, order, types, nullability) and indexes as the SQLite
+// ones, end at the same version, and go down and up again cleanly.
+func TestPostgresSchema(t *testing.T) {
+	t.Parallel()
+	lite, err := Open(t.Context(), Options{Path: filepath.Join(t.TempDir(), "schema.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lite.Close()
+	pg, err := sql.Open("pgx", pgtest.New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close()
+	if err := MigratePostgres(t.Context(), pg); err != nil {
+		t.Fatal(err)
+	}
+	if err := MigratePostgres(t.Context(), pg); err != nil {
+		t.Fatalf("migrating an up-to-date database: %v", err)
+	}
+
+	sqliteTypes := map[string]string{"TEXT": "text", "BIGINT": "bigint", "INTEGER": "integer", "REAL": "double precision", "BLOB": "bytea"}
+	want := map[string][]column{}
+	rows, err := lite.Reader().Query(`SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT IN ('goose_db_version', 'sqlite_sequence')`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tables []string
+	for rows.Next() {
+		var n string
+		rows.Scan(&n)
+		tables = append(tables, n)
+	}
+	rows.Close()
+	for _, table := range tables {
+		rows, err := lite.Reader().Query(`SELECT name, type, "notnull", pk FROM pragma_table_info(?) ORDER BY cid`, table)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+			var c column
+			var pk int
+			rows.Scan(&c.Name, &c.Type, &c.NotNull, &pk)
+			typ, ok := sqliteTypes[strings.ToUpper(c.Type)]
+			if !ok {
+				t.Fatalf("%s.%s: SQLite type %q has no PostgreSQL counterpart in this test", table, c.Name, c.Type)
+			}
+			c.Type = typ
+			// SQLite's INTEGER is 64-bit: two migrations (routes, responses)
+			// gave timestamps INTEGER, which PostgreSQL needs as BIGINT.
+			if typ == "integer" && strings.HasSuffix(c.Name, "_at") {
+				c.Type = "bigint"
+			}
+			// A primary key is NOT NULL in PostgreSQL whatever it says.
+			c.NotNull = c.NotNull || pk > 0
+			want[table] = append(want[table], c)
+		}
+		rows.Close()
+	}
+
+	got := map[string][]column{}
+	rows, err = pg.QueryContext(t.Context(), `SELECT table_name, column_name, data_type, is_nullable = 'NO'
+		FROM information_schema.columns WHERE table_schema = 'public' AND table_name <> 'goose_db_version'
+		ORDER BY table_name, ordinal_position`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var table string
+		var c column
+		rows.Scan(&table, &c.Name, &c.Type, &c.NotNull)
+		got[table] = append(got[table], c)
+	}
+	rows.Close()
+	if !reflect.DeepEqual(got, want) {
+		for table := range want {
+			if !reflect.DeepEqual(got[table], want[table]) {
+				t.Errorf("table %s:\n PostgreSQL %v\n SQLite     %v", table, got[table], want[table])
+			}
+		}
+		for table := range got {
+			if _, ok := want[table]; !ok {
+				t.Errorf("table %s is only in PostgreSQL", table)
+			}
+		}
+	}
+
+	indexes := func(db *sql.DB, q string) []string {
+		var out []string
+		rows, err := db.QueryContext(t.Context(), q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var n string
+			rows.Scan(&n)
+			out = append(out, n)
+		}
+		return out
+	}
+	liteIdx := indexes(lite.Reader().DB, `SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name`)
+	pgIdx := indexes(pg, `SELECT indexname FROM pg_indexes WHERE schemaname = 'public' AND indexname NOT LIKE '%_pkey' AND indexname NOT LIKE '%_key' ORDER BY indexname`)
+	if !reflect.DeepEqual(liteIdx, pgIdx) {
+		t.Errorf("indexes: PostgreSQL %v, SQLite %v", pgIdx, liteIdx)
+	}
+
+	lp, _ := newMigrator(lite.Writer().DB)
+	pp, err := newPostgresMigrator(pg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l, p := latestVersion(lp), latestVersion(pp); l != p {
+		t.Errorf("latest version: SQLite %d, PostgreSQL %d: a schema change needs a file in both directories", l, p)
+	}
+	if _, err := pp.DownTo(t.Context(), 0); err != nil {
+		t.Fatalf("down: %v", err)
+	}
+	var left int
+	pg.QueryRowContext(t.Context(), `SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public' AND table_name <> 'goose_db_version'`).Scan(&left)
+	if left != 0 {
+		t.Fatalf("%d tables left after migrating down", left)
+	}
+	if err := MigratePostgres(t.Context(), pg); err != nil {
+		t.Fatalf("up again: %v", err)
+	}
+	var state int
+	if err := pg.QueryRowContext(t.Context(), `SELECT count(*) FROM usage_rollup_state WHERE id = 1`).Scan(&state); err != nil || state != 1 {
+		t.Fatalf("usage_rollup_state: %d rows, %v", state, err)
+	}
+}
