@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 
 	"github.com/llm-proxy/llm-proxy/host/internal/config"
@@ -893,5 +895,42 @@ func TestProviderKeysFromEnvironment(t *testing.T) {
 	_, b := adminCall(t, p, "GET", "/api/providers/envkeys", "")
 	if strings.Contains(string(b), "0001") || strings.Contains(string(b), "0002") || !strings.Contains(string(b), `"api_key_weights":[1,3]`) {
 		t.Errorf("GET /api/providers/envkeys: %s", b)
+	}
+}
+
+// TestRoutingSkipsUnsupportedOperation: a target whose plugin lacks the
+// operation (the hostile test plugin has no embeddings) passes the request to the
+// route's next target, without an upstream request; a route of that
+// target alone answers 400 unsupported_operation.
+func TestRoutingSkipsUnsupportedOperation(t *testing.T) {
+	p := startProxy(t, func(c *config.Config) {
+		c.Routes = []config.RouteConfig{
+			{Model: "embed-mixed", Targets: []config.RouteTarget{{Provider: "hostile", Model: "ok"}, {Provider: "fake", Model: "text-embedding-3-small"}}},
+			{Model: "embed-hostile", Targets: []config.RouteTarget{{Provider: "hostile", Model: "ok"}}},
+		}
+	})
+	c := p.client(adminKey)
+	var head http.Header
+	resp, err := c.Embeddings.New(context.Background(), openai.EmbeddingNewParams{
+		Model: "embed-mixed", Input: openai.EmbeddingNewParamsInputUnion{OfString: openai.String("hello")},
+	}, option.WithMiddleware(func(r *http.Request, next option.MiddlewareNext) (*http.Response, error) {
+		res, err := next(r)
+		if res != nil {
+			head = res.Header
+		}
+		return res, err
+	}))
+	if err != nil || len(resp.Data) == 0 {
+		t.Fatalf("%v %+v", err, resp)
+	}
+	if head.Get("X-LLM-Proxy-Provider") != "fake" || head.Get("X-LLM-Proxy-Attempts") != "2" {
+		t.Fatalf("headers %v", head)
+	}
+	_, err = c.Embeddings.New(context.Background(), openai.EmbeddingNewParams{
+		Model: "embed-hostile", Input: openai.EmbeddingNewParamsInputUnion{OfString: openai.String("hello")},
+	})
+	var ae *openai.Error
+	if !errors.As(err, &ae) || ae.StatusCode != 400 || ae.Code != "unsupported_operation" {
+		t.Fatalf("%v", err)
 	}
 }

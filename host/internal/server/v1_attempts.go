@@ -66,7 +66,8 @@ func judge(end error, openErr *apierror.Error) verdict {
 		// The plugin is not loaded, busy or lacks the operation, or the
 		// request holds what this target cannot be sent: another target
 		// may use another plugin; the upstream was not asked.
-		retry := openErr.Status == fiber.StatusServiceUnavailable || openErr.Code == apierror.CodeUnsupportedContent
+		retry := openErr.Status == fiber.StatusServiceUnavailable ||
+			openErr.Code == apierror.CodeUnsupportedContent || openErr.Code == apierror.CodeUnsupportedOperation
 		return verdict{err: openErr, retry: retry, outcome: router.Ignored}
 	}
 	apiErr := endError(end)
