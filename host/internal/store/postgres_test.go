@@ -151,3 +151,25 @@ func TestPostgresSchema(t *testing.T) {
 		t.Fatalf("usage_rollup_state: %d rows, %v", state, err)
 	}
 }
+
+// bothDatabases runs test on a fresh SQLite store and on a fresh
+// PostgreSQL one, as parallel subtests.
+func bothDatabases(t *testing.T, test func(t *testing.T, s *Store)) {
+	t.Run("sqlite", func(t *testing.T) {
+		t.Parallel()
+		test(t, openStore(t))
+	})
+	t.Run("postgres", func(t *testing.T) {
+		t.Parallel()
+		s, err := OpenPostgres(t.Context(), pgtest.New(t), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if err := s.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+		})
+		test(t, s)
+	})
+}

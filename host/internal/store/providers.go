@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jmoiron/sqlx"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
@@ -180,7 +181,7 @@ func (s *Store) ListProviders(ctx context.Context) (ps []Provider, mark string, 
 		return nil, "", fmt.Errorf("list providers: %w", err)
 	}
 	var rows []providerRow
-	if err := tx.SelectContext(ctx, &rows, `SELECT `+providerColumns+` FROM providers ORDER BY created_at, rowid` /* in the order they were made: ids are random */); err != nil {
+	if err := tx.SelectContext(ctx, &rows, `SELECT `+providerColumns+` FROM providers ORDER BY created_at, `+s.insertionOrder() /* in the order they were made: ids are random */); err != nil {
 		return nil, "", fmt.Errorf("list providers: %w", err)
 	}
 	ps = make([]Provider, 0, len(rows))
@@ -303,6 +304,10 @@ func nullBytes(b []byte) any {
 }
 
 func isUniqueViolation(err error) bool {
-	se, ok := errors.AsType[*sqlite.Error](err)
-	return ok && (se.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || se.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY)
+	if se, ok := errors.AsType[*sqlite.Error](err); ok {
+		return se.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || se.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+	}
+	// PostgreSQL's unique_violation.
+	pe, ok := errors.AsType[*pgconn.PgError](err)
+	return ok && pe.Code == "23505"
 }

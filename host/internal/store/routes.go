@@ -107,7 +107,7 @@ func (s *Store) ListRoutes(ctx context.Context) (rs []Route, mark string, err er
 		return nil, "", fmt.Errorf("list routes: %w", err)
 	}
 	var rows []routeRow
-	if err := tx.SelectContext(ctx, &rows, `SELECT `+routeColumns+` FROM routes ORDER BY created_at, rowid`); err != nil {
+	if err := tx.SelectContext(ctx, &rows, `SELECT `+routeColumns+` FROM routes ORDER BY created_at, `+s.insertionOrder()); err != nil {
 		return nil, "", fmt.Errorf("list routes: %w", err)
 	}
 	rs = make([]Route, 0, len(rows))

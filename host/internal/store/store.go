@@ -104,10 +104,11 @@ type Options struct {
 // Store is an open database: one writer connection and a pool of reader
 // connections. It is safe for concurrent use.
 type Store struct {
-	path  string
-	w     *sqlx.DB
-	r     *sqlx.DB
-	stmts writeStmts
+	path    string
+	w       *sqlx.DB
+	r       *sqlx.DB // the same pool as w on PostgreSQL
+	stmts   writeStmts
+	dialect dialect
 }
 
 // Open opens the database at o.Path, creating it if needed, and applies any
@@ -200,7 +201,19 @@ func (s *Store) Reader() *sqlx.DB { return s.r }
 // file open, closing the writer last checkpoints the WAL into the main file
 // and removes the -wal and -shm files.
 func (s *Store) Close() error {
+	if s.r == s.w {
+		return errors.Join(s.stmts.close(), s.w.Close())
+	}
 	return errors.Join(s.stmts.close(), s.r.Close(), s.w.Close())
+}
+
+// insertionOrder is the ORDER BY tail that lists rows made in the same
+// millisecond in the order they were inserted (ids are random).
+func (s *Store) insertionOrder() string {
+	if s.dialect == dialectPostgres {
+		return "id" // PostgreSQL has no rowid: ties are rare, and ordered by id
+	}
+	return "rowid"
 }
 
 // createFile makes sure path exists as a regular file, creating missing

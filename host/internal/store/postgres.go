@@ -1,0 +1,139 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/jackc/pgx/v5/stdlib"
+	"github.com/jmoiron/sqlx"
+)
+
+// PostgreSQL, for several replicas on one database (work in progress: the
+// store's keys, providers, routes and kept responses run on it; the request
+// log and its rollups do not yet, and the proxy does not offer it in its
+// config).
+//
+// The same SQL serves both databases. It is written with SQLite's "?"
+// placeholders, and the driver registered here, a thin layer over pgx's
+// database/sql driver, rewrites them to PostgreSQL's "$1", "$2" ... once
+// per distinct statement. It also writes Go booleans as 0 and 1, since the
+// schema keeps SQLite's INTEGER booleans (migrations/postgres).
+
+// pgDriverName is the database/sql name of that driver.
+const pgDriverName = "llmproxy-pgx"
+
+func init() {
+	sql.Register(pgDriverName, qmarkDriver{stdlib.GetDefaultDriver()})
+}
+
+// dialect says which database a Store is on.
+type dialect uint8
+
+const (
+	dialectSQLite dialect = iota
+	dialectPostgres
+)
+
+// OpenPostgres opens the PostgreSQL database of dsn (a pgx connection
+// string or URL) and applies any pending migrations. Readers, at least
+// 4, sizes its one pool, which serves reads and writes: PostgreSQL needs no
+// single writer.
+func OpenPostgres(ctx context.Context, dsn string, o Options) (*Store, error) {
+	if o.Readers <= 0 {
+		o.Readers = DefaultReaders
+	}
+	db, err := sqlx.Open(pgDriverName, dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	n := max(o.Readers, 4) * 2
+	db.SetMaxOpenConns(n)
+	db.SetMaxIdleConns(n)
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	// goose's own table has a real boolean: the migrations run on pgx's
+	// driver as it is, not on the one that writes booleans as 0 and 1.
+	mdb, err := sql.Open("pgx", dsn)
+	if err == nil {
+		err = MigratePostgres(ctx, mdb)
+		mdb.Close()
+	}
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	return &Store{w: db, r: db, dialect: dialectPostgres}, nil
+}
+
+// qmarkDriver opens pgx connections that take "?" placeholders.
+type qmarkDriver struct{ d driver.Driver }
+
+func (q qmarkDriver) Open(name string) (driver.Conn, error) {
+	c, err := q.d.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	return qmarkConn{c.(*stdlib.Conn)}, nil
+}
+
+// rebound caches each statement's "$n" form.
+var rebound sync.Map
+
+func rebind(query string) string {
+	if v, ok := rebound.Load(query); ok {
+		return v.(string)
+	}
+	r := sqlx.Rebind(sqlx.DOLLAR, query)
+	rebound.Store(query, r)
+	return r
+}
+
+// qmarkConn is a pgx connection whose statements are rebound.
+type qmarkConn struct{ c *stdlib.Conn }
+
+func (q qmarkConn) Prepare(query string) (driver.Stmt, error) { return q.c.Prepare(rebind(query)) }
+func (q qmarkConn) Close() error                              { return q.c.Close() }
+func (q qmarkConn) Begin() (driver.Tx, error) {
+	return q.c.BeginTx(context.Background(), driver.TxOptions{})
+}
+
+func (q qmarkConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
+	return q.c.BeginTx(ctx, opts)
+}
+
+func (q qmarkConn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
+	return q.c.PrepareContext(ctx, rebind(query))
+}
+
+func (q qmarkConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
+	return q.c.ExecContext(ctx, rebind(query), args)
+}
+
+func (q qmarkConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
+	return q.c.QueryContext(ctx, rebind(query), args)
+}
+
+func (q qmarkConn) Ping(ctx context.Context) error         { return q.c.Ping(ctx) }
+func (q qmarkConn) ResetSession(ctx context.Context) error { return q.c.ResetSession(ctx) }
+func (q qmarkConn) IsValid() bool                          { return !q.c.Conn().IsClosed() }
+
+// CheckNamedValue writes a bool as 0 or 1 and leaves every other value to
+// pgx.
+func (q qmarkConn) CheckNamedValue(v *driver.NamedValue) error {
+	if b, ok := v.Value.(bool); ok {
+		v.Value = int64(0)
+		if b {
+			v.Value = int64(1)
+		}
+	}
+	return q.c.CheckNamedValue(v)
+}
+
+// errNotOnPostgres refuses what the store cannot do on PostgreSQL yet.
+var errNotOnPostgres = errors.New("not available on PostgreSQL yet")
