@@ -143,7 +143,113 @@ CREATE TABLE responses (
 );
 CREATE INDEX responses_expires_at ON responses (expires_at);
 
+-- llmproxy_hist_merge adds two histograms encoded by
+-- host/internal/histogram (a format byte 1, then per non-empty bucket the
+-- unsigned varints of the distance from the previous bucket's slot and of
+-- the count), as the SQLite driver's Go function of the same name does for
+-- the rollup upsert. Its helpers read one bin and write one varint.
+-- +goose StatementBegin
+CREATE FUNCTION llmproxy_hist_bin(buf BYTEA, pos INT, prev BIGINT, OUT slot BIGINT, OUT cnt BIGINT, OUT next INT)
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+DECLARE
+    v     BIGINT;
+    sh    INT;
+    byt   INT;
+    field INT;
+BEGIN
+    next := pos;
+    FOR field IN 1..2 LOOP
+        v := 0;
+        sh := 0;
+        LOOP
+            IF next >= length(buf) OR sh > 56 THEN
+                RAISE EXCEPTION 'llmproxy_hist_merge: corrupt histogram';
+            END IF;
+            byt := get_byte(buf, next);
+            next := next + 1;
+            v := v | ((byt & 127)::BIGINT << sh);
+            EXIT WHEN byt < 128;
+            sh := sh + 7;
+        END LOOP;
+        IF field = 1 THEN
+            slot := CASE WHEN prev < 0 THEN v ELSE prev + v END;
+        ELSE
+            cnt := v;
+        END IF;
+    END LOOP;
+END
+$$;
+-- +goose StatementEnd
+
+-- +goose StatementBegin
+CREATE FUNCTION llmproxy_uvarint(v BIGINT) RETURNS BYTEA
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+DECLARE
+    out BYTEA := ''::BYTEA;
+BEGIN
+    LOOP
+        IF v < 128 THEN
+            RETURN out || set_byte('\x00'::BYTEA, 0, v::INT);
+        END IF;
+        out := out || set_byte('\x00'::BYTEA, 0, ((v & 127) | 128)::INT);
+        v := v >> 7;
+    END LOOP;
+END
+$$;
+-- +goose StatementEnd
+
+-- +goose StatementBegin
+CREATE FUNCTION llmproxy_hist_merge(a BYTEA, b BYTEA) RETURNS BYTEA
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+DECLARE
+    pa   INT := 1;
+    pb   INT := 1;
+    sa   BIGINT := -1;
+    sb   BIGINT := -1;
+    ca   BIGINT;
+    cb   BIGINT;
+    okA  BOOLEAN;
+    okB  BOOLEAN;
+    prev BIGINT := -1;
+    slot BIGINT;
+    cnt  BIGINT;
+    out  BYTEA := '\x01'::BYTEA;
+BEGIN
+    IF length(a) = 0 OR get_byte(a, 0) <> 1 OR length(b) = 0 OR get_byte(b, 0) <> 1 THEN
+        RAISE EXCEPTION 'llmproxy_hist_merge: unknown histogram format';
+    END IF;
+    okA := pa < length(a);
+    IF okA THEN SELECT h.slot, h.cnt, h.next INTO sa, ca, pa FROM llmproxy_hist_bin(a, pa, sa) h; END IF;
+    okB := pb < length(b);
+    IF okB THEN SELECT h.slot, h.cnt, h.next INTO sb, cb, pb FROM llmproxy_hist_bin(b, pb, sb) h; END IF;
+    WHILE okA OR okB LOOP
+        IF okA AND (NOT okB OR sa < sb) THEN
+            slot := sa; cnt := ca;
+        ELSIF okB AND (NOT okA OR sb < sa) THEN
+            slot := sb; cnt := cb;
+        ELSE
+            slot := sa; cnt := ca + cb;
+        END IF;
+        out := out || llmproxy_uvarint(CASE WHEN prev < 0 THEN slot ELSE slot - prev END) || llmproxy_uvarint(cnt);
+        prev := slot;
+        IF okA AND sa = slot THEN
+            okA := pa < length(a);
+            IF okA THEN SELECT h.slot, h.cnt, h.next INTO sa, ca, pa FROM llmproxy_hist_bin(a, pa, sa) h; END IF;
+        END IF;
+        IF okB AND sb = slot THEN
+            okB := pb < length(b);
+            IF okB THEN SELECT h.slot, h.cnt, h.next INTO sb, cb, pb FROM llmproxy_hist_bin(b, pb, sb) h; END IF;
+        END IF;
+    END LOOP;
+    RETURN out;
+END
+$$;
+-- +goose StatementEnd
+
 -- +goose Down
+DROP FUNCTION llmproxy_hist_merge(BYTEA, BYTEA);
+DROP FUNCTION llmproxy_uvarint(BIGINT);
+DROP FUNCTION llmproxy_hist_bin(BYTEA, INT, BIGINT);
 DROP TABLE responses;
 DROP TABLE routes;
 DROP TABLE settings;

@@ -1,13 +1,17 @@
 package store
 
 import (
+	"bytes"
 	"database/sql"
+	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 
+	"github.com/llm-proxy/llm-proxy/host/internal/histogram"
 	"github.com/llm-proxy/llm-proxy/host/internal/pgtest"
 )
 
@@ -172,4 +176,50 @@ func bothDatabases(t *testing.T, test func(t *testing.T, s *Store)) {
 		})
 		test(t, s)
 	})
+}
+
+// TestPostgresHistMerge: PostgreSQL's llmproxy_hist_merge gives, byte for
+// byte, what the Go merge gives, on random histograms.
+func TestPostgresHistMerge(t *testing.T) {
+	t.Parallel()
+	pg, err := sql.Open("pgx", pgtest.New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close()
+	if err := MigratePostgres(t.Context(), pg); err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	random := func() []byte {
+		var h histogram.Hist
+		for range rng.IntN(300) {
+			switch rng.IntN(10) {
+			case 0:
+				h.Add(0)
+			case 1:
+				h.Add(1e9) // above the top bucket
+			default:
+				h.Add(math.Exp(rng.Float64() * 14)) // 1 ms to about 20 minutes
+			}
+		}
+		return h.AppendBinary(nil)
+	}
+	for i := range 200 {
+		a, b := random(), random()
+		want, err := histogram.MergeEncoded(a, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []byte
+		if err := pg.QueryRowContext(t.Context(), `SELECT llmproxy_hist_merge($1, $2)`, a, b).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("case %d: merge of %x and %x:\n PostgreSQL %x\n Go         %x", i, a, b, got, want)
+		}
+	}
+	if err := pg.QueryRowContext(t.Context(), `SELECT llmproxy_hist_merge($1, $2)`, []byte{2}, []byte{1}).Err(); err == nil {
+		t.Fatal("a histogram of an unknown format was merged")
+	}
 }
