@@ -94,17 +94,17 @@ const RollupColumns = `period, bucket, key_id, model, provider,
 const upsertRollupSQL = `INSERT INTO usage_rollups (` + RollupColumns + `)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (period, bucket, key_id, model, provider) DO UPDATE SET
-	requests          = requests + excluded.requests,
-	errors            = errors + excluded.errors,
-	server_errors     = server_errors + excluded.server_errors,
-	prompt_tokens     = prompt_tokens + excluded.prompt_tokens,
-	completion_tokens = completion_tokens + excluded.completion_tokens,
-	cached_tokens     = cached_tokens + excluded.cached_tokens,
-	cost_usd          = cost_usd + excluded.cost_usd,
-	latency_sum_ms    = latency_sum_ms + excluded.latency_sum_ms,
-	ttfb_sum_ms       = ttfb_sum_ms + excluded.ttfb_sum_ms,
-	latency_hist      = ` + histMergeFunc + `(latency_hist, excluded.latency_hist),
-	ttfb_hist         = ` + histMergeFunc + `(ttfb_hist, excluded.ttfb_hist)`
+	requests          = usage_rollups.requests + excluded.requests,
+	errors            = usage_rollups.errors + excluded.errors,
+	server_errors     = usage_rollups.server_errors + excluded.server_errors,
+	prompt_tokens     = usage_rollups.prompt_tokens + excluded.prompt_tokens,
+	completion_tokens = usage_rollups.completion_tokens + excluded.completion_tokens,
+	cached_tokens     = usage_rollups.cached_tokens + excluded.cached_tokens,
+	cost_usd          = usage_rollups.cost_usd + excluded.cost_usd,
+	latency_sum_ms    = usage_rollups.latency_sum_ms + excluded.latency_sum_ms,
+	ttfb_sum_ms       = usage_rollups.ttfb_sum_ms + excluded.ttfb_sum_ms,
+	latency_hist      = ` + histMergeFunc + `(usage_rollups.latency_hist, excluded.latency_hist),
+	ttfb_hist         = ` + histMergeFunc + `(usage_rollups.ttfb_hist, excluded.ttfb_hist)`
 
 // FloorBucket returns the start of the bucket of length period that holds
 // the time ts (Unix milliseconds), rounding towards the past also before

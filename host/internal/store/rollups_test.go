@@ -153,114 +153,116 @@ func checkRollups(t *testing.T, s *Store) {
 // that the hour and day rollups are exactly the sums of the raw rows.
 func TestRollupsMatchRawRows(t *testing.T) {
 	t.Parallel()
-	rng := rand.New(rand.NewPCG(11, 12))
-	s := openStore(t)
+	bothDatabases(t, func(t *testing.T, s *Store) {
+		rng := rand.New(rand.NewPCG(11, 12))
 
-	// Four days of rows, in random order.
-	insertInBatches(t, s, rng, randomRows(rng, "a", 1200, 4))
-	checkRollups(t, s)
-	var days int64
-	if err := s.Reader().Get(&days, `SELECT count(*) FROM usage_rollups WHERE period = ?`, PeriodDay); err != nil || days != 0 {
-		t.Fatalf("%d day rows before any compaction (%v)", days, err)
-	}
+		// Four days of rows, in random order.
+		insertInBatches(t, s, rng, randomRows(rng, "a", 1200, 4))
+		checkRollups(t, s)
+		var days int64
+		if err := s.Reader().Get(&days, `SELECT count(*) FROM usage_rollups WHERE period = ?`, PeriodDay); err != nil || days != 0 {
+			t.Fatalf("%d day rows before any compaction (%v)", days, err)
+		}
 
-	// Sum the first three days, then store more rows over all four: the
-	// late ones must update both their hour and their day.
-	n, err := s.CompactRollups(t.Context(), time.UnixMilli(day0+3*PeriodDay+5))
-	if err != nil || n != 3 {
-		t.Fatalf("CompactRollups = %d, %v; want 3 days", n, err)
-	}
-	checkRollups(t, s)
-	insertInBatches(t, s, rng, randomRows(rng, "b", 800, 4))
-	checkRollups(t, s)
+		// Sum the first three days, then store more rows over all four: the
+		// late ones must update both their hour and their day.
+		n, err := s.CompactRollups(t.Context(), time.UnixMilli(day0+3*PeriodDay+5))
+		if err != nil || n != 3 {
+			t.Fatalf("CompactRollups = %d, %v; want 3 days", n, err)
+		}
+		checkRollups(t, s)
+		insertInBatches(t, s, rng, randomRows(rng, "b", 800, 4))
+		checkRollups(t, s)
 
-	// Nothing more to sum until the fourth day is over; then it is.
-	if n, err := s.CompactRollups(t.Context(), time.UnixMilli(day0+4*PeriodDay-1)); err != nil || n != 0 {
-		t.Fatalf("CompactRollups before the end of day 4 = %d, %v; want 0", n, err)
-	}
-	if n, err := s.CompactRollups(t.Context(), time.UnixMilli(day0+4*PeriodDay)); err != nil || n != 1 {
-		t.Fatalf("CompactRollups at the end of day 4 = %d, %v; want 1", n, err)
-	}
-	checkRollups(t, s)
-	until, err := readDaysUntil(t.Context(), s.Reader())
-	if err != nil || until != day0+4*PeriodDay {
-		t.Fatalf("days_until = %d (%v), want %d", until, err, day0+4*PeriodDay)
-	}
+		// Nothing more to sum until the fourth day is over; then it is.
+		if n, err := s.CompactRollups(t.Context(), time.UnixMilli(day0+4*PeriodDay-1)); err != nil || n != 0 {
+			t.Fatalf("CompactRollups before the end of day 4 = %d, %v; want 0", n, err)
+		}
+		if n, err := s.CompactRollups(t.Context(), time.UnixMilli(day0+4*PeriodDay)); err != nil || n != 1 {
+			t.Fatalf("CompactRollups at the end of day 4 = %d, %v; want 1", n, err)
+		}
+		checkRollups(t, s)
+		until, err := readDaysUntil(t.Context(), s.Reader())
+		if err != nil || until != day0+4*PeriodDay {
+			t.Fatalf("days_until = %d (%v), want %d", until, err, day0+4*PeriodDay)
+		}
 
-	// Many days later, with empty days in between.
-	late := randomRows(rng, "c", 300, 1)
-	for i := range late {
-		late[i].TS += 9 * PeriodDay
-	}
-	insertInBatches(t, s, rng, late)
-	if n, err := s.CompactRollups(t.Context(), time.UnixMilli(day0+12*PeriodDay)); err != nil || n != 1 {
-		t.Fatalf("CompactRollups over empty days = %d, %v; want 1", n, err)
-	}
-	checkRollups(t, s)
-	if until, _ := readDaysUntil(t.Context(), s.Reader()); until != day0+12*PeriodDay {
-		t.Errorf("days_until = %d, want %d (the end of the range)", until, day0+12*PeriodDay)
-	}
+		// Many days later, with empty days in between.
+		late := randomRows(rng, "c", 300, 1)
+		for i := range late {
+			late[i].TS += 9 * PeriodDay
+		}
+		insertInBatches(t, s, rng, late)
+		if n, err := s.CompactRollups(t.Context(), time.UnixMilli(day0+12*PeriodDay)); err != nil || n != 1 {
+			t.Fatalf("CompactRollups over empty days = %d, %v; want 1", n, err)
+		}
+		checkRollups(t, s)
+		if until, _ := readDaysUntil(t.Context(), s.Reader()); until != day0+12*PeriodDay {
+			t.Errorf("days_until = %d, want %d (the end of the range)", until, day0+12*PeriodDay)
+		}
+	})
 }
 
 func TestRollupsOfOneBatch(t *testing.T) {
 	t.Parallel()
-	s := openStore(t)
-	h := day0 + 5*PeriodHour
-	rows := []RequestLog{
-		{ID: "1", TS: h, Model: "m", Provider: "p", Status: 200, LatencyMS: 100, TTFBMS: 10, PromptTokens: 1, CompletionTokens: 2, CachedTokens: 3, CostUSD: 0.5},
-		{ID: "2", TS: h + PeriodHour - 1, Model: "m", Provider: "p", Status: 204, LatencyMS: 300, TTFBMS: 30, PromptTokens: 10, CompletionTokens: 20, CachedTokens: 30, CostUSD: 0.25},
-		{ID: "3", TS: h + PeriodHour, Model: "m", Provider: "p", Status: 200, LatencyMS: 1},
-		{ID: "4", TS: h, Model: "m", Provider: "p", Status: 503, LatencyMS: 2, KeyID: sql.NullString{String: "k", Valid: true}},
-	}
-	if err := s.InsertLogs(t.Context(), rows); err != nil {
-		t.Fatal(err)
-	}
-	var got []Rollup
-	if err := s.Reader().Select(&got, `SELECT `+RollupColumns+` FROM usage_rollups ORDER BY bucket, key_id`); err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != 3 {
-		t.Fatalf("%d rollups, want 3: %+v", len(got), got)
-	}
-	first := got[0]
-	if first.Period != PeriodHour || first.Bucket != h || first.KeyID != "" || first.Requests != 2 || first.Errors != 0 ||
-		first.PromptTokens != 11 || first.CompletionTokens != 22 || first.CachedTokens != 33 || first.CostUSD != 0.75 ||
-		first.LatencySumMS != 400 || first.TTFBSumMS != 40 {
-		t.Errorf("first hour, admin key: %+v", first)
-	}
-	var hist histogram.Hist
-	if err := hist.MergeBinary(first.LatencyHist); err != nil {
-		t.Fatal(err)
-	}
-	if hist.Count() != 2 || hist.Percentile(50) < 99 || hist.Percentile(50) > 101 || hist.Percentile(100) < 297 || hist.Percentile(100) > 303 {
-		t.Errorf("latency histogram: %v", hist.Bins())
-	}
-	if got[1].KeyID != "k" || got[1].Errors != 1 || got[1].ServerErrors != 1 || got[1].Bucket != h {
-		t.Errorf("second rollup: %+v", got[1])
-	}
-	if got[2].Bucket != h+PeriodHour || got[2].Requests != 1 {
-		t.Errorf("third rollup: %+v", got[2])
-	}
+	bothDatabases(t, func(t *testing.T, s *Store) {
+		h := day0 + 5*PeriodHour
+		rows := []RequestLog{
+			{ID: "1", TS: h, Model: "m", Provider: "p", Status: 200, LatencyMS: 100, TTFBMS: 10, PromptTokens: 1, CompletionTokens: 2, CachedTokens: 3, CostUSD: 0.5},
+			{ID: "2", TS: h + PeriodHour - 1, Model: "m", Provider: "p", Status: 204, LatencyMS: 300, TTFBMS: 30, PromptTokens: 10, CompletionTokens: 20, CachedTokens: 30, CostUSD: 0.25},
+			{ID: "3", TS: h + PeriodHour, Model: "m", Provider: "p", Status: 200, LatencyMS: 1},
+			{ID: "4", TS: h, Model: "m", Provider: "p", Status: 503, LatencyMS: 2, KeyID: sql.NullString{String: "k", Valid: true}},
+		}
+		if err := s.InsertLogs(t.Context(), rows); err != nil {
+			t.Fatal(err)
+		}
+		var got []Rollup
+		if err := s.Reader().Select(&got, `SELECT `+RollupColumns+` FROM usage_rollups ORDER BY bucket, key_id`); err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 3 {
+			t.Fatalf("%d rollups, want 3: %+v", len(got), got)
+		}
+		first := got[0]
+		if first.Period != PeriodHour || first.Bucket != h || first.KeyID != "" || first.Requests != 2 || first.Errors != 0 ||
+			first.PromptTokens != 11 || first.CompletionTokens != 22 || first.CachedTokens != 33 || first.CostUSD != 0.75 ||
+			first.LatencySumMS != 400 || first.TTFBSumMS != 40 {
+			t.Errorf("first hour, admin key: %+v", first)
+		}
+		var hist histogram.Hist
+		if err := hist.MergeBinary(first.LatencyHist); err != nil {
+			t.Fatal(err)
+		}
+		if hist.Count() != 2 || hist.Percentile(50) < 99 || hist.Percentile(50) > 101 || hist.Percentile(100) < 297 || hist.Percentile(100) > 303 {
+			t.Errorf("latency histogram: %v", hist.Bins())
+		}
+		if got[1].KeyID != "k" || got[1].Errors != 1 || got[1].ServerErrors != 1 || got[1].Bucket != h {
+			t.Errorf("second rollup: %+v", got[1])
+		}
+		if got[2].Bucket != h+PeriodHour || got[2].Requests != 1 {
+			t.Errorf("third rollup: %+v", got[2])
+		}
 
-	// A second batch in the same hour is added to the same row.
-	if err := s.InsertLogs(t.Context(), []RequestLog{{ID: "5", TS: h + 7, Model: "m", Provider: "p", Status: 299, LatencyMS: 100, CostUSD: 1}}); err != nil {
-		t.Fatal(err)
-	}
-	var again Rollup
-	if err := s.Reader().Get(&again, `SELECT `+RollupColumns+` FROM usage_rollups WHERE bucket = ? AND key_id = ''`, h); err != nil {
-		t.Fatal(err)
-	}
-	if again.Requests != 3 || again.CostUSD != 1.75 {
-		t.Errorf("after a second batch: %+v", again)
-	}
-	checkRollups(t, s)
-
-	t.Run("a failed batch adds nothing", func(t *testing.T) {
-		err := s.InsertLogs(t.Context(), []RequestLog{{ID: "6", TS: h, Status: 200}, {ID: "1", TS: h, Status: 200}})
-		if err == nil {
-			t.Fatal("InsertLogs with a duplicate id succeeded")
+		// A second batch in the same hour is added to the same row.
+		if err := s.InsertLogs(t.Context(), []RequestLog{{ID: "5", TS: h + 7, Model: "m", Provider: "p", Status: 299, LatencyMS: 100, CostUSD: 1}}); err != nil {
+			t.Fatal(err)
+		}
+		var again Rollup
+		if err := s.Reader().Get(&again, `SELECT `+RollupColumns+` FROM usage_rollups WHERE bucket = ? AND key_id = ''`, h); err != nil {
+			t.Fatal(err)
+		}
+		if again.Requests != 3 || again.CostUSD != 1.75 {
+			t.Errorf("after a second batch: %+v", again)
 		}
 		checkRollups(t, s)
+
+		t.Run("a failed batch adds nothing", func(t *testing.T) {
+			err := s.InsertLogs(t.Context(), []RequestLog{{ID: "6", TS: h, Status: 200}, {ID: "1", TS: h, Status: 200}})
+			if err == nil {
+				t.Fatal("InsertLogs with a duplicate id succeeded")
+			}
+			checkRollups(t, s)
+		})
 	})
 }
 
@@ -391,54 +393,55 @@ func TestCompactRollupsCancelled(t *testing.T) {
 
 func TestPruneRollups(t *testing.T) {
 	t.Parallel()
-	s := openStore(t)
-	rng := rand.New(rand.NewPCG(10, 10))
-	insertInBatches(t, s, rng, randomRows(rng, "p", 1000, 4))
-	if _, err := s.CompactRollups(t.Context(), time.UnixMilli(day0+4*PeriodDay)); err != nil {
-		t.Fatal(err)
-	}
-	// The cutoff is in the middle of an hour of the third day.
-	cutoff := day0 + 2*PeriodDay + 5*PeriodHour + 30*60000
-	var before int64
-	if err := s.Reader().Get(&before, `SELECT count(*) FROM usage_rollups`); err != nil {
-		t.Fatal(err)
-	}
-	var wantGone int64
-	if err := s.Reader().Get(&wantGone, `SELECT count(*) FROM usage_rollups WHERE bucket + period <= ?`, cutoff); err != nil {
-		t.Fatal(err)
-	}
-	n, err := s.PruneRollups(t.Context(), time.UnixMilli(cutoff), 7)
-	if err != nil {
-		t.Fatalf("PruneRollups: %v", err)
-	}
-	if n != wantGone || n == 0 {
-		t.Errorf("PruneRollups deleted %d rows, want %d", n, wantGone)
-	}
-	var left struct {
-		N         int64 `db:"n"`
-		FirstHour int64 `db:"first_hour"`
-		FirstDay  int64 `db:"first_day"`
-	}
-	if err := s.Reader().Get(&left, `SELECT count(*) AS n,
-		(SELECT min(bucket) FROM usage_rollups WHERE period = 3600000) AS first_hour,
-		(SELECT min(bucket) FROM usage_rollups WHERE period = 86400000) AS first_day
-		FROM usage_rollups`); err != nil {
-		t.Fatal(err)
-	}
-	if left.N != before-n {
-		t.Errorf("%d rows left, want %d", left.N, before-n)
-	}
-	// The hour and the day that hold the cutoff are kept whole.
-	if left.FirstHour != day0+2*PeriodDay+5*PeriodHour || left.FirstDay != day0+2*PeriodDay {
-		t.Errorf("first hour %v, first day %v; want the ones holding the cutoff",
-			time.UnixMilli(left.FirstHour).UTC(), time.UnixMilli(left.FirstDay).UTC())
-	}
+	bothDatabases(t, func(t *testing.T, s *Store) {
+		rng := rand.New(rand.NewPCG(10, 10))
+		insertInBatches(t, s, rng, randomRows(rng, "p", 1000, 4))
+		if _, err := s.CompactRollups(t.Context(), time.UnixMilli(day0+4*PeriodDay)); err != nil {
+			t.Fatal(err)
+		}
+		// The cutoff is in the middle of an hour of the third day.
+		cutoff := day0 + 2*PeriodDay + 5*PeriodHour + 30*60000
+		var before int64
+		if err := s.Reader().Get(&before, `SELECT count(*) FROM usage_rollups`); err != nil {
+			t.Fatal(err)
+		}
+		var wantGone int64
+		if err := s.Reader().Get(&wantGone, `SELECT count(*) FROM usage_rollups WHERE bucket + period <= ?`, cutoff); err != nil {
+			t.Fatal(err)
+		}
+		n, err := s.PruneRollups(t.Context(), time.UnixMilli(cutoff), 7)
+		if err != nil {
+			t.Fatalf("PruneRollups: %v", err)
+		}
+		if n != wantGone || n == 0 {
+			t.Errorf("PruneRollups deleted %d rows, want %d", n, wantGone)
+		}
+		var left struct {
+			N         int64 `db:"n"`
+			FirstHour int64 `db:"first_hour"`
+			FirstDay  int64 `db:"first_day"`
+		}
+		if err := s.Reader().Get(&left, `SELECT count(*) AS n,
+			(SELECT min(bucket) FROM usage_rollups WHERE period = 3600000) AS first_hour,
+			(SELECT min(bucket) FROM usage_rollups WHERE period = 86400000) AS first_day
+			FROM usage_rollups`); err != nil {
+			t.Fatal(err)
+		}
+		if left.N != before-n {
+			t.Errorf("%d rows left, want %d", left.N, before-n)
+		}
+		// The hour and the day that hold the cutoff are kept whole.
+		if left.FirstHour != day0+2*PeriodDay+5*PeriodHour || left.FirstDay != day0+2*PeriodDay {
+			t.Errorf("first hour %v, first day %v; want the ones holding the cutoff",
+				time.UnixMilli(left.FirstHour).UTC(), time.UnixMilli(left.FirstDay).UTC())
+		}
 
-	ctx, cancel := context.WithCancel(t.Context())
-	cancel()
-	if _, err := s.PruneRollups(ctx, time.UnixMilli(cutoff), 7); !errors.Is(err, context.Canceled) {
-		t.Errorf("PruneRollups cancelled = %v", err)
-	}
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		if _, err := s.PruneRollups(ctx, time.UnixMilli(cutoff), 7); !errors.Is(err, context.Canceled) {
+			t.Errorf("PruneRollups cancelled = %v", err)
+		}
+	})
 }
 
 func TestFloorBucket(t *testing.T) {
