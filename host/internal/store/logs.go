@@ -151,12 +151,17 @@ type logWriter struct {
 	one, chunk, upsert *sql.Stmt
 	agg                *rollupAgg
 	args               []any
+	// On PostgreSQL a failed statement aborts its transaction: each chunk
+	// runs under a savepoint, so that after a failed one the rows can be
+	// tried one by one to name the bad one.
+	tx         *sql.Tx
+	savepoints bool
 }
 
 // newLogWriter starts writing in tx with the statements of st (nil: the
 // statements are prepared in tx, as the migrations do).
-func newLogWriter(ctx context.Context, tx *sql.Tx, st *writeStmts) (*logWriter, error) {
-	w := &logWriter{ctx: ctx, args: make([]any, 0, chunkRows*logColumns)}
+func newLogWriter(ctx context.Context, tx *sql.Tx, st *writeStmts, d dialect) (*logWriter, error) {
+	w := &logWriter{ctx: ctx, args: make([]any, 0, chunkRows*logColumns), tx: tx, savepoints: d == dialectPostgres}
 	if st != nil {
 		w.one = tx.StmtContext(ctx, st.insertOne)
 		w.chunk = tx.StmtContext(ctx, st.insertChunk)
@@ -190,15 +195,25 @@ func (w *logWriter) insert(rows []RequestLog, first int) error {
 		for j := i; j < i+chunkRows; j++ {
 			w.args = logArgs(w.args, &rows[j])
 		}
+		if err := w.savepoint("SAVEPOINT chunk"); err != nil {
+			return err
+		}
 		if _, err := w.chunk.ExecContext(w.ctx, w.args...); err != nil {
-			// A failed statement is undone on its own; row by row, the
-			// error names its row.
+			// A failed statement is undone on its own (on PostgreSQL, by
+			// going back to the savepoint); row by row, the error names
+			// its row.
+			if err := w.savepoint("ROLLBACK TO SAVEPOINT chunk"); err != nil {
+				return err
+			}
 			for j := i; j < i+chunkRows; j++ {
 				if err := w.insertOne(&rows[j], first+j); err != nil {
 					return err
 				}
 			}
 			return fmt.Errorf("row %d to %d: %w", first+i, first+i+chunkRows-1, err)
+		}
+		if err := w.savepoint("RELEASE SAVEPOINT chunk"); err != nil {
+			return err
 		}
 		for j := i; j < i+chunkRows; j++ {
 			w.agg.add(&rows[j])
@@ -211,6 +226,15 @@ func (w *logWriter) insert(rows []RequestLog, first int) error {
 		w.agg.add(&rows[i])
 	}
 	return nil
+}
+
+// savepoint runs a savepoint statement, on PostgreSQL only.
+func (w *logWriter) savepoint(stmt string) error {
+	if !w.savepoints {
+		return nil
+	}
+	_, err := w.tx.ExecContext(w.ctx, stmt)
+	return err
 }
 
 // insertOne stores one row.
@@ -250,7 +274,7 @@ func (s *Store) InsertLogs(ctx context.Context, rows []RequestLog) (err error) {
 			err = errors.Join(err, ignoreDone(tx.Rollback()))
 		}
 	}()
-	w, err := newLogWriter(ctx, tx, st)
+	w, err := newLogWriter(ctx, tx, st, s.dialect)
 	if err != nil {
 		return fmt.Errorf("insert logs: %w", err)
 	}
@@ -285,7 +309,7 @@ func (s *Store) LoadLogs(ctx context.Context, rows iter.Seq[*RequestLog]) (n int
 			err = errors.Join(err, ignoreDone(tx.Rollback()))
 		}
 	}()
-	w, err := newLogWriter(ctx, tx, st)
+	w, err := newLogWriter(ctx, tx, st, s.dialect)
 	if err != nil {
 		return 0, fmt.Errorf("load logs: %w", err)
 	}

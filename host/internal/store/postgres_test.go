@@ -159,23 +159,36 @@ func TestPostgresSchema(t *testing.T) {
 // bothDatabases runs test on a fresh SQLite store and on a fresh
 // PostgreSQL one, as parallel subtests.
 func bothDatabases(t *testing.T, test func(t *testing.T, s *Store)) {
+	eachDatabase(t, func(t *testing.T, open func(testing.TB) *Store) { test(t, open(t)) })
+}
+
+// eachDatabase runs test once per database, as parallel subtests; open
+// makes a fresh store of that kind.
+func eachDatabase(t *testing.T, test func(t *testing.T, open func(testing.TB) *Store)) {
 	t.Run("sqlite", func(t *testing.T) {
 		t.Parallel()
-		test(t, openStore(t))
+		test(t, openStore)
 	})
 	t.Run("postgres", func(t *testing.T) {
 		t.Parallel()
-		s, err := OpenPostgres(t.Context(), pgtest.New(t), Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			if err := s.Close(); err != nil {
-				t.Errorf("Close: %v", err)
-			}
-		})
-		test(t, s)
+		test(t, openPostgresStore)
 	})
+}
+
+// openPostgresStore opens a fresh store on its own PostgreSQL database and
+// closes it when the test ends.
+func openPostgresStore(t testing.TB) *Store {
+	t.Helper()
+	s, err := OpenPostgres(t.Context(), pgtest.New(t), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return s
 }
 
 // TestPostgresHistMerge: PostgreSQL's llmproxy_hist_merge gives, byte for

@@ -271,55 +271,57 @@ func TestRollupsOfOneBatch(t *testing.T) {
 // with its row number and leave nothing behind.
 func TestInsertLogsChunks(t *testing.T) {
 	t.Parallel()
-	rng := rand.New(rand.NewPCG(5, 5))
-	for _, n := range []int{chunkRows - 1, chunkRows, chunkRows + 1, 3*chunkRows + 5} {
-		t.Run(fmt.Sprint(n), func(t *testing.T) {
+	eachDatabase(t, func(t *testing.T, open func(testing.TB) *Store) {
+		for _, n := range []int{chunkRows - 1, chunkRows, chunkRows + 1, 3*chunkRows + 5} {
+			t.Run(fmt.Sprint(n), func(t *testing.T) {
+				t.Parallel()
+				s := open(t)
+				rows := randomRows(rand.New(rand.NewPCG(5, uint64(n))), "r", n, 2)
+				if err := s.InsertLogs(t.Context(), rows); err != nil {
+					t.Fatal(err)
+				}
+				if got := countLogs(t, s.Reader()); got != int64(n) {
+					t.Fatalf("%d rows stored, want %d", got, n)
+				}
+				checkRollups(t, s)
+			})
+		}
+		t.Run("duplicate inside a chunk", func(t *testing.T) {
 			t.Parallel()
-			s := openStore(t)
-			rows := randomRows(rng, "r", n, 2)
-			if err := s.InsertLogs(t.Context(), rows); err != nil {
-				t.Fatal(err)
+			s := open(t)
+			rows := randomRows(rand.New(rand.NewPCG(5, 5)), "d", 2*chunkRows, 1)
+			rows[chunkRows+3].ID = rows[chunkRows+1].ID
+			err := s.InsertLogs(t.Context(), rows)
+			if err == nil || !bytes.Contains([]byte(err.Error()), fmt.Appendf(nil, "row %d ", chunkRows+3)) {
+				t.Fatalf("InsertLogs = %v, want an error naming row %d", err, chunkRows+3)
 			}
-			if got := countLogs(t, s.Reader()); got != int64(n) {
-				t.Fatalf("%d rows stored, want %d", got, n)
+			if got := countLogs(t, s.Reader()); got != 0 {
+				t.Errorf("%d rows stored, want 0", got)
 			}
 			checkRollups(t, s)
 		})
-	}
-	t.Run("duplicate inside a chunk", func(t *testing.T) {
-		t.Parallel()
-		s := openStore(t)
-		rows := randomRows(rng, "d", 2*chunkRows, 1)
-		rows[chunkRows+3].ID = rows[chunkRows+1].ID
-		err := s.InsertLogs(t.Context(), rows)
-		if err == nil || !bytes.Contains([]byte(err.Error()), fmt.Appendf(nil, "row %d ", chunkRows+3)) {
-			t.Fatalf("InsertLogs = %v, want an error naming row %d", err, chunkRows+3)
-		}
-		if got := countLogs(t, s.Reader()); got != 0 {
-			t.Errorf("%d rows stored, want 0", got)
-		}
-		checkRollups(t, s)
 	})
 }
 
 func TestLoadLogs(t *testing.T) {
 	t.Parallel()
-	rng := rand.New(rand.NewPCG(6, 6))
-	s := openStore(t)
-	rows := randomRows(rng, "l", 500, 3)
-	n, err := s.LoadLogs(t.Context(), func(yield func(*RequestLog) bool) {
-		var r RequestLog
-		for i := range rows {
-			r = rows[i]
-			if !yield(&r) {
-				return
+	bothDatabases(t, func(t *testing.T, s *Store) {
+		rng := rand.New(rand.NewPCG(6, 6))
+		rows := randomRows(rng, "l", 500, 3)
+		n, err := s.LoadLogs(t.Context(), func(yield func(*RequestLog) bool) {
+			var r RequestLog
+			for i := range rows {
+				r = rows[i]
+				if !yield(&r) {
+					return
+				}
 			}
+		})
+		if err != nil || n != len(rows) {
+			t.Fatalf("LoadLogs = %d, %v; want %d", n, err, len(rows))
 		}
+		checkRollups(t, s)
 	})
-	if err != nil || n != len(rows) {
-		t.Fatalf("LoadLogs = %d, %v; want %d", n, err, len(rows))
-	}
-	checkRollups(t, s)
 }
 
 // TestBackfillMigration stores request logs in a database of schema
