@@ -410,138 +410,142 @@ func TestReaderRefusesWrites(t *testing.T) {
 
 func TestInsertLogs(t *testing.T) {
 	t.Parallel()
+	eachDatabase(t, func(t *testing.T, open func(testing.TB) *Store) {
 
-	t.Run("a thousand rows in one call", func(t *testing.T) {
-		t.Parallel()
-		s := openStore(t)
-		if err := s.InsertLogs(t.Context(), logRows("r", 1000, 1_700_000_000_000)); err != nil {
-			t.Fatalf("InsertLogs: %v", err)
-		}
-		if n := countLogs(t, s.Reader()); n != 1000 {
-			t.Errorf("%d rows, want 1000", n)
-		}
-	})
-
-	t.Run("round trip", func(t *testing.T) {
-		t.Parallel()
-		s := openStore(t)
-		want := []RequestLog{
-			{
-				ID: "full", TS: 1_700_000_000_123,
-				KeyID: sql.NullString{String: "key-1", Valid: true},
-				Model: "gpt-4o", Provider: "openai", Plugin: "openai", PluginVersion: "1.2.3",
-				Status:    502,
-				ErrorType: sql.NullString{String: "upstream_error", Valid: true},
-				LatencyMS: 1234.5, TTFBMS: 67.25, Stream: true,
-				PromptTokens: 100, CompletionTokens: 200, CachedTokens: 50, CostUSD: 0.0042,
-				RequestBody:  sql.NullString{String: `{"model":"gpt-4o"}`, Valid: true},
-				ResponseBody: sql.NullString{String: `{"error":{}}`, Valid: true},
-				Attempts:     2,
-				AttemptLog:   sql.NullString{String: `[{"provider":"a"},{"provider":"openai"}]`, Valid: true},
-			},
-			{ID: "bare", TS: 1_700_000_000_124, Status: 200, Attempts: 1},
-		}
-		if err := s.InsertLogs(t.Context(), want); err != nil {
-			t.Fatalf("InsertLogs: %v", err)
-		}
-		var got []RequestLog
-		if err := s.Reader().SelectContext(t.Context(), &got, `SELECT * FROM request_logs ORDER BY ts`); err != nil {
-			t.Fatalf("select: %v", err)
-		}
-		if len(got) != len(want) {
-			t.Fatalf("%d rows back, want %d", len(got), len(want))
-		}
-		for i := range want {
-			if got[i] != want[i] {
-				t.Errorf("row %d:\n got %+v\nwant %+v", i, got[i], want[i])
+		t.Run("a thousand rows in one call", func(t *testing.T) {
+			t.Parallel()
+			s := open(t)
+			if err := s.InsertLogs(t.Context(), logRows("r", 1000, 1_700_000_000_000)); err != nil {
+				t.Fatalf("InsertLogs: %v", err)
 			}
-		}
-	})
+			if n := countLogs(t, s.Reader()); n != 1000 {
+				t.Errorf("%d rows, want 1000", n)
+			}
+		})
 
-	t.Run("a failing row stores nothing", func(t *testing.T) {
-		t.Parallel()
-		s := openStore(t)
-		rows := logRows("r", 10, 1)
-		rows[7].ID = rows[2].ID
-		err := s.InsertLogs(t.Context(), rows)
-		if err == nil || !strings.Contains(err.Error(), "row 7") {
-			t.Fatalf("InsertLogs = %v, want an error naming row 7", err)
-		}
-		if n := countLogs(t, s.Reader()); n != 0 {
-			t.Errorf("%d rows stored, want 0", n)
-		}
-		// The writer is usable again.
-		if err := s.InsertLogs(t.Context(), logRows("ok", 2, 1)); err != nil {
-			t.Fatalf("InsertLogs after a failure: %v", err)
-		}
-	})
+		t.Run("round trip", func(t *testing.T) {
+			t.Parallel()
+			s := open(t)
+			want := []RequestLog{
+				{
+					ID: "full", TS: 1_700_000_000_123,
+					KeyID: sql.NullString{String: "key-1", Valid: true},
+					Model: "gpt-4o", Provider: "openai", Plugin: "openai", PluginVersion: "1.2.3",
+					Status:    502,
+					ErrorType: sql.NullString{String: "upstream_error", Valid: true},
+					LatencyMS: 1234.5, TTFBMS: 67.25, Stream: true,
+					PromptTokens: 100, CompletionTokens: 200, CachedTokens: 50, CostUSD: 0.0042,
+					RequestBody:  sql.NullString{String: `{"model":"gpt-4o"}`, Valid: true},
+					ResponseBody: sql.NullString{String: `{"error":{}}`, Valid: true},
+					Attempts:     2,
+					AttemptLog:   sql.NullString{String: `[{"provider":"a"},{"provider":"openai"}]`, Valid: true},
+				},
+				{ID: "bare", TS: 1_700_000_000_124, Status: 200, Attempts: 1},
+			}
+			if err := s.InsertLogs(t.Context(), want); err != nil {
+				t.Fatalf("InsertLogs: %v", err)
+			}
+			var got []RequestLog
+			if err := s.Reader().SelectContext(t.Context(), &got, `SELECT * FROM request_logs ORDER BY ts`); err != nil {
+				t.Fatalf("select: %v", err)
+			}
+			if len(got) != len(want) {
+				t.Fatalf("%d rows back, want %d", len(got), len(want))
+			}
+			for i := range want {
+				if got[i] != want[i] {
+					t.Errorf("row %d:\n got %+v\nwant %+v", i, got[i], want[i])
+				}
+			}
+		})
 
-	t.Run("empty batch", func(t *testing.T) {
-		t.Parallel()
-		s := openStore(t)
-		if err := s.InsertLogs(t.Context(), nil); err != nil {
-			t.Errorf("InsertLogs(nil) = %v", err)
-		}
+		t.Run("a failing row stores nothing", func(t *testing.T) {
+			t.Parallel()
+			s := open(t)
+			rows := logRows("r", 10, 1)
+			rows[7].ID = rows[2].ID
+			err := s.InsertLogs(t.Context(), rows)
+			if err == nil || !strings.Contains(err.Error(), "row 7") {
+				t.Fatalf("InsertLogs = %v, want an error naming row 7", err)
+			}
+			if n := countLogs(t, s.Reader()); n != 0 {
+				t.Errorf("%d rows stored, want 0", n)
+			}
+			// The writer is usable again.
+			if err := s.InsertLogs(t.Context(), logRows("ok", 2, 1)); err != nil {
+				t.Fatalf("InsertLogs after a failure: %v", err)
+			}
+		})
+
+		t.Run("empty batch", func(t *testing.T) {
+			t.Parallel()
+			s := open(t)
+			if err := s.InsertLogs(t.Context(), nil); err != nil {
+				t.Errorf("InsertLogs(nil) = %v", err)
+			}
+		})
 	})
 }
 
 func TestPruneLogs(t *testing.T) {
 	t.Parallel()
-	cutoff := time.UnixMilli(1_700_000_000_000)
+	eachDatabase(t, func(t *testing.T, open func(testing.TB) *Store) {
+		cutoff := time.UnixMilli(1_700_000_000_000)
 
-	tests := []struct {
-		name     string
-		old, new int
-		batch    int
-	}{
-		{"several batches and a remainder", 250, 40, 100},
-		{"a whole number of batches", 200, 10, 100},
-		{"fewer than one batch", 7, 3, 100},
-		{"nothing old", 0, 20, 100},
-		{"default batch", 1500, 5, 0},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
+		tests := []struct {
+			name     string
+			old, new int
+			batch    int
+		}{
+			{"several batches and a remainder", 250, 40, 100},
+			{"a whole number of batches", 200, 10, 100},
+			{"fewer than one batch", 7, 3, 100},
+			{"nothing old", 0, 20, 100},
+			{"default batch", 1500, 5, 0},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				t.Parallel()
+				s := open(t)
+				// Old rows end one millisecond before the cutoff; new rows start
+				// exactly at it, and are kept.
+				rows := append(
+					logRows("old", tt.old, cutoff.UnixMilli()-int64(tt.old)),
+					logRows("new", tt.new, cutoff.UnixMilli())...,
+				)
+				if err := s.InsertLogs(t.Context(), rows); err != nil {
+					t.Fatal(err)
+				}
+				n, err := s.PruneLogs(t.Context(), cutoff, tt.batch)
+				if err != nil {
+					t.Fatalf("PruneLogs: %v", err)
+				}
+				if n != int64(tt.old) {
+					t.Errorf("PruneLogs deleted %d rows, want %d", n, tt.old)
+				}
+				var left []string
+				if err := s.Reader().SelectContext(t.Context(), &left,
+					`SELECT id FROM request_logs WHERE ts < ? OR id NOT LIKE 'new-%'`, cutoff.UnixMilli()); err != nil {
+					t.Fatal(err)
+				}
+				if len(left) != 0 {
+					t.Errorf("rows left that should be gone: %v", left)
+				}
+				if got := countLogs(t, s.Reader()); got != int64(tt.new) {
+					t.Errorf("%d rows left, want %d", got, tt.new)
+				}
+			})
+		}
+
+		t.Run("cancelled", func(t *testing.T) {
 			t.Parallel()
-			s := openStore(t)
-			// Old rows end one millisecond before the cutoff; new rows start
-			// exactly at it, and are kept.
-			rows := append(
-				logRows("old", tt.old, cutoff.UnixMilli()-int64(tt.old)),
-				logRows("new", tt.new, cutoff.UnixMilli())...,
-			)
-			if err := s.InsertLogs(t.Context(), rows); err != nil {
-				t.Fatal(err)
-			}
-			n, err := s.PruneLogs(t.Context(), cutoff, tt.batch)
-			if err != nil {
-				t.Fatalf("PruneLogs: %v", err)
-			}
-			if n != int64(tt.old) {
-				t.Errorf("PruneLogs deleted %d rows, want %d", n, tt.old)
-			}
-			var left []string
-			if err := s.Reader().SelectContext(t.Context(), &left,
-				`SELECT id FROM request_logs WHERE ts < ? OR id NOT LIKE 'new-%'`, cutoff.UnixMilli()); err != nil {
-				t.Fatal(err)
-			}
-			if len(left) != 0 {
-				t.Errorf("rows left that should be gone: %v", left)
-			}
-			if got := countLogs(t, s.Reader()); got != int64(tt.new) {
-				t.Errorf("%d rows left, want %d", got, tt.new)
+			s := open(t)
+			ctx, cancel := context.WithCancel(t.Context())
+			cancel()
+			if _, err := s.PruneLogs(ctx, cutoff, 10); !errors.Is(err, context.Canceled) {
+				t.Errorf("PruneLogs = %v, want context.Canceled", err)
 			}
 		})
-	}
-
-	t.Run("cancelled", func(t *testing.T) {
-		t.Parallel()
-		s := openStore(t)
-		ctx, cancel := context.WithCancel(t.Context())
-		cancel()
-		if _, err := s.PruneLogs(ctx, cutoff, 10); !errors.Is(err, context.Canceled) {
-			t.Errorf("PruneLogs = %v, want context.Canceled", err)
-		}
 	})
 }
 
