@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
-	"errors"
 	"fmt"
 	"sync"
 
@@ -13,9 +12,8 @@ import (
 )
 
 // PostgreSQL, for several replicas on one database (work in progress: the
-// store's keys, providers, routes and kept responses run on it; the request
-// log and its rollups do not yet, and the proxy does not offer it in its
-// config).
+// store's providers, routes, kept responses, request log and rollups run
+// on it; the proxy does not offer it in its config yet).
 //
 // The same SQL serves both databases. It is written with SQLite's "?"
 // placeholders, and the driver registered here, a thin layer over pgx's
@@ -134,6 +132,3 @@ func (q qmarkConn) CheckNamedValue(v *driver.NamedValue) error {
 	}
 	return q.c.CheckNamedValue(v)
 }
-
-// errNotOnPostgres refuses what the store cannot do on PostgreSQL yet.
-var errNotOnPostgres = errors.New("not available on PostgreSQL yet")

@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/llm-proxy/llm-proxy/host/internal/histogram"
 	"github.com/llm-proxy/llm-proxy/host/internal/pgtest"
@@ -235,4 +236,30 @@ func TestPostgresHistMerge(t *testing.T) {
 	if err := pg.QueryRowContext(t.Context(), `SELECT llmproxy_hist_merge($1, $2)`, []byte{2}, []byte{1}).Err(); err == nil {
 		t.Fatal("a histogram of an unknown format was merged")
 	}
+}
+
+// TestKeySpent: a key's spend since a time, on both databases.
+func TestKeySpent(t *testing.T) {
+	t.Parallel()
+	bothDatabases(t, func(t *testing.T, s *Store) {
+		key := sql.NullString{String: "k1", Valid: true}
+		rows := []RequestLog{
+			{ID: "a", TS: 1000, KeyID: key, CostUSD: 0.25, Attempts: 1},
+			{ID: "b", TS: 2000, KeyID: key, CostUSD: 0.5, Attempts: 1},
+			{ID: "c", TS: 2000, KeyID: sql.NullString{String: "k2", Valid: true}, CostUSD: 4, Attempts: 1},
+		}
+		if err := s.InsertLogs(t.Context(), rows); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []struct {
+			key   string
+			since int64
+			want  float64
+		}{{"k1", 0, 0.75}, {"k1", 1500, 0.5}, {"k2", 0, 4}, {"nobody", 0, 0}} {
+			got, err := s.KeySpent(t.Context(), c.key, time.UnixMilli(c.since))
+			if err != nil || got != c.want {
+				t.Errorf("KeySpent(%s, %d) = %v, %v; want %v", c.key, c.since, got, err, c.want)
+			}
+		}
+	})
 }

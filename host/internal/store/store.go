@@ -14,6 +14,13 @@
 // SQLite is pure Go here (modernc.org/sqlite): the binary needs no C
 // compiler and cross-compiles like the rest of the proxy.
 //
+// [OpenPostgres] opens the same store on PostgreSQL, for several replicas
+// on one database (postgres.go). The providers, routes, kept responses,
+// request log and rollups of this package run on both databases, and their
+// tests run on both; the SQL that still lives in other packages (keys,
+// users, settings, the log queries) does not yet, and the proxy does not
+// offer PostgreSQL in its config yet.
+//
 // # One writer, many readers
 //
 // SQLite allows one writing transaction at a time per file. A Store
