@@ -221,7 +221,7 @@ func (s *Store) CreateProvider(ctx context.Context, p Provider) error {
 	_, err = s.w.ExecContext(ctx, `INSERT INTO providers (`+providerColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		p.ID, p.Name, p.Plugin, p.BaseURL, models, p.AllowPrivateNetwork, p.AllowImageFetch, extra, opts, nullBytes(p.SecretSealed),
 		p.RPM, p.TPM, p.MaxParallel, weights, p.CreatedAt, p.CreatedAt)
-	if isUniqueViolation(err) {
+	if IsUniqueViolation(err) {
 		return ErrProviderExists
 	}
 	if err != nil {
@@ -303,7 +303,9 @@ func nullBytes(b []byte) any {
 	return b
 }
 
-func isUniqueViolation(err error) bool {
+// IsUniqueViolation reports whether err is a statement refused for a
+// duplicate in a unique column, on either database.
+func IsUniqueViolation(err error) bool {
 	if se, ok := errors.AsType[*sqlite.Error](err); ok {
 		return se.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || se.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
 	}

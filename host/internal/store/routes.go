@@ -140,7 +140,7 @@ func (s *Store) CreateRoute(ctx context.Context, rt Route) error {
 	}
 	_, err = s.w.ExecContext(ctx, `INSERT INTO routes (`+routeColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
 		rt.ID, rt.Model, rt.Strategy, targets, rt.MaxAttempts, fallback, rt.CreatedAt, rt.CreatedAt)
-	if isUniqueViolation(err) {
+	if IsUniqueViolation(err) {
 		return ErrRouteExists
 	}
 	if err != nil {

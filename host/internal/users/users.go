@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"strings"
 	"time"
 
 	"github.com/llm-proxy/llm-proxy/host/internal/secrets"
@@ -88,7 +87,7 @@ func (s *Store) Create(ctx context.Context, username, password, role string, now
 	_, err = s.st.Writer().ExecContext(ctx, `INSERT INTO users (id, username, password_hash, role, created_at, updated_at, password_changed_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?)`, id, username, hash, role, ms, ms, ms)
 	if err != nil {
-		if strings.Contains(err.Error(), "UNIQUE") {
+		if store.IsUniqueViolation(err) {
 			return nil, fmt.Errorf("%w: %s", ErrExists, username)
 		}
 		return nil, fmt.Errorf("create user: %w", err)
