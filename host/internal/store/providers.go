@@ -309,7 +309,9 @@ func IsUniqueViolation(err error) bool {
 	if se, ok := errors.AsType[*sqlite.Error](err); ok {
 		return se.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || se.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
 	}
-	// PostgreSQL's unique_violation.
 	pe, ok := errors.AsType[*pgconn.PgError](err)
-	return ok && pe.Code == "23505"
+	return ok && pe.Code == pgUniqueViolation
 }
+
+// pgUniqueViolation is PostgreSQL's SQLSTATE unique_violation.
+const pgUniqueViolation = "23505"
