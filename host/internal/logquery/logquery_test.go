@@ -11,6 +11,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/url"
+	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -21,6 +22,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/llm-proxy/llm-proxy/host/internal/histogram"
+	"github.com/llm-proxy/llm-proxy/host/internal/pgtest"
 	"github.com/llm-proxy/llm-proxy/host/internal/store"
 )
 
@@ -28,11 +30,22 @@ import (
 // and day buckets start on it.
 var t0 = time.Date(2025, 3, 10, 0, 0, 0, 0, time.UTC)
 
+// TestMain stops the PostgreSQL server the tests used, if any: with
+// LLMPROXY_TEST_DB=postgres every test's store is a PostgreSQL database
+// (the test task runs this package that way too).
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
 // openStore opens a fresh database in a temporary directory, stores rows
 // in it in batches of 1000, and closes it when the test ends.
 func openStore(tb testing.TB, rows []store.RequestLog) *store.Store {
 	tb.Helper()
-	s, err := store.Open(tb.Context(), store.Options{Path: filepath.Join(tb.TempDir(), "logs.db")})
+	var s *store.Store
+	var err error
+	if os.Getenv("LLMPROXY_TEST_DB") == "postgres" {
+		s, err = store.OpenPostgres(tb.Context(), pgtest.New(tb), store.Options{})
+	} else {
+		s, err = store.Open(tb.Context(), store.Options{Path: filepath.Join(tb.TempDir(), "logs.db")})
+	}
 	if err != nil {
 		tb.Fatalf("store.Open: %v", err)
 	}
@@ -1146,6 +1159,9 @@ func queryPlan(t *testing.T, db *sqlx.DB, query string, args []any) string {
 
 func TestQueryPlans(t *testing.T) {
 	t.Parallel()
+	if os.Getenv("LLMPROXY_TEST_DB") == "postgres" {
+		t.Skip("these are SQLite's query plans")
+	}
 	db := openStore(t, fixture(1000)).Reader()
 	from, to := t0.Add(time.Hour), t0.Add(48*time.Hour)
 	cursor := encodeCursor(t0.Add(10*time.Hour).UnixMilli(), "r0500")

@@ -113,6 +113,9 @@ const logByIDQuery = "SELECT " + logColumns + ", request_body, response_body, at
 // Log returns the row with the given id, bodies included: one primary key
 // lookup.
 func Log(ctx context.Context, db *sqlx.DB, id string) (LogDetail, error) {
+	if hasNUL(id) {
+		return LogDetail{}, ErrNotFound
+	}
 	var r store.RequestLog
 	err := db.GetContext(ctx, &r, logByIDQuery, id)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -179,6 +182,9 @@ func Logs(ctx context.Context, db *sqlx.DB, f LogFilter) (LogPage, error) {
 	// Check the filter before touching the database.
 	if _, _, _, err := logsQuery(f, nil); err != nil {
 		return LogPage{}, fmt.Errorf("logs: %w", err)
+	}
+	if hasNUL(f.KeyID, f.Model, f.Provider) {
+		return LogPage{Data: []LogRow{}}, nil
 	}
 	// One snapshot for every statement: the rollups that guide a
 	// windowed read must describe the rows it reads.
@@ -336,7 +342,7 @@ func logsQueryIn(f LogFilter, statuses []int, lo, hi int64, want int) (query str
 		return query, append(w.args, n), limit, nil
 	}
 	w.add("status = ?")
-	branch := "SELECT * FROM (SELECT " + logColumns + " FROM request_logs" + w.String() + order + ")"
+	branch := "SELECT * FROM (SELECT " + logColumns + " FROM request_logs" + w.String() + order + ") AS branch"
 	var b strings.Builder
 	for i, status := range statuses {
 		if i > 0 {
@@ -435,4 +441,17 @@ func decodeCursor(s string) (ts int64, id string, err error) {
 		return 0, "", bad()
 	}
 	return ts, id, nil
+}
+
+// hasNUL reports a NUL byte in any of vs. No stored text holds one
+// (PostgreSQL cannot store it, and the proxy never writes it), so a filter
+// with one matches nothing; it is not sent to the database, where
+// PostgreSQL would refuse the statement.
+func hasNUL(vs ...string) bool {
+	for _, v := range vs {
+		if strings.IndexByte(v, 0) >= 0 {
+			return true
+		}
+	}
+	return false
 }

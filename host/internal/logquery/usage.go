@@ -138,6 +138,9 @@ func Usage(ctx context.Context, db *sqlx.DB, q UsageQuery) ([]UsageRow, error) {
 	if q.Bucket == BucketMinute && (q.From.IsZero() || q.To.IsZero() || q.To.Sub(q.From) > MaxMinuteRange) {
 		return nil, fmt.Errorf("usage: %w", badValue("bucket", q.Bucket, "covers at most "+MaxMinuteRange.String()+": give from and to"))
 	}
+	if hasNUL(q.KeyID, q.Model, q.Provider) {
+		return []UsageRow{}, nil
+	}
 	return usage(ctx, db, q, size, size)
 }
 
@@ -301,7 +304,7 @@ func rollupUsageSQL(part usagePart, q UsageQuery) (string, []any) {
 func rawUsageSQL(part usagePart, q UsageQuery) (string, []any) {
 	var w where
 	w.dimensionsMilli(part.lo, part.hi, q.KeyID, q.Model, q.Provider)
-	return `SELECT ts, ` + groupColumns[q.GroupBy][1] + `, 1, status >= 400,
+	return `SELECT ts, ` + groupColumns[q.GroupBy][1] + `, 1, CASE WHEN status >= 400 THEN 1 ELSE 0 END,
 		prompt_tokens, completion_tokens, cached_tokens, cost_usd, latency_ms
 		FROM request_logs` + w.String(), w.args
 }

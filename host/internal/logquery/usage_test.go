@@ -15,7 +15,8 @@ import (
 )
 
 // exactUsageSQL is how Usage was computed before the rollups: straight
-// from request_logs, percentiles by nearest rank with window functions.
+// from request_logs, percentiles by nearest rank with window functions, in
+// SQL that SQLite and PostgreSQL both run.
 // It serves as the reference that Usage must agree with. {bucket},
 // {group} and {where} are replaced by fragments of the test.
 const exactUsageSQL = `SELECT b, g, max(n), max(errors), max(prompt), max(completion), max(cached), max(cost),
@@ -26,15 +27,15 @@ FROM (
 	SELECT {bucket} AS b, {group} AS g, latency_ms,
 		row_number() OVER w AS rn,
 		count(*) OVER whole AS n,
-		sum(status >= 400) OVER whole AS errors,
+		sum(CASE WHEN status >= 400 THEN 1 ELSE 0 END) OVER whole AS errors,
 		sum(prompt_tokens) OVER whole AS prompt,
 		sum(completion_tokens) OVER whole AS completion,
 		sum(cached_tokens) OVER whole AS cached,
-		total(cost_usd) OVER whole AS cost
+		coalesce(sum(cost_usd) OVER whole, 0) AS cost
 	FROM request_logs{where}
 	WINDOW w AS (PARTITION BY {bucket}, {group} ORDER BY latency_ms),
 		whole AS (w ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
-)
+) AS ranked
 WHERE rn IN ((n * 50 + 99) / 100, (n * 95 + 99) / 100, (n * 99 + 99) / 100)
 GROUP BY b, g
 ORDER BY b, g`

@@ -204,7 +204,7 @@ func (w *walker) bucketsSQL(period, lo, hi int64) (string, []any) {
 	for _, c := range w.dims.conds {
 		query += " AND " + c
 	}
-	return query + ` GROUP BY bucket HAVING n > 0 ORDER BY bucket DESC`, append([]any{period, lo, hi}, w.dims.args...)
+	return query + ` GROUP BY bucket HAVING sum(` + w.count + `) > 0 ORDER BY bucket DESC`, append([]any{period, lo, hi}, w.dims.args...)
 }
 
 // next returns the start of the next window down: the start of the
