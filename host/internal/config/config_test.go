@@ -363,6 +363,12 @@ max_attempts = 11
 			exact: true,
 		},
 		{
+			name:  "responses kept too briefly",
+			toml:  "[responses]\nttl = \"30s\"\n",
+			want:  []want{{"responses.ttl", "at least 1m while store is on, got 30s"}},
+			exact: true,
+		},
+		{
 			name:  "bad api_key_envs",
 			toml:  provider + "api_key_envs = [\"OK_NAME\", \"not a name\"]\n",
 			want:  []want{{"providers[0].api_key_envs[1]", "valid environment variable name"}},

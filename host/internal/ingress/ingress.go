@@ -44,6 +44,16 @@ type Usage struct {
 	Known                                 bool
 }
 
+// ChatUsage reads a chat completion "usage" object; Known is false when
+// raw is not an object.
+func ChatUsage(raw []byte) Usage {
+	u := gjson.ParseBytes(raw)
+	if !u.IsObject() {
+		return Usage{}
+	}
+	return readChatUsage(u)
+}
+
 // readChatUsage reads a chat completion "usage" object.
 func readChatUsage(u gjson.Result) Usage {
 	return Usage{

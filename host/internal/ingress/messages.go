@@ -260,9 +260,9 @@ func appendBlock(b []byte, blk gjson.Result, param string) ([]byte, *BadRequest)
 		src := blk.Get("source")
 		switch src.Get("type").Str {
 		case "base64":
-			mt, data := src.Get("media_type"), src.Get("data")
-			if !isString(mt) || !isString(data) {
-				return b, bad(param+".source", param+".source: media_type and data are required")
+			mt, data, err := base64Source(src, param)
+			if err != nil {
+				return b, err
 			}
 			b = append(b, `{"type":"image_url","image_url":{"url":`...)
 			return append(appendDataURL(b, mt, data), `}}`...), nil
@@ -280,9 +280,9 @@ func appendBlock(b []byte, blk gjson.Result, param string) ([]byte, *BadRequest)
 		src := blk.Get("source")
 		switch src.Get("type").Str {
 		case "base64":
-			mt, data := src.Get("media_type"), src.Get("data")
-			if !isString(mt) || !isString(data) {
-				return b, bad(param+".source", param+".source: media_type and data are required")
+			mt, data, err := base64Source(src, param)
+			if err != nil {
+				return b, err
 			}
 			b = append(b, `{"type":"file","file":{"filename":`...)
 			if t := blk.Get("title"); isString(t) {
@@ -311,6 +311,15 @@ func appendBlock(b []byte, blk gjson.Result, param string) ([]byte, *BadRequest)
 		return b, unsupported(param+".source.type", param+".source.type: only base64, text and content documents can be sent to this model's provider")
 	}
 	return b, unsupported(param+".type", param+".type: the content block type '"+blk.Get("type").Str+"' cannot be sent to this model's provider")
+}
+
+// base64Source reads a base64 source's media type and data.
+func base64Source(src gjson.Result, param string) (mediaType, data gjson.Result, err *BadRequest) {
+	mediaType, data = src.Get("media_type"), src.Get("data")
+	if !isString(mediaType) || !isString(data) {
+		return mediaType, data, bad(param+".source", param+".source: media_type and data are required")
+	}
+	return mediaType, data, nil
 }
 
 // appendDataURL writes a base64 source as a data: URL string; mediaType

@@ -69,7 +69,8 @@ type request struct {
 	ttfb          time.Duration
 	bodies        *bodies // nil unless [logs] bodies is on
 	// Of a request that is not a chat completion: the Messages request as
-	// the client sent it (for providers that take it unchanged), whether
+	// the client sent it (fasthttp's buffer, valid during the handler; for
+	// providers that take it unchanged), whether
 	// the current attempt sends it so, and the Responses it answers with.
 	native         []byte
 	nativeAttempt  bool
@@ -114,16 +115,8 @@ type usage struct {
 	known                      bool
 }
 
-func (u *usage) set(raw []byte) {
-	r := gjson.ParseBytes(raw)
-	if !r.IsObject() {
-		return
-	}
-	u.prompt = r.Get("prompt_tokens").Int()
-	u.completion = r.Get("completion_tokens").Int()
-	u.cached = r.Get("prompt_tokens_details.cached_tokens").Int()
-	u.known = true
-}
+// set takes a chat completion's usage object.
+func (u *usage) set(raw []byte) { u.setFrom(ingress.ChatUsage(raw)) }
 
 func invalid(param, msg string) *apierror.Error {
 	return apierror.New(fiber.StatusBadRequest, apierror.NoCode, msg).WithParam(param)

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -356,9 +357,9 @@ func (s *Server) attempt(c *fiber.Ctx, r *request, body []byte, t *router.Target
 		r.nativeAttempt = s.pluginHas(t.Provider.Plugin, abi.CapMessages)
 		switch {
 		case r.nativeAttempt && stream:
-			body, r.op = r.native, abi.OpMessagesStream
+			body, r.op = bytes.Clone(r.native), abi.OpMessagesStream
 		case r.nativeAttempt:
-			body, r.op = r.native, abi.OpMessages
+			body, r.op = bytes.Clone(r.native), abi.OpMessages
 		case stream:
 			r.op = abi.OpChatStream
 		default:

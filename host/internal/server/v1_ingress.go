@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"strings"
@@ -52,9 +51,10 @@ func (s *Server) translate(r *request, body []byte) (model string, stream bool, 
 		if m, bad = ingress.ParseMessages(root, false); bad == nil {
 			model, stream, unified = m.Model, m.Stream, m.Chat
 			r.untranslatable = m.Untranslatable
-			// Kept for providers that take the request unchanged; fasthttp
-			// reuses the body's buffer once the handler returns.
-			r.native = bytes.Clone(body)
+			// For providers that take the request unchanged; an attempt
+			// that sends it copies it (fasthttp reuses the buffer once the
+			// handler returns).
+			r.native = body
 		}
 	case faceResponses:
 		previous, err := s.previousResponse(r, root)

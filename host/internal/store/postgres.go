@@ -37,8 +37,8 @@ const (
 )
 
 // OpenPostgres opens the PostgreSQL database of dsn (a pgx connection
-// string or URL) and applies any pending migrations. Readers, at least
-// 4, sizes its one pool, which serves reads and writes: PostgreSQL needs no
+// string or URL) and applies any pending migrations. Its one pool, of
+// twice Readers connections, serves reads and writes: PostgreSQL needs no
 // single writer.
 func OpenPostgres(ctx context.Context, dsn string, o Options) (*Store, error) {
 	if o.Readers <= 0 {
@@ -48,7 +48,7 @@ func OpenPostgres(ctx context.Context, dsn string, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
-	n := max(o.Readers, 4) * 2
+	n := 2 * o.Readers
 	db.SetMaxOpenConns(n)
 	db.SetMaxIdleConns(n)
 	if err := db.PingContext(ctx); err != nil {

@@ -34,14 +34,7 @@ func TestPostgresSchema(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer lite.Close()
-	pg, err := sql.Open("pgx", pgtest.New(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pg.Close()
-	if err := MigratePostgres(t.Context(), pg); err != nil {
-		t.Fatal(err)
-	}
+	pg := migratedPostgres(t)
 	if err := MigratePostgres(t.Context(), pg); err != nil {
 		t.Fatalf("migrating an up-to-date database: %v", err)
 	}
@@ -196,14 +189,7 @@ func openPostgresStore(t testing.TB) *Store {
 // byte, what the Go merge gives, on random histograms.
 func TestPostgresHistMerge(t *testing.T) {
 	t.Parallel()
-	pg, err := sql.Open("pgx", pgtest.New(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pg.Close()
-	if err := MigratePostgres(t.Context(), pg); err != nil {
-		t.Fatal(err)
-	}
+	pg := migratedPostgres(t)
 	rng := rand.New(rand.NewPCG(1, 2))
 	random := func() []byte {
 		var h histogram.Hist
@@ -262,4 +248,19 @@ func TestKeySpent(t *testing.T) {
 			}
 		}
 	})
+}
+
+// migratedPostgres opens a fresh PostgreSQL database on pgx's own driver,
+// migrated up, and closes it when the test ends.
+func migratedPostgres(t *testing.T) *sql.DB {
+	t.Helper()
+	pg, err := sql.Open("pgx", pgtest.New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pg.Close() })
+	if err := MigratePostgres(t.Context(), pg); err != nil {
+		t.Fatal(err)
+	}
+	return pg
 }
