@@ -33,8 +33,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jmoiron/sqlx"
-
 	"github.com/llm-proxy/llm-proxy/host/internal/secrets"
 	"github.com/llm-proxy/llm-proxy/host/internal/store"
 )
@@ -163,26 +161,9 @@ func (k *Key) Allows(model string) bool {
 	return slices.Contains(k.Models, model)
 }
 
-type row struct {
-	ID         string        `db:"id"`
-	Name       string        `db:"name"`
-	Prefix     string        `db:"prefix"`
-	Hash       []byte        `db:"hash"`
-	Models     string        `db:"models"`
-	CreatedAt  int64         `db:"created_at"`
-	ExpiresAt  sql.NullInt64 `db:"expires_at"`
-	RevokedAt  sql.NullInt64 `db:"revoked_at"`
-	LastUsedAt sql.NullInt64 `db:"last_used_at"`
-	RPM        int           `db:"rpm"`
-	TPM        int           `db:"tpm"`
-	Parallel   int           `db:"max_parallel"`
-	Budget     float64       `db:"budget_usd"`
-	Period     string        `db:"budget_period"`
-}
-
-func (r row) key() (*Key, error) {
+func fromRow(r store.APIKey) (*Key, error) {
 	k := &Key{ID: r.ID, Name: r.Name, Prefix: r.Prefix, CreatedAt: time.UnixMilli(r.CreatedAt).UTC(),
-		Limits: Limits{RPM: r.RPM, TPM: r.TPM, MaxParallel: r.Parallel, BudgetUSD: r.Budget, BudgetPeriod: r.Period}}
+		Limits: Limits{RPM: r.RPM, TPM: r.TPM, MaxParallel: r.MaxParallel, BudgetUSD: r.BudgetUSD, BudgetPeriod: r.BudgetPeriod}}
 	if len(r.Hash) != 32 {
 		return nil, fmt.Errorf("key %s: bad hash length %d", r.ID, len(r.Hash))
 	}
@@ -270,23 +251,12 @@ func (r *Registry) FlushUsage(ctx context.Context) (int, error) {
 	if len(todo) == 0 {
 		return 0, nil
 	}
-	tx, err := r.st.Writer().BeginTxx(ctx, nil)
-	if err != nil {
-		return 0, fmt.Errorf("flush key usage: %w", err)
+	stamps := make([]store.KeyStamp, len(todo))
+	for i, t := range todo {
+		stamps[i] = store.KeyStamp{ID: t.id, MS: t.ms}
 	}
-	defer tx.Rollback()
-	stmt, err := tx.PreparexContext(ctx, `UPDATE api_keys SET last_used_at = max(coalesce(last_used_at, 0), ?) WHERE id = ?`)
-	if err != nil {
-		return 0, fmt.Errorf("flush key usage: %w", err)
-	}
-	defer stmt.Close()
-	for _, s := range todo {
-		if _, err := stmt.ExecContext(ctx, s.ms, s.id); err != nil {
-			return 0, fmt.Errorf("flush key usage: %s: %w", s.id, err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("flush key usage: commit: %w", err)
+	if err := r.st.FlushKeyUsage(ctx, stamps); err != nil {
+		return 0, err
 	}
 	for _, s := range todo {
 		raise(&s.u.flushed, s.ms)
@@ -328,16 +298,9 @@ func (r *Registry) Watch(ctx context.Context, every time.Duration) {
 	}
 }
 
-// fingerprint changes whenever a key is added, rotated, revoked, changed
-// or deleted.
-const fingerprintSQL = `SELECT count(*) || ':' || coalesce(max(created_at), 0) || ':' ||
-	coalesce(sum(coalesce(revoked_at, 0)), 0) || ':' || coalesce(sum(updated_at), 0) || ':' ||
-	coalesce(group_concat(hex(substr(hash, 1, 4)), ''), '')
-	FROM api_keys`
-
 func (r *Registry) refresh(ctx context.Context) error {
-	var mark string
-	if err := r.st.Reader().GetContext(ctx, &mark, fingerprintSQL); err != nil {
+	mark, err := r.st.KeysMark(ctx)
+	if err != nil {
 		return err
 	}
 	r.mu.RLock()
@@ -350,21 +313,13 @@ func (r *Registry) refresh(ctx context.Context) error {
 }
 
 func (r *Registry) reload(ctx context.Context) error {
-	var mark string
-	var rows []row
-	err := withTx(ctx, r.st.Reader(), func(tx *sqlx.Tx) error {
-		if err := tx.GetContext(ctx, &mark, fingerprintSQL); err != nil {
-			return err
-		}
-		return tx.SelectContext(ctx, &rows, `SELECT id, name, prefix, hash, models, created_at, expires_at, revoked_at, last_used_at,
-			rpm, tpm, max_parallel, budget_usd, budget_period FROM api_keys`)
-	})
+	rows, mark, err := r.st.ListKeys(ctx)
 	if err != nil {
-		return fmt.Errorf("load api keys: %w", err)
+		return err
 	}
 	m := make(map[[32]byte]*Key, len(rows))
 	for _, rw := range rows {
-		k, err := rw.key()
+		k, err := fromRow(rw)
 		if err != nil {
 			return err
 		}
@@ -393,15 +348,6 @@ func (r *Registry) reload(ctx context.Context) error {
 	r.byHash, r.mark = m, mark
 	r.mu.Unlock()
 	return nil
-}
-
-func withTx(ctx context.Context, db *sqlx.DB, fn func(*sqlx.Tx) error) error {
-	tx, err := db.BeginTxx(ctx, &sql.TxOptions{ReadOnly: true})
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	return fn(tx)
 }
 
 // CreateRequest describes a new key.
@@ -440,13 +386,11 @@ func (r *Registry) Create(ctx context.Context, req CreateRequest, now time.Time)
 	if req.ExpiresAt != nil {
 		expires = sql.NullInt64{Int64: req.ExpiresAt.UnixMilli(), Valid: true}
 	}
-	_, err := r.st.Writer().ExecContext(ctx,
-		`INSERT INTO api_keys (id, name, prefix, hash, models, created_at, expires_at,
-			rpm, tpm, max_parallel, budget_usd, budget_period) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		id, req.Name, prefix, hash[:], string(mj), now.UnixMilli(), expires,
-		req.RPM, req.TPM, req.MaxParallel, req.BudgetUSD, req.BudgetPeriod)
+	err := r.st.InsertKey(ctx, store.APIKey{ID: id, Name: req.Name, Prefix: prefix, Hash: hash[:], Models: string(mj),
+		CreatedAt: now.UnixMilli(), ExpiresAt: expires, RPM: req.RPM, TPM: req.TPM, MaxParallel: req.MaxParallel,
+		BudgetUSD: req.BudgetUSD, BudgetPeriod: req.BudgetPeriod})
 	if err != nil {
-		return "", nil, fmt.Errorf("create api key: %w", err)
+		return "", nil, err
 	}
 	if err := r.reload(ctx); err != nil {
 		return "", nil, err
@@ -526,15 +470,10 @@ func (r *Registry) Update(ctx context.Context, id string, p Patch, now time.Time
 	if err := l.check(); err != nil {
 		return nil, err
 	}
-	res, err := r.st.Writer().ExecContext(ctx,
-		`UPDATE api_keys SET rpm = ?, tpm = ?, max_parallel = ?, budget_usd = ?, budget_period = ?, updated_at = max(updated_at + 1, ?)
-		WHERE id = ? AND revoked_at IS NULL`,
-		l.RPM, l.TPM, l.MaxParallel, l.BudgetUSD, l.BudgetPeriod, now.UnixMilli(), id)
+	err = r.st.UpdateKeyLimits(ctx, id, store.KeyLimits{RPM: l.RPM, TPM: l.TPM, MaxParallel: l.MaxParallel,
+		BudgetUSD: l.BudgetUSD, BudgetPeriod: l.BudgetPeriod}, now.UnixMilli())
 	if err != nil {
-		return nil, fmt.Errorf("update api key: %w", err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return nil, ErrNotFound
+		return nil, notFound(err)
 	}
 	if err := r.reload(ctx); err != nil {
 		return nil, err
@@ -544,13 +483,8 @@ func (r *Registry) Update(ctx context.Context, id string, p Patch, now time.Time
 
 // Revoke disables a key for good; revoking twice is not an error.
 func (r *Registry) Revoke(ctx context.Context, id string, now time.Time) (*Key, error) {
-	res, err := r.st.Writer().ExecContext(ctx,
-		`UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?) WHERE id = ?`, now.UnixMilli(), id)
-	if err != nil {
-		return nil, fmt.Errorf("revoke api key: %w", err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return nil, ErrNotFound
+	if err := r.st.RevokeKey(ctx, id, now.UnixMilli()); err != nil {
+		return nil, notFound(err)
 	}
 	if err := r.reload(ctx); err != nil {
 		return nil, err
@@ -561,19 +495,22 @@ func (r *Registry) Revoke(ctx context.Context, id string, now time.Time) (*Key, 
 // Rotate gives a key a new secret; the old one stops working at once.
 func (r *Registry) Rotate(ctx context.Context, id string) (string, *Key, error) {
 	secret, prefix, hash := secrets.NewAPIKey()
-	res, err := r.st.Writer().ExecContext(ctx,
-		`UPDATE api_keys SET hash = ?, prefix = ? WHERE id = ? AND revoked_at IS NULL`, hash[:], prefix, id)
-	if err != nil {
-		return "", nil, fmt.Errorf("rotate api key: %w", err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return "", nil, ErrNotFound
+	if err := r.st.RotateKey(ctx, id, hash[:], prefix, time.Now().UnixMilli()); err != nil {
+		return "", nil, notFound(err)
 	}
 	if err := r.reload(ctx); err != nil {
 		return "", nil, err
 	}
 	k, err := r.Get(id)
 	return secret, k, err
+}
+
+// notFound maps the store's ErrKeyNotFound to ErrNotFound.
+func notFound(err error) error {
+	if errors.Is(err, store.ErrKeyNotFound) {
+		return ErrNotFound
+	}
+	return err
 }
 
 func newID() string {

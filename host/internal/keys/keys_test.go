@@ -4,21 +4,21 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/llm-proxy/llm-proxy/host/internal/keys"
+	"github.com/llm-proxy/llm-proxy/host/internal/pgtest"
 	"github.com/llm-proxy/llm-proxy/host/internal/store"
+	"github.com/llm-proxy/llm-proxy/host/internal/store/storetest"
 )
 
-func open(t *testing.T, path string) *keys.Registry {
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+func open(t *testing.T, st *store.Store) *keys.Registry {
 	t.Helper()
-	st, err := store.Open(context.Background(), store.Options{Path: path})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
 	r, err := keys.Open(context.Background(), st, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -29,8 +29,11 @@ func open(t *testing.T, path string) *keys.Registry {
 // TestOtherProcessChangesApplyWithinASecond: two registries on one
 // database stand for the server and the `llm-proxy keys` command.
 func TestOtherProcessChangesApplyWithinASecond(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "db")
-	cli, server := open(t, path), open(t, path)
+	storetest.EachShared(t, testOtherProcessChanges)
+}
+
+func testOtherProcessChanges(t *testing.T, connect func() *store.Store) {
+	cli, server := open(t, connect()), open(t, connect())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go server.Watch(ctx, 100*time.Millisecond)
@@ -63,7 +66,11 @@ func TestOtherProcessChangesApplyWithinASecond(t *testing.T) {
 }
 
 func TestAuthenticate(t *testing.T) {
-	r := open(t, filepath.Join(t.TempDir(), "db"))
+	storetest.EachDatabase(t, testAuthenticate)
+}
+
+func testAuthenticate(t *testing.T, st *store.Store) {
+	r := open(t, st)
 	ctx := context.Background()
 	now := time.Now()
 	exp := now.Add(time.Hour)
@@ -97,14 +104,11 @@ func lastUsed(t *testing.T, st *store.Store, id string) int64 {
 // TestLastUsed: a successful Authenticate stamps the key in memory; a
 // flush writes the changed stamps; unused keys and refused attempts leave
 // nothing; reloads and other processes see the stamps.
-func TestLastUsed(t *testing.T) {
+func TestLastUsed(t *testing.T) { storetest.EachShared(t, testLastUsed) }
+
+func testLastUsed(t *testing.T, connect func() *store.Store) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "db")
-	st, err := store.Open(ctx, store.Options{Path: path})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := connect()
 	r, err := keys.Open(ctx, st, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -175,7 +179,7 @@ func TestLastUsed(t *testing.T) {
 	}
 	// Another process reads the stamps from the database; an older stamp
 	// from it never moves the database back.
-	cli := open(t, path)
+	cli := open(t, connect())
 	if k, _ := cli.Get(used.ID); k.LastUsedAt == nil || !k.LastUsedAt.Equal(later.Truncate(time.Millisecond)) {
 		t.Fatalf("other process: %+v", k)
 	}
@@ -195,14 +199,10 @@ func TestLastUsed(t *testing.T) {
 }
 
 // TestFlushUsageEvery: the loop writes stamps on its own.
-func TestFlushUsageEvery(t *testing.T) {
+func TestFlushUsageEvery(t *testing.T) { storetest.EachDatabase(t, testFlushUsageEvery) }
+
+func testFlushUsageEvery(t *testing.T, st *store.Store) {
 	ctx, cancel := context.WithCancel(context.Background())
-	path := filepath.Join(t.TempDir(), "db")
-	st, err := store.Open(ctx, store.Options{Path: path})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
 	r, _ := keys.Open(ctx, st, nil)
 	secret, k, _ := r.Create(ctx, keys.CreateRequest{Name: "a"}, time.Now())
 	done := make(chan struct{})
