@@ -205,7 +205,7 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 		Tracer:       tracer,
 		ServeMetrics: cfg.Metrics.Enabled,
 		MetricsToken: env[cfg.Metrics.TokenEnv],
-		Sessions:     sessions.New(key, accounts, sessions.Options{TTL: cfg.Auth.SessionTTL.Std()}),
+		Sessions:     sessions.New(key, accounts, st, sessions.Options{TTL: cfg.Auth.SessionTTL.Std()}),
 		Users:        accounts,
 		Hub:          events,
 		Router:       routes,

@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"slices"
 	"strconv"
@@ -37,6 +36,7 @@ type settings struct {
 	retention   int
 	bodies      bool
 	changedKeys map[string]bool
+	mark        string // the table as last loaded (store.Settings)
 }
 
 func newSettings(st *store.Store, retention int, bodies bool, maxBody int, redact []string) *settings {
@@ -46,28 +46,59 @@ func newSettings(st *store.Store, retention int, bodies bool, maxBody int, redac
 
 // load reads the stored values over the defaults.
 func (s *settings) load(ctx context.Context) error {
-	var rows []struct {
-		Key   string `db:"key"`
-		Value string `db:"value"`
+	values, mark, err := s.st.Settings(ctx)
+	if err != nil {
+		return err
 	}
-	if err := s.st.Reader().SelectContext(ctx, &rows, `SELECT key, value FROM settings`); err != nil {
-		return fmt.Errorf("read settings: %w", err)
-	}
+	s.set(values, mark)
+	return nil
+}
+
+// set takes the stored values over the defaults.
+func (s *settings) set(values map[string]string, mark string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, r := range rows {
-		switch r.Key {
+	s.mark = mark
+	for k, v := range values {
+		switch k {
 		case settingRetentionDays:
-			if n, err := strconv.Atoi(r.Value); err == nil && n >= 0 && n <= MaxRetentionDays {
-				s.retention, s.changedKeys[r.Key] = n, true
+			if n, err := strconv.Atoi(v); err == nil && n >= 0 && n <= MaxRetentionDays {
+				s.retention, s.changedKeys[k] = n, true
 			}
 		case settingLogBodies:
-			if b, err := strconv.ParseBool(r.Value); err == nil {
-				s.bodies, s.changedKeys[r.Key] = b, true
+			if b, err := strconv.ParseBool(v); err == nil {
+				s.bodies, s.changedKeys[k] = b, true
 			}
 		}
 	}
+}
+
+// refresh loads the table again when another process (a replica) changed
+// it, and applies what changed.
+func (s *settings) refresh(ctx context.Context) error {
+	values, mark, err := s.st.Settings(ctx)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	same, retention := mark == s.mark, s.retention
+	s.mu.Unlock()
+	if same {
+		return nil
+	}
+	s.set(values, mark)
+	s.apply()
+	if s.retentionDays() != retention {
+		s.wakePrune()
+	}
 	return nil
+}
+
+func (s *settings) wakePrune() {
+	select {
+	case s.pruneNow <- struct{}{}:
+	default:
+	}
 }
 
 // apply hands the body setting to the server.
@@ -108,27 +139,14 @@ func (s *settings) UpdateSettings(p server.SettingsPatch) (server.Settings, erro
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	tx, err := s.st.Writer().BeginTxx(ctx, nil)
-	if err != nil {
-		return server.Settings{}, err
-	}
-	defer tx.Rollback()
-	put := func(k, v string) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO settings (key, value) VALUES (?, ?)
-			ON CONFLICT (key) DO UPDATE SET value = excluded.value`, k, v)
-		return err
-	}
+	values := map[string]string{}
 	if p.RetentionDays != nil {
-		if err := put(settingRetentionDays, strconv.Itoa(*p.RetentionDays)); err != nil {
-			return server.Settings{}, err
-		}
+		values[settingRetentionDays] = strconv.Itoa(*p.RetentionDays)
 	}
 	if p.LogBodies != nil {
-		if err := put(settingLogBodies, strconv.FormatBool(*p.LogBodies)); err != nil {
-			return server.Settings{}, err
-		}
+		values[settingLogBodies] = strconv.FormatBool(*p.LogBodies)
 	}
-	if err := tx.Commit(); err != nil && err != sql.ErrTxDone {
+	if err := s.st.PutSettings(ctx, values); err != nil {
 		return server.Settings{}, err
 	}
 	s.mu.Lock()
@@ -141,10 +159,7 @@ func (s *settings) UpdateSettings(p server.SettingsPatch) (server.Settings, erro
 	s.mu.Unlock()
 	s.apply()
 	if p.RetentionDays != nil {
-		select {
-		case s.pruneNow <- struct{}{}:
-		default:
-		}
+		s.wakePrune()
 	}
 	return s.Settings(), nil
 }

@@ -20,11 +20,11 @@ import (
 // Sessions is what the server needs of dashboard sessions.
 type Sessions interface {
 	Login(ctx context.Context, username, password, addr, device string) (string, *sessions.Session, error)
-	Start(u *users.User) (string, *sessions.Session, error)
+	Start(ctx context.Context, u *users.User) (string, *sessions.Session, error)
 	Check(ctx context.Context, token string) (*sessions.Session, error)
-	Logout(token string)
+	Logout(ctx context.Context, token string) error
 	LiveAdmin(token string) bool
-	RevokeUser(userID string) int
+	RevokeUser(ctx context.Context, userID string) (int, error)
 	TTL() time.Duration
 }
 
@@ -226,7 +226,9 @@ func (s *Server) logout(c *fiber.Ctx) error {
 				return apierror.New(fiber.StatusForbidden, apierror.CodeCSRFFailed,
 					"Logging out needs the session's CSRF token in the "+CSRFHeader+" header.")
 			}
-			s.opts.Sessions.Logout(token)
+			if err := s.opts.Sessions.Logout(c.UserContext(), token); err != nil {
+				return err
+			}
 		}
 	}
 	s.clearSessionCookie(c)
@@ -269,12 +271,14 @@ func (s *Server) changeOwnPassword(c *fiber.Ctx) error {
 	if err := s.opts.Users.SetPassword(ctx, u.Username, req.New, time.Now()); err != nil {
 		return userError(err, "new_password")
 	}
-	s.opts.Sessions.RevokeUser(u.ID)
+	if _, err := s.opts.Sessions.RevokeUser(ctx, u.ID); err != nil {
+		return err
+	}
 	fresh, err := s.opts.Users.Get(ctx, u.Username)
 	if err != nil {
 		return err
 	}
-	token, sess, err := s.opts.Sessions.Start(fresh)
+	token, sess, err := s.opts.Sessions.Start(ctx, fresh)
 	if err != nil {
 		return err
 	}

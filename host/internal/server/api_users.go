@@ -101,14 +101,18 @@ func (s *Server) updateUser(c *fiber.Ctx) error {
 			return userError(err, "")
 		}
 		if *req.Disabled {
-			s.opts.Sessions.RevokeUser(u.ID)
+			if _, err := s.opts.Sessions.RevokeUser(ctx, u.ID); err != nil {
+				return err
+			}
 		}
 	}
 	if req.Password != nil {
 		if err := s.opts.Users.SetPassword(ctx, name, *req.Password, now); err != nil {
 			return userError(err, "password")
 		}
-		s.opts.Sessions.RevokeUser(u.ID)
+		if _, err := s.opts.Sessions.RevokeUser(ctx, u.ID); err != nil {
+			return err
+		}
 	}
 	if u, err = s.opts.Users.Get(ctx, name); err != nil {
 		return userError(err, "")
@@ -125,6 +129,8 @@ func (s *Server) deleteUser(c *fiber.Ctx) error {
 	if err := s.opts.Users.Delete(ctx, name); err != nil {
 		return userError(err, "")
 	}
-	s.opts.Sessions.RevokeUser(u.ID)
+	if _, err := s.opts.Sessions.RevokeUser(ctx, u.ID); err != nil {
+		return err
+	}
 	return c.JSON(fiber.Map{"id": u.ID, "username": u.Username, "deleted": true})
 }

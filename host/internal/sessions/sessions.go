@@ -3,11 +3,18 @@
 // A login checks the password (bcrypt, through the users package), then
 // issues a token signed with the master key (secrets.IssueSession) that
 // travels in a cookie. Tokens alone are not enough: every session also has
-// an entry in this process's memory, so a session ends for good when its
-// user logs out, changes password, is disabled or removed, or when the
-// process restarts. Each check also reads the account, so a change made
-// by another process (the `llm-proxy users` command) takes effect on the
-// next request, and the role in force is always the account's current one.
+// a row in the database's sessions table (see Table), so a session ends
+// for good when its user logs out, changes password, is disabled or
+// removed. The table is shared by every replica on the database: a login
+// on one is valid on all, and a logout on one ends the session on all.
+// Each check reads the session's row and the account, so a change made by
+// another process (a replica, the `llm-proxy users` command) takes effect
+// on the next request, and the role in force is always the account's
+// current one.
+//
+// This process also keeps the sessions it has seen in memory, for Live and
+// LiveAdmin: cheap filters that do not read the database when the session
+// is known (Check is the real test).
 //
 // Failed logins are throttled three ways (see Options):
 //   - per client network (an IPv4 address or an IPv6 /64): too many
@@ -35,6 +42,7 @@ import (
 	"time"
 
 	"github.com/llm-proxy/llm-proxy/host/internal/secrets"
+	"github.com/llm-proxy/llm-proxy/host/internal/store"
 	"github.com/llm-proxy/llm-proxy/host/internal/users"
 )
 
@@ -61,6 +69,17 @@ func (e *ThrottledError) Error() string {
 type Accounts interface {
 	Authenticate(ctx context.Context, username, password string) (*users.User, error)
 	GetByID(ctx context.Context, id string) (*users.User, error)
+}
+
+// Table is where sessions are kept: the store's sessions table, shared by
+// every process on the database.
+type Table interface {
+	StartSession(ctx context.Context, s store.Session, maxPerUser int) error
+	GetSession(ctx context.Context, id string, now int64) (store.Session, error)
+	EndSession(ctx context.Context, id string) error
+	EndUserSessions(ctx context.Context, userID string) (int, error)
+	PruneSessions(ctx context.Context, now int64) (int, error)
+	CountSessions(ctx context.Context, now int64) (int, error)
 }
 
 // Options configure a Manager. Zero values take the defaults given.
@@ -104,6 +123,7 @@ type Session struct {
 type Manager struct {
 	key      *secrets.Key
 	accounts Accounts
+	table    Table
 	o        Options
 
 	byAccount *throttle // slowing, for browsers without the account's device token
@@ -114,7 +134,7 @@ type Manager struct {
 	checking chan struct{}
 
 	mu        sync.Mutex
-	live      map[string]*entry // by session id
+	live      map[string]*entry // sessions seen by this process, by id
 	lastSweep time.Time
 }
 
@@ -125,8 +145,8 @@ type entry struct {
 	expires time.Time
 }
 
-// New makes a Manager signing with key.
-func New(key *secrets.Key, accounts Accounts, o Options) *Manager {
+// New makes a Manager signing with key and keeping sessions in table.
+func New(key *secrets.Key, accounts Accounts, table Table, o Options) *Manager {
 	if o.TTL <= 0 {
 		o.TTL = 12 * time.Hour
 	}
@@ -155,7 +175,7 @@ func New(key *secrets.Key, accounts Accounts, o Options) *Manager {
 		o.Now = time.Now
 	}
 	return &Manager{
-		key: key, accounts: accounts, o: o,
+		key: key, accounts: accounts, table: table, o: o,
 		byAccount: newSlowdown(o.AccountFailures, o.AccountDelay, o.AccountMaxDelay, o.FailureWindow, 100_000),
 		byDevice:  newThrottle(o.DeviceFailures, o.FailureWindow, 100_000),
 		byAddress: newThrottle(o.AddressFailures, o.FailureWindow, 100_000),
@@ -203,7 +223,7 @@ func (m *Manager) Login(ctx context.Context, username, password, addr, device st
 		return "", nil, err
 	}
 	by.reset(who)
-	token, s, err := m.start(u)
+	token, s, err := m.start(ctx, u)
 	if err == nil {
 		s.Device, err = m.key.IssueDevice(username)
 	}
@@ -212,9 +232,11 @@ func (m *Manager) Login(ctx context.Context, username, password, addr, device st
 
 // Start begins a session for u without a password (after a password
 // change, to replace the sessions that change ended).
-func (m *Manager) Start(u *users.User) (string, *Session, error) { return m.start(u) }
+func (m *Manager) Start(ctx context.Context, u *users.User) (string, *Session, error) {
+	return m.start(ctx, u)
+}
 
-func (m *Manager) start(u *users.User) (string, *Session, error) {
+func (m *Manager) start(ctx context.Context, u *users.User) (string, *Session, error) {
 	now := m.o.Now()
 	token, s, err := m.key.IssueSession(u.ID, u.Role, m.o.TTL, now)
 	if err != nil {
@@ -228,45 +250,71 @@ func (m *Manager) start(u *users.User) (string, *Session, error) {
 	if !issued.After(u.PasswordChangedAt) {
 		issued = u.PasswordChangedAt.Truncate(time.Millisecond).Add(time.Millisecond)
 	}
+	row := store.Session{ID: s.ID, UserID: u.ID, IssuedAt: issued.UnixMilli(), ExpiresAt: s.ExpiresAt.UnixMilli()}
+	if err := m.table.StartSession(ctx, row, m.o.MaxPerUser); err != nil {
+		return "", nil, err
+	}
 	m.mu.Lock()
-	m.sweepLocked(now)
+	sweep := m.sweepLocked(now)
 	m.live[s.ID] = &entry{userID: u.ID, role: u.Role, issued: issued, expires: s.ExpiresAt}
 	m.trimLocked(u.ID)
 	m.mu.Unlock()
+	if sweep {
+		// Expired rows are of no use to any replica; whichever sweeps
+		// first removes them. A failure only leaves them for the next.
+		_, _ = m.table.PruneSessions(ctx, now.UnixMilli())
+	}
 	return token, &Session{ID: s.ID, CSRF: s.CSRF, ExpiresAt: s.ExpiresAt, User: u}, nil
 }
 
 // Check returns the session a token stands for, with its account as it is
 // now. Every failure is ErrInvalid (or a database error).
 func (m *Manager) Check(ctx context.Context, token string) (*Session, error) {
-	s, e := m.lookup(token)
-	if e == nil {
+	now := m.o.Now()
+	s, err := m.key.VerifySession(token, now)
+	if err != nil {
+		return nil, ErrInvalid
+	}
+	row, err := m.table.GetSession(ctx, s.ID, now.UnixMilli())
+	switch {
+	case errors.Is(err, store.ErrSessionNotFound):
+		m.forget(s.ID) // ended by another process
+		return nil, ErrInvalid
+	case err != nil:
+		return nil, err
+	case row.UserID != s.UserID:
 		return nil, ErrInvalid
 	}
 	u, err := m.accounts.GetByID(ctx, s.UserID)
 	switch {
 	case errors.Is(err, users.ErrNotFound):
-		m.RevokeUser(s.UserID)
+		if _, err := m.RevokeUser(ctx, s.UserID); err != nil {
+			return nil, err
+		}
 		return nil, ErrInvalid
 	case err != nil:
 		return nil, err
 	}
 	// A disabled account, or a password changed after the session began
 	// (here or by another process), ends the session.
-	if u.Disabled || !u.PasswordChangedAt.Before(e.issued) {
-		m.end(s.ID)
+	issued := time.UnixMilli(row.IssuedAt)
+	if u.Disabled || !u.PasswordChangedAt.Before(issued) {
+		if err := m.end(ctx, s.ID); err != nil {
+			return nil, err
+		}
 		return nil, ErrInvalid
 	}
 	m.mu.Lock()
-	e.role = u.Role
+	m.live[s.ID] = &entry{userID: u.ID, role: u.Role, issued: issued, expires: time.UnixMilli(row.ExpiresAt)}
 	m.mu.Unlock()
 	return &Session{ID: s.ID, CSRF: s.CSRF, ExpiresAt: s.ExpiresAt, User: u}, nil
 }
 
-// Live reports, without reading the database, whether token is a genuine,
-// unexpired session this process has not ended. It is a cheap first
-// filter (the server uses it before reading a large upload); Check is the
-// real test.
+// Live reports whether token is a genuine, unexpired session that has not
+// ended as far as this process knows. It reads the database only for a
+// session this process has not seen yet (one started on another replica).
+// It is a cheap first filter (the server uses it before reading a large
+// upload); Check is the real test.
 func (m *Manager) Live(token string) bool {
 	_, e := m.lookup(token)
 	return e != nil
@@ -285,7 +333,8 @@ func (m *Manager) LiveAdmin(token string) bool {
 	return e.role == users.RoleAdmin
 }
 
-// lookup verifies token and finds its entry among the live sessions; the
+// lookup verifies token and finds its entry among the sessions this
+// process knows, checking a session it does not know yet (Check); the
 // entry is nil when the token is not valid or its session has ended.
 func (m *Manager) lookup(token string) (secrets.Session, *entry) {
 	s, err := m.key.VerifySession(token, m.o.Now())
@@ -295,50 +344,67 @@ func (m *Manager) lookup(token string) (secrets.Session, *entry) {
 	m.mu.Lock()
 	e := m.live[s.ID]
 	m.mu.Unlock()
+	if e == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, err := m.Check(ctx, token); err != nil {
+			return s, nil
+		}
+		m.mu.Lock()
+		e = m.live[s.ID]
+		m.mu.Unlock()
+	}
 	if e == nil || e.userID != s.UserID {
 		return s, nil
 	}
 	return s, e
 }
 
-// Logout ends the session of token, if it is a valid one.
-func (m *Manager) Logout(token string) {
+// Logout ends the session of token, if it is a valid one, on every
+// process.
+func (m *Manager) Logout(ctx context.Context, token string) error {
 	if s, err := m.key.VerifySession(token, m.o.Now()); err == nil {
-		m.end(s.ID)
+		return m.end(ctx, s.ID)
 	}
+	return nil
 }
 
-func (m *Manager) end(id string) {
+func (m *Manager) end(ctx context.Context, id string) error {
+	m.forget(id)
+	return m.table.EndSession(ctx, id)
+}
+
+// forget drops a session from this process's memory.
+func (m *Manager) forget(id string) {
 	m.mu.Lock()
 	delete(m.live, id)
 	m.mu.Unlock()
 }
 
-// RevokeUser ends every session of a user and returns how many ended.
-func (m *Manager) RevokeUser(userID string) int {
+// RevokeUser ends every session of a user, on every process, and returns
+// how many ended.
+func (m *Manager) RevokeUser(ctx context.Context, userID string) (int, error) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	n := 0
 	for id, e := range m.live {
 		if e.userID == userID {
 			delete(m.live, id)
-			n++
 		}
 	}
-	return n
+	m.mu.Unlock()
+	return m.table.EndUserSessions(ctx, userID)
 }
 
-// Count is the number of live sessions (for tests and stats).
-func (m *Manager) Count() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return len(m.live)
+// Count is the number of live sessions in the database (for tests and
+// stats).
+func (m *Manager) Count(ctx context.Context) (int, error) {
+	return m.table.CountSessions(ctx, m.o.Now().UnixMilli())
 }
 
-// sweepLocked drops expired sessions, at most once a minute.
-func (m *Manager) sweepLocked(now time.Time) {
+// sweepLocked drops expired sessions from memory, at most once a minute,
+// and reports whether it did (the caller then prunes the table too).
+func (m *Manager) sweepLocked(now time.Time) bool {
 	if now.Sub(m.lastSweep) < time.Minute {
-		return
+		return false
 	}
 	m.lastSweep = now
 	for id, e := range m.live {
@@ -346,9 +412,11 @@ func (m *Manager) sweepLocked(now time.Time) {
 			delete(m.live, id)
 		}
 	}
+	return true
 }
 
-// trimLocked ends a user's oldest sessions beyond MaxPerUser.
+// trimLocked forgets a user's oldest sessions beyond MaxPerUser, as
+// StartSession ends them in the table.
 func (m *Manager) trimLocked(userID string) {
 	for {
 		n := 0

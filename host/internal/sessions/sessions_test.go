@@ -3,13 +3,18 @@ package sessions
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/llm-proxy/llm-proxy/host/internal/pgtest"
 	"github.com/llm-proxy/llm-proxy/host/internal/secrets"
+	"github.com/llm-proxy/llm-proxy/host/internal/store"
+	"github.com/llm-proxy/llm-proxy/host/internal/store/storetest"
 	"github.com/llm-proxy/llm-proxy/host/internal/users"
 )
 
@@ -74,7 +79,20 @@ func (c *clock) advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
+// setup makes a Manager on a fresh SQLite store.
 func setup(t *testing.T, o Options) (*Manager, *accounts, *clock) {
+	t.Helper()
+	st, err := store.Open(t.Context(), store.Options{Path: filepath.Join(t.TempDir(), "llm-proxy.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return setupOn(t, st, o)
+}
+
+func setupOn(t *testing.T, st *store.Store, o Options) (*Manager, *accounts, *clock) {
 	t.Helper()
 	key, err := secrets.ParseKey(strings.Repeat("ab", 32))
 	if err != nil {
@@ -83,7 +101,17 @@ func setup(t *testing.T, o Options) (*Manager, *accounts, *clock) {
 	clk := &clock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
 	o.Now = clk.now
 	acc := newAccounts()
-	return New(key, acc, o), acc, clk
+	return New(key, acc, st, o), acc, clk
+}
+
+// count is the number of live sessions in the table.
+func count(t *testing.T, m *Manager) int {
+	t.Helper()
+	n, err := m.Count(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 func TestLoginCheckLogout(t *testing.T) {
@@ -116,15 +144,17 @@ func TestLoginCheckLogout(t *testing.T) {
 	if !m.Live(token) || m.Live(token+"x") || m.Live("") {
 		t.Fatal("Live disagrees with Check")
 	}
-	m.Logout(token)
+	if err := m.Logout(ctx, token); err != nil {
+		t.Fatal(err)
+	}
 	if m.Live(token) {
 		t.Fatal("live after logout")
 	}
 	if _, err := m.Check(ctx, token); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("after logout: %v", err)
 	}
-	if m.Count() != 0 {
-		t.Fatalf("%d sessions left", m.Count())
+	if n := count(t, m); n != 0 {
+		t.Fatalf("%d sessions left", n)
 	}
 }
 
@@ -181,7 +211,7 @@ func TestSessionEnds(t *testing.T) {
 		// A session started right after that change (the caller's own
 		// change of password) is valid.
 		fresh, _ := acc.GetByID(ctx, u.ID)
-		token, _, err := m.Start(fresh)
+		token, _, err := m.Start(ctx, fresh)
 		if err != nil || !valid(token) {
 			t.Fatalf("a session started after the change: %v", err)
 		}
@@ -214,7 +244,7 @@ func TestSessionEnds(t *testing.T) {
 	})
 	t.Run("revoked", func(t *testing.T) {
 		a, b := login(), login()
-		if n := m.RevokeUser(u.ID); n < 2 {
+		if n, err := m.RevokeUser(ctx, u.ID); err != nil || n < 2 {
 			t.Fatalf("revoked %d", n)
 		}
 		if valid(a) || valid(b) {
@@ -232,20 +262,67 @@ func TestSessionEnds(t *testing.T) {
 	})
 }
 
-func TestRestartEndsSessions(t *testing.T) {
-	ctx := context.Background()
-	m, acc, clk := setup(t, Options{})
-	acc.add("carol", "password1", users.RoleAdmin)
-	token, _, err := m.Login(ctx, "carol", "password1", "10.0.0.3", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// A second manager with the same key (a restarted process) has not
-	// issued the session, so it refuses the genuine token.
-	other := New(m.key, acc, Options{Now: clk.now})
-	if _, err := other.Check(ctx, token); !errors.Is(err, ErrInvalid) {
-		t.Fatalf("accepted by another process: %v", err)
-	}
+// TestSessionsShared: a second manager on the same database (another
+// replica, or the same process after a restart) accepts a session the
+// first one started, and a logout on either ends it on both, on both
+// databases.
+func TestSessionsShared(t *testing.T) {
+	storetest.EachShared(t, func(t *testing.T, connect func() *store.Store) {
+		ctx := context.Background()
+		m, acc, clk := setupOn(t, connect(), Options{})
+		acc.add("carol", "password1", users.RoleAdmin)
+		other := New(m.key, acc, connect(), Options{Now: clk.now})
+		token, _, err := m.Login(ctx, "carol", "password1", "10.0.0.3", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s, err := other.Check(ctx, token); err != nil || s.User.Username != "carol" {
+			t.Fatalf("refused by another replica: %+v %v", s, err)
+		}
+		if !other.LiveAdmin(token) {
+			t.Fatal("LiveAdmin refuses an admin session started on another replica")
+		}
+		if err := other.Logout(ctx, token); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Check(ctx, token); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("valid on the first replica after a logout on the other: %v", err)
+		}
+		if m.Live(token) {
+			t.Fatal("Live after a logout seen by Check")
+		}
+		// A session unknown to a replica that has not seen it yet is
+		// checked in the table by Live too.
+		token, _, err = m.Login(ctx, "carol", "password1", "10.0.0.3", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		third := New(m.key, acc, connect(), Options{Now: clk.now})
+		if !third.Live(token) {
+			t.Fatal("Live refuses a session started on another replica")
+		}
+		if n, err := third.RevokeUser(ctx, "usr_carol"); err != nil || n != 1 {
+			t.Fatalf("RevokeUser: %d %v", n, err)
+		}
+		if _, err := m.Check(ctx, token); !errors.Is(err, ErrInvalid) {
+			t.Fatalf("valid after RevokeUser on another replica: %v", err)
+		}
+		// Expired rows are pruned by the next login a minute later.
+		if _, _, err := m.Login(ctx, "carol", "password1", "10.0.0.3", ""); err != nil {
+			t.Fatal(err)
+		}
+		clk.advance(13 * time.Hour)
+		if n := count(t, m); n != 0 {
+			t.Fatalf("%d live sessions after the TTL", n)
+		}
+		if _, _, err := m.Login(ctx, "carol", "password1", "10.0.0.3", ""); err != nil {
+			t.Fatal(err)
+		}
+		var rows int
+		if err := m.table.(*store.Store).Reader().Get(&rows, `SELECT count(*) FROM sessions`); err != nil || rows != 1 {
+			t.Fatalf("%d rows after the prune (%v), want the new session only", rows, err)
+		}
+	})
 }
 
 func TestMaxPerUser(t *testing.T) {
@@ -419,16 +496,16 @@ func TestConcurrentUse(t *testing.T) {
 				m.Check(ctx, token)
 				switch i % 10 {
 				case 3:
-					m.Logout(token)
+					m.Logout(ctx, token)
 				case 7:
-					m.RevokeUser(u.ID)
+					m.RevokeUser(ctx, u.ID)
 				}
 				m.Login(ctx, "nobody", "wrong", "10.9.0."+string(rune('0'+g)), "")
 			}
 		}(g)
 	}
 	wg.Wait()
-	if n := m.Count(); n > 5 {
+	if n := count(t, m); n > 5 {
 		t.Fatalf("%d sessions for one user, at most 5 allowed", n)
 	}
 }
