@@ -47,9 +47,36 @@ var (
 	ErrNoEncryptionKey = errors.New("no encryption key")
 )
 
-// providersPoll is how often the providers table is checked for changes
-// made by another process (a second proxy on the same database).
-const providersPoll = 2 * time.Second
+// How often the tables kept in memory are checked for changes made by
+// another process (a replica, the llm-proxy command). On PostgreSQL a
+// change is noticed at once (store.ListenChanges), and the poll is only a
+// safety net.
+const (
+	pollSQLite   = time.Second
+	pollPostgres = 15 * time.Second
+)
+
+// ErrNoDSN: the config asks for PostgreSQL but names no connection string.
+var ErrNoDSN = errors.New("no PostgreSQL connection string")
+
+// OpenStore opens the database the config names, applying any pending
+// migrations: the SQLite file, or the PostgreSQL database whose
+// connection string is in database.dsn_env's variable or database.dsn.
+func OpenStore(ctx context.Context, cfg *config.Config, environ []string) (*store.Store, error) {
+	return openStore(ctx, cfg, envMap(environ))
+}
+
+func openStore(ctx context.Context, cfg *config.Config, env map[string]string) (*store.Store, error) {
+	db := cfg.Database
+	if db.Driver != config.DriverPostgres {
+		return store.Open(ctx, store.Options{Path: db.Path})
+	}
+	dsn := db.PostgresDSN(env)
+	if dsn == "" {
+		return nil, fmt.Errorf("%w: database.driver is %q; set %s or database.dsn", ErrNoDSN, db.Driver, db.DSNEnv)
+	}
+	return store.OpenPostgres(ctx, dsn, store.Options{MaxConns: db.MaxConnections})
+}
 
 // App is a running proxy.
 type App struct {
@@ -126,7 +153,7 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := store.Open(context.Background(), store.Options{Path: cfg.Database.Path})
+	st, err := openStore(context.Background(), cfg, env)
 	if err != nil {
 		return nil, err
 	}
@@ -216,6 +243,7 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 		Routing: server.Routing{MaxAttempts: cfg.Routing.MaxAttempts, RetryDeadline: cfg.Routing.RetryDeadline.Std(),
 			BackoffBase: cfg.Routing.BackoffBase.Std(), BackoffMax: cfg.Routing.BackoffMax.Std()},
 		Plugins:        reg,
+		DatabaseUp:     (&dbProbe{ping: st.Ping, log: log, up: true}).Up,
 		Requests:       requests,
 		Responses:      st,
 		ResponsesTTL:   responsesTTL(cfg.Responses),
@@ -317,8 +345,7 @@ func (a *App) Start(ln net.Listener) error {
 	a.stopHub, a.hubDone = stopHub, make(chan struct{})
 	go func() { a.hub.Run(hubCtx); close(a.hubDone) }()
 	go a.pruneLoop(ctx)
-	go a.keys.Watch(ctx, time.Second)
-	go a.providers.Watch(ctx, providersPoll)
+	a.watchChanges(ctx)
 	a.flushed = make(chan struct{})
 	go func() {
 		defer close(a.flushed)

@@ -28,11 +28,39 @@ type SecurityConfig struct {
 	EncryptionKeyFile string `koanf:"encryption_key_file"`
 }
 
+// Database drivers ([database] driver).
+const (
+	DriverSQLite   = "sqlite"
+	DriverPostgres = "postgres"
+)
+
 // DatabaseConfig is the [database] section.
 type DatabaseConfig struct {
+	// Driver is "sqlite" (one process, the default) or "postgres"
+	// (several replicas on one database).
+	Driver string `koanf:"driver"`
 	// Path of the SQLite file, created on first start with its folder.
 	// Default: "data/llm-proxy.db".
 	Path string `koanf:"path"`
+	// DSN is the PostgreSQL connection string, as a URL
+	// ("postgres://user:pass@host:5432/db?sslmode=verify-full") or
+	// key=value pairs. Better kept out of the file: see DSNEnv.
+	DSN string `koanf:"dsn"`
+	// DSNEnv names a variable holding the connection string; when it is
+	// set and not empty, it wins over DSN. Default: "LLMPROXY_DATABASE_URL".
+	DSNEnv string `koanf:"dsn_env"`
+	// MaxConnections bounds the PostgreSQL connections of one process.
+	// Default: 10.
+	MaxConnections int `koanf:"max_connections"`
+}
+
+// PostgresDSN is the connection string the config names: DSNEnv's
+// variable in env, or else DSN.
+func (d DatabaseConfig) PostgresDSN(env map[string]string) string {
+	if v := env[d.DSNEnv]; d.DSNEnv != "" && v != "" {
+		return v
+	}
+	return d.DSN
 }
 
 // RequestLogsConfig is the [logs] section: the request log in the
@@ -509,7 +537,8 @@ func Default() *Config {
 			Limits: DefaultLimits(),
 		},
 		Security: SecurityConfig{EncryptionKeyEnv: "LLMPROXY_ENCRYPTION_KEY", EncryptionKeyFile: "data/encryption.key"},
-		Database: DatabaseConfig{Path: "data/llm-proxy.db"},
+		Database: DatabaseConfig{Driver: DriverSQLite, Path: "data/llm-proxy.db", DSNEnv: "LLMPROXY_DATABASE_URL",
+			MaxConnections: 10},
 		Logs: RequestLogsConfig{RetentionDays: 30, QueueSize: 10000,
 			MaxBodyBytes: 64 * KiB, RedactFields: DefaultRedactFields()},
 		Routing: RoutingConfig{MaxAttempts: 3, RetryDeadline: Duration(30 * time.Second),

@@ -1152,3 +1152,39 @@ func TestRedactFieldsReplaceTheDefault(t *testing.T) {
 		}
 	}
 }
+
+// TestValidateDatabase: the [database] section names its key and problem.
+func TestValidateDatabase(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		set  func(*DatabaseConfig)
+		want Problems
+	}{
+		{"unknown driver", func(d *DatabaseConfig) { d.Driver = "mysql" },
+			Problems{{Key: "database.driver", Msg: `must be "sqlite" or "postgres", got "mysql"`}}},
+		{"postgres without a dsn", func(d *DatabaseConfig) { d.Driver, d.DSNEnv = DriverPostgres, "" },
+			Problems{{Key: "database.dsn", Msg: "must hold the PostgreSQL connection string (or set database.dsn_env to a variable that does)"}}},
+		{"bad pool", func(d *DatabaseConfig) { d.Driver, d.MaxConnections = DriverPostgres, 0 },
+			Problems{{Key: "database.max_connections", Msg: "must be between 1 and 1000, got 0"}}},
+		{"bad variable", func(d *DatabaseConfig) { d.DSNEnv = "A-B" },
+			Problems{{Key: "database.dsn_env", Msg: `must be a valid environment variable name, got "A-B"`}}},
+		{"sqlite without a path", func(d *DatabaseConfig) { d.Path = "" },
+			Problems{{Key: "database.path", Msg: "must name the SQLite file"}}},
+	} {
+		cfg := Default()
+		tc.set(&cfg.Database)
+		ps, _ := errors.AsType[Problems](cfg.Validate())
+		if !reflect.DeepEqual(ps, tc.want) {
+			t.Errorf("%s: %#v, want %#v", tc.name, ps, tc.want)
+		}
+	}
+	d := Default().Database
+	d.DSN = "postgres://file"
+	if got := d.PostgresDSN(map[string]string{"LLMPROXY_DATABASE_URL": "postgres://env"}); got != "postgres://env" {
+		t.Errorf("the variable does not win: %q", got)
+	}
+	if got := d.PostgresDSN(map[string]string{"LLMPROXY_DATABASE_URL": ""}); got != "postgres://file" {
+		t.Errorf("an empty variable wins: %q", got)
+	}
+}

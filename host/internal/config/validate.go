@@ -106,8 +106,23 @@ func (c *Config) problems() Problems {
 	if !envNameRe.MatchString(c.Security.EncryptionKeyEnv) {
 		ps.add("security.encryption_key_env", "must be a valid environment variable name, got %q", c.Security.EncryptionKeyEnv)
 	}
-	if c.Database.Path == "" {
-		ps.add("database.path", "must name the SQLite file")
+	switch db := c.Database; db.Driver {
+	case DriverSQLite:
+		if db.Path == "" {
+			ps.add("database.path", "must name the SQLite file")
+		}
+	case DriverPostgres:
+		if db.DSN == "" && db.DSNEnv == "" {
+			ps.add("database.dsn", "must hold the PostgreSQL connection string (or set database.dsn_env to a variable that does)")
+		}
+		if db.MaxConnections < 1 || db.MaxConnections > 1000 {
+			ps.add("database.max_connections", "must be between 1 and 1000, got %d", db.MaxConnections)
+		}
+	default:
+		ps.add("database.driver", "must be %q or %q, got %q", DriverSQLite, DriverPostgres, db.Driver)
+	}
+	if db := c.Database; db.DSNEnv != "" && !envNameRe.MatchString(db.DSNEnv) {
+		ps.add("database.dsn_env", "must be a valid environment variable name, got %q", db.DSNEnv)
 	}
 	if c.Logs.RetentionDays < 0 {
 		ps.add("logs.retention_days", "must be 0 (keep forever) or more, got %d", c.Logs.RetentionDays)

@@ -4,9 +4,10 @@
 //
 // The request path never reads the database: Authenticate looks the key's
 // hash up in an in-memory table. Changes made through this package apply
-// at once; changes made by another process on the same database (the
-// `llm-proxy keys` command) are picked up by a poll every second, so a
-// revocation takes effect within a second either way.
+// at once; changes made by another process on the same database (a
+// replica, the `llm-proxy keys` command) are picked up by [Registry.Refresh],
+// which the app calls when PostgreSQL notifies a change and on a poll every
+// second on SQLite, so a revocation takes effect within a second either way.
 //
 // Nor does the request path write to it. Authenticate notes when a key was
 // last used as a Unix millisecond stamp in an atomic on the key, at most
@@ -281,24 +282,9 @@ func (r *Registry) FlushUsageEvery(ctx context.Context, every time.Duration) {
 	}
 }
 
-// Watch polls the database every interval for changes made by other
-// processes until ctx ends.
-func (r *Registry) Watch(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := r.refresh(ctx); err != nil && ctx.Err() == nil {
-				r.log.Warn("api keys refresh", "err", err)
-			}
-		}
-	}
-}
-
-func (r *Registry) refresh(ctx context.Context) error {
+// Refresh loads the keys again if another process (a replica, the
+// llm-proxy command) changed the table since the last load.
+func (r *Registry) Refresh(ctx context.Context) error {
 	mark, err := r.st.KeysMark(ctx)
 	if err != nil {
 		return err

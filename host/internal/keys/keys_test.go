@@ -36,7 +36,12 @@ func testOtherProcessChanges(t *testing.T, connect func() *store.Store) {
 	cli, server := open(t, connect()), open(t, connect())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go server.Watch(ctx, 100*time.Millisecond)
+	go func() { // the app's poll (on PostgreSQL it also refreshes on notices)
+		for ctx.Err() == nil {
+			server.Refresh(ctx)
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
 
 	secret, k, err := cli.Create(ctx, keys.CreateRequest{Name: "ci", Models: []string{"m"}}, time.Now())
 	if err != nil {

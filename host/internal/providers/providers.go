@@ -556,23 +556,6 @@ func (m *Manager) Delete(ctx context.Context, name string) (Info, error) {
 	return info, nil
 }
 
-// Watch reloads the database providers whenever another process changed
-// them, checking every interval until ctx ends.
-func (m *Manager) Watch(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := m.Refresh(ctx); err != nil && ctx.Err() == nil {
-				m.log.Warn("providers refresh", "err", err)
-			}
-		}
-	}
-}
-
 // Refresh reloads the database providers if the table changed since the
 // last load.
 func (m *Manager) Refresh(ctx context.Context) error {

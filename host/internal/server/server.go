@@ -82,7 +82,10 @@ type Options struct {
 	// Limits enforces client keys' limits; optional.
 	Limits  *limits.Keeper
 	Plugins Plugins
-	Keys    Keys // optional: without it only the admin key is accepted
+	// DatabaseUp, when set, reports whether the database answers;
+	// /readyz fails while it does not.
+	DatabaseUp func() bool
+	Keys       Keys // optional: without it only the admin key is accepted
 	// Sessions and Users enable dashboard logins and /api/users; both or
 	// neither. Without them the admin API takes the admin key only.
 	Sessions Sessions
@@ -211,11 +214,12 @@ func (s *Server) Shutdown(timeout time.Duration) error { return s.app.ShutdownWi
 func (s *Server) App() *fiber.App { return s.app }
 
 func (s *Server) readyz(c *fiber.Ctx) error {
-	if s.opts.Plugins.Ready() {
+	if s.opts.Plugins.Ready() && (s.opts.DatabaseUp == nil || s.opts.DatabaseUp()) {
 		return c.JSON(fiber.Map{"status": "ready"})
 	}
 	// Unauthenticated: the status only. Which plugin failed and why is
-	// for an admin, in GET /api/plugins.
+	// for an admin, in GET /api/plugins; a database that does not answer
+	// is in the log.
 	return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "not ready"})
 }
 

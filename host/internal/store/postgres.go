@@ -4,9 +4,13 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
+	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/jmoiron/sqlx"
 )
@@ -36,21 +40,23 @@ const (
 	dialectPostgres
 )
 
+// DefaultMaxConns is Options.MaxConns' default.
+const DefaultMaxConns = 10
+
 // OpenPostgres opens the PostgreSQL database of dsn (a pgx connection
 // string or URL) and applies any pending migrations. Its one pool, of
-// twice Readers connections, serves reads and writes: PostgreSQL needs no
-// single writer.
+// Options.MaxConns connections, serves reads and writes: PostgreSQL needs
+// no single writer. [Store.ListenChanges] opens one more.
 func OpenPostgres(ctx context.Context, dsn string, o Options) (*Store, error) {
-	if o.Readers <= 0 {
-		o.Readers = DefaultReaders
+	if o.MaxConns <= 0 {
+		o.MaxConns = DefaultMaxConns
 	}
 	db, err := sqlx.Open(pgDriverName, dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
-	n := 2 * o.Readers
-	db.SetMaxOpenConns(n)
-	db.SetMaxIdleConns(n)
+	db.SetMaxOpenConns(o.MaxConns)
+	db.SetMaxIdleConns(o.MaxConns)
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open database: %w", err)
@@ -66,7 +72,65 @@ func OpenPostgres(ctx context.Context, dsn string, o Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open database: %w", err)
 	}
-	return &Store{w: db, r: db, dialect: dialectPostgres}, nil
+	return &Store{w: db, r: db, dialect: dialectPostgres, dsn: dsn}, nil
+}
+
+// Postgres reports whether the store is on PostgreSQL.
+func (s *Store) Postgres() bool { return s.dialect == dialectPostgres }
+
+// changesChannel is the channel the triggers of migration 00013 notify.
+const changesChannel = "llmproxy_changes"
+
+// ListenChanges calls changed with the name of each table (api_keys,
+// providers, routes, settings) that a committed transaction changed, on
+// any process of the database, until ctx ends. It holds a connection of
+// its own, opened again after any failure with a growing pause (up to
+// 5 s); after every (re)connection it calls changed(""), for the notices
+// it may have missed while not listening: "check everything". It returns
+// nil when ctx ends, and an error at once on SQLite, which has no
+// notices (poll instead).
+func (s *Store) ListenChanges(ctx context.Context, changed func(table string), log *slog.Logger) error {
+	if s.dialect != dialectPostgres {
+		return errors.New("listen for changes: only on PostgreSQL")
+	}
+	pause := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := s.listen(ctx, changed)
+		if ctx.Err() != nil {
+			break
+		}
+		log.Warn("database change notices interrupted; reconnecting", "err", err, "in", pause.String())
+		select {
+		case <-ctx.Done():
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 5*time.Second)
+	}
+	return nil
+}
+
+// listen is one connection of ListenChanges: it returns its error.
+func (s *Store) listen(ctx context.Context, changed func(string)) error {
+	conn, err := pgx.Connect(ctx, s.dsn)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		c, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = conn.Close(c)
+	}()
+	if _, err := conn.Exec(ctx, "LISTEN "+changesChannel); err != nil {
+		return err
+	}
+	changed("")
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		changed(n.Payload)
+	}
 }
 
 // qmarkDriver opens pgx connections that take "?" placeholders.

@@ -106,6 +106,9 @@ type Options struct {
 	// connection (another process, or a WAL checkpoint) before failing with
 	// "database is locked". Default: 5s.
 	BusyTimeout time.Duration
+	// MaxConns is the size of the connection pool on PostgreSQL
+	// ([OpenPostgres]). Default: DefaultMaxConns.
+	MaxConns int
 }
 
 // Store is an open database: one writer connection and a pool of reader
@@ -116,6 +119,7 @@ type Store struct {
 	r       *sqlx.DB // the same pool as w on PostgreSQL
 	stmts   writeStmts
 	dialect dialect
+	dsn     string // PostgreSQL's connection string, for ListenChanges
 }
 
 // Open opens the database at o.Path, creating it if needed, and applies any
@@ -190,6 +194,10 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	}
 	return &Store{path: path, w: w, r: r}, nil
 }
+
+// Ping checks that the database answers, on a reader (SQLite's one writer
+// may be busy with a long batch).
+func (s *Store) Ping(ctx context.Context) error { return s.r.PingContext(ctx) }
 
 // Path returns the absolute path of the database file.
 func (s *Store) Path() string { return s.path }
