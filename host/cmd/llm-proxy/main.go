@@ -117,15 +117,18 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// migrate implements `llm-proxy migrate status [--config FILE]`: where the
-// database stands against the migrations built into this binary. It never
-// changes the database; the server applies pending migrations at start.
+// migrate implements `llm-proxy migrate status|up [--config FILE]`.
+// status reports where the database stands against the migrations built
+// into this binary and never changes it. up applies the pending ones (the
+// server does too when it starts; with several replicas, run it once
+// before rolling a new version out), then reports the same.
 func migrate(args, environ []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] != "status" {
-		fmt.Fprintln(stderr, "usage: llm-proxy migrate status [--config FILE]")
+	if len(args) == 0 || (args[0] != "status" && args[0] != "up") {
+		fmt.Fprintln(stderr, "usage: llm-proxy migrate status|up [--config FILE]")
 		return 2
 	}
-	fs := flag.NewFlagSet("llm-proxy migrate status", flag.ContinueOnError)
+	verb := args[0]
+	fs := flag.NewFlagSet("llm-proxy migrate "+verb, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "config.toml", "path of the TOML config file")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -135,12 +138,21 @@ func migrate(args, environ []string, stdout, stderr io.Writer) int {
 	if !ok {
 		return 2
 	}
-	states, err := store.MigrationStatus(context.Background(), cfg.Database.Path)
+	ctx := context.Background()
+	if verb == "up" {
+		st, err := app.OpenStore(ctx, cfg, environ)
+		if err != nil {
+			fmt.Fprintln(stderr, "llm-proxy:", err)
+			return 1
+		}
+		st.Close()
+	}
+	where, states, err := app.MigrationStatus(ctx, cfg, environ)
 	if err != nil {
 		fmt.Fprintln(stderr, "llm-proxy:", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "database %s\n", cfg.Database.Path)
+	fmt.Fprintln(stdout, "database", where)
 	for _, m := range states {
 		state := "pending"
 		if m.Applied {
@@ -158,7 +170,7 @@ const usage = `usage:
   llm-proxy [--config FILE]            serve
   llm-proxy --check [--config FILE]    validate the config and exit
   llm-proxy keygen [--encryption-key [--file F]]
-  llm-proxy migrate status [--config FILE]
+  llm-proxy migrate status|up [--config FILE]
   llm-proxy keys create|list|revoke|rotate [--config FILE] ...
   llm-proxy users create|list|... [--config FILE] ...
   llm-proxy rotate-encryption-key [--config FILE] --new-key-file F
@@ -246,7 +258,7 @@ func openDatabase(path string, environ []string, stderr io.Writer) (cfg *config.
 	if !ok {
 		return nil, nil, 2
 	}
-	st, err := store.Open(context.Background(), store.Options{Path: cfg.Database.Path})
+	st, err := app.OpenStore(context.Background(), cfg, environ)
 	if err != nil {
 		fmt.Fprintln(stderr, "llm-proxy:", err)
 		return nil, nil, 1

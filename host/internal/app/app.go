@@ -66,6 +66,24 @@ func OpenStore(ctx context.Context, cfg *config.Config, environ []string) (*stor
 	return openStore(ctx, cfg, envMap(environ))
 }
 
+// MigrationStatus reports where the config's database stands against the
+// migrations built into this binary (store.MigrationStatus), without
+// changing it, and names the database: the SQLite file's path, or
+// "postgres".
+func MigrationStatus(ctx context.Context, cfg *config.Config, environ []string) (string, []store.MigrationState, error) {
+	db := cfg.Database
+	if db.Driver != config.DriverPostgres {
+		states, err := store.MigrationStatus(ctx, db.Path)
+		return db.Path, states, err
+	}
+	dsn := db.PostgresDSN(envMap(environ))
+	if dsn == "" {
+		return "", nil, fmt.Errorf("%w: database.driver is %q; set %s or database.dsn", ErrNoDSN, db.Driver, db.DSNEnv)
+	}
+	states, err := store.PostgresMigrationStatus(ctx, dsn)
+	return "postgres", states, err
+}
+
 func openStore(ctx context.Context, cfg *config.Config, env map[string]string) (*store.Store, error) {
 	db := cfg.Database
 	if db.Driver != config.DriverPostgres {
@@ -214,6 +232,7 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 		return nil, err
 	}
 	requests := requestlog.New(sink, requestlog.Options{QueueSize: cfg.Logs.QueueSize, Logger: log,
+		Unavailable: store.IsUnavailable,
 		Broadcaster: finishedEvents{events}})
 	accounts := users.New(st)
 	var srv *server.Server

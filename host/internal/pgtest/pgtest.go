@@ -35,6 +35,8 @@ import (
 // Server is a running PostgreSQL server.
 type Server struct {
 	dir  string // the temporary directory: data/, sock/, log
+	bin  string
+	cred *syscall.Credential
 	cmd  *exec.Cmd
 	done chan error
 }
@@ -75,8 +77,9 @@ func Start() (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{dir: dir}
+	s := &Server{dir: dir, bin: bin}
 	cred, err := credential()
+	s.cred = cred
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err
@@ -101,32 +104,54 @@ func Start() (*Server, error) {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("initdb: %v\n%s", err, out)
 	}
-	logf, err := os.Create(filepath.Join(dir, "log"))
-	if err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	defer logf.Close()
-	s.cmd = exec.Command(filepath.Join(bin, "postgres"), "-D", filepath.Join(dir, "data"),
-		"-k", filepath.Join(dir, "sock"), "-c", "listen_addresses=",
-		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-		"-c", "max_connections=200", "-c", "shared_buffers=64MB")
-	s.cmd.Dir = dir
-	s.cmd.Stdout, s.cmd.Stderr = logf, logf
-	// The server dies with the test binary, even a killed one.
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Setpgid: true, Pdeathsig: syscall.SIGQUIT}
-	if err := s.cmd.Start(); err != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("start postgres: %w", err)
-	}
-	s.done = make(chan error, 1)
-	go func() { s.done <- s.cmd.Wait() }()
-	if err := s.waitReady(30 * time.Second); err != nil {
+	if err := s.run(); err != nil {
 		s.Stop()
 		return nil, err
 	}
 	return s, nil
 }
+
+// run starts the server on its data directory and waits until it answers.
+func (s *Server) run() error {
+	logf, err := os.OpenFile(filepath.Join(s.dir, "log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	s.cmd = exec.Command(filepath.Join(s.bin, "postgres"), "-D", filepath.Join(s.dir, "data"),
+		"-k", filepath.Join(s.dir, "sock"), "-c", "listen_addresses=",
+		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+		"-c", "max_connections=200", "-c", "shared_buffers=64MB")
+	s.cmd.Dir = s.dir
+	s.cmd.Stdout, s.cmd.Stderr = logf, logf
+	// The server dies with the test binary, even a killed one.
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred, Setpgid: true, Pdeathsig: syscall.SIGQUIT}
+	if err := s.cmd.Start(); err != nil {
+		return fmt.Errorf("start postgres: %w", err)
+	}
+	done := make(chan error, 1)
+	s.done = done
+	go func() { done <- s.cmd.Wait() }()
+	return s.waitReady(30 * time.Second)
+}
+
+// Halt stops the server (a fast shutdown: sessions are cut) and keeps its
+// files, for Resume: a database going away under load.
+func (s *Server) Halt() {
+	if s.cmd != nil && s.cmd.Process != nil {
+		s.cmd.Process.Signal(syscall.SIGINT)
+		select {
+		case <-s.done:
+		case <-time.After(20 * time.Second):
+			s.cmd.Process.Kill()
+			<-s.done
+		}
+		s.cmd = nil
+	}
+}
+
+// Resume starts a halted server again on the same data.
+func (s *Server) Resume() error { return s.run() }
 
 // credential is the user the server runs as: the current one, or
 // "postgres" for root.
@@ -194,16 +219,24 @@ func (s *Server) CreateDB(ctx context.Context) (string, error) {
 // Stop ends the server (a fast shutdown: sessions are cut) and removes its
 // files.
 func (s *Server) Stop() error {
-	if s.cmd != nil && s.cmd.Process != nil {
-		s.cmd.Process.Signal(syscall.SIGINT)
-		select {
-		case <-s.done:
-		case <-time.After(20 * time.Second):
-			s.cmd.Process.Kill()
-			<-s.done
-		}
-	}
+	s.Halt()
 	return os.RemoveAll(s.dir)
+}
+
+// Private starts a server of the test's own, stopped when the test ends:
+// for a test that stops and restarts it (Halt, Resume). It skips as New
+// does.
+func Private(t testing.TB) *Server {
+	t.Helper()
+	s, err := Start()
+	if err != nil {
+		if errors.Is(err, ErrNotInstalled) && os.Getenv("LLMPROXY_REQUIRE_POSTGRES") != "1" {
+			t.Skip(err)
+		}
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Stop() })
+	return s
 }
 
 var (

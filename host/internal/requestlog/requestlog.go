@@ -44,7 +44,9 @@
 // doubles each time up to 5 s, for Options.Attempts tries in all (5 by
 // default). A batch that fails every try is counted in [Stats].Failed and
 // reported as an error in the log with the number of entries lost. The
-// queue keeps accepting entries meanwhile, up to its bound.
+// queue keeps accepting entries meanwhile, up to its bound. A database
+// that is away (Options.Unavailable: unreachable, restarting) is waited
+// for without counting tries: the rows are written once it is back.
 //
 // # Counters
 //
@@ -192,6 +194,13 @@ type Options struct {
 	// pause doubles, up to MaxRetryBackoff. Defaults 100ms and 5s.
 	RetryBackoff    time.Duration
 	MaxRetryBackoff time.Duration
+	// Unavailable, when set, tells an error of a database that is away
+	// (unreachable, restarting) from one that refuses the batch. A batch
+	// that fails because the database is away is tried again, every
+	// MaxRetryBackoff at most, until it is written or Close gives up; tries
+	// are not counted, and the queue takes new entries meanwhile, up to
+	// its bound.
+	Unavailable func(error) bool
 
 	// Broadcaster, if set, receives every queued entry.
 	Broadcaster Broadcaster
@@ -292,6 +301,7 @@ type Logger struct {
 	failedBeforeClosed int64 // Failed when Close began; set once, under mu
 
 	queued, written, dropped, failed, batches atomic.Int64
+	away                                      atomic.Bool // the last write found the database away
 
 	// Drop warnings: start anchors a monotonic clock, lastWarn is the time
 	// of the last warning since start, warnedAt the drop count it reported.
@@ -529,13 +539,28 @@ func (l *Logger) write(batch []Entry) {
 		if err == nil {
 			l.written.Add(int64(len(batch)))
 			l.batches.Add(1)
+			if l.away.Swap(false) {
+				l.log.Info("request log: the database answers again", "entries", len(batch))
+			}
 			return
 		}
-		if attempt >= l.opts.Attempts || l.ctx.Err() != nil {
+		if l.ctx.Err() != nil {
 			break
 		}
-		l.log.Debug("request log: batch write failed, will retry",
-			"entries", len(batch), "attempt", attempt, "retry_in", pause, "err", err)
+		if l.opts.Unavailable != nil && l.opts.Unavailable(err) {
+			// The database is away, not refusing these rows: wait for it
+			// without counting tries, while the queue holds what comes.
+			attempt = 0
+			if !l.away.Swap(true) {
+				l.log.Warn("request log: the database does not answer; rows wait in the queue until it does",
+					"entries", len(batch), "err", err)
+			}
+		} else if attempt >= l.opts.Attempts {
+			break
+		} else {
+			l.log.Debug("request log: batch write failed, will retry",
+				"entries", len(batch), "attempt", attempt, "retry_in", pause, "err", err)
+		}
 		if !l.sleep(pause) {
 			break
 		}

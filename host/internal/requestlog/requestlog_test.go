@@ -432,6 +432,32 @@ func TestRetry(t *testing.T) {
 	t.Parallel()
 	const backoff, maxBackoff = 10 * time.Millisecond, 25 * time.Millisecond
 
+	t.Run("a database away is waited for beyond Attempts", func(t *testing.T) {
+		t.Parallel()
+		sink := &fakeSink{failFirst: 4 * requestlog.DefaultAttempts}
+		var logs logBuffer
+		l := requestlog.New(sink, requestlog.Options{
+			BatchSize: 3, FlushEvery: time.Hour,
+			RetryBackoff: backoff, MaxRetryBackoff: maxBackoff,
+			Unavailable: func(err error) bool { return errors.Is(err, errSinkDown) },
+			Logger:      newTestLogger(&logs),
+		})
+		for i := range 3 {
+			l.Log(entry(i))
+		}
+		closeOK(t, l)
+		checkInOrder(t, sink.entries(), 3)
+		if _, calls := sink.snapshot(); calls != 4*requestlog.DefaultAttempts+1 {
+			t.Errorf("%d calls, want %d", calls, 4*requestlog.DefaultAttempts+1)
+		}
+		if st := l.Stats(); st.Failed != 0 || st.Written != 3 {
+			t.Errorf("stats %+v, want Written 3 and nothing failed", st)
+		}
+		if len(logs.lines("does not answer")) != 1 || len(logs.lines("answers again")) != 1 {
+			t.Errorf("want one warning when the database goes and one line when it is back, log:\n%s", logs.String())
+		}
+	})
+
 	t.Run("succeeds after failures", func(t *testing.T) {
 		t.Parallel()
 		sink := &fakeSink{failFirst: 2}

@@ -80,9 +80,48 @@ func MigrationStatus(ctx context.Context, path string) ([]MigrationState, error)
 	if err != nil {
 		return nil, fmt.Errorf("load migrations: %w", err)
 	}
-	st, err := p.Status(ctx)
+	out, err := states(ctx, p)
 	if err != nil {
 		return nil, fmt.Errorf("migration status %s: %w", abs, err)
+	}
+	return out, nil
+}
+
+// PostgresMigrationStatus is [MigrationStatus] for the PostgreSQL database
+// of dsn. It never changes the database.
+func PostgresMigrationStatus(ctx context.Context, dsn string) ([]MigrationState, error) {
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	defer db.Close()
+	var table sql.NullString
+	if err := db.QueryRowContext(ctx, `SELECT to_regclass($1)::text`, goose.DefaultTablename).Scan(&table); err != nil {
+		return nil, fmt.Errorf("migration status: %w", err)
+	}
+	p, err := newPostgresMigrator(db)
+	if err != nil {
+		return nil, fmt.Errorf("load migrations: %w", err)
+	}
+	if !table.Valid {
+		var out []MigrationState
+		for _, s := range p.ListSources() {
+			out = append(out, MigrationState{Version: s.Version, Name: migrationName(s)})
+		}
+		return out, nil
+	}
+	out, err := states(ctx, p)
+	if err != nil {
+		return nil, fmt.Errorf("migration status: %w", err)
+	}
+	return out, nil
+}
+
+// states lists p's migrations with whether each is applied.
+func states(ctx context.Context, p *goose.Provider) ([]MigrationState, error) {
+	st, err := p.Status(ctx)
+	if err != nil {
+		return nil, err
 	}
 	out := make([]MigrationState, 0, len(st))
 	for _, m := range st {

@@ -6,18 +6,24 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/jmoiron/sqlx"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
-// PostgreSQL, for several replicas on one database (work in progress: the
-// store's providers, routes, kept responses, request log and rollups run
-// on it; the proxy does not offer it in its config yet).
+// PostgreSQL, for several replicas on one database ([database] driver =
+// "postgres").
 //
 // The same SQL serves both databases. It is written with SQLite's "?"
 // placeholders, and the driver registered here, a thin layer over pgx's
@@ -196,3 +202,35 @@ func (q qmarkConn) CheckNamedValue(v *driver.NamedValue) error {
 	}
 	return q.c.CheckNamedValue(v)
 }
+
+// IsUnavailable reports whether err says the database is away rather than
+// refusing a statement: it could not be reached, the connection broke, or
+// the server is shutting down or starting up (SQLSTATE classes 08 and
+// 57P); on SQLite, the file stayed locked by another process past the busy
+// timeout. Work that failed so can wait and try again as it was.
+func IsUnavailable(err error) bool {
+	if err == nil {
+		return false
+	}
+	if se, ok := errors.AsType[*sqlite.Error](err); ok {
+		return se.Code()&0xff == sqlite3.SQLITE_BUSY
+	}
+	if pe, ok := errors.AsType[*pgconn.PgError](err); ok {
+		return strings.HasPrefix(pe.Code, pgClassConnection) || strings.HasPrefix(pe.Code, pgOperatorIntervention)
+	}
+	if _, ok := errors.AsType[*pgconn.ConnectError](err); ok {
+		return true
+	}
+	if _, ok := errors.AsType[net.Error](err); ok {
+		return true
+	}
+	return errors.Is(err, driver.ErrBadConn) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ENOENT) ||
+		pgconn.Timeout(err)
+}
+
+// SQLSTATE classes of a database that is away.
+const (
+	pgClassConnection      = "08"  // connection exception
+	pgOperatorIntervention = "57P" // admin_shutdown, crash_shutdown, cannot_connect_now
+)
