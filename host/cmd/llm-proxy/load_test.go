@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llm-proxy/llm-proxy/host/internal/pgtest"
 	"github.com/llm-proxy/llm-proxy/host/internal/secrets"
 	"github.com/llm-proxy/llm-proxy/host/internal/store"
 	"github.com/llm-proxy/llm-proxy/host/internal/testplugins"
@@ -30,7 +31,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	code := m.Run()
+	code := pgtest.Main(m)
 	if buildDir != "" {
 		os.RemoveAll(buildDir)
 	}
@@ -97,6 +98,21 @@ func startProc(t *testing.T, extra string) *proc {
 // startProcWith is startProc with server added to the [server] table.
 func startProcWith(t *testing.T, server, extra string) *proc {
 	t.Helper()
+	return startProcSpec(t, procSpec{server: server, extra: extra})
+}
+
+// procSpec says how to start the binary.
+type procSpec struct {
+	server, extra string
+	// database replaces the [database] table's body (default: the path
+	// of a new SQLite file); encKey is the master key (default: a new
+	// one); env is added to the environment.
+	database, encKey string
+	env              []string
+}
+
+func startProcSpec(t *testing.T, spec procSpec) *proc {
+	t.Helper()
 	bin := binary(t)
 	dir := t.TempDir()
 	plugins := filepath.Join(dir, "plugins")
@@ -105,6 +121,12 @@ func startProcWith(t *testing.T, server, extra string) *proc {
 	addr := freePort(t)
 	p := &proc{base: "http://" + addr, cfg: filepath.Join(dir, "config.toml"), db: filepath.Join(dir, "llm-proxy.db"),
 		exited: make(chan struct{}), logs: &lockedBuffer{}}
+	if spec.database == "" {
+		spec.database = fmt.Sprintf("path = %q", p.db)
+	}
+	if spec.encKey == "" {
+		spec.encKey = secrets.NewKeyString()
+	}
 	os.WriteFile(p.cfg, []byte(fmt.Sprintf(`
 [server]
 listen = %q
@@ -114,16 +136,17 @@ shutdown_timeout = "20s"
 dir = %q
 cache_dir = %q
 [database]
-path = %q
+%s
 [[providers]]
 name = "demo"
 plugin = "demo"
 base_url = "http://127.0.0.1"
 allow_private_network = true
 models = ["demo-echo", "demo-story"]
-%s`, addr, server, plugins, testplugins.CacheDir(), p.db, extra)), 0o644)
+%s`, addr, spec.server, plugins, testplugins.CacheDir(), spec.database, spec.extra)), 0o644)
 	p.cmd = exec.Command(bin, "--config", p.cfg)
-	p.cmd.Env = append(os.Environ(), "LLMPROXY_ADMIN_KEY="+procAdminKey, "LLMPROXY_ENCRYPTION_KEY="+secrets.NewKeyString())
+	p.cmd.Env = append(os.Environ(), "LLMPROXY_ADMIN_KEY="+procAdminKey, "LLMPROXY_ENCRYPTION_KEY="+spec.encKey)
+	p.cmd.Env = append(p.cmd.Env, spec.env...)
 	p.cmd.Stderr = p.logs
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
