@@ -96,7 +96,10 @@ func TestReplicas(t *testing.T) {
 		if json.Unmarshal(b, &k); code != 201 || k.Key == "" {
 			t.Fatalf("create key: %d %s", code, b)
 		}
-		works := func(p *proc) bool { c, _ := call(t, p, "POST", "/v1/chat/completions", k.Key, chatBody); return c == 200 }
+		works := func(p *proc) bool {
+			c, _ := call(t, p, "POST", "/v1/chat/completions", k.Key, chatBody)
+			return c == 200
+		}
 		took := eventually(t, "a new key", reps[1:], works)
 		t.Logf("a key made on one replica worked on the other two after %v", took)
 		if code, b := call(t, reps[1], "DELETE", "/api/keys/"+k.ID, procAdminKey, ""); code != 200 {
