@@ -5,7 +5,10 @@
 // read again every 2 s while the page is open and shortly after requests
 // start and finish. An admin can upload a .wasm (PUT /api/plugins/{file});
 // the server writes it into the folder, so it loads exactly as a file
-// dropped there would.
+// dropped there would. Under them, the replicas on this database
+// (GET /api/replicas) with the plugins each runs: each replica loads its
+// own folder, and a plugin whose hash differs from the other replicas' is
+// marked.
 
 import { api, isAdmin } from '../api.js';
 import { badge, banner, busy, copyButton, empty, Errors, field, h, pageHead, replace, table, toast } from '../dom.js';
@@ -31,6 +34,7 @@ export async function render(view) {
   const admin = isAdmin();
 
   const stats = statsTable();
+  const fleet = h('section', { 'aria-labelledby': 'replicas-title' });
 
   replace(view.main,
     pageHead('Plugins', 'Provider plugins compiled to WebAssembly. A new or replaced file in the plugins folder loads within a second, without a restart; requests already running finish on the old version.'),
@@ -40,7 +44,10 @@ export async function render(view) {
     h('h2', { id: 'stats-title' }, 'Instances and streams'),
     h('p', { class: 'hint' }, 'An instance serves many streams at once. Instances start when streams need them and close after ',
       h('code', {}, 'idle_timeout'), ' without one, so a plugin with no traffic shows 0 (idle): it is scaled to zero, and the next request starts an instance in a few milliseconds. Updated every 2 seconds.'),
-    h('section', { 'aria-labelledby': 'stats-title' }, stats.empty, stats.el));
+    h('section', { 'aria-labelledby': 'stats-title' }, stats.empty, stats.el),
+    h('h2', { id: 'replicas-title' }, 'Replicas'),
+    h('p', { class: 'hint' }, 'Every proxy process on this database, with the plugins it runs. Each replica loads its own plugins folder: deploy the same files to each. A plugin whose SHA-256 differs from what most replicas run, or that a replica lacks, is marked.'),
+    fleet);
 
   function uploadForm() {
     const file = h('input', { type: 'file', id: 'plugin-file', name: 'file', accept: '.wasm,application/wasm', required: true });
@@ -229,6 +236,56 @@ export async function render(view) {
     drawStats();
   }
 
+  // drawFleet shows the replicas; like the plugins table, it is drawn
+  // again only when what it shows changed.
+  let fleetShows = null;
+  function drawFleet(replicas) {
+    const shows = JSON.stringify(replicas.map((r) => [r.id, r.version, r.self, r.plugins]));
+    if (shows === fleetShows) {
+      for (const el of fleet.querySelectorAll('[data-ago]')) el.textContent = fmt.ago(el.dataset.ago);
+      return;
+    }
+    fleetShows = shows;
+    // The hash most replicas run, per plugin name.
+    const counts = new Map();
+    for (const r of replicas) {
+      for (const p of r.plugins) {
+        const c = counts.get(p.name) || new Map();
+        c.set(p.sha256, (c.get(p.sha256) || 0) + 1);
+        counts.set(p.name, c);
+      }
+    }
+    const usual = new Map([...counts].map(([name, c]) => [name, [...c].sort((a, b) => b[1] - a[1])[0][0]]));
+    const pluginCell = (r) => {
+      const have = new Map(r.plugins.map((p) => [p.name, p]));
+      const items = [...usual.keys()].sort().map((name) => {
+        const p = have.get(name);
+        if (!p) return h('li', { 'data-plugin': name, 'data-differs': 'missing' }, h('strong', {}, name), ' ', badge('missing', 'err'));
+        const differs = replicas.length > 1 && p.sha256 !== usual.get(name);
+        return h('li', { 'data-plugin': name, 'data-differs': differs ? 'sha256' : '' },
+          h('strong', {}, name), ' ', h('span', { class: 'version' }, p.version || '—'), ' ',
+          h('code', { title: p.sha256 }, fmt.shortHash(p.sha256)),
+          differs ? [' ', badge('differs', 'warn')] : null);
+      });
+      return items.length ? h('ul', { class: 'instlist' }, items) : h('span', { class: 'hint' }, 'none');
+    };
+    const cols = [
+      { label: 'Replica', value: (r) => [h('strong', {}, r.hostname), r.self ? [' ', badge('this one', 'info')] : null, h('div', { class: 'hint' }, r.id)] },
+      { label: 'Version', value: (r) => h('span', { class: 'version' }, r.version) },
+      { label: 'Started', value: (r) => h('span', { 'data-ago': r.started_at, title: fmt.dateTime(r.started_at) }, fmt.ago(r.started_at)), class: 'nowrap' },
+      { label: 'Plugins', value: pluginCell },
+    ];
+    replace(fleet, table(cols, replicas, { caption: 'Replicas', rowAttrs: (r) => ({ 'data-replica': r.id }) }));
+  }
+  async function loadFleet() {
+    try {
+      const r = await api('/api/replicas', { signal: view.signal });
+      drawFleet(r.data || []);
+    } catch (e) {
+      if (e.name !== 'AbortError') errors.show(e);
+    }
+  }
+
   // load reads every plugin again. A plugin event that arrives while the
   // answer is on its way may be newer than it: the answer is then dropped
   // and the plugins are read once more.
@@ -265,6 +322,7 @@ export async function render(view) {
   const poll = () => {
     if (!inflight && !document.hidden) load();
   };
+  view.every(refreshMs, () => { if (!document.hidden) loadFleet(); });
 
   // Requests open and close streams: read again soon after one starts or
   // finishes (at most once a second on top of the 2 s refresh).
@@ -293,5 +351,5 @@ export async function render(view) {
   view.on('request.started', soon);
   view.on('request.finished', soon);
   view.every(refreshMs, poll); // instance numbers move without events
-  await load();
+  await Promise.all([load(), loadFleet()]);
 }

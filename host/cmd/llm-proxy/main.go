@@ -101,6 +101,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "llm-proxy:", err)
 		return 1
 	}
+	a.Version = version
 	if err := a.Start(ln); err != nil {
 		fmt.Fprintln(stderr, "llm-proxy:", err)
 		return 1

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -152,6 +153,76 @@ func TestReplicas(t *testing.T) {
 			if code, _ := call(t, p, "GET", "/api/session", cookie, ""); code != 401 {
 				t.Fatalf("after the logout, replica %d answers %d", i, code)
 			}
+		}
+	})
+
+	t.Run("fleet", func(t *testing.T) {
+		code, b := call(t, reps[2], "GET", "/api/replicas", procAdminKey, "")
+		var list struct {
+			Data []struct {
+				ID      string
+				Self    bool
+				Plugins []struct{ Name, SHA256 string }
+			}
+		}
+		if json.Unmarshal(b, &list); code != 200 || len(list.Data) != 3 {
+			t.Fatalf("replicas: %d %s", code, b)
+		}
+		selves, sha := 0, ""
+		for _, r := range list.Data {
+			if r.Self {
+				selves++
+			}
+			if len(r.Plugins) != 1 || r.Plugins[0].Name != "demo" || (sha != "" && r.Plugins[0].SHA256 != sha) {
+				t.Fatalf("replica %s runs %+v", r.ID, r.Plugins)
+			}
+			sha = r.Plugins[0].SHA256
+		}
+		if selves != 1 {
+			t.Fatalf("%d replicas are the one asked", selves)
+		}
+	})
+
+	t.Run("rate limit across replicas", func(t *testing.T) {
+		// 60 requests a minute for the fleet; each replica gets one
+		// request every 50 ms (60 a second in all) for 4 s. Alone, each
+		// would admit 60 (180 in all); sharing counts every 250 ms, the
+		// fleet admits 60 plus what the others admit before a count
+		// arrives.
+		const rpm = 60
+		code, b := call(t, reps[0], "POST", "/api/keys", procAdminKey, fmt.Sprintf(`{"name":"limited","rpm":%d}`, rpm))
+		var k struct{ ID, Key string }
+		if json.Unmarshal(b, &k); code != 201 {
+			t.Fatalf("create key: %d %s", code, b)
+		}
+		eventually(t, "the key", reps, func(p *proc) bool {
+			c, _ := call(t, p, "GET", "/v1/models", k.Key, "")
+			return c == 200
+		})
+		var admitted, refused atomic.Int64
+		var wg sync.WaitGroup
+		for _, p := range reps {
+			wg.Go(func() {
+				tick := time.NewTicker(50 * time.Millisecond)
+				defer tick.Stop()
+				for range 80 {
+					<-tick.C
+					switch c, _ := call(t, p, "POST", "/v1/chat/completions", k.Key, chatBody); c {
+					case 200:
+						admitted.Add(1)
+					case 429:
+						refused.Add(1)
+					default:
+						t.Errorf("status %d", c)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		over := admitted.Load() - rpm
+		t.Logf("rpm %d over 3 replicas: %d admitted (overshoot %d), %d refused", rpm, admitted.Load(), over, refused.Load())
+		if admitted.Load() < rpm || over > 40 {
+			t.Fatalf("%d admitted for a limit of %d a minute (3 replicas not sharing would admit %d)", admitted.Load(), rpm, 3*rpm)
 		}
 	})
 

@@ -125,6 +125,11 @@ type App struct {
 	// it to DefaultKeyUsageFlushEvery; change it before Start.
 	KeyUsageFlushEvery time.Duration
 	flushed            chan struct{} // closed when the flush loop has returned
+	// Version is the binary's version, as the replicas table shows it;
+	// set it before Start.
+	Version   string
+	limits    *limits.Keeper
+	replicaID string // this process in the replicas table
 }
 
 // DefaultKeyUsageFlushEvery is the default of App.KeyUsageFlushEvery.
@@ -246,6 +251,10 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 			Breakers:   health.Snapshot,
 		}})
 	}
+	var self *App // for the server's callbacks; set below
+	keeper := limits.New(func(ctx context.Context, keyID string, since time.Time) (float64, error) {
+		return st.KeySpent(ctx, keyID, since)
+	}, nil)
 	srv = server.New(server.Options{
 		Metrics:      mets,
 		Tracer:       tracer,
@@ -256,9 +265,7 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 		Hub:          events,
 		Router:       routes,
 		Health:       health,
-		Limits: limits.New(func(ctx context.Context, keyID string, since time.Time) (float64, error) {
-			return st.KeySpent(ctx, keyID, since)
-		}, nil),
+		Limits:       keeper,
 		Routing: server.Routing{MaxAttempts: cfg.Routing.MaxAttempts, RetryDeadline: cfg.Routing.RetryDeadline.Std(),
 			BackoffBase: cfg.Routing.BackoffBase.Std(), BackoffMax: cfg.Routing.BackoffMax.Std()},
 		Plugins:        reg,
@@ -275,6 +282,7 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 		AdminKey:       adminKey,
 		MaxBodyBytes:   int(cfg.Server.MaxBodyBytes),
 		Settings:       sets,
+		Replicas:       func(ctx context.Context) ([]server.Replica, error) { return self.replicas(ctx) },
 		ReadTimeout:    cfg.Server.ReadTimeout.Std(),
 		WriteTimeout:   cfg.Server.WriteTimeout.Std(),
 		TrustedProxies: cfg.Server.TrustedProxies,
@@ -282,8 +290,9 @@ func New(cfg *config.Config, environ []string, log *slog.Logger) (*App, error) {
 	})
 	sets.srv = srv
 	sets.apply()
-	return &App{cfg: cfg, log: log, Registry: reg, Server: srv, store: st, requests: requests, keys: ks, providers: pm, routes: routes, key: key, hub: events, settings: sets, metrics: mets, tracer: tracer,
-		KeyUsageFlushEvery: DefaultKeyUsageFlushEvery}, nil
+	self = &App{cfg: cfg, log: log, Registry: reg, Server: srv, store: st, requests: requests, keys: ks, providers: pm, routes: routes, key: key, hub: events, settings: sets, metrics: mets, tracer: tracer,
+		KeyUsageFlushEvery: DefaultKeyUsageFlushEvery, limits: keeper, replicaID: newReplicaID(), Version: "dev"}
+	return self, nil
 }
 
 // newProvider builds the request path's provider from its definition and
@@ -365,6 +374,7 @@ func (a *App) Start(ln net.Listener) error {
 	go func() { a.hub.Run(hubCtx); close(a.hubDone) }()
 	go a.pruneLoop(ctx)
 	a.watchChanges(ctx)
+	a.runFleet(ctx)
 	a.flushed = make(chan struct{})
 	go func() {
 		defer close(a.flushed)
@@ -425,6 +435,7 @@ func (a *App) Shutdown() error {
 		a.log.Error("api keys: last_used_at not written", "err", kerr)
 		err = errors.Join(err, kerr)
 	}
+	a.leaveFleet(ctx)
 	if terr := a.tracer.Shutdown(ctx); terr != nil {
 		a.log.Warn("spans not sent", "err", terr)
 	}

@@ -11,6 +11,10 @@
 // reads the period's spend so far from the request log.
 //
 // Everything lives in this process's memory, one small lock per key.
+// Several replicas on one database share their counts (see Shares,
+// SetRemote and RefreshSpent): each replica admits against its own counts
+// plus the others' as last exchanged, so a fleet holds a key's limits to
+// within what the others admitted since the last exchange.
 package limits
 
 import (
@@ -114,6 +118,98 @@ type state struct {
 	loaded   bool
 	spent    float64
 	reserved float64
+	// finished is the cost of requests this process finished, ever: a
+	// refresh of spent from the log adds what finished while it read.
+	finished float64
+	// remote is the sum of the other replicas' counts (SetRemote).
+	remote Share
+}
+
+// Share is one replica's counts for one key, as replicas exchange them.
+type Share struct {
+	KeyID string
+	// Requests and Tokens counted in the sliding minute.
+	Requests, Tokens int64
+	// InFlight is requests running; Reserved their estimated cost, held
+	// against a budget until they end.
+	InFlight int64
+	Reserved float64
+}
+
+// Shares returns this process's counts of every key that has any, for the
+// other replicas.
+func (k *Keeper) Shares() []Share {
+	sec := k.now().Unix()
+	k.mu.Lock()
+	states := make(map[string]*state, len(k.keys))
+	for id, st := range k.keys {
+		states[id] = st
+	}
+	k.mu.Unlock()
+	var out []Share
+	for id, st := range states {
+		st.mu.Lock()
+		sh := Share{KeyID: id, Requests: st.reqs.sum(sec), Tokens: st.toks.sum(sec), InFlight: int64(st.parallel), Reserved: st.reserved}
+		st.mu.Unlock()
+		if sh.Requests != 0 || sh.Tokens != 0 || sh.InFlight != 0 || sh.Reserved != 0 {
+			out = append(out, sh)
+		}
+	}
+	return out
+}
+
+// SetRemote sets each key's counts on the other replicas: the sums of
+// their last shares. A key missing from remote has none.
+func (k *Keeper) SetRemote(remote map[string]Share) {
+	k.mu.Lock()
+	for id := range remote {
+		if k.keys[id] == nil {
+			k.keys[id] = &state{}
+		}
+	}
+	states := make(map[string]*state, len(k.keys))
+	for id, st := range k.keys {
+		states[id] = st
+	}
+	k.mu.Unlock()
+	for id, st := range states {
+		st.mu.Lock()
+		st.remote = remote[id]
+		st.mu.Unlock()
+	}
+}
+
+// RefreshSpent reads again, from the request log, what each key counting
+// a budget spent in its period: with several replicas, the log is where
+// the others' spending shows. What this process finished while the read
+// ran is added to it.
+func (k *Keeper) RefreshSpent(ctx context.Context) {
+	if k.spent == nil {
+		return
+	}
+	k.mu.Lock()
+	states := make(map[string]*state, len(k.keys))
+	for id, st := range k.keys {
+		states[id] = st
+	}
+	k.mu.Unlock()
+	for id, st := range states {
+		st.mu.Lock()
+		period, loaded, mark := st.period, st.loaded, st.finished
+		st.mu.Unlock()
+		if !loaded || period.IsZero() {
+			continue
+		}
+		v, err := k.spent(ctx, id, period)
+		if err != nil {
+			continue
+		}
+		st.mu.Lock()
+		if st.period.Equal(period) {
+			st.spent = v + (st.finished - mark)
+		}
+		st.mu.Unlock()
+	}
 }
 
 func (k *Keeper) state(id string) *state {
@@ -213,17 +309,18 @@ func (k *Keeper) Admit(ctx context.Context, r Request) (*Ticket, Status) {
 		}
 		st.loaded = st.loaded || k.spent == nil
 	}
+	rm := st.remote
 	switch {
-	case l.MaxParallel > 0 && st.parallel >= l.MaxParallel:
+	case l.MaxParallel > 0 && int64(st.parallel)+rm.InFlight >= int64(l.MaxParallel):
 		s.Refused, s.RetryAfter = Parallel, time.Second
-	case l.RPM > 0 && st.reqs.sum(sec) >= int64(l.RPM):
-		s.Refused, s.RetryAfter = RPM, st.reqs.reset(now)
-	case l.TPM > 0 && st.toks.sum(sec)+r.Tokens > int64(l.TPM):
-		s.Refused, s.RetryAfter = TPM, st.toks.reset(now)
+	case l.RPM > 0 && st.reqs.sum(sec)+rm.Requests >= int64(l.RPM):
+		s.Refused, s.RetryAfter = RPM, orSecond(st.reqs.reset(now))
+	case l.TPM > 0 && st.toks.sum(sec)+rm.Tokens+r.Tokens > int64(l.TPM):
+		s.Refused, s.RetryAfter = TPM, orSecond(st.toks.reset(now))
 		if r.Tokens > int64(l.TPM) {
 			s.RetryAfter = 0 // it will never fit
 		}
-	case l.BudgetUSD > 0 && st.spent+st.reserved >= l.BudgetUSD:
+	case l.BudgetUSD > 0 && st.spent+st.reserved+rm.Reserved >= l.BudgetUSD:
 		s.Refused, s.RetryAfter = Budget, PeriodEnd(l.BudgetPeriod, now).Sub(now)
 	}
 	if s.Refused != "" {
@@ -242,6 +339,16 @@ func (k *Keeper) Admit(ctx context.Context, r Request) (*Ticket, Status) {
 	return t, s
 }
 
+// orSecond is a wait, or a second when there is none to tell: the
+// refusal came from the other replicas' counts, whose ages are not known
+// here.
+func orSecond(d time.Duration) time.Duration {
+	if d <= 0 {
+		return time.Second
+	}
+	return d
+}
+
 // Done ends an admitted request: tokens and cost are what it used (0
 // when the upstream reported nothing).
 func (t *Ticket) Done(tokens int64, cost float64) {
@@ -256,6 +363,7 @@ func (t *Ticket) Done(tokens int64, cost float64) {
 		st.reserved = max(st.reserved-t.cost, 0)
 		if !math.IsNaN(cost) && cost > 0 {
 			st.spent += cost
+			st.finished += cost
 		}
 	}
 	st.mu.Unlock()
@@ -280,8 +388,8 @@ func (k *Keeper) Usage(id string, l keys.Limits) Status {
 // standing fills s with the key's counts against l at now; st.mu is held.
 func (st *state) standing(s *Status, l keys.Limits, now time.Time) {
 	sec := now.Unix()
-	s.InFlight = st.parallel
-	s.Requests, s.Tokens = st.reqs.sum(sec), st.toks.sum(sec)
+	s.InFlight = st.parallel + int(st.remote.InFlight)
+	s.Requests, s.Tokens = st.reqs.sum(sec)+st.remote.Requests, st.toks.sum(sec)+st.remote.Tokens
 	if l.RPM > 0 {
 		s.LimitRequests, s.RemainingRequests, s.ResetRequests = int64(l.RPM), max(int64(l.RPM)-s.Requests, 0), st.reqs.reset(now)
 	}

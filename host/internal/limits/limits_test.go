@@ -195,3 +195,90 @@ func TestConcurrentExact(t *testing.T) {
 		t.Fatalf("%d admitted, want 10", ok.Load())
 	}
 }
+
+// TestShares: two keepers standing for two replicas exchange their
+// counts; each then admits against both, and its shares drop a key once
+// its counts are gone.
+func TestShares(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	a, clk := newKeeper(nil)
+	b := limits.New(nil, clk.now)
+	exchange := func() {
+		for _, pair := range [][2]*limits.Keeper{{a, b}, {b, a}} {
+			remote := map[string]limits.Share{}
+			for _, s := range pair[0].Shares() {
+				remote[s.KeyID] = s
+			}
+			pair[1].SetRemote(remote)
+		}
+	}
+	l := keys.Limits{RPM: 4, MaxParallel: 3, TPM: 1000}
+	held, _ := a.Admit(ctx, limits.Request{KeyID: "k", Limits: l, Tokens: 300})
+	for range 2 {
+		tk, st := a.Admit(ctx, limits.Request{KeyID: "k", Limits: l, Tokens: 100})
+		if st.Refused != "" {
+			t.Fatalf("%+v", st)
+		}
+		tk.Done(100, 0)
+	}
+	exchange()
+	// b sees a's 3 requests, 500 tokens and 1 in flight.
+	if st := b.Usage("k", l); st.Requests != 3 || st.Tokens != 500 || st.InFlight != 1 {
+		t.Fatalf("b's view: %+v", st)
+	}
+	if _, st := b.Admit(ctx, limits.Request{KeyID: "k", Limits: l, Tokens: 600}); st.Refused != limits.TPM {
+		t.Fatalf("600 tokens over a's 500: %+v", st)
+	}
+	tk, st := b.Admit(ctx, limits.Request{KeyID: "k", Limits: l, Tokens: 10})
+	if st.Refused != "" || st.RemainingRequests != 0 {
+		t.Fatalf("the 4th request of the fleet: %+v", st)
+	}
+	if _, st := b.Admit(ctx, limits.Request{KeyID: "k", Limits: l}); st.Refused != limits.RPM || st.RetryAfter <= 0 {
+		t.Fatalf("the 5th request of the fleet: %+v", st)
+	}
+	exchange()
+	if _, st := a.Admit(ctx, limits.Request{KeyID: "k", Limits: l}); st.Refused != limits.Parallel && st.Refused != limits.RPM {
+		t.Fatalf("a after b's request: %+v", st)
+	}
+	held.Done(300, 0)
+	tk.Done(10, 0)
+	clk.add(61 * time.Second)
+	exchange()
+	if s := a.Shares(); len(s) != 0 {
+		t.Fatalf("shares after a quiet minute: %+v", s)
+	}
+	if _, st := b.Admit(ctx, limits.Request{KeyID: "k", Limits: l}); st.Refused != "" {
+		t.Fatalf("a quiet minute later: %+v", st)
+	}
+}
+
+// TestRefreshSpent: a budget's spend is read again from the log (where
+// other replicas' spending shows), keeping what this process finished
+// meanwhile; reserved estimates travel in the shares.
+func TestRefreshSpent(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	var logged atomic.Int64 // cents in the log
+	k, _ := newKeeper(func(context.Context, string, time.Time) (float64, error) {
+		return float64(logged.Load()) / 100, nil
+	})
+	l := keys.Limits{BudgetUSD: 1, BudgetPeriod: keys.PeriodDay}
+	tk, st := k.Admit(ctx, limits.Request{KeyID: "k", Limits: l, Cost: 0.1})
+	if st.Refused != "" {
+		t.Fatal(st)
+	}
+	tk.Done(0, 0.2)
+	if st := k.Usage("k", l); st.Spent != 0.2 {
+		t.Fatalf("spent %v", st.Spent)
+	}
+	logged.Store(90) // other replicas spent 0.70 more, and this one's 0.20 is written
+	k.RefreshSpent(ctx)
+	if st := k.Usage("k", l); st.Spent != 0.9 {
+		t.Fatalf("after the refresh: %v", st.Spent)
+	}
+	k.SetRemote(map[string]limits.Share{"k": {KeyID: "k", Reserved: 0.1}})
+	if _, st := k.Admit(ctx, limits.Request{KeyID: "k", Limits: l, Cost: 0.01}); st.Refused != limits.Budget {
+		t.Fatalf("0.90 spent and 0.10 reserved elsewhere: %+v", st)
+	}
+}

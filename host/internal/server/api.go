@@ -40,6 +40,15 @@ func (s *Server) apiFace() {
 		return c.JSON(fiber.Map{"object": "list", "data": s.opts.Plugins.List()})
 	})
 	api.Put("/plugins/:file", s.uploadPlugin)
+	if o.Replicas != nil {
+		api.Get("/replicas", func(c *fiber.Ctx) error {
+			rs, err := o.Replicas(c.UserContext())
+			if err != nil {
+				return err
+			}
+			return c.JSON(fiber.Map{"object": "list", "data": rs})
+		})
+	}
 	// Plugin files are bigger than API bodies: only their upload may be,
 	// and only for a caller who shows the admin key or a live session, so
 	// nobody else can make the server read 64 MiB before refusing them.

@@ -119,7 +119,10 @@ type Options struct {
 	MaxBodyBytes int
 	LogBodyBytes int // above 0: bytes of each /v1 body kept for the request log ([logs] bodies); see SetLogBodyBytes
 	// Settings answers /api/settings; optional.
-	Settings    SettingsStore
+	Settings SettingsStore
+	// Replicas lists the proxy processes on the database for
+	// GET /api/replicas; optional.
+	Replicas    func(ctx context.Context) ([]Replica, error)
 	ReadTimeout time.Duration
 	// WriteTimeout drops a streaming client that reads nothing for this
 	// long while output waits for it; 0 never drops one.

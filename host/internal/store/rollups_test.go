@@ -371,7 +371,7 @@ func TestBackfillMigration(t *testing.T) {
 	for _, m := range st {
 		names = append(names, m.Name)
 	}
-	if want := []string{"00001_init.sql", "00002_usage_rollups.sql", backfillName, "00004_provider_image_fetch.sql", "00005_request_attempts.sql", "00006_key_limits.sql", "00007_provider_limits.sql", "00008_routes.sql", "00009_provider_key_weights.sql", "00010_request_trace_id.sql", "00011_request_api.sql", "00012_responses.sql", "00013_sessions.sql"}; !slices.Equal(names, want) {
+	if want := []string{"00001_init.sql", "00002_usage_rollups.sql", backfillName, "00004_provider_image_fetch.sql", "00005_request_attempts.sql", "00006_key_limits.sql", "00007_provider_limits.sql", "00008_routes.sql", "00009_provider_key_weights.sql", "00010_request_trace_id.sql", "00011_request_api.sql", "00012_responses.sql", "00013_sessions.sql", "00014_replicas.sql"}; !slices.Equal(names, want) {
 		t.Errorf("migrations %v, want %v", names, want)
 	}
 }

@@ -101,7 +101,7 @@ func TestOpen(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := "api_keys goose_db_version providers request_logs responses routes sessions settings usage_rollup_state usage_rollups users"
+		want := "api_keys goose_db_version limit_shares providers replicas request_logs responses routes sessions settings usage_rollup_state usage_rollups users"
 		if got := strings.Join(tables, " "); got != want {
 			t.Errorf("tables = %s, want %s", got, want)
 		}
