@@ -22,6 +22,7 @@ import (
 
 	"github.com/llm-proxy/llm-proxy/host/internal/config"
 	"github.com/llm-proxy/llm-proxy/host/internal/fakeupstream"
+	"github.com/llm-proxy/llm-proxy/host/internal/store"
 	"github.com/llm-proxy/llm-proxy/host/internal/testplugins"
 	"github.com/llm-proxy/llm-proxy/sdk/abi"
 )
@@ -766,6 +767,29 @@ func TestDashboardBrowser(t *testing.T) {
 		// and the page says so rather than showing it as broken.
 		tb.wait("demo scaled to zero", scaledToZero)
 		tb.shot("idle")
+
+		// The Replicas table lists this process with its plugins. Another
+		// replica on the database (its heartbeat written here as its
+		// process would) runs another build of demo and lacks openai: both
+		// are marked.
+		replica := `document.querySelector('tr[data-replica]')`
+		tb.wait("this replica listed", replica+` && `+replica+`.innerText.includes("this one") && !!`+replica+`.querySelector('li[data-plugin="demo"][data-differs=""]')`)
+		other, err := store.Open(ctx, store.Options{Path: p.Config.Database.Path})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer other.Close()
+		if err := other.SeeReplica(ctx, store.Replica{ID: "replica-b", Hostname: "replica-b", Version: "dev",
+			StartedAt: time.Now().UnixMilli(), SeenAt: time.Now().UnixMilli(),
+			Plugins: `[{"name":"demo","version":"1.0.0","sha256":"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff","state":"ready"}]`}); err != nil {
+			t.Fatal(err)
+		}
+		rb := `document.querySelector('tr[data-replica="replica-b"]')`
+		tb.wait("the other replica marked", rb+` && !!`+rb+`.querySelector('li[data-plugin="openai"][data-differs="missing"]') && `+rb+`.innerText.includes("001122334455")`)
+		tb.shot("replicas")
+		if err := other.RemoveReplica(ctx, "replica-b", 0); err != nil {
+			t.Fatal(err)
+		}
 
 		// demo-story streams a word every 30 ms, for about a second: two
 		// clients ask for one story after another until told to stop.

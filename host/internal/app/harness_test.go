@@ -35,6 +35,7 @@ type proxy struct {
 	Dir       string
 	Upstream  *fakeupstream.Server
 	App       *app.App
+	Config    *config.Config
 	Logs      *syncBuffer
 	stopped   bool
 	stopMutex sync.Mutex
@@ -135,7 +136,7 @@ func startProxyFull(t testing.TB, tweak func(*config.Config), upOpts fakeupstrea
 	if err := a.Start(ln); err != nil {
 		t.Fatal(err)
 	}
-	p := &proxy{t: t, URL: "http://" + ln.Addr().String(), Dir: dir, Upstream: up, App: a, Logs: logs}
+	p := &proxy{t: t, URL: "http://" + ln.Addr().String(), Dir: dir, Upstream: up, App: a, Config: cfg, Logs: logs}
 	t.Cleanup(func() {
 		p.Stop()
 		if t.Failed() {
