@@ -774,11 +774,7 @@ func TestDashboardBrowser(t *testing.T) {
 		// are marked.
 		replica := `document.querySelector('tr[data-replica]')`
 		tb.wait("this replica listed", replica+` && `+replica+`.innerText.includes("this one") && !!`+replica+`.querySelector('li[data-plugin="demo"][data-differs=""]')`)
-		other, err := store.Open(ctx, store.Options{Path: p.Config.Database.Path})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer other.Close()
+		other := openDB(t, p.Config.Database.Path)
 		if err := other.SeeReplica(ctx, store.Replica{ID: "replica-b", Hostname: "replica-b", Version: "dev",
 			StartedAt: time.Now().UnixMilli(), SeenAt: time.Now().UnixMilli(),
 			Plugins: `[{"name":"demo","version":"1.0.0","sha256":"00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff","state":"ready"}]`}); err != nil {

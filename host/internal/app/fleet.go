@@ -34,7 +34,6 @@ const (
 	spentEvery = 2 * time.Second
 )
 
-
 // newReplicaID names this process in the replicas table: the host name
 // and a random suffix (a restarted process is a new replica).
 func newReplicaID() string {

@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"bytes"
+	"context"
 	"net"
 	"os"
 	"path/filepath"
@@ -17,6 +18,8 @@ import (
 	"github.com/llm-proxy/llm-proxy/host/internal/app"
 	"github.com/llm-proxy/llm-proxy/host/internal/config"
 	"github.com/llm-proxy/llm-proxy/host/internal/fakeupstream"
+	"github.com/llm-proxy/llm-proxy/host/internal/pgtest"
+	"github.com/llm-proxy/llm-proxy/host/internal/store"
 	"github.com/llm-proxy/llm-proxy/host/internal/testplugins"
 )
 
@@ -68,6 +71,9 @@ var upstreamModels = []string{
 
 var hostileModels = []string{"panic", "loop", "sleep", "membomb", "badhost", "badptr", "flood", "bigout", "exit", "silent", "slow", "ok"}
 
+// TestMain stops the PostgreSQL server of LLMPROXY_TEST_DB=postgres runs.
+func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
+
 func startProxy(t *testing.T, tweak func(*config.Config)) *proxy {
 	t.Helper()
 	return startProxyWith(t, tweak, fakeupstream.Options{})
@@ -112,6 +118,7 @@ func startProxyFull(t testing.TB, tweak func(*config.Config), upOpts fakeupstrea
 	if tweak != nil {
 		tweak(cfg)
 	}
+	onTestDatabase(t, cfg)
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -144,6 +151,40 @@ func startProxyFull(t testing.TB, tweak func(*config.Config), upOpts fakeupstrea
 		}
 	})
 	return p
+}
+
+// testDatabases maps each SQLite path a test gave to the PostgreSQL
+// database that stands for it when the suite runs on PostgreSQL
+// (LLMPROXY_TEST_DB=postgres): a proxy restarted on the same path finds
+// the same database.
+var testDatabases sync.Map
+
+// onTestDatabase points cfg at PostgreSQL when the suite runs there.
+func onTestDatabase(t testing.TB, cfg *config.Config) {
+	t.Helper()
+	if os.Getenv("LLMPROXY_TEST_DB") != "postgres" || cfg.Database.Driver == config.DriverPostgres {
+		return
+	}
+	dsn, ok := testDatabases.Load(cfg.Database.Path)
+	if !ok {
+		dsn, _ = testDatabases.LoadOrStore(cfg.Database.Path, pgtest.New(t))
+	}
+	cfg.Database.Driver, cfg.Database.DSN, cfg.Database.DSNEnv = config.DriverPostgres, dsn.(string), ""
+}
+
+// openDB opens the database at path as another process would: the SQLite
+// file, or the PostgreSQL database standing for it.
+func openDB(t testing.TB, path string) *store.Store {
+	t.Helper()
+	c := config.Default()
+	c.Database.Path = path
+	onTestDatabase(t, c)
+	st, err := app.OpenStore(context.Background(), c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
 }
 
 // Stop shuts the proxy down (once).

@@ -14,7 +14,6 @@ import (
 	"github.com/llm-proxy/llm-proxy/host/internal/app"
 	"github.com/llm-proxy/llm-proxy/host/internal/config"
 	"github.com/llm-proxy/llm-proxy/host/internal/fakeupstream"
-	"github.com/llm-proxy/llm-proxy/host/internal/store"
 )
 
 type createdKey struct {
@@ -194,11 +193,7 @@ func TestKeyLastUsed(t *testing.T) {
 		t.Fatal("written before the flush interval")
 	}
 	p.Stop()
-	st, err := store.Open(context.Background(), store.Options{Path: dbPath})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openDB(t, dbPath)
 	var n int
 	if err := st.Reader().Get(&n, `SELECT count(*) FROM api_keys WHERE last_used_at IS NOT NULL`); err != nil || n != 1 {
 		t.Fatalf("after shutdown %d keys have last_used_at (%v), want 1", n, err)

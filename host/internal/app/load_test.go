@@ -89,7 +89,7 @@ func TestLoadEveryRequestLogged(t *testing.T) {
 		}
 		return rows.N >= total
 	})
-	err := p.App.Store().Reader().QueryRow(`SELECT count(*), coalesce(sum(stream), 0), coalesce(sum(status = 200), 0),
+	err := p.App.Store().Reader().QueryRow(`SELECT count(*), coalesce(sum(stream), 0), coalesce(sum(CASE WHEN status = 200 THEN 1 ELSE 0 END), 0),
 		coalesce(sum(prompt_tokens), 0), coalesce(sum(completion_tokens), 0) FROM request_logs`).
 		Scan(&rows.N, &rows.Streams, &rows.OK, &rows.Prompt, &rows.Completion)
 	if err != nil {

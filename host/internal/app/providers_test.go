@@ -238,6 +238,9 @@ func TestDatabaseProviders(t *testing.T) {
 	}
 	checkFiles := func(secrets ...string) {
 		t.Helper()
+		if cfg.Database.Driver == config.DriverPostgres {
+			return // no file: the sealed column is checked through the API above
+		}
 		for _, f := range []string{cfg.Database.Path, cfg.Database.Path + "-wal"} {
 			b, err := os.ReadFile(f)
 			if err != nil {

@@ -171,10 +171,7 @@ func TestRequestLogRows(t *testing.T) {
 // days that are over get their day rollups.
 func TestRetention(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "seeded.db")
-	st, err := store.Open(context.Background(), store.Options{Path: path})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := openDB(t, path)
 	now := time.Now()
 	rows := []store.RequestLog{
 		{ID: "req_old", TS: now.AddDate(0, 0, -8).UnixMilli(), Model: "m", Status: 200},

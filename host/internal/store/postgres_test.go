@@ -264,3 +264,34 @@ func migratedPostgres(t *testing.T) *sql.DB {
 	}
 	return pg
 }
+
+// TestPostgresConcurrentStart: replicas starting at once on a new database
+// take turns at the migrations; all of them open it.
+func TestPostgresConcurrentStart(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.New(t)
+	errs := make(chan error, 3)
+	for range 3 {
+		go func() {
+			s, err := OpenPostgres(t.Context(), dsn, Options{MaxConns: 2})
+			if err == nil {
+				s.Close()
+			}
+			errs <- err
+		}()
+	}
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	states, err := PostgresMigrationStatus(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range states {
+		if !s.Applied {
+			t.Fatalf("%s not applied", s.Name)
+		}
+	}
+}

@@ -76,6 +76,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
@@ -280,10 +281,17 @@ func newMigrator(db *sql.DB) (*goose.Provider, error) {
 
 // newPostgresMigrator is newMigrator for a PostgreSQL database. Its
 // history starts at version 12, so it has no backfill: there was never a
-// request log on PostgreSQL without rollups.
+// request log on PostgreSQL without rollups. Replicas starting together
+// take turns: the migrations run under an advisory lock, and whoever
+// comes second finds them applied.
 func newPostgresMigrator(db *sql.DB) (*goose.Provider, error) {
+	locker, err := lock.NewPostgresSessionLocker()
+	if err != nil {
+		return nil, err
+	}
 	return goose.NewProvider(goose.DialectPostgres, db, migrations.Postgres,
 		goose.WithDisableGlobalRegistry(true),
+		goose.WithSessionLocker(locker),
 	)
 }
 
