@@ -34,11 +34,12 @@ import (
 
 // Server is a running PostgreSQL server.
 type Server struct {
-	dir  string // the temporary directory: data/, sock/, log
-	bin  string
-	cred *syscall.Credential
-	cmd  *exec.Cmd
-	done chan error
+	dir     string // the temporary directory: data/, sock/, log
+	durable bool   // fsync and synchronous commits on, as in production
+	bin     string
+	cred    *syscall.Credential
+	cmd     *exec.Cmd
+	done    chan error
 }
 
 // binDir finds the directory of initdb and postgres.
@@ -67,8 +68,16 @@ func version(binDir string) int {
 }
 
 // Start initialises and starts a new server; Stop ends it and removes its
-// files.
-func Start() (*Server, error) {
+// files. It trades durability for speed (fsync and synchronous commits
+// off): a test's data need not survive a power cut.
+func Start() (*Server, error) { return start(false) }
+
+// StartDurable is Start with PostgreSQL's default durability (every
+// commit flushed to disk), for benchmarks whose figures must hold in
+// production.
+func StartDurable() (*Server, error) { return start(true) }
+
+func start(durable bool) (*Server, error) {
 	bin, err := binDir()
 	if err != nil {
 		return nil, err
@@ -77,7 +86,7 @@ func Start() (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{dir: dir, bin: bin}
+	s := &Server{dir: dir, bin: bin, durable: durable}
 	cred, err := credential()
 	s.cred = cred
 	if err != nil {
@@ -118,10 +127,12 @@ func (s *Server) run() error {
 		return err
 	}
 	defer logf.Close()
-	s.cmd = exec.Command(filepath.Join(s.bin, "postgres"), "-D", filepath.Join(s.dir, "data"),
-		"-k", filepath.Join(s.dir, "sock"), "-c", "listen_addresses=",
-		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-		"-c", "max_connections=200", "-c", "shared_buffers=64MB")
+	args := []string{"-D", filepath.Join(s.dir, "data"), "-k", filepath.Join(s.dir, "sock"),
+		"-c", "listen_addresses=", "-c", "max_connections=200", "-c", "shared_buffers=64MB"}
+	if !s.durable {
+		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
+	}
+	s.cmd = exec.Command(filepath.Join(s.bin, "postgres"), args...)
 	s.cmd.Dir = s.dir
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	// The server dies with the test binary, even a killed one.
@@ -243,7 +254,19 @@ var (
 	sharedOnce sync.Once
 	shared     *Server
 	sharedErr  error
+
+	durableOnce sync.Once
+	durable     *Server
+	durableErr  error
 )
+
+// NewDurable is New on a second shared server with PostgreSQL's default
+// durability (StartDurable), for benchmarks.
+func NewDurable(tb testing.TB) string {
+	tb.Helper()
+	durableOnce.Do(func() { durable, durableErr = StartDurable() })
+	return newOn(tb, durable, durableErr)
+}
 
 // New returns the DSN of a new database on the test binary's shared
 // server, started on first use. It skips the test when PostgreSQL is not
@@ -252,13 +275,18 @@ var (
 func New(t testing.TB) string {
 	t.Helper()
 	sharedOnce.Do(func() { shared, sharedErr = Start() })
-	if sharedErr != nil {
-		if errors.Is(sharedErr, ErrNotInstalled) && os.Getenv("LLMPROXY_REQUIRE_POSTGRES") != "1" {
-			t.Skip(sharedErr)
+	return newOn(t, shared, sharedErr)
+}
+
+func newOn(t testing.TB, s *Server, err error) string {
+	t.Helper()
+	if err != nil {
+		if errors.Is(err, ErrNotInstalled) && os.Getenv("LLMPROXY_REQUIRE_POSTGRES") != "1" {
+			t.Skip(err)
 		}
-		t.Fatal(sharedErr)
+		t.Fatal(err)
 	}
-	dsn, err := shared.CreateDB(t.Context())
+	dsn, err := s.CreateDB(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,8 +297,10 @@ func New(t testing.TB) string {
 // server: call it from TestMain as os.Exit(pgtest.Main(m)).
 func Main(m *testing.M) int {
 	code := m.Run()
-	if shared != nil {
-		shared.Stop()
+	for _, s := range []*Server{shared, durable} {
+		if s != nil {
+			s.Stop()
+		}
 	}
 	return code
 }

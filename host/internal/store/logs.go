@@ -261,6 +261,17 @@ func (s *Store) InsertLogs(ctx context.Context, rows []RequestLog) (err error) {
 	if len(rows) == 0 {
 		return nil
 	}
+	if s.dialect == dialectPostgres {
+		// COPY first. It cannot say which row it refused: if it refuses
+		// one, the statements below try again and name it.
+		err := s.insertLogsCopy(ctx, rows)
+		if err == nil {
+			return nil
+		}
+		if IsUnavailable(err) || ctx.Err() != nil {
+			return fmt.Errorf("insert logs: %w", err)
+		}
+	}
 	st, err := s.statements(ctx)
 	if err != nil {
 		return fmt.Errorf("insert logs: %w", err)

@@ -18,6 +18,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/jmoiron/sqlx"
+
+	"github.com/llm-proxy/llm-proxy/host/internal/histogram"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 )
@@ -234,3 +236,162 @@ const (
 	pgClassConnection      = "08"  // connection exception
 	pgOperatorIntervention = "57P" // admin_shutdown, crash_shutdown, cannot_connect_now
 )
+
+// logColumnNames are request_logs' columns in the order of logArgs.
+var logColumnNames = []string{
+	"id", "ts", "key_id", "model", "provider", "plugin", "plugin_version", "status",
+	"error_type", "latency_ms", "ttfb_ms", "stream", "prompt_tokens",
+	"completion_tokens", "cached_tokens", "cost_usd", "request_body", "response_body",
+	"attempts", "attempt_log", "trace_id", "api",
+}
+
+// insertLogsCopy is InsertLogs on PostgreSQL: the rows go in with one
+// COPY, and the rollups through addRollups, in one transaction on one
+// connection: a handful of round trips for a whole batch, where
+// statements would take one per chunk of rows and one per rollup group.
+func (s *Store) insertLogsCopy(ctx context.Context, rows []RequestLog) error {
+	conn, err := s.w.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return conn.Raw(func(dc any) error {
+		pc := dc.(qmarkConn).c.Conn()
+		tx, err := pc.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = tx.Rollback(ctx) }()
+		var until sql.NullInt64
+		if err := tx.QueryRow(ctx, `SELECT days_until FROM usage_rollup_state WHERE id = 1`).Scan(&until); err != nil {
+			return fmt.Errorf("read rollup state: %w", err)
+		}
+		agg := newRollupAgg(noDays)
+		if until.Valid {
+			agg.daysUntil = until.Int64
+		}
+		vals := make([]any, 0, len(logColumnNames))
+		_, err = tx.CopyFrom(ctx, pgx.Identifier{"request_logs"}, logColumnNames,
+			pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
+				vals = logArgs(vals[:0], &rows[i])
+				if rows[i].Stream { // the schema's INTEGER boolean
+					vals[11] = int64(1)
+				} else {
+					vals[11] = int64(0)
+				}
+				return vals, nil
+			}))
+		if err != nil {
+			return err
+		}
+		for i := range rows {
+			agg.add(&rows[i])
+		}
+		var groups [][]any
+		_ = agg.flushTo(func(args ...any) error {
+			groups = append(groups, args)
+			return nil
+		})
+		if err := addRollups(ctx, tx, groups); err != nil {
+			return fmt.Errorf("rollups: %w", err)
+		}
+		return tx.Commit(ctx)
+	})
+}
+
+// The statements of addRollups. A group's arguments are those of
+// upsertRollupSQL: the five key columns, nine sums, two histograms.
+const (
+	lockRollupsSQL = `SELECT r.period, r.bucket, r.key_id, r.model, r.provider, r.latency_hist, r.ttfb_hist
+		FROM usage_rollups r
+		JOIN unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[]) AS u(period, bucket, key_id, model, provider)
+		ON r.period = u.period AND r.bucket = u.bucket AND r.key_id = u.key_id AND r.model = u.model AND r.provider = u.provider
+		ORDER BY r.period, r.bucket, r.key_id, r.model, r.provider
+		FOR UPDATE OF r`
+	updateRollupSQL = `UPDATE usage_rollups SET requests = requests + $6, errors = errors + $7,
+		server_errors = server_errors + $8, prompt_tokens = prompt_tokens + $9,
+		completion_tokens = completion_tokens + $10, cached_tokens = cached_tokens + $11,
+		cost_usd = cost_usd + $12, latency_sum_ms = latency_sum_ms + $13, ttfb_sum_ms = ttfb_sum_ms + $14,
+		latency_hist = $15, ttfb_hist = $16
+		WHERE period = $1 AND bucket = $2 AND key_id = $3 AND model = $4 AND provider = $5`
+	insertRollupSQL = `INSERT INTO usage_rollups (` + RollupColumns + `)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+		ON CONFLICT DO NOTHING`
+)
+
+// addRollups adds groups (in key order) to their rollup rows, in two
+// steps. First every group is inserted as a new row, unless its row exists
+// (ON CONFLICT DO NOTHING), in one pipelined batch. Then the rows that
+// existed are locked and read in one query, their histograms merged here,
+// in Go, as SQLite's writer does (PostgreSQL's own llmproxy_hist_merge, in
+// PL/pgSQL, takes over a millisecond a row), and updated in a second batch.
+// Both steps go in key order, so replicas writing at once wait for each
+// other and never deadlock: a row one of them has just inserted makes the
+// other's insert wait for its commit and then find the row.
+func addRollups(ctx context.Context, tx pgx.Tx, groups [][]any) error {
+	batch := &pgx.Batch{}
+	for _, g := range groups {
+		batch.Queue(insertRollupSQL, g...)
+	}
+	br := tx.SendBatch(ctx, batch)
+	var existed [][]any
+	for _, g := range groups {
+		tag, err := br.Exec()
+		if err != nil {
+			br.Close()
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			existed = append(existed, g)
+		}
+	}
+	if err := br.Close(); err != nil {
+		return err
+	}
+	if len(existed) == 0 {
+		return nil
+	}
+	n := len(existed)
+	periods, buckets := make([]int64, n), make([]int64, n)
+	keys, models, provs := make([]string, n), make([]string, n), make([]string, n)
+	for i, g := range existed {
+		periods[i], buckets[i] = g[0].(int64), g[1].(int64)
+		keys[i], models[i], provs[i] = g[2].(string), g[3].(string), g[4].(string)
+	}
+	rows, err := tx.Query(ctx, lockRollupsSQL, periods, buckets, keys, models, provs)
+	if err != nil {
+		return err
+	}
+	current := make(map[rollupKey][2][]byte, n)
+	for rows.Next() {
+		var k rollupKey
+		var lat, ttfb []byte
+		if err := rows.Scan(&k.period, &k.bucket, &k.key, &k.model, &k.provider, &lat, &ttfb); err != nil {
+			rows.Close()
+			return err
+		}
+		current[k] = [2][]byte{lat, ttfb}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	batch = &pgx.Batch{}
+	for i, g := range existed {
+		k := rollupKey{periods[i], buckets[i], keys[i], models[i], provs[i]}
+		h, ok := current[k]
+		if !ok { // deleted meanwhile (retention): not expected
+			return fmt.Errorf("rollup of %d vanished", k.bucket)
+		}
+		lat, err := histogram.MergeEncoded(h[0], g[14].([]byte))
+		if err != nil {
+			return fmt.Errorf("rollup of %d: latency: %w", k.bucket, err)
+		}
+		ttfb, err := histogram.MergeEncoded(h[1], g[15].([]byte))
+		if err != nil {
+			return fmt.Errorf("rollup of %d: ttfb: %w", k.bucket, err)
+		}
+		batch.Queue(updateRollupSQL, append(append([]any{}, g[:14]...), lat, ttfb)...)
+	}
+	return tx.SendBatch(ctx, batch).Close()
+}

@@ -168,7 +168,6 @@ type rollupAgg struct {
 	groups    map[rollupKey]*rollupSums
 	free      []*rollupSums
 	keys      []rollupKey
-	lat, ttfb []byte
 }
 
 func newRollupAgg(daysUntil int64) *rollupAgg {
@@ -246,6 +245,15 @@ func (a *rollupAgg) len() int { return len(a.groups) }
 // flush upserts every group held, in primary key order, through stmt (a
 // prepared upsertRollupSQL), and forgets them.
 func (a *rollupAgg) flush(ctx context.Context, stmt *sql.Stmt) error {
+	return a.flushTo(func(args ...any) error {
+		_, err := stmt.ExecContext(ctx, args...)
+		return err
+	})
+}
+
+// flushTo is flush with the upsert's arguments handed to exec, which may
+// keep them: they are not reused.
+func (a *rollupAgg) flushTo(exec func(args ...any) error) error {
 	a.keys = a.keys[:0]
 	for k := range a.groups {
 		a.keys = append(a.keys, k)
@@ -253,12 +261,10 @@ func (a *rollupAgg) flush(ctx context.Context, stmt *sql.Stmt) error {
 	slices.SortFunc(a.keys, compareKeys)
 	for _, k := range a.keys {
 		s := a.groups[k]
-		a.lat = s.latHist.AppendBinary(a.lat[:0])
-		a.ttfb = s.ttfbHist.AppendBinary(a.ttfb[:0])
-		if _, err := stmt.ExecContext(ctx,
+		if err := exec(
 			k.period, k.bucket, k.key, k.model, k.provider,
 			s.requests, s.errors, s.serverErrors, s.prompt, s.completion, s.cached, s.cost,
-			s.latency, s.ttfb, a.lat, a.ttfb,
+			s.latency, s.ttfb, s.latHist.AppendBinary(nil), s.ttfbHist.AppendBinary(nil),
 		); err != nil {
 			return fmt.Errorf("rollup of %s: %w", time.UnixMilli(k.bucket).UTC().Format(time.RFC3339), err)
 		}

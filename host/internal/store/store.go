@@ -285,7 +285,7 @@ func newMigrator(db *sql.DB) (*goose.Provider, error) {
 // take turns: the migrations run under an advisory lock, and whoever
 // comes second finds them applied.
 func newPostgresMigrator(db *sql.DB) (*goose.Provider, error) {
-	locker, err := lock.NewPostgresSessionLocker()
+	locker, err := lock.NewPostgresSessionLocker(lock.WithLockTimeout(1, 300)) // retried every second, up to 5 min
 	if err != nil {
 		return nil, err
 	}
