@@ -15,6 +15,8 @@ import (
 
 	"github.com/llm-proxy/llm-proxy/host/internal/config"
 	"github.com/llm-proxy/llm-proxy/host/internal/fakeupstream"
+	"github.com/llm-proxy/llm-proxy/host/internal/pgtest"
+	"github.com/llm-proxy/llm-proxy/host/internal/store/storetest"
 )
 
 // BenchmarkProxyChat and BenchmarkProxyStream20 send requests through the
@@ -319,5 +321,31 @@ func BenchmarkIngress(b *testing.B) {
 				b.ReportMetric(float64((cpuTime()-before).Microseconds())/float64(b.N), "cpu-µs/op")
 			})
 		}
+	}
+}
+
+// BenchmarkProxyDatabase is the same parallel chat requests
+// (BenchmarkProxyChat) with the proxy on SQLite and on PostgreSQL, side by
+// side in one run. cpu-µs/op is this process's CPU time per request: the
+// proxy, its fake upstream and the client, and, on SQLite, the database's
+// work; PostgreSQL's own work is done by its server process, outside it.
+// On PostgreSQL the replica also runs its fleet chores (heartbeat, limit
+// exchange every 250 ms, change notices).
+func BenchmarkProxyDatabase(b *testing.B) {
+	for _, db := range []string{"sqlite", "postgres"} {
+		b.Run("db="+db, func(b *testing.B) {
+			p := startProxyWith(b, func(cfg *config.Config) {
+				cfg.Log.Level = "warn"
+				if db == "postgres" {
+					cfg.Database.Driver, cfg.Database.DSN, cfg.Database.DSNEnv = config.DriverPostgres, pgtest.NewDurable(b), ""
+				}
+			}, fakeupstream.Options{Chunks: 20, DisableRecording: true})
+			cpu := storetest.CPUTime()
+			runProxyBench(b, p, chatBody)
+			b.StopTimer()
+			if used := storetest.CPUTime() - cpu; used > 0 {
+				b.ReportMetric(float64(used.Microseconds())/float64(b.N), "cpu-µs/op")
+			}
+		})
 	}
 }

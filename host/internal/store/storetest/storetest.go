@@ -42,9 +42,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/llm-proxy/llm-proxy/host/internal/pgtest"
 	"github.com/llm-proxy/llm-proxy/host/internal/store"
 	"github.com/llm-proxy/llm-proxy/migrations"
 )
@@ -280,10 +282,67 @@ func Fixture(tb testing.TB) string {
 }
 
 // OpenFixture opens the shared database (see Fixture) and closes it when
-// the test ends.
+// the test ends. With LLMPROXY_TEST_DB=postgres it is a PostgreSQL
+// database of the test binary's server (pgtest) instead, loaded with the
+// same rows on first use (about a minute) and shared by the binary's
+// tests and benchmarks.
 func OpenFixture(tb testing.TB) *store.Store {
 	tb.Helper()
+	if os.Getenv("LLMPROXY_TEST_DB") == "postgres" {
+		return openPostgresFixture(tb)
+	}
 	s, err := store.Open(tb.Context(), store.Options{Path: Fixture(tb)})
+	if err != nil {
+		tb.Fatalf("open the request log fixture: %v", err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	return s
+}
+
+var (
+	pgFixtureOnce sync.Once
+	pgFixtureDSN  string
+	pgFixtureErr  error
+)
+
+func openPostgresFixture(tb testing.TB) *store.Store {
+	tb.Helper()
+	dsn := pgtest.New(tb) // skips or fails as pgtest says, before the Once
+	pgFixtureOnce.Do(func() {
+		start := time.Now()
+		var s *store.Store
+		s, pgFixtureErr = store.OpenPostgres(context.Background(), dsn, store.Options{})
+		if pgFixtureErr != nil {
+			return
+		}
+		defer s.Close()
+		batch := make([]store.RequestLog, 0, 1024)
+		for r := range Rows(FixtureSeed, FixtureStart, FixtureEnd, FixtureRows) {
+			if batch = append(batch, *r); len(batch) == cap(batch) {
+				if pgFixtureErr = s.InsertLogs(context.Background(), batch); pgFixtureErr != nil {
+					return
+				}
+				batch = batch[:0]
+			}
+		}
+		if pgFixtureErr = s.InsertLogs(context.Background(), batch); pgFixtureErr != nil {
+			return
+		}
+		if _, pgFixtureErr = s.CompactRollups(context.Background(), FixtureEnd); pgFixtureErr != nil {
+			return
+		}
+		// PostgreSQL plans from statistics, which autovacuum gathers some
+		// time after a load; a database that has run for a while has them.
+		if _, pgFixtureErr = s.Writer().Exec(`ANALYZE`); pgFixtureErr != nil {
+			return
+		}
+		pgFixtureDSN = dsn
+		tb.Logf("built the PostgreSQL request log fixture (%d rows) in %s", FixtureRows, time.Since(start).Round(time.Second))
+	})
+	if pgFixtureErr != nil {
+		tb.Fatalf("build the PostgreSQL request log fixture: %v", pgFixtureErr)
+	}
+	s, err := store.OpenPostgres(tb.Context(), pgFixtureDSN, store.Options{})
 	if err != nil {
 		tb.Fatalf("open the request log fixture: %v", err)
 	}
