@@ -118,3 +118,44 @@ func TestUsers(t *testing.T) {
 		}
 	})
 }
+
+// TestLastAdminAcrossReplicas: two replicas (two stores on one database)
+// each demote or disable one of the last two admins at the same moment,
+// many times over: one of them must always be refused.
+func TestLastAdminAcrossReplicas(t *testing.T) {
+	storetest.EachShared(t, func(t *testing.T, connect func() *store.Store) {
+		ctx := context.Background()
+		a, b := users.New(connect()), users.New(connect())
+		now := time.Now()
+		for _, n := range []string{"ann", "bob"} {
+			if _, err := a.Create(ctx, n, "a long password", users.RoleAdmin, now); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for round := range 10 {
+			errs := make(chan error, 2)
+			go func() { errs <- a.SetRole(ctx, "ann", users.RoleViewer, now) }()
+			go func() { errs <- b.SetDisabled(ctx, "bob", true, now) }()
+			e1, e2 := <-errs, <-errs
+			refused := 0
+			for _, err := range []error{e1, e2} {
+				switch {
+				case errors.Is(err, users.ErrLastAdmin):
+					refused++
+				case err != nil:
+					t.Fatal(err)
+				}
+			}
+			if refused != 1 {
+				t.Fatalf("round %d: %d of the two changes refused, want exactly 1", round, refused)
+			}
+			// Both admins again.
+			if err := a.SetRole(ctx, "ann", users.RoleAdmin, now); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.SetDisabled(ctx, "bob", false, now); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
