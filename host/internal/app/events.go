@@ -2,7 +2,7 @@ package app
 
 import (
 	"github.com/llm-proxy/llm-proxy/host/internal/hub"
-	"github.com/llm-proxy/llm-proxy/host/internal/logquery"
+	"github.com/llm-proxy/llm-proxy/host/internal/store/logquery"
 	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
 	"github.com/llm-proxy/llm-proxy/host/internal/requestlog"
 )

@@ -12,7 +12,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/llm-proxy/llm-proxy/host/internal/apierror"
-	"github.com/llm-proxy/llm-proxy/host/internal/logquery"
+	"github.com/llm-proxy/llm-proxy/host/internal/store/logquery"
 )
 
 // MaxExportRows is the most rows one export holds.

@@ -6,7 +6,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/llm-proxy/llm-proxy/host/internal/apierror"
-	"github.com/llm-proxy/llm-proxy/host/internal/logquery"
+	"github.com/llm-proxy/llm-proxy/host/internal/store/logquery"
 )
 
 // overview answers GET /api/overview?range=1h|24h: the dashboard's front

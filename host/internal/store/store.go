@@ -1,7 +1,9 @@
-// Package store is the database layer of LLM Proxy: one SQLite file that
-// holds client API keys, dashboard users, providers managed at run time,
-// request logs with their usage rollups (sums per hour and day, see
-// [Store.InsertLogs] and [Store.CompactRollups]) and settings.
+// Package store is the database layer of LLM Proxy: one SQLite file, or a
+// PostgreSQL database shared by several replicas, that holds client API
+// keys, dashboard users and their sessions, providers and routes managed at
+// run time, settings, kept responses, the replicas and their limit counts,
+// and request logs with their usage rollups (sums per hour and day, see
+// [Store.InsertLogs] and [Store.CompactRollups]).
 //
 // # Opening
 //
@@ -15,11 +17,10 @@
 // compiler and cross-compiles like the rest of the proxy.
 //
 // [OpenPostgres] opens the same store on PostgreSQL, for several replicas
-// on one database (postgres.go). The providers, routes, kept responses,
-// request log and rollups of this package run on both databases, and their
-// tests run on both; the SQL that still lives in other packages (keys,
-// users, settings, the log queries) does not yet, and the proxy does not
-// offer PostgreSQL in its config yet.
+// on one database (postgres.go; [database] driver = "postgres"). All of
+// the proxy's SQL lives in this package and its logquery subpackage (the
+// request log's read side), and every statement runs on both databases;
+// the tests run on both.
 //
 // # One writer, many readers
 //

@@ -11,7 +11,7 @@ import (
 // the 30 days before storetest.FixtureEnd, built on first use (tens of
 // seconds) and kept in the temporary directory for later runs.
 //
-//	go test -run '^$' -bench 'Usage|LogsPage' ./host/internal/logquery
+//	go test -run '^$' -bench 'Usage|LogsPage' ./host/internal/store/logquery
 
 // now is the time the benchmarks pretend it is: a little after the
 // fixture's last request, not on the hour.
