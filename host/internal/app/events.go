@@ -2,9 +2,9 @@ package app
 
 import (
 	"github.com/llm-proxy/llm-proxy/host/internal/hub"
-	"github.com/llm-proxy/llm-proxy/host/internal/store/logquery"
 	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
 	"github.com/llm-proxy/llm-proxy/host/internal/requestlog"
+	"github.com/llm-proxy/llm-proxy/host/internal/store/logquery"
 )
 
 // finishedEvents publishes every queued request log entry to the hub as

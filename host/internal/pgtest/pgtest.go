@@ -12,6 +12,7 @@
 package pgtest
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"database/sql"
@@ -24,6 +25,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -303,4 +305,52 @@ func Main(m *testing.M) int {
 		}
 	}
 	return code
+}
+
+// Durable returns the server of NewDurable, nil before its first use.
+func Durable() *Server { return durable }
+
+// CPUTime is the CPU time (user and system) the server's processes (the
+// postmaster and its children: backends and background workers) have
+// used so far, as /proc tells on Linux; 0 elsewhere. Backends that already exited are not
+// counted, so read it while the connections of interest are open.
+func (s *Server) CPUTime() time.Duration {
+	if s == nil || s.cmd == nil || s.cmd.Process == nil {
+		return 0
+	}
+	pid := s.cmd.Process.Pid
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	var ticks int64
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// The fields after the command (which may hold spaces) start
+		// after the last ')': state, ppid, ... utime is field 14, stime
+		// 15 (counting from pid as 1). Backends start sessions of their
+		// own (setsid), so they are found by their parent.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 13 {
+			continue
+		}
+		self, _ := strconv.Atoi(e.Name())
+		if parent, _ := strconv.Atoi(f[1]); self != pid && parent != pid {
+			continue
+		}
+		u, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		ticks += u + st
+	}
+	return time.Duration(ticks) * time.Second / 100 // USER_HZ
 }
