@@ -108,8 +108,7 @@ func (a *App) exchangeShares(ctx context.Context) {
 	for i, s := range mine {
 		shares[i] = store.LimitShare{KeyID: s.KeyID, Requests: s.Requests, Tokens: s.Tokens, InFlight: s.InFlight, Reserved: s.Reserved}
 	}
-	now := time.Now()
-	others, err := a.store.ExchangeLimitShares(ctx, a.replicaID, shares, now.UnixMilli(), now.Add(-sharesStale).UnixMilli())
+	others, err := a.store.ExchangeLimitShares(ctx, a.replicaID, shares, sharesStale)
 	if err != nil {
 		if ctx.Err() == nil {
 			a.log.Debug("limit counts not exchanged", "err", err)

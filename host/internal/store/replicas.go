@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"time"
 )
 
 // Replica is a row of the replicas table: a proxy process on this
@@ -71,15 +72,24 @@ type LimitShare struct {
 	Reserved float64 `db:"reserved"`
 }
 
-// ExchangeLimitShares replaces replica's shares with shares, stamped now,
-// and returns the sums of the other replicas' shares written since a time,
-// by key. One transaction: one round of the exchange.
-func (s *Store) ExchangeLimitShares(ctx context.Context, replica string, shares []LimitShare, now, since int64) ([]LimitShare, error) {
+// ExchangeLimitShares replaces replica's shares with shares, and returns
+// the sums, by key, of the other replicas' shares written within the last
+// stale. One transaction: one round of the exchange. The rows are stamped
+// and judged by the database's clock on PostgreSQL, so replicas whose
+// clocks disagree still count each other.
+func (s *Store) ExchangeLimitShares(ctx context.Context, replica string, shares []LimitShare, stale time.Duration) ([]LimitShare, error) {
 	tx, err := s.w.BeginTxx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("exchange limit shares: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
+	now := time.Now().UnixMilli()
+	if s.dialect == dialectPostgres {
+		if err := tx.GetContext(ctx, &now, `SELECT CAST(extract(epoch FROM clock_timestamp()) * 1000 AS BIGINT)`); err != nil {
+			return nil, fmt.Errorf("exchange limit shares: %w", err)
+		}
+	}
+	since := now - stale.Milliseconds()
 	if _, err := tx.ExecContext(ctx, `DELETE FROM limit_shares WHERE replica = ?`, replica); err != nil {
 		return nil, fmt.Errorf("exchange limit shares: %w", err)
 	}

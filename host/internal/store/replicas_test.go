@@ -1,6 +1,9 @@
 package store
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 // TestReplicasAndLimitShares: replicas' heartbeats and their exchange of
 // limit counts, on both databases.
@@ -21,13 +24,13 @@ func TestReplicasAndLimitShares(t *testing.T) {
 			t.Fatalf("replicas seen since 1500: %+v %v", rs, err)
 		}
 
-		if _, err := st.ExchangeLimitShares(ctx, "a", []LimitShare{{KeyID: "k", Requests: 3, Tokens: 30, InFlight: 1, Reserved: 0.5}}, 1000, 0); err != nil {
+		if _, err := st.ExchangeLimitShares(ctx, "a", []LimitShare{{KeyID: "k", Requests: 3, Tokens: 30, InFlight: 1, Reserved: 0.5}}, time.Hour); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := st.ExchangeLimitShares(ctx, "b", []LimitShare{{KeyID: "k", Requests: 2, Tokens: 20}, {KeyID: "j", Requests: 1}}, 1000, 0); err != nil {
+		if _, err := st.ExchangeLimitShares(ctx, "b", []LimitShare{{KeyID: "k", Requests: 2, Tokens: 20}, {KeyID: "j", Requests: 1}}, time.Hour); err != nil {
 			t.Fatal(err)
 		}
-		others, err := st.ExchangeLimitShares(ctx, "c", nil, 1100, 900)
+		others, err := st.ExchangeLimitShares(ctx, "c", nil, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -39,14 +42,15 @@ func TestReplicasAndLimitShares(t *testing.T) {
 			t.Fatalf("others' sums: %+v", others)
 		}
 		// a's next round replaces its shares; stale ones are not counted.
-		if _, err := st.ExchangeLimitShares(ctx, "a", nil, 1200, 0); err != nil {
+		if _, err := st.ExchangeLimitShares(ctx, "a", nil, time.Hour); err != nil {
 			t.Fatal(err)
 		}
-		others, _ = st.ExchangeLimitShares(ctx, "c", nil, 1300, 1100)
+		time.Sleep(100 * time.Millisecond)
+		others, _ = st.ExchangeLimitShares(ctx, "c", nil, 50*time.Millisecond)
 		if len(others) != 0 {
 			t.Fatalf("b's stale shares and a's empty round: %+v", others)
 		}
-		if err := st.RemoveReplica(ctx, "a", 1500); err != nil {
+		if err := st.RemoveReplica(ctx, "a", time.Now().Add(time.Hour).UnixMilli()); err != nil {
 			t.Fatal(err)
 		}
 		var n int
