@@ -304,14 +304,7 @@ func TestSIGTERMUnderLoadLosesNoRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	var ids []string
-	if err := st.Reader().Select(&ids, `SELECT id FROM request_logs WHERE status = 200`); err != nil {
-		t.Fatal(err)
-	}
-	logged := make(map[string]bool, len(ids))
-	for _, id := range ids {
-		logged[id] = true
-	}
+	logged := loggedOK(t, st)
 	var missing []string
 	drained := 0
 	for id, at := range res.completed {
@@ -328,7 +321,21 @@ func TestSIGTERMUnderLoadLosesNoRequest(t *testing.T) {
 	if drained == 0 {
 		t.Fatalf("too little load to tell: %d completed, %d of them after SIGTERM", len(res.completed), drained)
 	}
-	t.Logf("%d requests completed (%d during the drain), %d refused or cut; %d rows", len(res.completed), drained, res.failed, len(ids))
+	t.Logf("%d requests completed (%d during the drain), %d refused or cut; %d rows", len(res.completed), drained, res.failed, len(logged))
+}
+
+// loggedOK is the set of request ids with a 200 row in the request log.
+func loggedOK(t *testing.T, st *store.Store) map[string]bool {
+	t.Helper()
+	var ids []string
+	if err := st.Reader().Select(&ids, `SELECT id FROM request_logs WHERE status = 200`); err != nil {
+		t.Fatal(err)
+	}
+	logged := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		logged[id] = true
+	}
+	return logged
 }
 
 // written is the request log's committed row count, from /api/stats.

@@ -81,6 +81,21 @@ func eventually(t *testing.T, what string, ps []*proc, cond func(*proc) bool) ti
 	return time.Since(start)
 }
 
+// fleetKey creates a client key on the first replica and waits until
+// every replica takes it.
+func fleetKey(t *testing.T, reps []*proc, body string) (k struct{ ID, Key string }) {
+	t.Helper()
+	code, b := call(t, reps[0], "POST", "/api/keys", procAdminKey, body)
+	if json.Unmarshal(b, &k); code != 201 || k.Key == "" {
+		t.Fatalf("create key: %d %s", code, b)
+	}
+	eventually(t, "the key", reps, func(p *proc) bool {
+		c, _ := call(t, p, "GET", "/v1/models", k.Key, "")
+		return c == 200
+	})
+	return k
+}
+
 // TestReplicas: three proxies on one PostgreSQL database act as one
 // gateway. A key made on one works on the others at once, and its
 // revocation too; a dashboard session is valid on all three and a logout
@@ -190,15 +205,7 @@ func TestReplicas(t *testing.T) {
 		// fleet admits 60 plus what the others admit before a count
 		// arrives.
 		const rpm = 60
-		code, b := call(t, reps[0], "POST", "/api/keys", procAdminKey, fmt.Sprintf(`{"name":"limited","rpm":%d}`, rpm))
-		var k struct{ ID, Key string }
-		if json.Unmarshal(b, &k); code != 201 {
-			t.Fatalf("create key: %d %s", code, b)
-		}
-		eventually(t, "the key", reps, func(p *proc) bool {
-			c, _ := call(t, p, "GET", "/v1/models", k.Key, "")
-			return c == 200
-		})
+		k := fleetKey(t, reps, fmt.Sprintf(`{"name":"limited","rpm":%d}`, rpm))
 		var admitted, refused atomic.Int64
 		var wg sync.WaitGroup
 		for _, p := range reps {
@@ -227,15 +234,7 @@ func TestReplicas(t *testing.T) {
 	})
 
 	t.Run("3000 requests, 3000 rows", func(t *testing.T) {
-		code, b := call(t, reps[0], "POST", "/api/keys", procAdminKey, `{"name":"count"}`)
-		var k struct{ ID, Key string }
-		if json.Unmarshal(b, &k); code != 201 {
-			t.Fatalf("create key: %d %s", code, b)
-		}
-		eventually(t, "the key", reps, func(p *proc) bool {
-			c, _ := call(t, p, "GET", "/v1/models", k.Key, "")
-			return c == 200
-		})
+		k := fleetKey(t, reps, `{"name":"count"}`)
 		const total, clients = 3000, 24
 		var next, failed atomic.Int64
 		var wg sync.WaitGroup
@@ -428,14 +427,7 @@ func TestReplicaKilledAndDatabaseRestarted(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	var ids []string
-	if err := st.Reader().Select(&ids, `SELECT id FROM request_logs WHERE status = 200`); err != nil {
-		t.Fatal(err)
-	}
-	logged := make(map[string]bool, len(ids))
-	for _, id := range ids {
-		logged[id] = true
-	}
+	logged := loggedOK(t, st)
 	var missing []string
 	total := 0
 	for _, r := range results[1:] {
@@ -457,5 +449,5 @@ func TestReplicaKilledAndDatabaseRestarted(t *testing.T) {
 		t.Errorf("no survivor logged the database going away:\n%s", logs.String())
 	}
 	t.Logf("killed replica: %d completed before the kill; survivors: %d completed, %d while the database was down; %d rows in all",
-		len(results[0].completed), total, servedWhileDown, len(ids))
+		len(results[0].completed), total, servedWhileDown, len(logged))
 }

@@ -44,18 +44,21 @@ func (a *App) watchChanges(ctx context.Context) {
 		every = pollPostgres
 		go func() { _ = a.store.ListenChanges(ctx, run, a.log) }()
 	}
-	go func() {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				run("")
-			}
+	go tick(ctx, every, func() { run("") })
+}
+
+// tick calls fn every interval until ctx ends.
+func tick(ctx context.Context, every time.Duration, fn func()) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			fn()
 		}
-	}()
+	}
 }
 
 // dbProbe answers /readyz's question "does the database answer?" with a

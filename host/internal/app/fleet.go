@@ -67,38 +67,18 @@ func (a *App) runFleet(ctx context.Context) {
 		}
 	}
 	beat()
-	go func() {
-		t := time.NewTicker(heartbeatEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				beat()
-			}
-		}
-	}()
+	go tick(ctx, heartbeatEvery, beat)
 	if !a.store.Postgres() || a.limits == nil {
 		return
 	}
-	go func() {
-		t := time.NewTicker(shareEvery)
-		defer t.Stop()
-		lastSpent := time.Now()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			a.exchangeShares(ctx)
-			if time.Since(lastSpent) >= spentEvery {
-				a.limits.RefreshSpent(ctx)
-				lastSpent = time.Now()
-			}
+	lastSpent := time.Now()
+	go tick(ctx, shareEvery, func() {
+		a.exchangeShares(ctx)
+		if time.Since(lastSpent) >= spentEvery {
+			a.limits.RefreshSpent(ctx)
+			lastSpent = time.Now()
 		}
-	}()
+	})
 }
 
 // exchangeShares is one round of the limit counts' exchange.
