@@ -16,8 +16,7 @@ func (f finishedEvents) Publish(e requestlog.Entry) {
 	if !f.h.Active() {
 		return
 	}
-	row := toRow(&e, nil) // no body policy: bodies are never broadcast
-	f.h.Publish(hub.RequestFinished, logquery.RowOf(&row))
+	f.h.Publish(hub.RequestFinished, logquery.RowOf(&e.RequestLog)) // bodies are never broadcast
 }
 
 // pluginEvent names what happened to a plugin file.

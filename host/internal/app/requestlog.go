@@ -24,31 +24,25 @@ type storeSink struct {
 func (s *storeSink) WriteBatch(ctx context.Context, batch []requestlog.Entry) error {
 	s.rows = s.rows[:0]
 	for i := range batch {
-		s.rows = append(s.rows, toRow(&batch[i], s.bodies))
+		s.rows = append(s.rows, withBodies(&batch[i], s.bodies))
 	}
 	err := s.st.InsertLogs(ctx, s.rows)
 	clear(s.rows) // let the bodies be collected
 	return err
 }
 
-func toRow(e *requestlog.Entry, bodies *bodylog.Policy) store.RequestLog {
-	null := func(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }
+// withBodies is e's row with its bodies redacted and capped by the body
+// policy (none without one).
+func withBodies(e *requestlog.Entry, bodies *bodylog.Policy) store.RequestLog {
+	row := e.RequestLog
 	body := func(b []byte, size int) sql.NullString {
 		if b == nil || bodies == nil {
 			return sql.NullString{}
 		}
 		return sql.NullString{String: bodies.Prepare(b, size), Valid: true}
 	}
-	return store.RequestLog{
-		ID: e.ID, TS: e.Time.UnixMilli(), KeyID: null(e.KeyID),
-		Model: e.Model, Provider: e.Provider, Plugin: e.Plugin, PluginVersion: e.PluginVersion,
-		Status: e.Status, ErrorType: null(e.ErrorType),
-		LatencyMS: float64(e.Latency) / float64(time.Millisecond), TTFBMS: float64(e.TTFB) / float64(time.Millisecond),
-		Stream: e.Stream, PromptTokens: e.PromptTokens, CompletionTokens: e.CompletionTokens,
-		CachedTokens: e.CachedTokens, CostUSD: e.CostUSD,
-		RequestBody: body(e.RequestBody, e.RequestBodySize), ResponseBody: body(e.ResponseBody, e.ResponseBodySize),
-		Attempts: max(e.Attempts, 1), AttemptLog: null(string(e.AttemptLog)), TraceID: e.TraceID, API: e.API,
-	}
+	row.RequestBody, row.ResponseBody = body(e.RequestBytes, e.RequestSize), body(e.ResponseBytes, e.ResponseSize)
+	return row
 }
 
 // compactAfter is how long after midnight (UTC) the day's usage rollups

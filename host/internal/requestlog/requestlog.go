@@ -72,51 +72,28 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/llm-proxy/llm-proxy/host/internal/store"
 )
 
-// Entry is one finished request, as it will be stored in the request_logs
-// table.
+// Entry is one finished request: its row of the request log, as the
+// handler fills it and the store writes it (store.RequestLog, also what the
+// rollups sum and the log queries read), with the bodies as they were
+// sent. The sink redacts those into the row's RequestBody and
+// ResponseBody; the handler leaves these empty.
 //
 // Log keeps the Entry as it is, so the caller must not modify the byte
 // slices after passing them to Log.
 type Entry struct {
-	ID            string
-	Time          time.Time
-	KeyID         string
-	Model         string
-	Provider      string
-	Plugin        string
-	PluginVersion string
-	Status        int
-	ErrorType     string
-	Latency       time.Duration
-	TTFB          time.Duration
-	Stream        bool
-	// API is the API the client spoke: "openai" (chat completions and
-	// embeddings), "messages" (Anthropic's) or "responses" (OpenAI's).
-	API string
-
-	PromptTokens     int64
-	CompletionTokens int64
-	CachedTokens     int64
-	CostUSD          float64
-
-	// RequestBody and ResponseBody are set only when body logging is on:
-	// the first bytes of each body, up to the cap, as they were sent, not
-	// yet redacted (the sink redacts them). RequestBodySize and
-	// ResponseBodySize are the bodies' full sizes, larger than the slices
-	// when the cap cut them.
-	RequestBody      []byte
-	ResponseBody     []byte
-	RequestBodySize  int
-	ResponseBodySize int
-
-	// Attempts counts the targets tried (0 is taken as 1); AttemptLog is
-	// their JSON list, set only when there was more than one.
-	Attempts   int
-	AttemptLog []byte
-	// TraceID is the request's trace id, when it was traced.
-	TraceID string
+	store.RequestLog
+	// RequestBytes and ResponseBytes are set only when body logging is
+	// on: the first bytes of each body, up to the cap, as they were sent,
+	// not yet redacted. RequestSize and ResponseSize are the bodies' full
+	// sizes, larger than the slices when the cap cut them.
+	RequestBytes  []byte
+	ResponseBytes []byte
+	RequestSize   int
+	ResponseSize  int
 }
 
 // Sink stores batches of entries. It is called from one goroutine only, so
@@ -361,7 +338,7 @@ func (l *Logger) Log(e Entry) {
 		l.wake()
 	}
 	if b := l.opts.Broadcaster; b != nil {
-		e.RequestBody, e.ResponseBody = nil, nil
+		e.RequestBytes, e.ResponseBytes = nil, nil
 		b.Publish(e)
 	}
 }

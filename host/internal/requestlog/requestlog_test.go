@@ -3,6 +3,7 @@ package requestlog_test
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/llm-proxy/llm-proxy/host/internal/requestlog"
+	"github.com/llm-proxy/llm-proxy/host/internal/store"
 )
 
 // fakeSink records every batch it stores. It can be plugged (every call
@@ -95,7 +97,7 @@ func (s *fakeSink) waitEntered(t *testing.T) {
 
 // entry returns an entry numbered i.
 func entry(i int) requestlog.Entry {
-	return requestlog.Entry{ID: strconv.Itoa(i), Time: time.Unix(int64(i), 0), Model: "demo-echo", Status: 200}
+	return requestlog.Entry{RequestLog: store.RequestLog{ID: strconv.Itoa(i), TS: int64(i) * 1000, Model: "demo-echo", Status: 200}}
 }
 
 // checkInOrder fails unless entries are numbered 0..n-1 in order.
@@ -595,7 +597,7 @@ func TestBroadcasterGetsEveryQueuedEntry(t *testing.T) {
 type bodyBroadcaster struct{ sawBody atomic.Bool }
 
 func (b *bodyBroadcaster) Publish(e requestlog.Entry) {
-	if e.RequestBody != nil || e.ResponseBody != nil {
+	if e.RequestBytes != nil || e.ResponseBytes != nil {
 		b.sawBody.Store(true)
 	}
 }
@@ -607,12 +609,12 @@ func TestBroadcastEntriesHaveNoBodies(t *testing.T) {
 	var bc bodyBroadcaster
 	sink := &fakeSink{}
 	l := requestlog.New(sink, requestlog.Options{Broadcaster: &bc, Logger: slog.New(slog.DiscardHandler)})
-	l.Log(requestlog.Entry{ID: "1", RequestBody: []byte(`{"password":"x"}`), ResponseBody: []byte(`{}`)})
+	l.Log(requestlog.Entry{RequestLog: store.RequestLog{ID: "1"}, RequestBytes: []byte(`{"password":"x"}`), ResponseBytes: []byte(`{}`)})
 	closeOK(t, l)
 	if bc.sawBody.Load() {
 		t.Error("a broadcast entry carried a body")
 	}
-	if got := sink.entries(); len(got) != 1 || string(got[0].RequestBody) != `{"password":"x"}` || string(got[0].ResponseBody) != `{}` {
+	if got := sink.entries(); len(got) != 1 || string(got[0].RequestBytes) != `{"password":"x"}` || string(got[0].ResponseBytes) != `{}` {
 		t.Errorf("the sink got %+v", got)
 	}
 }
@@ -649,7 +651,8 @@ func TestConcurrentLog(t *testing.T) {
 		for g := range goroutines {
 			wg.Go(func() {
 				for i := range perG {
-					l.Log(requestlog.Entry{ID: strconv.Itoa(g*perG + i), KeyID: strconv.Itoa(g)})
+					l.Log(requestlog.Entry{RequestLog: store.RequestLog{ID: strconv.Itoa(g*perG + i),
+						KeyID: sql.NullString{String: strconv.Itoa(g), Valid: true}}})
 				}
 			})
 		}
@@ -664,7 +667,7 @@ func TestConcurrentLog(t *testing.T) {
 			last[i] = -1
 		}
 		for _, e := range entries {
-			g, _ := strconv.Atoi(e.KeyID)
+			g, _ := strconv.Atoi(e.KeyID.String)
 			n, _ := strconv.Atoi(e.ID)
 			if n <= last[g] {
 				t.Fatalf("producer %d: entry %d after %d", g, n, last[g])
@@ -777,12 +780,11 @@ func (stuckSink) WriteBatch(ctx context.Context, _ []requestlog.Entry) error {
 //     every entry is queued. log-ns/op is the time inside Log alone,
 //     measured with time.Now around the call (which adds a few tens of ns).
 func BenchmarkLog(b *testing.B) {
-	e := requestlog.Entry{
-		ID: "req_0123456789abcdef", Time: time.Now(), KeyID: "admin", Model: "gpt-4o-mini",
-		Provider: "openai", Plugin: "openai", PluginVersion: "1.0.0", Status: 200,
-		Latency: 412 * time.Millisecond, TTFB: 95 * time.Millisecond, Stream: true,
-		PromptTokens: 12, CompletionTokens: 40, CostUSD: 0.00012,
-	}
+	e := requestlog.Entry{RequestLog: store.RequestLog{
+		ID: "req_0123456789abcdef", TS: time.Now().UnixMilli(), KeyID: sql.NullString{String: "key_0123", Valid: true},
+		Model: "gpt-4o-mini", Provider: "openai", Plugin: "openai", PluginVersion: "1.0.0", Status: 200,
+		LatencyMS: 412, TTFBMS: 95, Stream: true, PromptTokens: 12, CompletionTokens: 40, CostUSD: 0.00012,
+	}}
 	run := func(b *testing.B, sink requestlog.Sink, work func()) {
 		l := requestlog.New(sink, requestlog.Options{Logger: slog.New(slog.DiscardHandler)})
 		var inLog atomic.Int64 // nanoseconds spent inside Log, summed over producers

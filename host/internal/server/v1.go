@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -28,6 +29,7 @@ import (
 	"github.com/llm-proxy/llm-proxy/host/internal/plugin"
 	"github.com/llm-proxy/llm-proxy/host/internal/requestlog"
 	"github.com/llm-proxy/llm-proxy/host/internal/router"
+	"github.com/llm-proxy/llm-proxy/host/internal/store"
 	"github.com/llm-proxy/llm-proxy/host/internal/tracing"
 	"github.com/llm-proxy/llm-proxy/sdk/abi"
 )
@@ -408,22 +410,23 @@ func (s *Server) finish(c *fiber.Ctx, r *request, err *apierror.Error) error {
 // and, when info logging is on, one log line with the same fields.
 func (s *Server) logRequest(r *request, status int, err *apierror.Error) {
 	s.inFlight.Add(-1)
-	e := requestlog.Entry{
-		ID: r.id, Time: r.start, Model: r.model, Status: status,
-		Latency: time.Since(r.start), TTFB: r.ttfb, Stream: r.stream, API: r.face.String(),
+	latency := time.Since(r.start)
+	e := requestlog.Entry{RequestLog: store.RequestLog{
+		ID: r.id, TS: r.start.UnixMilli(), KeyID: nullString(nonAdmin(r.keyID)), Model: r.model, Status: status,
+		LatencyMS: ms(latency), TTFBMS: ms(r.ttfb), Stream: r.stream, API: r.face.String(),
 		PromptTokens: r.usage.prompt, CompletionTokens: r.usage.completion, CachedTokens: r.usage.cached,
-		CostUSD: s.opts.Prices.Cost(r.model, r.upstreamModel, r.usage.prompt, r.usage.completion, r.usage.cached),
-	}
+		CostUSD:  s.opts.Prices.Cost(r.model, r.upstreamModel, r.usage.prompt, r.usage.completion, r.usage.cached),
+		Attempts: max(len(r.attempts), 1),
+	}}
 	if b := r.bodies; b != nil {
-		e.RequestBody, e.ResponseBody, e.RequestBodySize, e.ResponseBodySize = b.req, b.resp, b.reqSize, b.respSize
+		e.RequestBytes, e.ResponseBytes, e.RequestSize, e.ResponseSize = b.req, b.resp, b.reqSize, b.respSize
 	}
 	r.ticket.Done(r.usage.prompt+r.usage.completion, e.CostUSD)
 	r.quota.Done(r.usage.prompt+r.usage.completion, 0)
-	e.Attempts = len(r.attempts)
 	if len(r.attempts) > 1 {
-		e.AttemptLog, _ = json.Marshal(r.attempts)
+		attempts, _ := json.Marshal(r.attempts)
+		e.AttemptLog = nullString(string(attempts))
 	}
-	e.KeyID = nonAdmin(r.keyID)
 	if r.provider != nil {
 		e.Provider = r.provider.Name
 	}
@@ -431,7 +434,7 @@ func (s *Server) logRequest(r *request, status int, err *apierror.Error) {
 		e.Plugin, e.PluginVersion = r.version.Manifest.Name, r.version.Manifest.Version
 	}
 	if err != nil {
-		e.ErrorType = err.Type
+		e.ErrorType = nullString(err.Type)
 	}
 	if r.span != nil {
 		e.TraceID = r.span.TraceID()
@@ -440,7 +443,7 @@ func (s *Server) logRequest(r *request, status int, err *apierror.Error) {
 	if s.opts.Requests != nil {
 		s.opts.Requests.Log(e)
 	}
-	s.observe(r, &e)
+	s.observe(r, &e, latency)
 	ctx := context.Background()
 	if !s.log.Enabled(ctx, slog.LevelInfo) {
 		return
@@ -448,7 +451,7 @@ func (s *Server) logRequest(r *request, status int, err *apierror.Error) {
 	attrs := []slog.Attr{
 		slog.String("id", e.ID), slog.String("key", r.keyID), slog.String("op", r.op.String()),
 		slog.String("model", e.Model), slog.Int("status", status),
-		slog.Duration("latency", e.Latency), slog.Duration("ttfb", e.TTFB),
+		slog.Duration("latency", latency), slog.Duration("ttfb", r.ttfb),
 	}
 	if r.face != faceChat {
 		attrs = append(attrs, slog.String("api", e.API))
@@ -471,6 +474,9 @@ func (s *Server) logRequest(r *request, status int, err *apierror.Error) {
 	}
 	s.log.LogAttrs(ctx, slog.LevelInfo, "request", attrs...)
 }
+
+// nullString is s as a nullable column: NULL when empty.
+func nullString(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }
 
 func keyID(c *fiber.Ctx) string {
 	if v, ok := c.Locals(keyIDLocal).(string); ok {
@@ -516,13 +522,13 @@ func (s *Server) stream(c *fiber.Ctx, r *request, st *plugin.Stream, sink *strea
 }
 
 // observe counts a finished request in the metrics.
-func (s *Server) observe(r *request, e *requestlog.Entry) {
+func (s *Server) observe(r *request, e *requestlog.Entry, latency time.Duration) {
 	m := s.opts.Metrics
 	if m == nil {
 		return
 	}
-	mr := metrics.Request{KeyID: e.KeyID, Provider: cmp.Or(e.Provider, metrics.NoProvider), Model: s.metricModel(r),
-		Operation: r.op.String(), Status: e.Status, Duration: e.Latency, TTFB: e.TTFB,
+	mr := metrics.Request{KeyID: e.KeyID.String, Provider: cmp.Or(e.Provider, metrics.NoProvider), Model: s.metricModel(r),
+		Operation: r.op.String(), Status: e.Status, Duration: latency, TTFB: r.ttfb,
 		Prompt: e.PromptTokens, Output: e.CompletionTokens, Cached: e.CachedTokens, CostUSD: e.CostUSD}
 	if n := len(r.attempts); n > 1 {
 		first, last := r.attempts[0], r.attempts[n-1]

@@ -12,8 +12,10 @@ import (
 )
 
 // RequestLog is one row of the request_logs table: one finished /v1
-// request. The db tags are the column names, so sqlx can scan query results
-// straight into it.
+// request. It is the request log's one record: the handler fills it
+// (inside a requestlog.Entry), the writer stores it, the rollups sum it,
+// and logquery.RowOf shows it. The db tags are the column names, so sqlx
+// can scan query results straight into it.
 type RequestLog struct {
 	// ID identifies the request; it is the primary key and must be unique.
 	ID string `db:"id"`
@@ -55,7 +57,8 @@ type RequestLog struct {
 	// TraceID is the request's OpenTelemetry trace id; "" when it was not
 	// traced.
 	TraceID string `db:"trace_id"`
-	// API is the API the client spoke (requestlog.Entry.API).
+	// API is the API the client spoke: "openai" (chat completions and
+	// embeddings), "messages" (Anthropic's) or "responses" (OpenAI's).
 	API string `db:"api"`
 }
 
