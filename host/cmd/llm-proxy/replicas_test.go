@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -450,4 +452,31 @@ func TestReplicaKilledAndDatabaseRestarted(t *testing.T) {
 	}
 	t.Logf("killed replica: %d completed before the kill; survivors: %d completed, %d while the database was down; %d rows in all",
 		len(results[0].completed), total, servedWhileDown, len(logged))
+}
+
+// TestMigrateOnPostgres: `llm-proxy migrate status` and `migrate up` on a
+// PostgreSQL database named by the environment.
+func TestMigrateOnPostgres(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.New(t)
+	cfg := filepath.Join(t.TempDir(), "config.toml")
+	if err := os.WriteFile(cfg, []byte("[database]\ndriver = \"postgres\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"LLMPROXY_DATABASE_URL=" + dsn}
+	var out, errb bytes.Buffer
+	if code := run([]string{"migrate", "status", "--config", cfg}, env, &out, &errb); code != 0 ||
+		!strings.Contains(out.String(), "database postgres") || !strings.Contains(out.String(), "00013_sessions.sql") || strings.Contains(out.String(), "applied") {
+		t.Fatalf("status of a new database: %d\n%s%s", code, out.String(), errb.String())
+	}
+	out.Reset()
+	if code := run([]string{"migrate", "up", "--config", cfg}, env, &out, &errb); code != 0 || strings.Contains(out.String(), "pending") ||
+		!strings.Contains(out.String(), "00014_replicas.sql") {
+		t.Fatalf("up: %d\n%s%s", code, out.String(), errb.String())
+	}
+	out.Reset()
+	errb.Reset()
+	if code := run([]string{"migrate", "status", "--config", cfg}, nil, &out, &errb); code != 1 || !strings.Contains(errb.String(), "LLMPROXY_DATABASE_URL") {
+		t.Fatalf("no connection string: %d %s", code, errb.String())
+	}
 }
