@@ -54,7 +54,8 @@ const DefaultMaxConns = 10
 // OpenPostgres opens the PostgreSQL database of dsn (a pgx connection
 // string or URL) and applies any pending migrations. Its one pool, of
 // Options.MaxConns connections, serves reads and writes: PostgreSQL needs
-// no single writer. [Store.ListenChanges] opens one more.
+// no single writer. [Store.ListenChanges] opens one more, and [Store.Ping]
+// has one of its own.
 func OpenPostgres(ctx context.Context, dsn string, o Options) (*Store, error) {
 	if o.MaxConns <= 0 {
 		o.MaxConns = DefaultMaxConns
@@ -80,7 +81,17 @@ func OpenPostgres(ctx context.Context, dsn string, o Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open database: %w", err)
 	}
-	return &Store{w: db, r: db, dialect: dialectPostgres, dsn: dsn}, nil
+	// The readiness ping has a connection of its own: a pool busy with
+	// the log writer and the dashboard's queries must not read as a
+	// database that does not answer.
+	probe, err := sql.Open("pgx", dsn)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	probe.SetMaxOpenConns(1)
+	probe.SetMaxIdleConns(1)
+	return &Store{w: db, r: db, dialect: dialectPostgres, dsn: dsn, probe: probe}, nil
 }
 
 // Postgres reports whether the store is on PostgreSQL.

@@ -121,7 +121,8 @@ type Store struct {
 	r       *sqlx.DB // the same pool as w on PostgreSQL
 	stmts   writeStmts
 	dialect dialect
-	dsn     string // PostgreSQL's connection string, for ListenChanges
+	dsn     string  // PostgreSQL's connection string, for ListenChanges
+	probe   *sql.DB // PostgreSQL: one connection for Ping
 }
 
 // Open opens the database at o.Path, creating it if needed, and applies any
@@ -197,9 +198,15 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	return &Store{path: path, w: w, r: r}, nil
 }
 
-// Ping checks that the database answers, on a reader (SQLite's one writer
-// may be busy with a long batch).
-func (s *Store) Ping(ctx context.Context) error { return s.r.PingContext(ctx) }
+// Ping checks that the database answers: on a connection of its own on
+// PostgreSQL, on a reader on SQLite (whose one writer may be busy with a
+// long batch).
+func (s *Store) Ping(ctx context.Context) error {
+	if s.probe != nil {
+		return s.probe.PingContext(ctx)
+	}
+	return s.r.PingContext(ctx)
+}
 
 // Path returns the absolute path of the database file.
 func (s *Store) Path() string { return s.path }
@@ -219,7 +226,11 @@ func (s *Store) Reader() *sqlx.DB { return s.r }
 // and removes the -wal and -shm files.
 func (s *Store) Close() error {
 	if s.r == s.w {
-		return errors.Join(s.stmts.close(), s.w.Close())
+		var perr error
+		if s.probe != nil {
+			perr = s.probe.Close()
+		}
+		return errors.Join(s.stmts.close(), s.w.Close(), perr)
 	}
 	return errors.Join(s.stmts.close(), s.r.Close(), s.w.Close())
 }
