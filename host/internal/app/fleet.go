@@ -52,6 +52,7 @@ func newReplicaID() string {
 func (a *App) runFleet(ctx context.Context) {
 	host, _ := os.Hostname()
 	me := store.Replica{ID: a.replicaID, Hostname: host, Version: a.Version, StartedAt: time.Now().UnixMilli()}
+	failing := false
 	beat := func() {
 		var ps []server.ReplicaPlugin
 		for _, p := range a.Registry.List() {
@@ -62,8 +63,15 @@ func (a *App) runFleet(ctx context.Context) {
 			b = []byte("[]")
 		}
 		me.Plugins, me.SeenAt = string(b), time.Now().UnixMilli()
-		if err := a.store.SeeReplica(ctx, me); err != nil && ctx.Err() == nil {
-			a.log.Warn("replica heartbeat not written", "err", err)
+		err := a.store.SeeReplica(ctx, me)
+		switch {
+		case err != nil && ctx.Err() == nil && !failing:
+			// Once, not every 2 s while the database is away.
+			a.log.Warn("replica heartbeat not written; the other replicas will leave this one out until it is", "err", err)
+			failing = true
+		case err == nil && failing:
+			a.log.Info("replica heartbeat written again")
+			failing = false
 		}
 	}
 	beat()
