@@ -34,13 +34,18 @@ const (
 	spentEvery = 2 * time.Second
 )
 
+// hostname is the machine's name, or "replica" when it has none.
+func hostname() string {
+	if host, _ := os.Hostname(); host != "" {
+		return host
+	}
+	return "replica"
+}
+
 // newReplicaID names this process in the replicas table: the host name
 // and a random suffix (a restarted process is a new replica).
 func newReplicaID() string {
-	host, _ := os.Hostname()
-	if host == "" {
-		host = "replica"
-	}
+	host := hostname()
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	return host + "-" + hex.EncodeToString(b[:])
@@ -50,8 +55,7 @@ func newReplicaID() string {
 // limit counts with the other replicas, until ctx ends; leaveFleet then
 // removes its rows.
 func (a *App) runFleet(ctx context.Context) {
-	host, _ := os.Hostname()
-	me := store.Replica{ID: a.replicaID, Hostname: host, Version: a.Version, StartedAt: time.Now().UnixMilli()}
+	me := store.Replica{ID: a.replicaID, Hostname: hostname(), Version: a.Version, StartedAt: time.Now().UnixMilli()}
 	failing := false
 	beat := func() {
 		var ps []server.ReplicaPlugin
