@@ -19,6 +19,7 @@ package limits
 
 import (
 	"context"
+	"maps"
 	"math"
 	"strconv"
 	"sync"
@@ -136,18 +137,25 @@ type Share struct {
 	Reserved float64
 }
 
+// states is a copy of the key table, made under its lock (each state has
+// a lock of its own), after adding a state for every key of add not in it.
+func (k *Keeper) states(add map[string]Share) map[string]*state {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for id := range add {
+		if k.keys[id] == nil {
+			k.keys[id] = &state{}
+		}
+	}
+	return maps.Clone(k.keys)
+}
+
 // Shares returns this process's counts of every key that has any, for the
 // other replicas.
 func (k *Keeper) Shares() []Share {
 	sec := k.now().Unix()
-	k.mu.Lock()
-	states := make(map[string]*state, len(k.keys))
-	for id, st := range k.keys {
-		states[id] = st
-	}
-	k.mu.Unlock()
 	var out []Share
-	for id, st := range states {
+	for id, st := range k.states(nil) {
 		st.mu.Lock()
 		sh := Share{KeyID: id, Requests: st.reqs.sum(sec), Tokens: st.toks.sum(sec), InFlight: int64(st.parallel), Reserved: st.reserved}
 		st.mu.Unlock()
@@ -161,18 +169,7 @@ func (k *Keeper) Shares() []Share {
 // SetRemote sets each key's counts on the other replicas: the sums of
 // their last shares. A key missing from remote has none.
 func (k *Keeper) SetRemote(remote map[string]Share) {
-	k.mu.Lock()
-	for id := range remote {
-		if k.keys[id] == nil {
-			k.keys[id] = &state{}
-		}
-	}
-	states := make(map[string]*state, len(k.keys))
-	for id, st := range k.keys {
-		states[id] = st
-	}
-	k.mu.Unlock()
-	for id, st := range states {
+	for id, st := range k.states(remote) {
 		st.mu.Lock()
 		st.remote = remote[id]
 		st.mu.Unlock()
@@ -187,13 +184,7 @@ func (k *Keeper) RefreshSpent(ctx context.Context) {
 	if k.spent == nil {
 		return
 	}
-	k.mu.Lock()
-	states := make(map[string]*state, len(k.keys))
-	for id, st := range k.keys {
-		states[id] = st
-	}
-	k.mu.Unlock()
-	for id, st := range states {
+	for id, st := range k.states(nil) {
 		st.mu.Lock()
 		period, loaded, mark := st.period, st.loaded, st.finished
 		st.mu.Unlock()
